@@ -1,0 +1,253 @@
+"""Tandem's one error hierarchy.
+
+Every error Tandem raises on purpose derives from :class:`TandemError`; errors
+from third-party libraries (nats-py, httpx, msgspec) are translated at the
+boundary with ``raise ... from exc``, so callers never need to string-match.
+
+::
+
+    TandemError
+    ├── ConfigError                  bad or missing configuration
+    ├── BusError                     NATS could not be reached or used
+    │   ├── BusConnectError            the NATS URL is unreachable
+    │   ├── RequestTimeout             no reply within the request timeout
+    │   └── NoResponders               nobody serves the subject
+    ├── RemoteError                  a peer answered with an ``ErrorReply``
+    ├── PlanError                    an execution plan is unusable
+    │   ├── PlanValidationError        the plan JSON fails decoding/invariants
+    │   └── PlanningFailed             the planner could not produce a plan
+    ├── ExecutionError               running a plan failed
+    │   ├── StepFailed                 a step failed and had no recovery
+    │   └── CommandError               a built-in text command was misused
+    ├── LLMError                     a model call failed
+    │   ├── ProviderUnavailable        connection refused / DNS / reset
+    │   ├── ProviderTimeout            the provider did not answer in time
+    │   ├── ProviderStatusError        the provider answered 4xx/5xx
+    │   ├── MalformedResponse          the body is not the documented shape
+    │   └── NoCandidate                no configured model fits the request
+    └── InputError                   a user-supplied file is missing or unreadable
+"""
+
+from __future__ import annotations
+
+__all__ = [
+    "BusConnectError",
+    "BusError",
+    "CommandError",
+    "ConfigError",
+    "ExecutionError",
+    "InputError",
+    "LLMError",
+    "MalformedResponse",
+    "NoCandidate",
+    "NoResponders",
+    "PlanError",
+    "PlanValidationError",
+    "PlanningFailed",
+    "ProviderStatusError",
+    "ProviderTimeout",
+    "ProviderUnavailable",
+    "RemoteError",
+    "RequestTimeout",
+    "StepFailed",
+    "TandemError",
+]
+
+
+class TandemError(Exception):
+    """Base class of every error Tandem raises on purpose.
+
+    Attributes
+    ----------
+    code : str
+        Stable machine-readable code, also used as ``ErrorReply.code`` when the
+        error crosses the bus.
+    """
+
+    code = "internal"
+
+
+class ConfigError(TandemError):
+    """Raised when the configuration is missing, malformed or inconsistent."""
+
+    code = "config"
+
+
+class BusError(TandemError):
+    """Raised when NATS cannot be used."""
+
+    code = "bus"
+
+
+class BusConnectError(BusError):
+    """Raised when the NATS server at the given URL cannot be reached."""
+
+    code = "bus_connect"
+
+
+class RequestTimeout(BusError):
+    """Raised when a request gets no reply within its timeout."""
+
+    code = "timeout"
+
+
+class NoResponders(BusError):
+    """Raised when no actor subscribes to the requested subject."""
+
+    code = "no_responders"
+
+
+class RemoteError(TandemError):
+    """Raised when a peer answers a request with an ``ErrorReply``.
+
+    Parameters
+    ----------
+    code : str
+        The ``ErrorReply.code`` sent by the peer.
+    message : str
+        The human-readable message sent by the peer.
+    path : str or None
+        Field path (e.g. ``$.workflow[1].params``) when decoding failed.
+    subject : str
+        The subject the request was sent to.
+    """
+
+    def __init__(self, code: str, message: str, *, path: str | None = None, subject: str = "") -> None:
+        self.code = code
+        self.message = message
+        self.path = path
+        self.subject = subject
+        where = f" at {path}" if path else ""
+        super().__init__(f"{subject}: {code}: {message}{where}" if subject else f"{code}: {message}{where}")
+
+
+class PlanError(TandemError):
+    """Raised when an execution plan cannot be used."""
+
+    code = "plan"
+
+
+class PlanValidationError(PlanError):
+    """Raised when plan JSON fails decoding or the plan's invariants.
+
+    Parameters
+    ----------
+    message : str
+        What is wrong.
+    path : str or None
+        JSON path of the offending field, e.g. ``$.workflow[2].params.input_fd``.
+    """
+
+    code = "plan_invalid"
+
+    def __init__(self, message: str, *, path: str | None = None) -> None:
+        self.message = message
+        self.path = path
+        super().__init__(f"{message} - at `{path}`" if path and path not in message else message)
+
+
+class PlanningFailed(PlanError):
+    """Raised when the planner could not produce a valid plan."""
+
+    code = "planning_failed"
+
+
+class ExecutionError(TandemError):
+    """Raised when running a plan fails."""
+
+    code = "execution"
+
+
+class StepFailed(ExecutionError):
+    """Raised when a plan step fails and no ``error_recovery`` step covers it.
+
+    Parameters
+    ----------
+    step : int
+        The plan step number that failed.
+    action : str
+        The step's action, e.g. ``spawn_command``.
+    reason : str
+        Why it failed.
+    """
+
+    code = "step_failed"
+
+    def __init__(self, step: int, action: str, reason: str) -> None:
+        self.step = step
+        self.action = action
+        self.reason = reason
+        super().__init__(f"step {step} ({action}) failed: {reason}")
+
+
+class CommandError(ExecutionError):
+    """Raised when a built-in text command is unknown or given bad arguments."""
+
+    code = "command"
+
+
+class LLMError(TandemError):
+    """Raised when a model call fails.
+
+    Attributes
+    ----------
+    transient : bool
+        Whether trying again (or another model) may succeed.
+    """
+
+    code = "llm"
+    transient = False
+
+
+class ProviderUnavailable(LLMError):
+    """Raised when the provider cannot be connected to."""
+
+    code = "llm_unavailable"
+    transient = True
+
+
+class ProviderTimeout(LLMError):
+    """Raised when the provider does not answer within the timeout."""
+
+    code = "llm_timeout"
+    transient = True
+
+
+class ProviderStatusError(LLMError):
+    """Raised when the provider answers with an HTTP error status.
+
+    Parameters
+    ----------
+    status_code : int
+        The HTTP status.
+    message : str
+        The provider's error message, if the body had one.
+    retry_after : float or None
+        Seconds from a ``Retry-After`` header, if present.
+    """
+
+    code = "llm_status"
+
+    def __init__(self, status_code: int, message: str, *, retry_after: float | None = None) -> None:
+        self.status_code = status_code
+        self.retry_after = retry_after
+        self.transient = status_code in (408, 429) or status_code >= 500
+        super().__init__(f"HTTP {status_code}: {message}")
+
+
+class MalformedResponse(LLMError):
+    """Raised when a provider's body is not the documented shape."""
+
+    code = "llm_malformed"
+
+
+class NoCandidate(LLMError):
+    """Raised when no configured model can serve the request."""
+
+    code = "llm_no_candidate"
+
+
+class InputError(TandemError):
+    """Raised when a user-supplied input or plan file is missing or unreadable."""
+
+    code = "input"
