@@ -1,0 +1,99 @@
+"""Executor flow: run a plan (design note 000, stage 2) and its step events."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+import msgspec
+
+from ._base import ErrorReply, Message
+from .plan import ExecutionPlan
+
+__all__ = ["ExecuteReply", "ExecuteRequest", "ExecutorReply", "Output", "StepEvent", "StepOutcome", "TaskEvent"]
+
+
+class ExecuteRequest(Message, frozen=True, kw_only=True, tag="execute_request"):
+    """Run ``plan`` on ``inputs``.
+
+    Parameters
+    ----------
+    plan : ExecutionPlan
+    inputs : dict of int to str
+        Input texts by fd (``0`` stdin, ``3``… the ``--input`` files). The
+        executor never touches the file system: the CLI reads and writes files.
+    task : str
+        The user's task (context for ``manual_transform``).
+    """
+
+    plan: ExecutionPlan
+    inputs: dict[int, str] = {}
+    task: str = ""
+
+
+class Output(msgspec.Struct, frozen=True, kw_only=True):
+    """One ``write_output``: ``destination`` is ``fd:1`` or ``fd:2``."""
+
+    destination: str
+    text: str
+    format: str = "text"
+
+
+class StepOutcome(msgspec.Struct, frozen=True, kw_only=True):
+    """What happened to one step.
+
+    Parameters
+    ----------
+    step : int
+    action : str
+    status : {"ok", "skipped", "recovered", "failed"}
+    duration_ms : float
+    detail : str
+        e.g. the command line, the branch taken, or the error.
+    """
+
+    step: int
+    action: str
+    status: Literal["ok", "skipped", "recovered", "failed"]
+    duration_ms: float = 0.0
+    detail: str = ""
+
+
+class ExecuteReply(Message, frozen=True, kw_only=True, tag="execute_reply"):
+    """The plan ran to the end.
+
+    Parameters
+    ----------
+    outputs : list of Output
+        In the order written.
+    steps : list of StepOutcome
+        In the order run.
+    """
+
+    outputs: list[Output]
+    steps: list[StepOutcome] = []
+
+
+class StepEvent(Message, frozen=True, kw_only=True, tag="step_event"):
+    """Progress of one step, published on ``tandem.events.executor.step``.
+
+    ``correlation_id`` is the execute request's, so a subscriber can follow one task.
+    """
+
+    step: int
+    action: str
+    status: Literal["started", "ok", "skipped", "recovered", "failed"]
+    total_steps: int
+    duration_ms: float = 0.0
+    detail: str = ""
+
+
+class TaskEvent(Message, frozen=True, kw_only=True, tag="task_event"):
+    """Task lifecycle, published on ``tandem.events.task.<status>``."""
+
+    task: str
+    status: Literal["started", "completed", "failed"]
+    mode: str = ""
+    detail: str = ""
+
+
+ExecutorReply = ExecuteReply | ErrorReply

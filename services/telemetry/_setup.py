@@ -1,0 +1,209 @@
+"""Tracer-provider setup: one provider per process, spans to a JSONL file or OTLP.
+
+Every Tandem process (CLI, actor host, benchmark) calls :func:`setup_tracing`
+once at start and :func:`shutdown_tracing` at exit. Without an OTLP endpoint,
+finished spans are appended as one JSON object per line to
+:func:`default_trace_file`, which several processes may share; ``tandem trace``
+reads that file back (see ``services.telemetry._view``).
+
+The JSON line is exactly what the SDK's ``ReadableSpan.to_json(indent=None)``
+produces, e.g. (wrapped here)::
+
+    {"name": "process agents.planner.request",
+     "context": {"trace_id": "0x<32 hex>", "span_id": "0x<16 hex>", "trace_state": "[]"},
+     "kind": "SpanKind.CONSUMER", "parent_id": "0x<16 hex>" | null,
+     "start_time": "2026-01-02T03:04:05.123456Z", "end_time": "...Z",
+     "status": {"status_code": "UNSET" | "OK" | "ERROR", "description": "..."?},
+     "attributes": {...}, "events": [{"name", "timestamp", "attributes"}],
+     "links": [{"context": {...}, "attributes": {...}}],
+     "resource": {"attributes": {"service.name": ..., "service.instance.id": ...,
+                                 "process.pid": ..., "telemetry.sdk.*": ...},
+                  "schema_url": ""}}
+"""
+
+from __future__ import annotations
+
+import os
+import pathlib
+import uuid
+from typing import TextIO
+
+from opentelemetry import trace
+from opentelemetry.propagate import set_global_textmap
+from opentelemetry.sdk.resources import PROCESS_PID, SERVICE_INSTANCE_ID, SERVICE_NAME, Resource
+from opentelemetry.sdk.trace import ReadableSpan, TracerProvider
+from opentelemetry.sdk.trace.export import BatchSpanProcessor, ConsoleSpanExporter, SpanExporter
+from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
+
+from services.errors import ConfigError
+
+__all__ = ["default_trace_file", "setup_tracing", "shutdown_tracing"]
+
+TRACE_FILE_ENV = "TANDEM_TRACE_FILE"
+"""Environment variable that overrides the trace file location."""
+
+_OTLP_ENDPOINT_ENVS = ("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT", "OTEL_EXPORTER_OTLP_ENDPOINT")
+_OTLP_TRACES_PATH = "v1/traces"
+
+
+def default_trace_file() -> pathlib.Path:
+    """Return where finished spans are appended when no OTLP endpoint is set.
+
+    Returns
+    -------
+    pathlib.Path
+        ``$TANDEM_TRACE_FILE`` if set and non-empty, else
+        ``$XDG_STATE_HOME/tandem/traces.jsonl``, where ``XDG_STATE_HOME``
+        defaults to ``~/.local/state`` when unset, empty or relative (as the
+        XDG Base Directory spec requires). The file need not exist.
+
+    Examples
+    --------
+    >>> import os
+    >>> os.environ["TANDEM_TRACE_FILE"] = "/tmp/t.jsonl"
+    >>> default_trace_file()
+    PosixPath('/tmp/t.jsonl')
+    >>> del os.environ["TANDEM_TRACE_FILE"]
+    """
+    if explicit := os.environ.get(TRACE_FILE_ENV):
+        return pathlib.Path(explicit).expanduser()
+    state_home = os.environ.get("XDG_STATE_HOME", "")
+    base = pathlib.Path(state_home) if state_home and os.path.isabs(state_home) else pathlib.Path.home() / ".local" / "state"
+    return base / "tandem" / "traces.jsonl"
+
+
+class _JsonLinesExporter(ConsoleSpanExporter):
+    """The SDK's ``ConsoleSpanExporter`` writing one compact JSON span per line.
+
+    It owns ``out`` and closes it on shutdown, so ``provider.shutdown()`` both
+    flushes the batch and releases the file.
+    """
+
+    def __init__(self, out: TextIO) -> None:
+        super().__init__(out=out, formatter=_span_to_json_line)
+
+    def shutdown(self) -> None:
+        if not self.out.closed:
+            self.out.close()
+
+
+def _span_to_json_line(span: ReadableSpan) -> str:
+    return span.to_json(indent=None) + "\n"
+
+
+def _otlp_exporter(otlp_endpoint: str | None) -> SpanExporter:
+    # Imported lazily: the OTLP exporter pulls in requests/protobuf.
+    from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
+
+    if otlp_endpoint is None:
+        # Let the exporter resolve OTEL_EXPORTER_OTLP_[TRACES_]ENDPOINT, headers, TLS...
+        return OTLPSpanExporter()
+    # Same meaning as OTEL_EXPORTER_OTLP_ENDPOINT: a base URL, signal path appended.
+    base = otlp_endpoint.rstrip("/")
+    endpoint = base if base.endswith("/" + _OTLP_TRACES_PATH) else f"{base}/{_OTLP_TRACES_PATH}"
+    return OTLPSpanExporter(endpoint=endpoint)
+
+
+def setup_tracing(
+    service_name: str,
+    *,
+    trace_file: pathlib.Path | None = None,
+    otlp_endpoint: str | None = None,
+    install_global: bool = True,
+) -> TracerProvider:
+    """Build this process's tracer provider and install the W3C propagator.
+
+    Parameters
+    ----------
+    service_name : str
+        ``service.name`` resource attribute, e.g. ``"tandem.planner"``.
+    trace_file : pathlib.Path or None
+        JSONL file to append spans to; defaults to :func:`default_trace_file`.
+        Its parent directories are created. Ignored when OTLP is used.
+    otlp_endpoint : str or None
+        Base URL of an OTLP/HTTP collector, e.g. ``"http://localhost:4318"``
+        (``/v1/traces`` is appended unless already present). When ``None``
+        and ``OTEL_EXPORTER_OTLP_ENDPOINT`` or
+        ``OTEL_EXPORTER_OTLP_TRACES_ENDPOINT`` is set, the exporter reads its
+        whole configuration from the environment.
+    install_global : bool
+        Also make the provider the process-global one with
+        ``trace.set_tracer_provider``. OpenTelemetry allows that only once per
+        process (later calls log a warning and are ignored), so tests pass
+        ``False`` and use ``provider.get_tracer(...)`` directly.
+
+    Returns
+    -------
+    opentelemetry.sdk.trace.TracerProvider
+        The provider, with one ``BatchSpanProcessor``. Its resource carries
+        ``service.name``, ``service.instance.id`` (a fresh ``uuid4().hex``)
+        and ``process.pid``. Call :func:`shutdown_tracing` (or
+        ``provider.shutdown()``) at exit to flush; the SDK also does so
+        ``atexit``.
+
+    Raises
+    ------
+    services.errors.ConfigError
+        If the trace file or its directory cannot be created or opened.
+
+    Notes
+    -----
+    Always sets the global text-map propagator to W3C TraceContext, so
+    ``opentelemetry.propagate.inject``/``extract`` read and write
+    ``traceparent``/``tracestate`` in NATS headers.
+
+    Several processes may append to the same file: it is opened in append
+    mode and line-buffered, so each span is one ``write`` at the end of the
+    file. A reader may still see a partially written last line.
+
+    Examples
+    --------
+    >>> provider = setup_tracing("tandem.cli", trace_file=pathlib.Path("/tmp/t.jsonl"), install_global=False)
+    >>> with provider.get_tracer("tandem").start_as_current_span("task"):
+    ...     pass
+    >>> shutdown_tracing(provider)
+    """
+    resource = Resource.create(
+        {
+            SERVICE_NAME: service_name,
+            SERVICE_INSTANCE_ID: uuid.uuid4().hex,
+            PROCESS_PID: os.getpid(),
+        }
+    )
+    exporter: SpanExporter
+    if otlp_endpoint is not None or any(os.environ.get(name) for name in _OTLP_ENDPOINT_ENVS):
+        exporter = _otlp_exporter(otlp_endpoint)
+    else:
+        path = trace_file if trace_file is not None else default_trace_file()
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            out = open(path, "a", buffering=1, encoding="utf-8")  # noqa: SIM115 - closed by exporter.shutdown
+        except OSError as exc:
+            raise ConfigError(f"cannot open trace file {path} for appending: {exc.strerror or exc}") from exc
+        exporter = _JsonLinesExporter(out)
+
+    provider = TracerProvider(resource=resource)
+    provider.add_span_processor(BatchSpanProcessor(exporter))
+    set_global_textmap(TraceContextTextMapPropagator())
+    if install_global:
+        trace.set_tracer_provider(provider)
+    return provider
+
+
+def shutdown_tracing(provider: TracerProvider, *, timeout_millis: int = 30_000) -> None:
+    """Flush pending spans, shut the provider down and close the trace file.
+
+    Parameters
+    ----------
+    provider : opentelemetry.sdk.trace.TracerProvider
+        A provider returned by :func:`setup_tracing`.
+    timeout_millis : int
+        Upper bound, in milliseconds, for the flush.
+
+    Notes
+    -----
+    Idempotent: a second call (or the SDK's ``atexit`` hook) does nothing.
+    Spans ended after shutdown are dropped.
+    """
+    provider.force_flush(timeout_millis)
+    provider.shutdown()
