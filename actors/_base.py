@@ -1,0 +1,240 @@
+"""The base actor: typed endpoints on NATS subjects, served in a queue group.
+
+Lifecycle (structured concurrency, anyio ``docs/tasks.rst``)::
+
+    await tg.start(actor.run)     # returns once every subscription is live
+
+Failure rules (house style 8):
+
+* a request whose payload does not decode gets ``ErrorReply(code="bad_request",
+  path=...)`` and the actor keeps serving;
+* a handler that raises a :class:`~services.errors.TandemError` replies with
+  its ``code``; any other exception is logged with its traceback, recorded on
+  the span and replied as ``code="internal"``; a handler that runs past its
+  timeout replies ``code="timeout"``;
+* a one-way endpoint (an event, no reply subject) that raises crashes the
+  actor, so its supervisor restarts it and logs why; a malformed event is
+  republished to ``tandem.events.dead_letter.<actor>`` with the error, so
+  nothing is lost.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from collections.abc import Awaitable, Callable
+from contextlib import AsyncExitStack
+from dataclasses import dataclass, field
+from typing import Any, ClassVar
+
+import anyio
+import msgspec
+from anyio.abc import TaskStatus
+from nats.aio.msg import Msg
+from nats.aio.subscription import Subscription
+from opentelemetry.trace import Status, StatusCode
+
+from messages import ErrorReply, Message, Ping, Pong, decode_error_path, decoder, encode, new_id, subjects
+from services.bus import Bus, extract_context, messaging_attributes
+from services.bus._tracing import PROCESS, tracer
+from services.errors import TandemError
+
+__all__ = ["Actor", "Endpoint"]
+
+log = logging.getLogger("tandem.actor")
+
+
+class _EnvelopeOnly(msgspec.Struct):
+    correlation_id: str = ""
+    conversation_id: str = ""
+
+
+_envelope = msgspec.json.Decoder(_EnvelopeOnly)
+
+
+class DeadLetter(Message, frozen=True, kw_only=True, tag="dead_letter"):
+    """A one-way message an actor could not decode, kept for inspection."""
+
+    subject: str
+    error: str
+    path: str | None = None
+    payload: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class Endpoint:
+    """One subject an actor serves.
+
+    Parameters
+    ----------
+    subject : str
+        The NATS subject.
+    request_type : type
+        Message Struct (or union) the payload decodes to.
+    handler : callable
+        ``async (request) -> reply`` for request/reply, ``async (event) -> None`` for events.
+    timeout : float
+        Seconds one call may take before it is cancelled.
+    queue : bool
+        Subscribe in the actor's queue group (``False``: every replica sees every message).
+    """
+
+    subject: str
+    request_type: Any
+    handler: Callable[[Any], Awaitable[Message | None]]
+    timeout: float = 60.0
+    queue: bool = True
+    decoder: msgspec.json.Decoder[Any] = field(init=False)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "decoder", decoder(self.request_type))
+
+
+class Actor:
+    """Base class of every Tandem actor.
+
+    Subclasses set :attr:`name`, implement :meth:`endpoints`, and may open
+    long-lived resources (HTTP clients, KV buckets) in :meth:`setup`.
+
+    Parameters
+    ----------
+    bus : Bus
+        Connected bus.
+    concurrency : int
+        Most handler calls in flight at once, across the actor's endpoints.
+    """
+
+    name: ClassVar[str] = "actor"
+
+    def __init__(self, bus: Bus, *, concurrency: int = 64) -> None:
+        self.bus = bus
+        self.concurrency = concurrency
+        self.instance_id = new_id()[:12]
+        self._limit = anyio.Semaphore(concurrency)
+
+    def endpoints(self) -> list[Endpoint]:
+        """Return the endpoints to serve (besides ``tandem.<name>.ping``)."""
+        raise NotImplementedError
+
+    async def setup(self, stack: AsyncExitStack) -> None:
+        """Open resources before subscribing; register their cleanup on ``stack``."""
+
+    async def run(self, *, task_status: TaskStatus[None] = anyio.TASK_STATUS_IGNORED) -> None:
+        """Serve until cancelled.
+
+        Reports started through ``task_status`` only once every subscription
+        is live on the server.
+
+        Raises
+        ------
+        Exception
+            Whatever a one-way handler raised (the supervisor decides what next).
+        """
+        endpoints = [*self.endpoints(), Endpoint(subjects.ping(self.name), Ping, self._ping, timeout=5)]
+        async with AsyncExitStack() as stack:
+            await self.setup(stack)
+            subs: list[tuple[Subscription, Endpoint]] = []
+            try:
+                for ep in endpoints:
+                    queue = subjects.queue_group(self.name) if ep.queue else ""
+                    subs.append((await self.bus.subscribe(ep.subject, queue=queue), ep))
+                await self.bus.flush()
+                async with anyio.create_task_group() as tg:
+                    for sub, ep in subs:
+                        tg.start_soon(self._serve, sub, ep, tg)
+                    log.info("%s %s serving %s", self.name, self.instance_id, ", ".join(e.subject for e in endpoints))
+                    task_status.started()
+            finally:
+                with anyio.CancelScope(shield=True):
+                    for sub, _ in subs:
+                        try:
+                            await sub.unsubscribe()
+                        except Exception:  # connection already closed: nothing left to unsubscribe
+                            log.debug("unsubscribe %s failed", sub.subject, exc_info=True)
+
+    async def _ping(self, _: Ping) -> Pong:
+        return Pong(actor=self.name, instance_id=self.instance_id, pid=os.getpid())
+
+    async def _serve(self, sub: Subscription, ep: Endpoint, tg: anyio.abc.TaskGroup) -> None:
+        async for msg in sub.messages:
+            await self._limit.acquire()
+            tg.start_soon(self._handle, msg, ep)
+
+    async def _handle(self, msg: Msg, ep: Endpoint) -> None:
+        try:
+            await self._handle_one(msg, ep)
+        finally:
+            self._limit.release()
+
+    async def _handle_one(self, msg: Msg, ep: Endpoint) -> None:
+        ctx, links = extract_context(msg.headers)
+        env = _peek_envelope(msg.data)
+        with tracer.start_as_current_span(
+            f"process {ep.subject}",
+            context=ctx,
+            kind=PROCESS,
+            links=links,
+            attributes=messaging_attributes(
+                "process", msg.subject, message_id=env.correlation_id, conversation_id=env.conversation_id,
+                body_size=len(msg.data), consumer_group=subjects.queue_group(self.name) if ep.queue else None,
+            ),
+            record_exception=False,
+            set_status_on_exception=False,
+        ) as span:
+            span.set_attribute("tandem.actor", self.name)
+            try:
+                request = ep.decoder.decode(msg.data)
+            except msgspec.DecodeError as exc:
+                text, path = decode_error_path(exc)
+                span.set_status(Status(StatusCode.ERROR, text))
+                span.set_attribute("error.type", "bad_request")
+                log.warning("%s: malformed payload on %s: %s (at %s)", self.name, msg.subject, text, path)
+                error = ErrorReply(
+                    code="bad_request", message=text, path=path,
+                    correlation_id=env.correlation_id or new_id(), conversation_id=env.conversation_id,
+                )
+                if msg.reply:
+                    await self.bus.respond(msg, error)
+                else:
+                    await self.bus.publish(
+                        f"tandem.events.dead_letter.{self.name}",
+                        DeadLetter(subject=msg.subject, error=text, path=path,
+                                   payload=msg.data.decode("utf-8", "replace"),
+                                   correlation_id=error.correlation_id),
+                    )
+                return
+            try:
+                with anyio.fail_after(ep.timeout):
+                    reply = await ep.handler(request)
+            except Exception as exc:
+                span.record_exception(exc)
+                span.set_attribute("error.type", getattr(exc, "code", type(exc).__qualname__))
+                span.set_status(Status(StatusCode.ERROR, str(exc)))
+                if not msg.reply:
+                    raise  # one-way: crash into the supervisor
+                await self.bus.respond(msg, self._error_reply(exc, request, ep))
+                return
+            if msg.reply and reply is not None:
+                await self.bus.respond(msg, reply)
+
+    def _error_reply(self, exc: Exception, request: Message, ep: Endpoint) -> ErrorReply:
+        if isinstance(exc, TandemError):
+            code, text = exc.code, str(exc)
+            log.warning("%s: %s failed: %s", self.name, ep.subject, text)
+        elif isinstance(exc, TimeoutError):
+            code, text = "timeout", f"{self.name} gave up after {ep.timeout:g}s"
+            log.warning("%s: %s timed out after %gs", self.name, ep.subject, ep.timeout)
+        else:
+            code, text = "internal", f"{type(exc).__name__}: {exc}"
+            log.error("%s: %s raised", self.name, ep.subject, exc_info=exc)
+        return ErrorReply(
+            code=code, message=text, path=getattr(exc, "path", None),
+            correlation_id=request.correlation_id, conversation_id=request.conversation_id,
+        )
+
+
+def _peek_envelope(data: bytes) -> _EnvelopeOnly:
+    try:
+        return _envelope.decode(data)
+    except msgspec.DecodeError:
+        return _EnvelopeOnly()

@@ -1,0 +1,7 @@
+"""The message bus: NATS (core request/reply + JetStream) with tracing."""
+
+from ._embedded import EmbeddedNats, find_nats_server, free_port
+from ._nats import Bus
+from ._tracing import extract_context, inject_headers, messaging_attributes
+
+__all__ = ["Bus", "EmbeddedNats", "extract_context", "find_nats_server", "free_port", "inject_headers", "messaging_attributes"]

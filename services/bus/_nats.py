@@ -1,0 +1,206 @@
+"""The NATS bus: typed, traced publish and request/reply over nats-py."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any, TypeVar
+
+import msgspec
+import nats
+import nats.errors
+from nats.aio.client import Client
+from nats.aio.msg import Msg
+from nats.aio.subscription import Subscription
+from nats.js import JetStreamContext
+from nats.js.errors import BucketNotFoundError
+from nats.js.kv import KeyValue
+from opentelemetry.trace import Status, StatusCode
+
+from messages import ErrorReply, Message, decoder, encode
+
+from ..errors import BusConnectError, BusError, NoResponders, RemoteError, RequestTimeout
+from ._tracing import SEND, inject_headers, messaging_attributes, tracer
+
+__all__ = ["Bus"]
+
+R = TypeVar("R")
+
+
+class Bus:
+    """A connected NATS client that speaks Tandem messages.
+
+    Parameters
+    ----------
+    nc : nats.aio.client.Client
+        A connected nats-py client; use :meth:`connect` to make one.
+
+    Notes
+    -----
+    Replies never echo request headers (nats-py ``Msg.respond`` does); only
+    the trace context is sent.
+    """
+
+    def __init__(self, nc: Client) -> None:
+        self.nc = nc
+        self._js: JetStreamContext | None = None
+
+    @classmethod
+    async def connect(cls, url: str, *, name: str = "tandem", connect_timeout: float = 2.0) -> Bus:
+        """Connect to ``url``.
+
+        Raises
+        ------
+        BusConnectError
+            When the server cannot be reached (no reconnect loop on first connect).
+        """
+        try:
+            nc = await nats.connect(
+                url,
+                name=name,
+                connect_timeout=connect_timeout,
+                allow_reconnect=True,
+                max_reconnect_attempts=-1,
+                reconnect_time_wait=0.5,
+                error_cb=_log_error,
+            )
+        except (OSError, nats.errors.Error, TimeoutError) as exc:
+            raise BusConnectError(f"cannot connect to NATS at {url}: {exc or type(exc).__name__}") from exc
+        return cls(nc)
+
+    async def close(self) -> None:
+        """Drain subscriptions and close the connection."""
+        if not self.nc.is_closed:
+            try:
+                await self.nc.drain()
+            except nats.errors.Error:
+                await self.nc.close()
+
+    @property
+    def jetstream(self) -> JetStreamContext:
+        """The JetStream context of this connection."""
+        if self._js is None:
+            self._js = self.nc.jetstream()
+        return self._js
+
+    async def key_value(self, bucket: str, *, history: int = 1, ttl: float | None = None) -> KeyValue:
+        """Return JetStream KV ``bucket``, creating it when missing.
+
+        Raises
+        ------
+        BusError
+            When JetStream is not enabled on the server.
+        """
+        try:
+            try:
+                return await self.jetstream.key_value(bucket)
+            except BucketNotFoundError:
+                from nats.js.api import KeyValueConfig
+
+                return await self.jetstream.create_key_value(KeyValueConfig(bucket=bucket, history=history, ttl=ttl))
+        except nats.errors.Error as exc:
+            raise BusError(f"JetStream KV {bucket!r} unavailable (is JetStream enabled?): {exc}") from exc
+
+    async def subscribe(self, subject: str, *, queue: str = "") -> Subscription:
+        """Subscribe to ``subject`` (in ``queue`` group if given); iterate ``sub.messages``."""
+        return await self.nc.subscribe(subject, queue=queue)
+
+    async def flush(self, timeout: float = 5.0) -> None:
+        """Wait until the server has processed everything sent so far."""
+        await self.nc.flush(timeout=timeout)
+
+    async def publish(self, subject: str, message: Message, *, template: str | None = None) -> None:
+        """Publish a one-way message (an event) inside a ``send <subject>`` span.
+
+        Parameters
+        ----------
+        subject : str
+        message : Message
+        template : str or None
+            Subject template for the span name (e.g. ``tandem.events.task.{status}``).
+        """
+        payload = encode(message)
+        name = template or subject
+        with tracer.start_as_current_span(
+            f"send {name}",
+            kind=SEND,
+            attributes=messaging_attributes(
+                "send", subject, message_id=message.correlation_id,
+                conversation_id=message.conversation_id, body_size=len(payload), template=template,
+            ),
+        ):
+            try:
+                await self.nc.publish(subject, payload, headers=inject_headers())
+            except nats.errors.Error as exc:
+                raise BusError(f"publish to {subject} failed: {exc}") from exc
+
+    async def request(self, subject: str, message: Message, reply_type: type[R] | Any, *, timeout: float) -> R:
+        """Send ``message`` and wait for a typed reply.
+
+        Parameters
+        ----------
+        subject : str
+        message : Message
+        reply_type : type
+            The success reply Struct (``ErrorReply`` is always accepted too).
+        timeout : float
+            Seconds to wait for the reply.
+
+        Returns
+        -------
+        reply_type
+            The decoded reply.
+
+        Raises
+        ------
+        RemoteError
+            When the peer answered with an ``ErrorReply``.
+        NoResponders
+            When nobody serves ``subject``.
+        RequestTimeout
+            When no reply came within ``timeout``.
+        BusError
+            When the reply does not decode as ``reply_type``.
+        """
+        payload = encode(message)
+        with tracer.start_as_current_span(
+            f"send {subject}",
+            kind=SEND,
+            attributes=messaging_attributes(
+                "send", subject, message_id=message.correlation_id,
+                conversation_id=message.conversation_id, body_size=len(payload),
+            ),
+        ) as span:
+            try:
+                msg = await self.nc.request(subject, payload, timeout=timeout, headers=inject_headers())
+            except nats.errors.NoRespondersError as exc:
+                span.set_status(Status(StatusCode.ERROR, "no responders"))
+                span.set_attribute("error.type", "no_responders")
+                raise NoResponders(f"no actor serves {subject} (is it running?)") from exc
+            except nats.errors.TimeoutError as exc:
+                span.set_status(Status(StatusCode.ERROR, "timeout"))
+                span.set_attribute("error.type", "timeout")
+                raise RequestTimeout(f"no reply from {subject} within {timeout:g}s") from exc
+            except nats.errors.Error as exc:
+                span.set_attribute("error.type", type(exc).__name__)
+                raise BusError(f"request to {subject} failed: {exc}") from exc
+            try:
+                reply = decoder(reply_type | ErrorReply).decode(msg.data)
+            except msgspec.DecodeError as exc:
+                span.set_attribute("error.type", "bad_reply")
+                raise BusError(f"malformed reply from {subject}: {exc}") from exc
+            if isinstance(reply, ErrorReply):
+                span.set_status(Status(StatusCode.ERROR, reply.message))
+                span.set_attribute("error.type", reply.code)
+                raise RemoteError(reply.code, reply.message, path=reply.path, subject=subject)
+            return reply
+
+    async def respond(self, msg: Msg, reply: Message, headers: Mapping[str, str] | None = None) -> None:
+        """Send ``reply`` to the reply subject of request ``msg`` (headers are not echoed)."""
+        if msg.reply:
+            await self.nc.publish(msg.reply, encode(reply), headers=dict(headers) if headers else None)
+
+
+async def _log_error(exc: Exception) -> None:
+    import logging
+
+    logging.getLogger("tandem.bus").warning("NATS: %s", exc)
