@@ -65,8 +65,8 @@ BUILTIN_COMMANDS = ("cat", "cut", "grep", "head", "sed", "sort", "tail", "tr", "
 """Commands ``spawn_command`` may name (implemented in :mod:`services.textcmd`)."""
 
 Short = Annotated[str, Meta(max_length=64)]
-Arg = Annotated[str, Meta(max_length=240)]
-Text = Annotated[str, Meta(max_length=1500)]
+Arg = Annotated[str, Meta(max_length=120)]
+Text = Annotated[str, Meta(max_length=400)]
 StepNo = Annotated[int, Meta(ge=1, le=99)]
 Fd = Annotated[int, Meta(ge=0, le=99)]
 FdRef = Annotated[str, Meta(pattern=r"^fd:[0-9]{1,2}$", max_length=5)]
@@ -120,8 +120,8 @@ class SpawnCommandParams(_Params, frozen=True, kw_only=True):
 class Operation(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
     """One example rewrite for ``manual_transform``: ``{"from": ..., "to": ...}``."""
 
-    from_: Annotated[str, Meta(max_length=200)] = msgspec.field(name="from")
-    to: Annotated[str, Meta(max_length=200)]
+    from_: Annotated[str, Meta(max_length=80)] = msgspec.field(name="from")
+    to: Annotated[str, Meta(max_length=80)]
 
 
 class ManualTransformParams(_Params, frozen=True, kw_only=True):
@@ -388,19 +388,29 @@ def plan_json_schema() -> dict[str, Any]:
     return msgspec.json.schema(ExecutionPlan)
 
 
-def _compact(node: Any) -> Any:
+def _compact(node: Any, defs: dict[str, Any]) -> Any:
     if isinstance(node, dict):
-        return {k: _compact(v) for k, v in node.items() if k not in ("title", "description")}
+        ref = node.get("$ref")
+        if ref is not None:
+            return _compact(defs[ref.removeprefix("#/$defs/")], defs)
+        return {
+            k: _compact(v, defs)
+            for k, v in node.items()
+            if k not in ("title", "description", "$defs", "discriminator")
+        }
     if isinstance(node, list):
-        return [_compact(v) for v in node]
+        return [_compact(v, defs) for v in node]
     return node
 
 
 @functools.cache
 def plan_json_schema_compact() -> dict[str, Any]:
-    """Return :func:`plan_json_schema` without ``title``/``description`` keys.
+    """Return :func:`plan_json_schema` inlined, without titles and descriptions.
 
     This is what goes to models as structured output: the docstrings are for
-    people, and a small model's context is precious.
+    people, and a small model's context is precious. ``$ref``s are inlined
+    (the plan has no recursion) because llama.cpp's grammar converter does not
+    resolve ``$ref``s nested inside ``$defs``.
     """
-    return _compact(plan_json_schema())
+    full = plan_json_schema()
+    return _compact(full, full["$defs"])
