@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Mapping
 from typing import Any, TypeVar
 
+import anyio
 import msgspec
 import nats
 import nats.errors
@@ -53,18 +55,30 @@ class Bus:
         BusConnectError
             When the server cannot be reached (no reconnect loop on first connect).
         """
+        errors: list[Exception] = []
+        connected = False
+
+        async def on_error(exc: Exception) -> None:
+            if connected:
+                logging.getLogger("tandem.bus").warning("NATS: %s", exc)
+            else:
+                errors.append(exc)  # reported once, in BusConnectError
+
+        nc = Client()
         try:
-            nc = await nats.connect(
-                url,
-                name=name,
-                connect_timeout=connect_timeout,
-                allow_reconnect=True,
-                max_reconnect_attempts=-1,
-                reconnect_time_wait=0.5,
-                error_cb=_log_error,
-            )
+            # nats-py keeps retrying a failed first connect when reconnects are
+            # allowed; bound it, and keep its per-attempt errors for the message.
+            with anyio.fail_after(connect_timeout * 2):
+                await nc.connect(
+                    url, name=name, connect_timeout=connect_timeout, allow_reconnect=True,
+                    max_reconnect_attempts=-1, reconnect_time_wait=0.5, error_cb=on_error,
+                )
         except (OSError, nats.errors.Error, TimeoutError) as exc:
-            raise BusConnectError(f"cannot connect to NATS at {url}: {exc or type(exc).__name__}") from exc
+            with anyio.CancelScope(shield=True):
+                await nc.close()
+            cause = errors[-1] if errors else exc
+            raise BusConnectError(f"cannot connect to NATS at {url}: {cause or type(cause).__name__}") from exc
+        connected = True
         return cls(nc)
 
     async def close(self) -> None:
@@ -198,9 +212,3 @@ class Bus:
         """Send ``reply`` to the reply subject of request ``msg`` (headers are not echoed)."""
         if msg.reply:
             await self.nc.publish(msg.reply, encode(reply), headers=dict(headers) if headers else None)
-
-
-async def _log_error(exc: Exception) -> None:
-    import logging
-
-    logging.getLogger("tandem.bus").warning("NATS: %s", exc)

@@ -1,0 +1,21 @@
+"""Tandem's actors. Each runs as its own process (``tandem serve NAME``) or in-process."""
+
+from collections.abc import Callable
+
+from services.bus import Bus
+from services.config import Config
+
+from ._base import Actor, Endpoint
+from ._supervisor import ActorCrashed, supervise
+from .executor import ExecutorActor
+from .planner import PlannerActor
+from .router import RouterActor
+
+__all__ = ["ACTORS", "Actor", "ActorCrashed", "Endpoint", "ExecutorActor", "PlannerActor", "RouterActor", "supervise"]
+
+ACTORS: dict[str, Callable[[Bus, Config], Actor]] = {
+    "planner": PlannerActor,
+    "router": RouterActor,
+    "executor": ExecutorActor,
+}
+"""Actor name → constructor ``(bus, config) -> Actor``."""

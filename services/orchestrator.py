@@ -1,0 +1,281 @@
+"""The two-stage flow of design note 000: judge → plan → execute, with fallbacks.
+
+::
+
+    complexity ≥ threshold ──► planner ──► executor ──► remember plan (cache)
+          │                      │ planning failed          │ execution failed and
+          ▼                      ▼                          ▼ fallback_strategy allows
+    single stage ◄───────────────┴──────────────────────────┘
+
+Single stage is itself a plan — ``read_input → manual_transform → write_output``
+— so the executor runs both modes and every task looks the same in a trace.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+from typing import Literal
+
+import msgspec
+from opentelemetry import trace
+from opentelemetry.semconv._incubating.attributes import gen_ai_attributes as G
+from opentelemetry.trace import Status, StatusCode
+
+from messages import (
+    Ack,
+    ExecuteReply,
+    ExecuteRequest,
+    ExecutionPlan,
+    InputInfo,
+    ManualTransform,
+    Output,
+    PlanMetadata,
+    PlanReply,
+    PlanRequest,
+    ReadInput,
+    RememberPlan,
+    StepOutcome,
+    TaskEvent,
+    WriteOutput,
+    new_id,
+    subjects,
+)
+from messages.plan import ReadInputParams
+
+from .bus import Bus
+from .config import Config
+from .errors import ExecutionError, PlanError, RemoteError, TandemError
+
+__all__ = ["TaskResult", "TaskSpec", "judge_complexity", "run_task", "single_stage_plan"]
+
+log = logging.getLogger("tandem.task")
+tracer = trace.get_tracer("tandem.task")
+
+_TRANSFORM = re.compile(
+    r"\b(convert|transform|translate|extract|rewrite|reformat|summari[sz]e|filter|sort|count|replace|clean|parse)\b"
+    r"|変換|抽出|翻訳|要約|整形|置換",
+    re.IGNORECASE,
+)
+_SEQUENCE = re.compile(r"\b(then|after that|and then|finally|each|every|for all)\b|その後|次に|それぞれ", re.IGNORECASE)
+
+
+def judge_complexity(task: str, inputs: list[InputInfo]) -> float:
+    """Return a 0–1 complexity score deciding single vs two stage (note 000, phase 4 "複雑性自動判定").
+
+    A cheap, deterministic heuristic (no model call): transformations of
+    given inputs, multi-step wording, several inputs, long inputs and long
+    task descriptions each add to a base of 0.2.
+
+    Examples
+    --------
+    >>> judge_complexity("What is the capital of France?", [])
+    0.2
+    >>> judge_complexity("Convert this Markdown to Textile", [InputInfo(fd=3, type="markdown", size=4000)])
+    0.7
+    """
+    score = 0.2
+    if _TRANSFORM.search(task):
+        score += 0.3
+    if inputs:
+        score += 0.2
+    if len(inputs) > 1:
+        score += 0.1
+    if any(i.size > 20_000 for i in inputs):
+        score += 0.1
+    score += min(0.2, 0.1 * len(_SEQUENCE.findall(task)))
+    if len(task) > 300:
+        score += 0.1
+    return round(min(score, 1.0), 2)
+
+
+def single_stage_plan(inputs: list[InputInfo]) -> ExecutionPlan:
+    """Return the single-stage plan: one execution-tier call does the whole task.
+
+    The ``manual_transform`` has no instructions of its own, so the executor
+    gives the model the user's task verbatim.
+    """
+    steps: list = []
+    if inputs:
+        steps.append(ReadInput(step=1, params=ReadInputParams(source=f"fd:{inputs[0].fd}", type=inputs[0].type)))
+    steps.append(ManualTransform(step=len(steps) + 1))
+    steps.append(WriteOutput(step=len(steps) + 1))
+    return ExecutionPlan(
+        metadata=PlanMetadata(task_type="single_stage", complexity="low", estimated_steps=len(steps),
+                              fallback_strategy="abort"),
+        workflow=steps,
+    )
+
+
+class TaskSpec(msgspec.Struct, frozen=True, kw_only=True):
+    """One user task.
+
+    Parameters
+    ----------
+    task : str
+        The task in the user's words.
+    inputs : dict of int to str
+        Input texts by fd (``0`` stdin, ``3``… ``--input`` files).
+    input_types : dict of int to str
+        Type of each input (from the file extension).
+    mode : {"auto", "single_stage", "two_stage"}
+    plan : ExecutionPlan or None
+        A saved plan to execute (``--execute-plan``); skips planning.
+    plan_only : bool
+        Stop after planning (``--plan-only``).
+    use_cache : bool
+        ``False`` bypasses the plan cache.
+    conversation_id : str
+    """
+
+    task: str
+    inputs: dict[int, str] = {}
+    input_types: dict[int, str] = {}
+    mode: Literal["auto", "single_stage", "two_stage"] = "auto"
+    plan: ExecutionPlan | None = None
+    plan_only: bool = False
+    use_cache: bool = True
+    conversation_id: str = ""
+    task_id: str = msgspec.field(default_factory=new_id)
+
+
+class TaskResult(msgspec.Struct, frozen=True, kw_only=True):
+    """What happened to a task.
+
+    Parameters
+    ----------
+    task_id : str
+        Correlation id of every message of the task.
+    trace_id : str
+        32-hex trace id (``tandem trace <id>``).
+    mode : {"single_stage", "two_stage", "execute_plan", "plan_only"}
+    complexity : float
+        The judged complexity.
+    plan : ExecutionPlan or None
+    plan_cached : bool
+        Whether the plan came from the plan cache.
+    fallback : str
+        Why the task fell back to single stage (``""`` if it did not).
+    outputs : list of Output
+    steps : list of StepOutcome
+    """
+
+    task_id: str
+    trace_id: str
+    mode: str
+    complexity: float
+    plan: ExecutionPlan | None = None
+    plan_cached: bool = False
+    planning_model: str = ""
+    fallback: str = ""
+    outputs: list[Output] = []
+    steps: list[StepOutcome] = []
+
+
+def _inputs(spec: TaskSpec) -> list[InputInfo]:
+    return [
+        InputInfo(fd=fd, type=spec.input_types.get(fd, "text"), size=len(text),
+                  preview="\n".join(text.splitlines()[:8])[:600])
+        for fd, text in sorted(spec.inputs.items())
+    ]
+
+
+async def run_task(bus: Bus, config: Config, spec: TaskSpec) -> TaskResult:
+    """Run one task through planner and executor over the bus, in one trace.
+
+    Parameters
+    ----------
+    bus : Bus
+    config : Config
+    spec : TaskSpec
+
+    Returns
+    -------
+    TaskResult
+
+    Raises
+    ------
+    TandemError
+        ``StepFailed`` (as a ``RemoteError`` with code ``step_failed``) when
+        execution failed and no fallback applied; ``PlanningFailed`` in
+        plan-only mode; bus errors when an actor cannot be reached.
+    """
+    with tracer.start_as_current_span(
+        "invoke_agent tandem",
+        attributes={G.GEN_AI_OPERATION_NAME: "invoke_agent", G.GEN_AI_AGENT_NAME: "tandem",
+                    "tandem.task.id": spec.task_id},
+        record_exception=False, set_status_on_exception=False,
+    ) as span:
+        trace_id = format(span.get_span_context().trace_id, "032x")
+        await _task_event(bus, spec, "started")
+        try:
+            result = await _run(bus, config, spec, trace_id)
+        except TandemError as exc:
+            span.set_status(Status(StatusCode.ERROR, str(exc)))
+            span.set_attribute("error.type", exc.code)
+            await _task_event(bus, spec, "failed", detail=str(exc))
+            raise
+        span.set_attribute("tandem.task.mode", result.mode)
+        await _task_event(bus, spec, "completed", mode=result.mode, detail=result.fallback)
+        return result
+
+
+async def _run(bus: Bus, config: Config, spec: TaskSpec, trace_id: str) -> TaskResult:
+    inputs = _inputs(spec)
+    complexity = judge_complexity(spec.task, inputs)
+    base = {"task_id": spec.task_id, "trace_id": trace_id, "complexity": complexity}
+    timeout = config.nats.request_timeout_s
+    env = {"correlation_id": spec.task_id, "conversation_id": spec.conversation_id}
+
+    async def execute(plan: ExecutionPlan) -> ExecuteReply:
+        return await bus.request(subjects.EXECUTOR_EXECUTE,
+                                 ExecuteRequest(plan=plan, inputs=spec.inputs, task=spec.task, **env),
+                                 ExecuteReply, timeout=timeout)
+
+    async def single_stage(reason: str) -> TaskResult:
+        plan = single_stage_plan(inputs)
+        reply = await execute(plan)
+        return TaskResult(mode="single_stage", plan=plan, fallback=reason, outputs=reply.outputs,
+                          steps=reply.steps, **base)
+
+    if spec.plan is not None:
+        reply = await execute(spec.plan)
+        return TaskResult(mode="execute_plan", plan=spec.plan, outputs=reply.outputs, steps=reply.steps, **base)
+
+    two_stage = spec.plan_only or spec.mode == "two_stage" or (
+        spec.mode == "auto" and complexity >= config.two_stage.complexity_threshold)
+    if not two_stage:
+        return await single_stage("")
+
+    try:
+        planned = await bus.request(subjects.PLANNER_PLAN,
+                                    PlanRequest(task=spec.task, inputs=inputs, use_cache=spec.use_cache, **env),
+                                    PlanReply, timeout=timeout)
+    except RemoteError as exc:
+        if spec.plan_only or exc.code not in ("planning_failed", "plan_invalid"):
+            raise
+        log.warning("planning failed, falling back to single stage: %s", exc.message)
+        return await single_stage(f"planning failed: {exc.message}")
+    plan = planned.plan
+    meta = {"plan": plan, "plan_cached": planned.cached, "planning_model": planned.model}
+    if spec.plan_only:
+        return TaskResult(mode="plan_only", **meta, **base)
+    try:
+        reply = await execute(plan)
+    except RemoteError as exc:
+        if plan.metadata.fallback_strategy == "abort":
+            raise
+        log.warning("plan execution failed, falling back to single stage: %s", exc.message)
+        fallback = await single_stage(f"plan execution failed: {exc.message}")
+        return msgspec.structs.replace(fallback, **meta)
+    if not planned.cached:
+        await bus.request(subjects.PLANNER_REMEMBER, RememberPlan(fingerprint=planned.fingerprint, plan=plan, **env),
+                          Ack, timeout=10)
+    return TaskResult(mode="two_stage", outputs=reply.outputs, steps=reply.steps, **meta, **base)
+
+
+async def _task_event(bus: Bus, spec: TaskSpec, status: str, *, mode: str = "", detail: str = "") -> None:
+    await bus.publish(subjects.event_task(status),
+                      TaskEvent(task=spec.task[:500], status=status, mode=mode, detail=detail[:500],
+                                correlation_id=spec.task_id, conversation_id=spec.conversation_id),
+                      template=subjects.EVENT_TASK)

@@ -1,0 +1,93 @@
+"""Bring up what a command needs: NATS (embedded or given), the bus and actors."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import AsyncIterator, Callable, Iterable
+from contextlib import AsyncExitStack, asynccontextmanager
+
+import anyio
+
+from messages import Ping, Pong, subjects
+
+from .bus import Bus, EmbeddedNats
+from .config import Config
+from .errors import NoResponders, RequestTimeout
+
+__all__ = ["find_running", "open_bus", "start_actors"]
+
+log = logging.getLogger("tandem.runtime")
+
+
+@asynccontextmanager
+async def open_bus(url: str | None, *, name: str = "tandem") -> AsyncIterator[tuple[Bus, str]]:
+    """Connect to ``url``, or start an embedded ``nats-server`` when ``url`` is ``None``.
+
+    Yields
+    ------
+    tuple of (Bus, str)
+        The connected bus and the URL in use.
+
+    Raises
+    ------
+    BusConnectError
+        When ``url`` cannot be reached.
+    BusError
+        When the embedded server cannot start.
+    """
+    async with AsyncExitStack() as stack:
+        if url is None:
+            server = await stack.enter_async_context(EmbeddedNats())
+            url = server.url
+            log.info("embedded nats-server on %s", url)
+        bus = await Bus.connect(url, name=name)
+        stack.push_async_callback(bus.close)
+        yield bus, url
+
+
+async def find_running(bus: Bus, names: Iterable[str], *, timeout: float = 0.5) -> set[str]:
+    """Return which of the actors ``names`` already serve on the bus (``tandem.<name>.ping``)."""
+    running: set[str] = set()
+    for name in names:
+        try:
+            await bus.request(subjects.ping(name), Ping(), Pong, timeout=timeout)
+        except (NoResponders, RequestTimeout):
+            continue
+        running.add(name)
+    return running
+
+
+@asynccontextmanager
+async def start_actors(
+    bus: Bus, config: Config, names: Iterable[str], factories: dict[str, Callable[..., object]] | None = None,
+    **kwargs: object,
+) -> AsyncIterator[list[str]]:
+    """Run supervised actors ``names`` in this process until the block exits.
+
+    Parameters
+    ----------
+    bus, config
+    names : iterable of str
+        Actor names (keys of :data:`actors.ACTORS`).
+    factories : dict or None
+        Overrides of actor constructors (tests inject e.g. a router with a mock transport).
+    **kwargs
+        Passed to every constructor.
+
+    Yields
+    ------
+    list of str
+        The names started, once every one of them serves.
+    """
+    from actors import ACTORS, supervise
+
+    table = {**ACTORS, **(factories or {})}
+    started = list(names)
+    async with anyio.create_task_group() as tg:
+        for name in started:
+            make = table[name]
+            await tg.start(lambda task_status, m=make: supervise(lambda: m(bus, config, **kwargs), task_status=task_status))
+        try:
+            yield started
+        finally:
+            tg.cancel_scope.cancel()
