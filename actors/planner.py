@@ -28,10 +28,12 @@ from messages import (
     CompletionRequest,
     ExecutionPlan,
     InputInfo,
+    ManualTransform,
     PlanReply,
     PlanRequest,
     ReadInput,
     RememberPlan,
+    SpawnCommand,
     decode_error_path,
     decoder,
     encode,
@@ -50,12 +52,25 @@ __all__ = ["PlannerActor", "check_plan_inputs", "decode_plan", "plan_fingerprint
 
 log = logging.getLogger("tandem.planner")
 
-_EXAMPLE_PLAN = (
-    '{"version":"1.0","metadata":{"task_type":"text_conversion","complexity":"low","estimated_steps":3,'
-    '"fallback_strategy":"manual_conversion"},"workflow":['
-    '{"step":1,"action":"read_input","params":{"source":"fd:3","type":"csv"}},'
-    '{"step":2,"action":"spawn_command","params":{"cmd":"sed","args":["-E","s/,/ | /g"],"pattern":"csv_to_pipes"}},'
-    '{"step":3,"action":"write_output","params":{"destination":"fd:1","format":"text"}}]}'
+_EXAMPLES = (
+    (
+        "Task: Turn this CSV into pipe-separated text\nInputs:\n- fd:3 (csv, 120 chars)",
+        '{"version":"1.0","metadata":{"task_type":"text_conversion","complexity":"low","estimated_steps":3,'
+        '"fallback_strategy":"manual_conversion"},"workflow":['
+        '{"step":1,"action":"read_input","params":{"source":"fd:3","type":"csv"}},'
+        '{"step":2,"action":"spawn_command","params":{"cmd":"sed","args":["-E","s/,/ | /g"],"pattern":"csv_to_pipes"}},'
+        '{"step":3,"action":"write_output","params":{"destination":"fd:1","format":"text"}}]}',
+    ),
+    (
+        "Task: Summarise the errors in this log\nInputs:\n- fd:3 (log, 9000 chars)",
+        '{"version":"1.0","metadata":{"task_type":"summary","complexity":"medium","estimated_steps":4,'
+        '"fallback_strategy":"manual_conversion"},"workflow":['
+        '{"step":1,"action":"read_input","params":{"source":"fd:3","type":"log"}},'
+        '{"step":2,"action":"spawn_command","params":{"cmd":"grep","args":["-i","error"],"pattern":"errors_only"}},'
+        '{"step":3,"action":"manual_transform","params":{"type":"summary","instructions":"Summarise these errors in'
+        ' three bullet points."}},'
+        '{"step":4,"action":"write_output","params":{"destination":"fd:1","format":"text"}}]}',
+    ),
 )
 
 _SYSTEM = """You are the planner of Tandem. Turn the user's task into an execution plan (JSON, intermediate language v{version}).
@@ -104,18 +119,31 @@ def decode_plan(data: bytes | str) -> ExecutionPlan:
 
 
 def check_plan_inputs(plan: ExecutionPlan, fds: set[int]) -> None:
-    """Check that every ``read_input`` names an input the user gave.
+    """Check that a plan fits the task's inputs and does some work.
+
+    A plan can decode cleanly and still be useless — the kind a small,
+    grammar-constrained model produces. This rejects one that reads an input
+    the user did not give, ignores the inputs the user did give, or only
+    copies text from input to output.
 
     Raises
     ------
     PlanValidationError
-        Naming the first step that reads something else.
+        Naming the offending step, or ``$.workflow`` for a plan-wide problem.
     """
+    given = ", ".join(f"fd:{fd}" for fd in sorted(fds)) or "none"
+    reads = False
     for i, step in enumerate(plan.workflow):
-        if isinstance(step, ReadInput) and int(step.params.source[3:]) not in fds:
-            given = ", ".join(f"fd:{fd}" for fd in sorted(fds)) or "none"
-            raise PlanValidationError(f"reads {step.params.source}, but the inputs given are: {given}",
-                                      path=f"$.workflow[{i}].params.source")
+        if isinstance(step, ReadInput):
+            reads = True
+            if int(step.params.source[3:]) not in fds:
+                raise PlanValidationError(f"reads {step.params.source}, but the inputs given are: {given}",
+                                          path=f"$.workflow[{i}].params.source")
+    if fds and not reads:
+        raise PlanValidationError(f"no read_input step, but the task has inputs ({given})", path="$.workflow")
+    if not any(isinstance(s, SpawnCommand | ManualTransform) for s in plan.workflow):
+        raise PlanValidationError("no spawn_command or manual_transform step: the plan does nothing to the text",
+                                  path="$.workflow")
 
 
 class PlannerActor(Actor):
@@ -207,9 +235,9 @@ class PlannerActor(Actor):
             )
         else:
             listing = "none"
+        shots = [ChatMessage(role=r, content=c) for q, a in _EXAMPLES for r, c in (("user", q), ("assistant", a))]
         return [
             ChatMessage(role="system", content=system),
-            ChatMessage(role="user", content="Task: Turn this CSV into pipe-separated text\nInputs:\n- fd:3 (csv, 120 chars)"),
-            ChatMessage(role="assistant", content=_EXAMPLE_PLAN),
+            *shots,
             ChatMessage(role="user", content=f"Task: {request.task}\nInputs:\n{listing}"),
         ]

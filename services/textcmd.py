@@ -51,17 +51,35 @@ CommandFn = Callable[[Sequence[str], str], str]
 
 
 def _getopt(
-    cmd: str, args: Sequence[str], shortopts: str, longopts: Sequence[str] = ()
+    cmd: str, args: Sequence[str], shortopts: str, longopts: Mapping[str, str] | None = None
 ) -> tuple[list[tuple[str, str]], list[str]]:
-    """Parse argv-style *args* GNU-style (options may follow operands).
+    """Parse argv-style *args* like GNU ``getopt_long`` (options may follow operands).
+
+    Parameters
+    ----------
+    cmd : str
+        Command name, for error messages.
+    args : sequence of str
+        The arguments, without the command name.
+    shortopts : str
+        :func:`getopt.getopt` short-option spec, e.g. ``"nk:t:"``.
+    longopts : mapping of str to str, optional
+        Long option (``"key="`` if it takes a value) to the short option it
+        is an alias of (``"-k"``); results use the short name.
+
+    Returns
+    -------
+    tuple
+        ``(options, operands)``; options are ``(short_name, value)`` pairs.
 
     Raises
     ------
     CommandError
         On an unknown option or a missing option argument.
     """
+    longopts = longopts or {}
     try:
-        return getopt.gnu_getopt(list(args), shortopts, list(longopts))
+        opts, operands = getopt.gnu_getopt(list(args), shortopts, list(longopts))
     except getopt.GetoptError as exc:
         opt = ("--" if len(exc.opt) > 1 else "-") + exc.opt if exc.opt else ""
         if "not recognized" in exc.msg:
@@ -69,6 +87,8 @@ def _getopt(
         if "requires argument" in exc.msg:
             raise CommandError(f"{cmd}: option '{opt}' requires an argument") from exc
         raise CommandError(f"{cmd}: {exc.msg}") from exc
+    alias = {"--" + name.rstrip("="): short for name, short in longopts.items()}
+    return [(alias.get(o, o), v) for o, v in opts], operands
 
 
 def _no_files(cmd: str, operands: Sequence[str]) -> None:
@@ -316,13 +336,12 @@ def _compile(cmd: str, pattern: str, *, extended: bool, icase: bool = False) -> 
 
 
 def _cat(args: Sequence[str], text: str) -> str:
-    opts, operands = _getopt("cat", args, "nbsE", ["number", "number-nonblank", "squeeze-blank", "show-ends"])
+    opts, operands = _getopt(
+        "cat", args, "nbsE", {"number": "-n", "number-nonblank": "-b", "squeeze-blank": "-s", "show-ends": "-E"}
+    )
     _no_files("cat", operands)
     flags = {o for o, _ in opts}
-    number_all = bool(flags & {"-n", "--number"})
-    nonblank = bool(flags & {"-b", "--number-nonblank"})
-    squeeze = bool(flags & {"-s", "--squeeze-blank"})
-    ends = bool(flags & {"-E", "--show-ends"})
+    number_all, nonblank, squeeze, ends = ("-n" in flags), ("-b" in flags), ("-s" in flags), ("-E" in flags)
     if not (number_all or nonblank or squeeze or ends):
         return text
     lines, trailing = _split(text)
@@ -396,12 +415,12 @@ def _unescape_delims(value: str) -> list[str]:
 
 
 def _paste(args: Sequence[str], text: str) -> str:
-    opts, operands = _getopt("paste", args, "sd:", ["serial", "delimiters="])
+    opts, operands = _getopt("paste", args, "sd:", {"serial": "-s", "delimiters=": "-d"})
     _no_files("paste", operands)
     serial = False
     delims = ["\t"]
     for o, v in opts:
-        if o in ("-s", "--serial"):
+        if o == "-s":
             serial = True
         else:
             delims = _unescape_delims(v)
@@ -432,19 +451,15 @@ def _grep(args: Sequence[str], text: str) -> str:
         "grep",
         args,
         "ivcnEFGowxe:m:",
-        ["ignore-case", "invert-match", "count", "line-number", "extended-regexp", "fixed-strings",
-         "basic-regexp", "only-matching", "word-regexp", "line-regexp", "regexp=", "max-count="],
+        {"ignore-case": "-i", "invert-match": "-v", "count": "-c", "line-number": "-n", "only-matching": "-o",
+         "word-regexp": "-w", "line-regexp": "-x", "extended-regexp": "-E", "fixed-strings": "-F",
+         "basic-regexp": "-G", "regexp=": "-e", "max-count=": "-m"},
     )
     patterns: list[str] = []
     flags: set[str] = set()
     mode = "G"
     max_count = -1
-    long_to_short = {"--ignore-case": "-i", "--invert-match": "-v", "--count": "-c", "--line-number": "-n",
-                     "--only-matching": "-o", "--word-regexp": "-w", "--line-regexp": "-x",
-                     "--extended-regexp": "-E", "--fixed-strings": "-F", "--basic-regexp": "-G",
-                     "--regexp": "-e", "--max-count": "-m"}
     for o, v in opts:
-        o = long_to_short.get(o, o)
         if o == "-e":
             patterns.append(v)
         elif o == "-m":
@@ -853,14 +868,14 @@ def _substitute(cmd: _SedCmd, ps: str) -> tuple[str, bool]:
 
 def _sed(args: Sequence[str], text: str) -> str:
     opts, operands = _getopt(
-        "sed", args, "ne:Er", ["quiet", "silent", "expression=", "regexp-extended"]
+        "sed", args, "ne:Er", {"quiet": "-n", "silent": "-n", "expression=": "-e", "regexp-extended": "-E"}
     )
     scripts: list[str] = []
     quiet = extended = False
     for o, v in opts:
-        if o in ("-n", "--quiet", "--silent"):
+        if o == "-n":
             quiet = True
-        elif o in ("-e", "--expression"):
+        elif o == "-e":
             scripts.append(v)
         else:
             extended = True
@@ -928,7 +943,7 @@ def _count_args(args: Sequence[str]) -> list[str]:
 
 
 def _head_tail(cmd: str, args: Sequence[str], text: str) -> str:
-    opts, operands = _getopt(cmd, _count_args(args), "n:", ["lines="])
+    opts, operands = _getopt(cmd, _count_args(args), "n:", {"lines=": "-n"})
     _no_files(cmd, operands)
     spec = opts[-1][1] if opts else "10"
     sign = spec[:1] if spec[:1] in "+-" else ""
@@ -1001,13 +1016,10 @@ def _key_text(line: str, key: _Key, sep: str | None) -> str:
 def _sort(args: Sequence[str], text: str) -> str:
     opts, operands = _getopt(
         "sort", args, "rnufbsk:t:",
-        ["reverse", "numeric-sort", "unique", "ignore-case", "ignore-leading-blanks", "stable", "key=",
-         "field-separator="],
+        {"reverse": "-r", "numeric-sort": "-n", "unique": "-u", "ignore-case": "-f", "ignore-leading-blanks": "-b",
+         "stable": "-s", "key=": "-k", "field-separator=": "-t"},
     )
     _no_files("sort", operands)
-    long_to_short = {"--reverse": "-r", "--numeric-sort": "-n", "--unique": "-u", "--ignore-case": "-f",
-                     "--ignore-leading-blanks": "-b", "--stable": "-s", "--key": "-k", "--field-separator": "-t"}
-    opts = [(long_to_short.get(o, o), v) for o, v in opts]
     flags = {o for o, _ in opts}
     glob = _Key(1, None, "-n" in flags, "-r" in flags, "-f" in flags, "-b" in flags)
     sep: str | None = None
@@ -1043,23 +1055,22 @@ def _sort(args: Sequence[str], text: str) -> str:
 
 def _uniq(args: Sequence[str], text: str) -> str:
     opts, operands = _getopt(
-        "uniq", args, "cdui", ["count", "repeated", "unique", "ignore-case"]
+        "uniq", args, "cdui", {"count": "-c", "repeated": "-d", "unique": "-u", "ignore-case": "-i"}
     )
     _no_files("uniq", operands)
-    long_to_short = {"--count": "-c", "--repeated": "-d", "--unique": "-u", "--ignore-case": "-i"}
-    flags = {long_to_short.get(o, o) for o, _ in opts}
+    flags = {o for o, _ in opts}
     norm = str.lower if "-i" in flags else (lambda s: s)
-    groups: list[list[str | int]] = []
+    groups: list[tuple[str, int]] = []
     for line in _split(text)[0]:
-        if groups and norm(groups[-1][0]) == norm(line):  # type: ignore[arg-type]
-            groups[-1][1] += 1  # type: ignore[operator]
+        if groups and norm(groups[-1][0]) == norm(line):
+            groups[-1] = (groups[-1][0], groups[-1][1] + 1)
         else:
-            groups.append([line, 1])
+            groups.append((line, 1))
     out = []
     for line, n in groups:
-        if "-d" in flags and n == 1 or "-u" in flags and n != 1:  # type: ignore[comparison-overlap]
+        if "-d" in flags and n == 1 or "-u" in flags and n != 1:
             continue
-        out.append(f"{n:7d} {line}" if "-c" in flags else str(line))
+        out.append(f"{n:7d} {line}" if "-c" in flags else line)
     return _join(out)
 
 
@@ -1069,10 +1080,9 @@ def _uniq(args: Sequence[str], text: str) -> str:
 
 
 def _wc(args: Sequence[str], text: str) -> str:
-    opts, operands = _getopt("wc", args, "lwcm", ["lines", "words", "bytes", "chars"])
+    opts, operands = _getopt("wc", args, "lwcm", {"lines": "-l", "words": "-w", "bytes": "-c", "chars": "-m"})
     _no_files("wc", operands)
-    long_to_short = {"--lines": "-l", "--words": "-w", "--bytes": "-c", "--chars": "-m"}
-    flags = {long_to_short.get(o, o) for o, _ in opts} or {"-l", "-w", "-c"}
+    flags = {o for o, _ in opts} or {"-l", "-w", "-c"}
     counts = {
         "-l": lambda: text.count("\n"),
         "-w": lambda: len(text.split()),
@@ -1141,12 +1151,10 @@ def _tr_set(spec: str, *, second: bool = False) -> list[str]:
 
 def _tr(args: Sequence[str], text: str) -> str:
     opts, operands = _getopt(
-        "tr", args, "cCds", ["complement", "delete", "squeeze-repeats"]
+        "tr", args, "cCds", {"complement": "-c", "delete": "-d", "squeeze-repeats": "-s"}
     )
     flags = {o for o, _ in opts}
-    complement = bool(flags & {"-c", "-C", "--complement"})
-    delete = bool(flags & {"-d", "--delete"})
-    squeeze = bool(flags & {"-s", "--squeeze-repeats"})
+    complement, delete, squeeze = bool(flags & {"-c", "-C"}), "-d" in flags, "-s" in flags
     if not operands:
         raise CommandError("tr: missing operand (SET1)")
     lo, hi = (2, 2) if delete and squeeze else (1, 1) if delete else (1, 2) if squeeze else (2, 2)
@@ -1210,17 +1218,15 @@ def _cut_list(spec: str) -> Callable[[int], bool]:
 def _cut(args: Sequence[str], text: str) -> str:
     opts, operands = _getopt(
         "cut", args, "d:f:c:b:s",
-        ["delimiter=", "fields=", "characters=", "bytes=", "only-delimited", "complement", "output-delimiter="],
+        {"delimiter=": "-d", "fields=": "-f", "characters=": "-c", "bytes=": "-b", "only-delimited": "-s",
+         "complement": "--complement", "output-delimiter=": "--output-delimiter"},
     )
     _no_files("cut", operands)
-    long_to_short = {"--delimiter": "-d", "--fields": "-f", "--characters": "-c", "--bytes": "-b",
-                     "--only-delimited": "-s"}
     delim: str | None = None
     out_delim: str | None = None
     mode = spec = ""
     only_delimited = complement = False
     for o, v in opts:
-        o = long_to_short.get(o, o)
         if o == "-d":
             delim = {"\\t": "\t"}.get(v, v)
             if len(delim) != 1:
