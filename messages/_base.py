@@ -75,7 +75,7 @@ class ErrorReply(Message, frozen=True, kw_only=True, tag="error"):
 
 
 _PATH_RE = re.compile(r" - at `(\$[^`]*)`$")
-_INNER_RE = re.compile(r" \[at ([^\]]+)\]$")
+_INNER_RE = re.compile(r" \[at (\S+)\]$")
 
 
 def decode_error_path(exc: msgspec.DecodeError) -> tuple[str, str | None]:

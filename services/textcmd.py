@@ -299,7 +299,7 @@ def _translate(cmd: str, pat: str, extended: bool, offset: int = 0) -> tuple[str
                 add_atom(r"\^")
         elif c == "$":
             if extended or i == n - 1 or pat.startswith(("\\)", "\\|"), i + 1):
-                out.append("$")
+                out.append(r"\Z")  # Python's "$" would also match before a final "\n"
                 atom = -1
             else:
                 add_atom(r"\$")
@@ -595,7 +595,7 @@ class _SedParser:
         self.last_regex: re.Pattern[str] | None = None
 
     def fail(self, msg: str) -> CommandError:
-        start = self.s.rfind("\n", 0, max(self.i - 1, 0)) + 1 if "\n" in self.s else 0
+        start = self.s.rfind("\n", 0, self.i) + 1
         end = self.s.find("\n", start)
         snippet = self.s[start : end if end >= 0 else len(self.s)]
         return CommandError(f"sed: {msg} in script '{snippet}'")

@@ -1,0 +1,104 @@
+"""Shared fixtures: a real nats-server per test, a connected bus, spans in memory, a mock model."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import AsyncIterator, Callable
+from typing import Any
+
+import httpx
+import pytest
+from opentelemetry import trace
+from opentelemetry.propagate import set_global_textmap
+from opentelemetry.sdk.trace import TracerProvider
+from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
+
+from services.bus import Bus, EmbeddedNats
+from services.config import Config, ModelConfig, NatsConfig, ProviderConfig, TwoStageConfig
+
+_exporter = InMemorySpanExporter()
+_provider = TracerProvider()
+_provider.add_span_processor(SimpleSpanProcessor(_exporter))
+trace.set_tracer_provider(_provider)
+set_global_textmap(TraceContextTextMapPropagator())
+
+
+@pytest.fixture
+def anyio_backend() -> str:
+    return "asyncio"  # nats-py is asyncio-only
+
+
+@pytest.fixture
+def spans() -> InMemorySpanExporter:
+    """Spans finished during the test (the process-wide provider exports here)."""
+    _exporter.clear()
+    return _exporter
+
+
+@pytest.fixture
+async def nats_url() -> AsyncIterator[str]:
+    """A real nats-server (JetStream on) on a free loopback port, for this test only."""
+    async with EmbeddedNats() as server:
+        yield server.url
+
+
+@pytest.fixture
+async def bus(nats_url: str) -> AsyncIterator[Bus]:
+    b = await Bus.connect(nats_url)
+    try:
+        yield b
+    finally:
+        await b.close()
+
+
+def chat_response(content: str, *, model: str = "mock-model", prompt_tokens: int = 11,
+                  completion_tokens: int = 7) -> dict[str, Any]:
+    """An OpenAI chat-completions response body."""
+    return {
+        "id": "chatcmpl-test",
+        "object": "chat.completion",
+        "created": 1,
+        "model": model,
+        "choices": [{"index": 0, "message": {"role": "assistant", "content": content}, "finish_reason": "stop"}],
+        "usage": {"prompt_tokens": prompt_tokens, "completion_tokens": completion_tokens,
+                  "total_tokens": prompt_tokens + completion_tokens},
+    }
+
+
+class MockModel:
+    """A scripted OpenAI-compatible server behind ``httpx.MockTransport``.
+
+    ``planner`` answers planning calls (those with a ``response_format``),
+    ``writer`` answers the rest; each gets the decoded request body.
+    """
+
+    def __init__(self, planner: Callable[[dict], httpx.Response | str], writer: Callable[[dict], httpx.Response | str]):
+        self.planner = planner
+        self.writer = writer
+        self.requests: list[dict[str, Any]] = []
+        self.transport = httpx.MockTransport(self._handle)
+
+    def _handle(self, request: httpx.Request) -> httpx.Response:
+        assert request.url.path.endswith("/chat/completions"), request.url
+        body = json.loads(request.content)
+        self.requests.append(body)
+        answer = (self.planner if "response_format" in body else self.writer)(body)
+        if isinstance(answer, httpx.Response):
+            return answer
+        return httpx.Response(200, json=chat_response(answer, model=body["model"]))
+
+
+def make_config(**two_stage: Any) -> Config:
+    """A config with one mock OpenAI-compatible provider serving both tiers."""
+    return Config(
+        nats=NatsConfig(request_timeout_s=10),
+        two_stage=TwoStageConfig(**two_stage),
+        providers={"mock": ProviderConfig(kind="openai", base_url="http://mock.invalid/v1", gen_ai_provider="openai")},
+        models={"planner-model": ModelConfig(provider="mock", model="planner-model", structured_output="json_schema"),
+                "writer-model": ModelConfig(provider="mock", model="writer-model", structured_output="json_schema")},
+        tiers={"planning": ["planner-model"], "execution": ["writer-model"]},
+        tasks={"planning": "planning", "manual_transform": "execution", "single_stage": "execution"},
+        plan_cache_bucket="test_plans",
+    )
