@@ -61,7 +61,7 @@ __all__ = [
 PLAN_VERSION = "1.0"
 MAX_STEPS = 24
 
-BUILTIN_COMMANDS = ("cat", "cut", "grep", "head", "sed", "sort", "tail", "tr", "uniq", "wc")
+BUILTIN_COMMANDS = ("cat", "cut", "grep", "head", "nl", "paste", "rev", "sed", "sort", "tac", "tail", "tr", "uniq", "wc")
 """Commands ``spawn_command`` may name (implemented in :mod:`services.textcmd`)."""
 
 Short = Annotated[str, Meta(max_length=64)]

@@ -179,4 +179,4 @@ def test_plan_schema_is_generated_with_bounds() -> None:
 
 
 def test_builtin_command_list_matches_the_implementation() -> None:
-    assert set(BUILTIN_COMMANDS) <= set(command_names())
+    assert set(BUILTIN_COMMANDS) == set(command_names())

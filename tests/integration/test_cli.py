@@ -1,0 +1,142 @@
+"""The ``tandem`` command as a user runs it: real processes, embedded nats-server, exit codes."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+TANDEM = str(Path(sys.executable).parent / "tandem")
+ROOT = Path(__file__).resolve().parents[2]
+PLAN = ROOT / "examples" / "plans" / "markdown_to_textile.json"
+
+DOC = """# Project
+
+An **important** note and an *emphasis*, plus __strong__ too.
+
+## Install
+
+- first item with **bold**
+- second *item*
+  - nested one
+* star bullet
+
+### Notes
+
+Math: 2 * 3 = 6.
+"""
+
+TEXTILE = """h1. Project
+
+An *important* note and an _emphasis_, plus *strong* too.
+
+h2. Install
+
+* first item with *bold*
+* second _item_
+** nested one
+* star bullet
+
+h3. Notes
+
+Math: 2 * 3 = 6.
+"""
+
+
+@pytest.fixture
+def env(tmp_path: Path) -> dict[str, str]:
+    return {**os.environ, "TANDEM_TRACE_FILE": str(tmp_path / "traces.jsonl"), "NO_COLOR": "1", "COLUMNS": "200"}
+
+
+def tandem(*args: str, env: dict[str, str], timeout: float = 60) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([TANDEM, *args], capture_output=True, text=True, env=env, timeout=timeout,
+                          stdin=subprocess.DEVNULL)
+
+
+def test_execute_plan_converts_markdown_to_textile(tmp_path: Path, env: dict[str, str]) -> None:
+    doc = tmp_path / "doc.md"
+    doc.write_text(DOC)
+    out = tandem("run", "--input", str(doc), "--execute-plan", str(PLAN), env=env)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout == TEXTILE
+    assert "step 2 spawn_command" in out.stderr and "execute plan" in out.stderr
+
+    result = tmp_path / "out.textile"
+    out = tandem("run", "-i", str(doc), "--execute-plan", str(PLAN), "-o", str(result), env=env)
+    assert out.returncode == 0 and out.stdout == ""
+    assert result.read_text() == TEXTILE
+
+    shown = tandem("trace", env=env)
+    assert shown.returncode == 0, shown.stderr
+    for name in ("invoke_agent tandem", "send tandem.executor.execute", "process tandem.executor.execute",
+                 "execute_tool sed", "step=5"):
+        assert name in shown.stdout, name
+    listing = tandem("trace", "--list", env=env)
+    assert listing.stdout.count("invoke_agent tandem") == 2
+
+
+def test_missing_input_is_one_line_error(tmp_path: Path, env: dict[str, str]) -> None:
+    out = tandem("run", "--input", str(tmp_path / "nope.md"), "convert it", env=env)
+    assert out.returncode == 1
+    assert out.stderr.strip().splitlines() == [f"error: input file not found: {tmp_path / 'nope.md'}"]
+
+
+def test_invalid_plan_names_field_and_writes_nothing(tmp_path: Path, env: dict[str, str]) -> None:
+    plan = tmp_path / "plan.json"
+    plan.write_text('{"version":"1.0","workflow":[{"step":1,"action":"spawn_command","params":{"cmd":"rm"}},'
+                    '{"step":2,"action":"write_output"}]}')
+    target = tmp_path / "out.txt"
+    out = tandem("run", "--execute-plan", str(plan), "-o", str(target), env=env)
+    assert out.returncode == 1
+    assert "$.workflow[0].params.cmd" in out.stderr and len(out.stderr.strip().splitlines()) == 1
+    assert not target.exists()
+    out = tandem("run", "--execute-plan", str(tmp_path / "missing.json"), env=env)
+    assert out.returncode == 1 and "cannot read plan file" in out.stderr
+
+
+def test_failing_step_exits_nonzero_without_output_file(tmp_path: Path, env: dict[str, str]) -> None:
+    plan = tmp_path / "plan.json"
+    plan.write_text('{"version":"1.0","workflow":[{"step":1,"action":"read_input","params":{"source":"fd:3"}},'
+                    '{"step":2,"action":"spawn_command","params":{"cmd":"sed","args":["y/a/b/"]}},'
+                    '{"step":3,"action":"write_output"}]}')
+    doc = tmp_path / "doc.txt"
+    doc.write_text("abc\n")
+    target = tmp_path / "out.txt"
+    out = tandem("run", "-i", str(doc), "--execute-plan", str(plan), "-o", str(target), env=env)
+    assert out.returncode == 1
+    assert "step 2 (spawn_command) failed: sed: unknown command 'y'" in out.stderr
+    assert not target.exists()
+
+
+def test_plan_reading_an_input_not_given_fails_cleanly(tmp_path: Path, env: dict[str, str]) -> None:
+    out = tandem("run", "--execute-plan", str(PLAN), env=env)  # the plan reads fd:3, no --input given
+    assert out.returncode == 1 and "fd:3 was not given as an input" in out.stderr
+
+
+def test_unreachable_nats_is_one_line_error(env: dict[str, str]) -> None:
+    out = tandem("run", "--nats-url", "nats://127.0.0.1:1", "hello", env=env, timeout=30)
+    assert out.returncode == 1
+    assert out.stderr.strip().splitlines() == [
+        "error: cannot connect to NATS at nats://127.0.0.1:1: [Errno 111] Connect call failed ('127.0.0.1', 1)"]
+
+
+def test_stdin_is_fd0(tmp_path: Path, env: dict[str, str]) -> None:
+    plan = tmp_path / "plan.json"
+    plan.write_text('{"version":"1.0","workflow":[{"step":1,"action":"read_input","params":{"source":"fd:0"}},'
+                    '{"step":2,"action":"spawn_command","params":{"cmd":"sort","args":["-r"]}},'
+                    '{"step":3,"action":"write_output"}]}')
+    out = subprocess.run([TANDEM, "run", "--execute-plan", str(plan)], input="a\nc\nb\n", capture_output=True,
+                         text=True, env=env, timeout=60)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout == "c\nb\na\n"
+
+
+def test_help_lists_commands_and_options(env: dict[str, str]) -> None:
+    out = tandem("run", "--help", env=env)
+    assert out.returncode == 0
+    for flag in ("--input", "--output", "--single-stage", "--two-stage", "--plan-only", "--execute-plan",
+                 "--no-cache", "--nats-url"):
+        assert flag in out.stdout
