@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import logging
 import os
+import signal
 import sys
 import tempfile
 from pathlib import Path
@@ -267,7 +268,11 @@ async def _serve(config: Config, url: str | None, names: list[str]) -> None:
     try:
         async with open_bus(url, name="tandem-serve") as (bus, used_url), start_actors(bus, config, names):
             err.print(f"serving {', '.join(names)} on {used_url} (Ctrl-C to stop)")
-            await anyio.sleep_forever()
+            # SIGTERM (docker stop, process managers) and SIGINT stop cleanly: spans flushed, server stopped
+            with anyio.open_signal_receiver(signal.SIGTERM, signal.SIGINT) as signals:
+                async for signum in signals:
+                    err.print(f"stopping on {signal.Signals(signum).name}")
+                    break
     finally:
         shutdown_tracing(provider)
 
