@@ -17,6 +17,10 @@ Measured per round: N sequential requests (p50/p99 latency, µs) and
 throughput with K requests in flight (req/s). The last line printed is
 ``ratio p50 <tandem/raw>``.
 
+Diagnostics (not the benchmark proper): ``--no-tracing`` runs both sides
+without tracer providers; ``--profile DIR`` writes cProfile stats of the
+client and of both responders and prints the hot spots.
+
 Examples
 --------
 ::
@@ -180,13 +184,14 @@ async def measure_throughput(call: Callable[[int], Awaitable[None]], total: int,
 
 async def wait_answering(call: Callable[[], Awaitable[None]], what: str, deadline: float = 20.0) -> None:
     """Retry ``call`` until it succeeds (the responder process is up)."""
-    with anyio.fail_after(deadline):
+    with anyio.move_on_after(deadline):
         while True:
             try:
                 await call()
                 return
             except (NoResponders, RequestTimeout, nats.errors.NoRespondersError, nats.errors.TimeoutError):
                 await anyio.sleep(0.05)
+    raise SystemExit(f"hop.py: the {what} responder did not answer within {deadline:g}s")
 
 
 class Side:

@@ -393,6 +393,10 @@ def _compact(node: Any, defs: dict[str, Any]) -> Any:
         ref = node.get("$ref")
         if ref is not None:
             return _compact(defs[ref.removeprefix("#/$defs/")], defs)
+        if node.get("type") == "integer" and "minimum" in node and "maximum" in node:
+            low, high = node["minimum"], node["maximum"]
+            if high - low <= 100:  # same set of values, but a grammar can enforce an enum
+                return {"enum": list(range(low, high + 1))}
         return {
             k: _compact(v, defs)
             for k, v in node.items()
@@ -410,7 +414,8 @@ def plan_json_schema_compact() -> dict[str, Any]:
     This is what goes to models as structured output: the docstrings are for
     people, and a small model's context is precious. ``$ref``s are inlined
     (the plan has no recursion) because llama.cpp's grammar converter does not
-    resolve ``$ref``s nested inside ``$defs``.
+    resolve ``$ref``s nested inside ``$defs``; small integer ranges become
+    ``enum``s, which that converter enforces (it ignores ``minimum``/``maximum``).
     """
     full = plan_json_schema()
     return _compact(full, full["$defs"])

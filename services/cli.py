@@ -50,7 +50,8 @@ Verbose = Annotated[int, typer.Option("--verbose", "-v", count=True, help="More 
 
 
 def _setup_logging(verbose: int) -> None:
-    level = logging.WARNING if verbose == 0 else logging.INFO if verbose == 1 else logging.DEBUG
+    # default: only what went unexpectedly wrong; handled failures are reported by the command itself
+    level = logging.ERROR if verbose == 0 else logging.INFO if verbose == 1 else logging.DEBUG
     logging.basicConfig(level=level, format="%(name)s: %(message)s", datefmt="[%X]",
                         handlers=[RichHandler(console=err, show_path=False, rich_tracebacks=verbose > 1)])
 
@@ -58,6 +59,14 @@ def _setup_logging(verbose: int) -> None:
 def _fail(exc: BaseException, code: int = 1) -> typer.Exit:
     err.print(f"[bold red]error:[/] {exc}", markup=True, highlight=False, soft_wrap=True)
     return typer.Exit(code)
+
+
+def _leaf(exc: BaseException) -> BaseException:
+    """Return the error worth reporting from an exception group raised through task groups."""
+    while isinstance(exc, BaseExceptionGroup):
+        tandem = [e for e in exc.exceptions if isinstance(e, TandemError | BaseExceptionGroup)]
+        exc = (tandem or exc.exceptions)[0]
+    return exc
 
 
 def _config(path: Path | None, nats_url: str | None) -> tuple[Config, str | None]:
@@ -150,6 +159,13 @@ def run(
         code = anyio.run(_run, config, url, spec, output)
     except TandemError as exc:
         raise _fail(exc) from None
+    except BaseExceptionGroup as group:
+        leaf = _leaf(group)
+        if isinstance(leaf, TandemError):
+            raise _fail(leaf) from None
+        if isinstance(leaf, KeyboardInterrupt):
+            raise _fail("interrupted", 130) from None
+        raise
     except KeyboardInterrupt:
         raise _fail("interrupted", 130) from None
     raise typer.Exit(code)
@@ -256,6 +272,11 @@ def serve(
         anyio.run(_serve, config, url, names)
     except TandemError as exc:
         raise _fail(exc) from None
+    except BaseExceptionGroup as group:
+        leaf = _leaf(group)
+        if isinstance(leaf, TandemError):
+            raise _fail(leaf) from None
+        raise
     except KeyboardInterrupt:
         err.print("stopped")
 

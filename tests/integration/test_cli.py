@@ -140,3 +140,19 @@ def test_help_lists_commands_and_options(env: dict[str, str]) -> None:
     for flag in ("--input", "--output", "--single-stage", "--two-stage", "--plan-only", "--execute-plan",
                  "--no-cache", "--nats-url"):
         assert flag in out.stdout
+
+
+def test_errors_inside_task_groups_are_one_line(tmp_path: Path, env: dict[str, str]) -> None:
+    config = tmp_path / "c.yaml"
+    # a provider nobody listens on: planning fails, and --plan-only has no fallback
+    config.write_text("providers: {p: {kind: openai, base_url: 'http://127.0.0.1:1/v1', connect_timeout_s: 1}}\n"
+                      "models: {m: {provider: p, model: m}}\n"
+                      "tiers: {planning: [m], execution: [m]}\n"
+                      "tasks: {planning: planning, manual_transform: execution, single_stage: execution}\n")
+    doc = tmp_path / "doc.md"
+    doc.write_text("# x\n")
+    out = tandem("run", "--config", str(config), "--plan-only", "-i", str(doc), "Convert this Markdown to Textile",
+                 env=env)
+    assert out.returncode == 1
+    lines = out.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: ") and "cannot reach" in lines[0], out.stderr
