@@ -167,8 +167,13 @@ class ExecutorActor(Actor):
                     span.set_status(Status(StatusCode.ERROR, str(exc)))
                     await self._finish(run, step, action, "failed", started, str(exc), total)
                     raise StepFailed(step.step, action, str(exc)) from exc
-                status, detail = await self._recover(run, step, handler, exc)
                 span.set_attribute("tandem.plan.recovery", handler.params.strategy)
+                try:
+                    status, detail = await self._recover(run, step, handler, exc)
+                except StepFailed as failed:
+                    span.set_status(Status(StatusCode.ERROR, str(failed)))
+                    await self._finish(run, step, action, "failed", started, str(failed), total)
+                    raise
             await self._finish(run, step, action, status, started, detail, total)
             return jump
 

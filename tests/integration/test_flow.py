@@ -189,3 +189,24 @@ async def test_unreachable_model_is_a_typed_failure(bus: Bus) -> None:
         with pytest.raises(RemoteError) as info:
             await run_task(bus, config, TaskSpec(task="hello", mode="single_stage"))
     assert info.value.code == "step_failed" and "cannot reach" in info.value.message
+
+
+async def test_failed_recovery_fails_the_step_and_reports_it(bus: Bus) -> None:
+    model = MockModel(planner=lambda body: "{}", writer=lambda body: "x")
+    p = plan({"step": 1, "action": "read_input", "params": {"source": "fd:3"}},
+             {"step": 2, "action": "spawn_command", "params": {"cmd": "grep", "args": ["-E", "("]}},
+             {"step": 3, "action": "error_recovery", "params": {"covers": [2], "strategy": "retry", "max_retries": 2}},
+             {"step": 4, "action": "write_output"})
+    events = await bus.subscribe("tandem.events.executor.step")
+    await bus.flush()
+    async with tandem(bus, model) as config:
+        with pytest.raises(RemoteError) as info:
+            await run_task(bus, config, spec(plan=p))
+    assert "recovery retry failed" in info.value.message
+    seen = []
+    while True:
+        try:
+            seen.append(json.loads((await events.next_msg(timeout=1)).data))
+        except Exception:
+            break
+    assert [(e["step"], e["status"]) for e in seen] == [(1, "started"), (1, "ok"), (2, "started"), (2, "failed")]
