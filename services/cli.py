@@ -69,6 +69,20 @@ def _leaf(exc: BaseException) -> BaseException:
     return exc
 
 
+def _invoke(fn, *args):
+    """Run async ``fn(*args)``; Tandem errors (also inside task-group exception groups) and
+    Ctrl-C become a one-line message and an exit code."""
+    try:
+        return anyio.run(fn, *args)
+    except BaseException as exc:  # noqa: BLE001 - re-raised below unless it is ours to report
+        leaf = _leaf(exc)
+        if isinstance(leaf, TandemError):
+            raise _fail(leaf) from None
+        if isinstance(leaf, KeyboardInterrupt):
+            raise _fail("interrupted", 130) from None
+        raise
+
+
 def _config(path: Path | None, nats_url: str | None) -> tuple[Config, str | None]:
     config = load_config(path)
     return config, nats_url or config.nats.url
@@ -156,19 +170,9 @@ def run(
         spec = TaskSpec(task=task, inputs=inputs, input_types=types, plan=plan, plan_only=plan_only,
                         use_cache=not no_cache,
                         mode="single_stage" if single_stage else "two_stage" if two_stage else "auto")
-        code = anyio.run(_run, config, url, spec, output)
     except TandemError as exc:
         raise _fail(exc) from None
-    except BaseExceptionGroup as group:
-        leaf = _leaf(group)
-        if isinstance(leaf, TandemError):
-            raise _fail(leaf) from None
-        if isinstance(leaf, KeyboardInterrupt):
-            raise _fail("interrupted", 130) from None
-        raise
-    except KeyboardInterrupt:
-        raise _fail("interrupted", 130) from None
-    raise typer.Exit(code)
+    raise typer.Exit(_invoke(_run, config, url, spec, output))
 
 
 async def _run(config: Config, url: str | None, spec, output: Path | None) -> int:
@@ -214,7 +218,8 @@ async def _run(config: Config, url: str | None, spec, output: Path | None) -> in
         how += " (cached plan)"
     if result.fallback:
         how += f" — fell back: {result.fallback}"
-    err.print(f"[dim]{how} · complexity {result.complexity:.2f} · trace {result.trace_id}[/]")
+    err.print(f"[dim]{how} · complexity {result.complexity:.2f}[/]", soft_wrap=True)
+    err.print(f"[dim]trace {result.trace_id}  (tandem trace {result.trace_id[:8]})[/]", soft_wrap=True)
     return 0
 
 
@@ -269,16 +274,9 @@ def serve(
         raise typer.BadParameter(f"unknown actor(s) {', '.join(unknown)}; choose from {', '.join(ACTORS)}")
     try:
         config, url = _config(config_path, nats_url)
-        anyio.run(_serve, config, url, names)
     except TandemError as exc:
         raise _fail(exc) from None
-    except BaseExceptionGroup as group:
-        leaf = _leaf(group)
-        if isinstance(leaf, TandemError):
-            raise _fail(leaf) from None
-        raise
-    except KeyboardInterrupt:
-        err.print("stopped")
+    _invoke(_serve, config, url, names)
 
 
 async def _serve(config: Config, url: str | None, names: list[str]) -> None:

@@ -5,16 +5,17 @@ from __future__ import annotations
 import os
 import shutil
 import socket
-import subprocess
 import sys
 import sysconfig
 import tempfile
 from pathlib import Path
+from contextlib import AsyncExitStack
 from types import TracebackType
 
 import anyio
 from anyio.abc import Process
 
+from .._process import child_process
 from ..errors import BusError
 
 __all__ = ["EmbeddedNats", "find_nats_server", "free_port"]
@@ -86,33 +87,25 @@ class EmbeddedNats:
         self.url = f"nats://127.0.0.1:{self.port}"
         self._store_dir = store_dir
         self._ready_timeout = ready_timeout
-        self._tmp: tempfile.TemporaryDirectory[str] | None = None
-        self._process: Process | None = None
+        self._stack = AsyncExitStack()
         self._log: Path | None = None
 
     async def __aenter__(self) -> EmbeddedNats:
         binary = find_nats_server()
-        self._tmp = tempfile.TemporaryDirectory(prefix="tandem-nats-")
-        store = self._store_dir or Path(self._tmp.name) / "jetstream"
-        self._log = Path(self._tmp.name) / "nats-server.log"
-        cmd = [binary, "-a", "127.0.0.1", "-p", str(self.port), "-js", "-sd", str(store),
-               "-n", f"tandem-embedded-{os.getpid()}", "-l", str(self._log)]
-        try:
-            self._process = await anyio.open_process(
-                cmd, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
-            )
-            await self._wait_ready()
-        except BaseException:
-            with anyio.CancelScope(shield=True):
-                await self._stop()
-            raise
+        async with AsyncExitStack() as stack:
+            tmp = stack.enter_context(tempfile.TemporaryDirectory(prefix="tandem-nats-"))
+            store = self._store_dir or Path(tmp) / "jetstream"
+            self._log = Path(tmp) / "nats-server.log"
+            cmd = [binary, "-a", "127.0.0.1", "-p", str(self.port), "-js", "-sd", str(store),
+                   "-n", f"tandem-embedded-{os.getpid()}", "-l", str(self._log)]
+            await stack.enter_async_context(child_process(cmd, wait_ready=self._wait_ready))
+            self._stack = stack.pop_all()
         return self
 
     async def __aexit__(
         self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
     ) -> None:
-        with anyio.CancelScope(shield=True):
-            await self._stop()
+        await self._stack.aclose()
 
     def _log_tail(self) -> str:
         try:
@@ -121,12 +114,11 @@ class EmbeddedNats:
             lines = []
         return " | ".join(lines[-5:])
 
-    async def _wait_ready(self) -> None:
-        assert self._process is not None
+    async def _wait_ready(self, process: Process) -> None:
         with anyio.move_on_after(self._ready_timeout):
             while True:
-                if self._process.returncode is not None:
-                    raise BusError(f"nats-server exited with {self._process.returncode}: {self._log_tail()}")
+                if process.returncode is not None:
+                    raise BusError(f"nats-server exited with {process.returncode}: {self._log_tail()}")
                 try:
                     stream = await anyio.connect_tcp("127.0.0.1", self.port)
                 except OSError:
@@ -135,18 +127,3 @@ class EmbeddedNats:
                 await stream.aclose()
                 return
         raise BusError(f"nats-server did not listen on port {self.port} within {self._ready_timeout}s: {self._log_tail()}")
-
-    async def _stop(self) -> None:
-        process, self._process = self._process, None
-        if process is not None and process.returncode is None:
-            process.terminate()
-            with anyio.move_on_after(5):
-                await process.wait()
-            if process.returncode is None:
-                process.kill()
-                await process.wait()
-        if process is not None:
-            await process.aclose()
-        if self._tmp is not None:
-            self._tmp.cleanup()
-            self._tmp = None

@@ -8,16 +8,17 @@ from __future__ import annotations
 
 import importlib.util
 import logging
-import subprocess
 import sys
 import tempfile
 from pathlib import Path
+from contextlib import AsyncExitStack
 from types import TracebackType
 
 import anyio
 import httpx
 from anyio.abc import Process
 
+from .._process import child_process
 from ..bus import free_port
 from ..errors import ConfigError, ProviderUnavailable
 
@@ -81,8 +82,8 @@ class LocalModelServer:
         self.ready_timeout = ready_timeout
         self.port = free_port()
         self.base_url = f"http://127.0.0.1:{self.port}/v1"
-        self._process: Process | None = None
-        self._log = tempfile.NamedTemporaryFile(prefix="tandem-llama-", suffix=".log", delete=False)
+        self._stack = AsyncExitStack()
+        self._log_path: Path | None = None
 
     async def __aenter__(self) -> LocalModelServer:
         if importlib.util.find_spec("llama_cpp") is None:
@@ -91,33 +92,30 @@ class LocalModelServer:
         cmd = [sys.executable, "-m", "llama_cpp.server", "--model", str(model), "--model_alias", self.alias,
                "--host", "127.0.0.1", "--port", str(self.port), "--n_ctx", str(self.n_ctx)]
         log.info("starting embedded model server: %s", " ".join(cmd))
-        self._process = await anyio.open_process(cmd, stdin=subprocess.DEVNULL, stdout=self._log, stderr=self._log)
-        try:
-            await self._wait_ready()
-        except BaseException:
-            with anyio.CancelScope(shield=True):
-                await self._stop()
-            raise
+        async with AsyncExitStack() as stack:
+            tmp = stack.enter_context(tempfile.TemporaryDirectory(prefix="tandem-llama-"))
+            self._log_path = Path(tmp) / "llama-server.log"
+            output = stack.enter_context(self._log_path.open("wb"))
+            await stack.enter_async_context(child_process(cmd, wait_ready=self._wait_ready, output=output))
+            self._stack = stack.pop_all()
         return self
 
     async def __aexit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
                         tb: TracebackType | None) -> None:
-        with anyio.CancelScope(shield=True):
-            await self._stop()
+        await self._stack.aclose()
 
     def _tail(self) -> str:
         try:
-            return " | ".join(Path(self._log.name).read_text(errors="replace").splitlines()[-5:])
+            return " | ".join(self._log_path.read_text(errors="replace").splitlines()[-5:]) if self._log_path else ""
         except OSError:
             return ""
 
-    async def _wait_ready(self) -> None:
-        assert self._process is not None
+    async def _wait_ready(self, process: Process) -> None:
         async with httpx.AsyncClient(timeout=2.0) as client:
             with anyio.move_on_after(self.ready_timeout):
                 while True:
-                    if self._process.returncode is not None:
-                        raise ProviderUnavailable(f"llama.cpp server exited with {self._process.returncode}: {self._tail()}")
+                    if process.returncode is not None:
+                        raise ProviderUnavailable(f"llama.cpp server exited with {process.returncode}: {self._tail()}")
                     try:
                         if (await client.get(f"{self.base_url}/models")).status_code == 200:
                             return
@@ -125,17 +123,3 @@ class LocalModelServer:
                         pass
                     await anyio.sleep(0.1)
         raise ProviderUnavailable(f"llama.cpp server not ready within {self.ready_timeout:g}s: {self._tail()}")
-
-    async def _stop(self) -> None:
-        process, self._process = self._process, None
-        if process is not None:
-            if process.returncode is None:
-                process.terminate()
-                with anyio.move_on_after(5):
-                    await process.wait()
-                if process.returncode is None:
-                    process.kill()
-                    await process.wait()
-            await process.aclose()
-        self._log.close()
-        Path(self._log.name).unlink(missing_ok=True)

@@ -11,6 +11,7 @@ import importlib.metadata
 import importlib.util
 import json
 import os
+import re
 import subprocess
 import sys
 import time
@@ -44,8 +45,9 @@ def env(tmp_path: Path) -> dict[str, str]:
 
 
 def trace_id_of(stderr: str) -> str:
-    line = next(line for line in stderr.splitlines() if "trace " in line)
-    return line.rsplit("trace ", 1)[1].split()[0]
+    match = re.search(r"^trace ([0-9a-f]{32})", stderr, re.MULTILINE)
+    assert match, stderr
+    return match.group(1)
 
 
 def test_run_on_a_real_document_with_the_embedded_model(tmp_path: Path) -> None:
