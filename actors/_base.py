@@ -30,9 +30,10 @@ from typing import Any, ClassVar
 import anyio
 import msgspec
 from anyio.abc import TaskStatus
+from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStream
 from nats.aio.msg import Msg
 from nats.aio.subscription import Subscription
-from opentelemetry.trace import Status, StatusCode
+from opentelemetry.trace import Span, Status, StatusCode
 
 from messages import ErrorReply, Message, Ping, Pong, decode_error_path, decoder, encode, new_id, subjects
 from services.bus import Bus, extract_context, messaging_attributes
@@ -110,7 +111,6 @@ class Actor:
         self.bus = bus
         self.concurrency = concurrency
         self.instance_id = new_id()[:12]
-        self._limit = anyio.Semaphore(concurrency)
 
     def endpoints(self) -> list[Endpoint]:
         """Return the endpoints to serve (besides ``tandem.<name>.ping``)."""
@@ -131,44 +131,49 @@ class Actor:
             Whatever a one-way handler raised (the supervisor decides what next).
         """
         endpoints = [*self.endpoints(), Endpoint(subjects.ping(self.name), Ping, self._ping, timeout=5)]
+        # The mailbox: nats-py hands each message to a callback, which passes it
+        # on through an unbuffered memory stream to one of `concurrency`
+        # workers; when all are busy the callback waits (bounded concurrency,
+        # backpressure into the subscription's pending queue).
+        send, receive = anyio.create_memory_object_stream[tuple[Msg, Endpoint]](max_buffer_size=0)
         async with AsyncExitStack() as stack:
             await self.setup(stack)
-            subs: list[tuple[Subscription, Endpoint]] = []
-            try:
-                for ep in endpoints:
-                    queue = subjects.queue_group(self.name) if ep.queue else ""
-                    subs.append((await self.bus.subscribe(ep.subject, queue=queue), ep))
-                await self.bus.flush()
-                async with anyio.create_task_group() as tg:
-                    for sub, ep in subs:
-                        tg.start_soon(self._serve, sub, ep, tg)
+            async with anyio.create_task_group() as tg, send, receive:
+                for _ in range(self.concurrency):
+                    tg.start_soon(self._worker, receive.clone())
+                subs: list[Subscription] = []
+                try:
+                    for ep in endpoints:
+                        queue = subjects.queue_group(self.name) if ep.queue else ""
+                        subs.append(await self.bus.subscribe(ep.subject, queue=queue, cb=_dispatcher(send, ep)))
+                    await self.bus.flush()
                     log.info("%s %s serving %s", self.name, self.instance_id, ", ".join(e.subject for e in endpoints))
                     task_status.started()
-            finally:
-                with anyio.CancelScope(shield=True):
-                    for sub, _ in subs:
-                        try:
-                            await sub.unsubscribe()
-                        except Exception:  # connection already closed: nothing left to unsubscribe
-                            log.debug("unsubscribe %s failed", sub.subject, exc_info=True)
+                    await anyio.sleep_forever()
+                finally:
+                    with anyio.CancelScope(shield=True):
+                        for sub in subs:
+                            try:
+                                await sub.unsubscribe()
+                            except Exception:  # connection already closed: nothing left to unsubscribe
+                                log.debug("unsubscribe %s failed", sub.subject, exc_info=True)
 
     async def _ping(self, _: Ping) -> Pong:
         return Pong(actor=self.name, instance_id=self.instance_id, pid=os.getpid())
 
-    async def _serve(self, sub: Subscription, ep: Endpoint, tg: anyio.abc.TaskGroup) -> None:
-        async for msg in sub.messages:
-            await self._limit.acquire()
-            tg.start_soon(self._handle, msg, ep)
-
-    async def _handle(self, msg: Msg, ep: Endpoint) -> None:
-        try:
-            await self._handle_one(msg, ep)
-        finally:
-            self._limit.release()
+    async def _worker(self, receive: MemoryObjectReceiveStream[tuple[Msg, Endpoint]]) -> None:
+        async with receive:
+            async for msg, ep in receive:
+                await self._handle_one(msg, ep)
 
     async def _handle_one(self, msg: Msg, ep: Endpoint) -> None:
         ctx, links = extract_context(msg.headers)
-        env = _peek_envelope(msg.data)
+        try:
+            request = ep.decoder.decode(msg.data)
+            env: Message | _EnvelopeOnly = request
+            error: msgspec.DecodeError | None = None
+        except msgspec.DecodeError as exc:
+            env, error = _peek_envelope(msg.data), exc
         with tracer.start_as_current_span(
             f"process {ep.subject}",
             context=ctx,
@@ -176,32 +181,13 @@ class Actor:
             links=links,
             attributes=messaging_attributes(
                 "process", msg.subject, message_id=env.correlation_id, conversation_id=env.conversation_id,
-                body_size=len(msg.data), consumer_group=subjects.queue_group(self.name) if ep.queue else None,
+                consumer_group=subjects.queue_group(self.name) if ep.queue else None, actor=self.name,
             ),
             record_exception=False,
             set_status_on_exception=False,
         ) as span:
-            span.set_attribute("tandem.actor", self.name)
-            try:
-                request = ep.decoder.decode(msg.data)
-            except msgspec.DecodeError as exc:
-                text, path = decode_error_path(exc)
-                span.set_status(Status(StatusCode.ERROR, text))
-                span.set_attribute("error.type", "bad_request")
-                log.warning("%s: malformed payload on %s: %s (at %s)", self.name, msg.subject, text, path)
-                error = ErrorReply(
-                    code="bad_request", message=text, path=path,
-                    correlation_id=env.correlation_id or new_id(), conversation_id=env.conversation_id,
-                )
-                if msg.reply:
-                    await self.bus.respond(msg, error)
-                else:
-                    await self.bus.publish(
-                        f"tandem.events.dead_letter.{self.name}",
-                        DeadLetter(subject=msg.subject, error=text, path=path,
-                                   payload=msg.data.decode("utf-8", "replace"),
-                                   correlation_id=error.correlation_id),
-                    )
+            if error is not None:
+                await self._reject(msg, env, error, span)
                 return
             try:
                 with anyio.fail_after(ep.timeout):
@@ -217,6 +203,23 @@ class Actor:
             if msg.reply and reply is not None:
                 await self.bus.respond(msg, reply)
 
+    async def _reject(self, msg: Msg, env: _EnvelopeOnly, exc: msgspec.DecodeError, span: Span) -> None:
+        """Answer a payload that did not decode, or dead-letter it when nobody waits for an answer."""
+        text, path = decode_error_path(exc)
+        span.set_status(Status(StatusCode.ERROR, text))
+        span.set_attribute("error.type", "bad_request")
+        log.warning("%s: malformed payload on %s: %s (at %s)", self.name, msg.subject, text, path)
+        error = ErrorReply(code="bad_request", message=text, path=path,
+                           correlation_id=env.correlation_id or new_id(), conversation_id=env.conversation_id)
+        if msg.reply:
+            await self.bus.respond(msg, error)
+        else:
+            await self.bus.publish(
+                f"tandem.events.dead_letter.{self.name}",
+                DeadLetter(subject=msg.subject, error=text, path=path, payload=msg.data.decode("utf-8", "replace"),
+                           correlation_id=error.correlation_id),
+            )
+
     def _error_reply(self, exc: Exception, request: Message, ep: Endpoint) -> ErrorReply:
         if isinstance(exc, TandemError):
             code, text = exc.code, str(exc)
@@ -231,6 +234,21 @@ class Actor:
             code=code, message=text, path=getattr(exc, "path", None),
             correlation_id=request.correlation_id, conversation_id=request.conversation_id,
         )
+
+
+def _dispatcher(
+    send: MemoryObjectSendStream[tuple[Msg, Endpoint]], ep: Endpoint
+) -> Callable[[Msg], Awaitable[None]]:
+    async def dispatch(msg: Msg) -> None:
+        # Hand over without yielding while a worker is free: messages that
+        # arrived together are dispatched together, so their replies leave in
+        # one socket write instead of one write each.
+        try:
+            send.send_nowait((msg, ep))
+        except anyio.WouldBlock:
+            await send.send((msg, ep))
+
+    return dispatch
 
 
 def _peek_envelope(data: bytes) -> _EnvelopeOnly:

@@ -149,7 +149,8 @@ class ExecutorActor(Actor):
     async def _run_step(self, run: _Run, step: WorkflowStep, handler: ErrorRecovery | None, total: int) -> int | None:
         action = step.__struct_config__.tag
         tool = step.params.cmd if isinstance(step, SpawnCommand) else action
-        await self._event(run, step, action, "started", total)
+        if isinstance(step, ManualTransform):  # the slow kind: tell watchers the model is working
+            await self._event(run, step, action, "started", total)
         started = time.perf_counter()
         with tracer.start_as_current_span(
             f"execute_tool {tool}",

@@ -76,7 +76,10 @@ class ExecuteReply(Message, frozen=True, kw_only=True, tag="execute_reply"):
 class StepEvent(Message, frozen=True, kw_only=True, tag="step_event"):
     """Progress of one step, published on ``tandem.events.executor.step``.
 
-    ``correlation_id`` is the execute request's, so a subscriber can follow one task.
+    Every step publishes its outcome (``ok``, ``skipped``, ``recovered``,
+    ``failed``); ``manual_transform`` steps, which wait for a model, also
+    publish ``started``. ``correlation_id`` is the execute request's, so a
+    subscriber can follow one task.
     """
 
     step: int

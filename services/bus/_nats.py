@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
+import functools
 import logging
-from collections.abc import Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from typing import Any, TypeVar
 
 import anyio
@@ -26,6 +27,11 @@ from ._tracing import SEND, inject_headers, messaging_attributes, tracer
 __all__ = ["Bus"]
 
 R = TypeVar("R")
+
+
+@functools.cache
+def _reply_decoder(reply_type: Any) -> msgspec.json.Decoder[Any]:
+    return decoder(reply_type | ErrorReply)
 
 
 class Bus:
@@ -114,9 +120,16 @@ class Bus:
         except nats.errors.Error as exc:
             raise BusError(f"JetStream KV {bucket!r} unavailable (is JetStream enabled?): {exc}") from exc
 
-    async def subscribe(self, subject: str, *, queue: str = "") -> Subscription:
-        """Subscribe to ``subject`` (in ``queue`` group if given); iterate ``sub.messages``."""
-        return await self.nc.subscribe(subject, queue=queue)
+    async def subscribe(
+        self, subject: str, *, queue: str = "", cb: Callable[[Msg], Awaitable[None]] | None = None
+    ) -> Subscription:
+        """Subscribe to ``subject`` (in ``queue`` group if given).
+
+        Without ``cb``, iterate ``sub.messages``; with ``cb``, nats-py awaits it
+        once per message in order (errors it raises are only logged, so ``cb``
+        should hand work to a task group rather than do it).
+        """
+        return await self.nc.subscribe(subject, queue=queue, cb=cb)
 
     async def flush(self, timeout: float = 5.0) -> None:
         """Wait until the server has processed everything sent so far."""
@@ -198,7 +211,7 @@ class Bus:
                 span.set_attribute("error.type", type(exc).__name__)
                 raise BusError(f"request to {subject} failed: {exc}") from exc
             try:
-                reply = decoder(reply_type | ErrorReply).decode(msg.data)
+                reply = _reply_decoder(reply_type).decode(msg.data)
             except msgspec.DecodeError as exc:
                 span.set_attribute("error.type", "bad_reply")
                 raise BusError(f"malformed reply from {subject}: {exc}") from exc

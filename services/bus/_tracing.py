@@ -32,6 +32,7 @@ def messaging_attributes(
     body_size: int | None = None,
     template: str | None = None,
     consumer_group: str | None = None,
+    actor: str | None = None,
 ) -> dict[str, str | int]:
     """Return the semantic-convention attributes of one messaging span.
 
@@ -49,6 +50,8 @@ def messaging_attributes(
         ``messaging.destination.template`` for templated subjects.
     consumer_group : str or None
         The NATS queue group (``messaging.consumer.group.name``).
+    actor : str or None
+        The consuming actor (``tandem.actor``).
     """
     attrs: dict[str, str | int] = {
         M.MESSAGING_SYSTEM: MESSAGING_SYSTEM,
@@ -66,6 +69,8 @@ def messaging_attributes(
         attrs[M.MESSAGING_DESTINATION_TEMPLATE] = template
     if consumer_group:
         attrs[M.MESSAGING_CONSUMER_GROUP_NAME] = consumer_group
+    if actor:
+        attrs["tandem.actor"] = actor
     return attrs
 
 

@@ -537,3 +537,29 @@ def test_render_trace_list_shows_newest_first_and_respects_limit(nested_trace: N
     assert "no traces recorded" in render_text(render_trace_list([]))
     with pytest.raises(ValueError, match="at least 1"):
         render_trace_list(spans, limit=0)
+
+
+def test_fast_json_line_is_the_sdk_document(tmp_path: Path) -> None:
+    import json
+
+    from opentelemetry.sdk.trace import TracerProvider
+    from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+    from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+    from opentelemetry.trace import Link, SpanKind, Status, StatusCode
+
+    from services.telemetry._setup import span_to_json_line
+
+    exporter = InMemorySpanExporter()
+    provider = TracerProvider()
+    provider.add_span_processor(SimpleSpanProcessor(exporter))
+    tracer = provider.get_tracer("t")
+    with tracer.start_as_current_span("parent", kind=SpanKind.PRODUCER) as parent:
+        with tracer.start_as_current_span(
+            "child", kind=SpanKind.CONSUMER, links=[Link(parent.get_span_context(), {"k": 1})],
+            attributes={"a": "b", "n": 3, "f": 1.5, "list": ["x", "y"], "flag": True},
+        ) as child:
+            child.add_event("evt", {"e": 1})
+            child.set_status(Status(StatusCode.ERROR, "broken"))
+    for span in exporter.get_finished_spans():
+        assert json.loads(span_to_json_line(span)) == json.loads(span.to_json(indent=None))
+        assert span_to_json_line(span).count("\n") == 1
