@@ -1,35 +1,186 @@
-"""Router actor: task → tier → model candidates → one chat completion.
+"""Router actor: task → tier → ordered model candidates → one completion, with fallback.
 
-The only actor that talks to model providers (design note 004 §2.1: task
-layer → tier layer → physical model layer). This first version tries the
-tier's candidates in order and moves to the next one on a transient failure
-(408, 429, 5xx, timeouts, connection errors); a non-transient failure (400,
-401, 403, malformed body) is returned at once.
+The only actor that talks to model providers. Design note 004 is the
+specification: task layer → tier layer → physical model layer (§2.1), a param
+guard and normalisation per provider (§2.3), a fallback policy (§1.4) and a
+JSONL usage log (§1.4); design note 002 adds skill-based ranking.
+
+The chain, for one request::
+
+    candidates = override models | skill ranking | tier list
+                 − models lacking a needed capability (NoCandidate if none left)
+                 (models in cooldown go last)
+    for each candidate, never revisiting one:
+        call ── ok ──────────────────────────────► reply
+          └─ transient (429, 5xx, 408, timeout) ─► retry the same model after a backoff,
+          │                                        or Retry-After when it fits the budget,
+          │                                        up to its retry cap; else next candidate
+          └─ non-transient (400, 401, 403, bad body or JSON) ─► next candidate
+    all within one deadline (request.timeout_s), max_attempts calls and
+    total_wait_budget_s of sleeping; otherwise FallbackExhausted listing the chain.
+
+No provider retries on its own (no hidden SDK retries). A model that keeps
+failing is put in cooldown in a JetStream KV bucket that every replica watches.
 """
 
 from __future__ import annotations
 
 import logging
+import re
+import time
+from collections import defaultdict, deque
+from collections.abc import Awaitable, Callable
 from contextlib import AsyncExitStack
 
 import anyio
 import httpx
+import msgspec
+from nats.js.kv import KeyValue
+from opentelemetry import trace
 
-from messages import CompletionReply, CompletionRequest, TokenUsage, subjects
+from messages import (
+    Attempt,
+    CompletionReply,
+    CompletionRequest,
+    RoutingEvent,
+    ShapeDecision,
+    ShapeRequest,
+    TokenUsage,
+    subjects,
+)
 from services.bus import Bus
-from services.config import Config
-from services.errors import LLMError, NoCandidate
-from services.llm import LocalModelServer, OpenAIChatProvider
+from services.config import Config, ModelConfig, ProviderConfig
+from services.errors import (
+    FallbackExhausted,
+    LLMError,
+    MalformedResponse,
+    NoCandidate,
+    ProviderStatusError,
+    ProviderTimeout,
+)
+from services.llm import LlamaCppProvider, LocalModelServer, OpenAIChatProvider, Provider, normalize, unmet_needs
+from services.llm._params import estimate_tokens
+from services.usage import UsageLog, UsageRecord, now, usage_log_path
 
 from ._base import Actor, Endpoint
 
-__all__ = ["RouterActor"]
+__all__ = ["Cooldown", "RouterActor", "make_provider", "rank_by_skill"]
 
 log = logging.getLogger("tandem.router")
 
 
+def make_provider(name: str, config: ProviderConfig, *, base_url: str | None = None,
+                  transport: httpx.AsyncBaseTransport | None = None) -> Provider:
+    """Return the provider for ``config.kind``."""
+    match config.kind:
+        case "openai":
+            cls: type[Provider] = OpenAIChatProvider
+        case "llamacpp_embedded":
+            cls = LlamaCppProvider
+        case "azure":
+            from services.llm._azure import AzureOpenAIProvider as cls
+        case "gemini":
+            from services.llm._gemini import GeminiProvider as cls
+    return cls(name, config, base_url=base_url, transport=transport)
+
+
+def price_per_token(model: ModelConfig) -> float:
+    """Mean USD price of one token (input and output weighted equally)."""
+    return (model.price.input_per_1m + model.price.output_per_1m) / 2e6
+
+
+def call_cost(model: ModelConfig, usage: TokenUsage) -> float:
+    """USD cost of one call from the registry's prices."""
+    return (usage.input_tokens * model.price.input_per_1m + usage.output_tokens * model.price.output_per_1m) / 1e6
+
+
+def rank_by_skill(config: Config, skill: str) -> list[str]:
+    """Order a skill's models by ``performance_weight * performance + cost_weight * (1 - price / max price)``.
+
+    Design note 002 (``llm_routing``: preferred, fallback, cost_weight,
+    performance_weight). Ties keep the skill's own order (preferred first).
+    """
+    s = config.skills[skill]
+    keys = list(dict.fromkeys([s.preferred, *s.fallback]))
+    prices = {k: price_per_token(config.models[k]) for k in keys}
+    top = max(prices.values()) or 1.0
+
+    def score(key: str) -> float:
+        return s.performance_weight * config.models[key].performance + s.cost_weight * (1 - prices[key] / top)
+
+    return sorted(keys, key=score, reverse=True)
+
+
+_KV_KEY = re.compile(r"[^-/_=.a-zA-Z0-9]")
+
+
+class Cooldown:
+    """Models put aside after repeated transient failures, shared through JetStream KV.
+
+    Each replica counts its own failures; when a model reaches ``failures``
+    within ``window_s`` the replica writes ``{"until": epoch seconds}`` under
+    the model key, and every replica's watcher mirrors the bucket locally.
+    """
+
+    class Entry(msgspec.Struct, frozen=True):
+        until: float
+        reason: str = ""
+
+    def __init__(self, kv: KeyValue | None, *, failures: int, window_s: float, cooldown_s: float) -> None:
+        self.kv = kv
+        self.failures, self.window_s, self.cooldown_s = failures, window_s, cooldown_s
+        self.until: dict[str, float] = {}
+        self._recent: dict[str, deque[float]] = defaultdict(deque)
+
+    @staticmethod
+    def key(model: str) -> str:
+        return _KV_KEY.sub("_", model)
+
+    def cooling(self, model: str) -> bool:
+        """Whether ``model`` is in cooldown now."""
+        return self.until.get(self.key(model), 0.0) > time.time()
+
+    async def failed(self, model: str, reason: str) -> None:
+        """Count a transient failure; start a cooldown when the threshold is reached."""
+        t = time.monotonic()
+        recent = self._recent[model]
+        recent.append(t)
+        while recent and t - recent[0] > self.window_s:
+            recent.popleft()
+        if len(recent) >= self.failures and not self.cooling(model):
+            recent.clear()
+            until = time.time() + self.cooldown_s
+            self.until[self.key(model)] = until
+            log.warning("router: %s in cooldown for %gs after %d failures (%s)", model, self.cooldown_s,
+                        self.failures, reason)
+            if self.kv is not None:
+                await self.kv.put(self.key(model), msgspec.json.encode(Cooldown.Entry(until=until, reason=reason)))
+
+    async def watch(self, *, task_status: anyio.abc.TaskStatus[None] = anyio.TASK_STATUS_IGNORED) -> None:
+        """Mirror the bucket until cancelled (started once the initial values are loaded)."""
+        assert self.kv is not None
+        watcher = await self.kv.watchall()
+        started = False
+        try:
+            async for entry in watcher:
+                if entry is None:  # initial values delivered
+                    if not started:
+                        started = True
+                        task_status.started()
+                    continue
+                try:
+                    self.until[entry.key] = msgspec.json.decode(entry.value or b"", type=Cooldown.Entry).until
+                except msgspec.DecodeError:
+                    self.until.pop(entry.key, None)  # deleted or foreign value
+                if not started:
+                    continue
+        finally:
+            with anyio.CancelScope(shield=True):
+                await watcher.stop()
+
+
 class RouterActor(Actor):
-    """Serve ``tandem.router.complete``.
+    """Serve ``tandem.router.complete`` and ``tandem.router.shape``.
 
     Parameters
     ----------
@@ -37,31 +188,46 @@ class RouterActor(Actor):
     config : Config
     transport : httpx.AsyncBaseTransport or None
         Injected into every provider's client (tests: ``httpx.MockTransport``).
+    sleep : callable
+        ``async (seconds) -> None`` used for backoff (tests record waits).
     """
 
     name = "router"
 
     def __init__(self, bus: Bus, config: Config, *, transport: httpx.AsyncBaseTransport | None = None,
-                 concurrency: int = 64) -> None:
+                 sleep: Callable[[float], Awaitable[None]] = anyio.sleep, concurrency: int = 64) -> None:
         super().__init__(bus, concurrency=concurrency)
         self.config = config
         self.transport = transport
-        self.providers: dict[str, OpenAIChatProvider] = {}
+        self.sleep = sleep
+        self.providers: dict[str, Provider] = {}
+        self.usage = UsageLog(None)
+        self.cooldown = Cooldown(None, failures=config.router.cooldown.failures,
+                                 window_s=config.router.cooldown.window_s, cooldown_s=config.router.cooldown.cooldown_s)
         self._stack: AsyncExitStack | None = None
         self._start_lock = anyio.Lock()
 
     def endpoints(self) -> list[Endpoint]:
-        return [Endpoint(subjects.ROUTER_COMPLETE, CompletionRequest, self.complete,
-                         timeout=self.config.nats.request_timeout_s)]
+        return [
+            Endpoint(subjects.ROUTER_COMPLETE, CompletionRequest, self.complete,
+                     timeout=self.config.nats.request_timeout_s),
+            Endpoint(subjects.ROUTER_SHAPE, ShapeRequest, self.shape, timeout=5),
+        ]
 
     async def setup(self, stack: AsyncExitStack) -> None:
         self._stack = stack
         for name, provider in self.config.providers.items():
-            if provider.kind == "openai":
-                self.providers[name] = p = OpenAIChatProvider(name, provider, transport=self.transport)
+            if provider.kind != "llamacpp_embedded":
+                self.providers[name] = p = make_provider(name, provider, transport=self.transport)
                 stack.push_async_callback(p.aclose)
+        self.usage = UsageLog(usage_log_path(self.config.router.usage_log))
+        stack.callback(self.usage.close)
+        self.cooldown.kv = await self.bus.key_value(self.config.router.cooldown.bucket)
+        tg = await stack.enter_async_context(anyio.create_task_group())
+        stack.callback(tg.cancel_scope.cancel)
+        await tg.start(self.cooldown.watch)
 
-    async def _provider(self, name: str) -> OpenAIChatProvider:
+    async def _provider(self, name: str) -> Provider:
         provider = self.providers.get(name)
         if provider is not None:
             return provider
@@ -71,43 +237,185 @@ class RouterActor(Actor):
                 cfg = self.config.providers[name]
                 alias = next((m.model for m in self.config.models.values() if m.provider == name), "local")
                 server = await self._stack.enter_async_context(LocalModelServer(alias=alias))
-                self.providers[name] = p = OpenAIChatProvider(name, cfg, base_url=server.base_url,
-                                                              transport=self.transport)
+                self.providers[name] = p = make_provider(name, cfg, base_url=server.base_url, transport=self.transport)
                 self._stack.push_async_callback(p.aclose)
             return self.providers[name]
 
-    async def complete(self, request: CompletionRequest) -> CompletionReply:
-        """Answer one completion request from the first candidate that succeeds.
+    def candidates(self, request: CompletionRequest) -> tuple[str, list[str]]:
+        """Return ``(tier, model keys in the order to try)``.
 
         Raises
         ------
         NoCandidate
-            When the tier has no candidates.
-        LLMError
-            The last candidate's error when all failed, or the first
-            non-transient one.
+            When no model is configured, or none has the capabilities the
+            request needs (no HTTP call is made).
         """
         tier = self.config.tier_for(request.task, request.tier)
-        candidates = self.config.tiers[tier]
-        if not candidates:
-            raise NoCandidate(f"tier {tier!r} has no models")
-        last: LLMError | None = None
-        for key in candidates:
-            model = self.config.models[key]
-            provider = await self._provider(model.provider)
-            try:
-                result = await provider.chat(model, request)
-            except LLMError as exc:
-                if not exc.transient:
-                    raise
-                log.warning("router: %s failed (%s); trying the next candidate", key, exc)
-                last = exc
-                continue
-            return CompletionReply(
-                correlation_id=request.correlation_id, conversation_id=request.conversation_id,
-                content=result.content, model=result.model, provider=model.provider,
-                latency_ms=round(result.latency_ms, 3), finish_reason=result.finish_reason,
-                usage=TokenUsage(input_tokens=result.input_tokens, output_tokens=result.output_tokens),
-            )
-        assert last is not None
-        raise last
+        override = self.config.task_overrides.get(request.task)
+        if override is not None and override.models:
+            keys = list(override.models)
+        elif request.skill:
+            if request.skill not in self.config.skills:
+                raise NoCandidate(f"unknown skill {request.skill!r}")
+            keys = rank_by_skill(self.config, request.skill)
+        else:
+            keys = list(self.config.tiers[tier])
+        unmet = {k: unmet_needs(self.config.models[k], request) for k in keys}
+        fit = [k for k in keys if not unmet[k]]
+        if not fit:
+            why = "; ".join(f"{k} lacks {', '.join(u)}" for k, u in unmet.items()) or f"tier {tier!r} is empty"
+            raise NoCandidate(f"no model for task {request.task!r} (tier {tier}): {why}")
+        return tier, [k for k in fit if not self.cooldown.cooling(k)] + [k for k in fit if self.cooldown.cooling(k)]
+
+    async def complete(self, request: CompletionRequest) -> CompletionReply:
+        """Answer from the first candidate that succeeds within the request's budget.
+
+        Raises
+        ------
+        NoCandidate
+            When no configured model can serve the request.
+        FallbackExhausted
+            When every candidate failed, or attempts, deadline or wait budget ran out.
+        """
+        tier, keys = self.candidates(request)
+        policy = self.config.router.fallback
+        deadline = anyio.current_time() + request.timeout_s
+        attempts: list[Attempt] = []
+        waited = 0.0
+        span = trace.get_current_span()
+        span.set_attribute("tandem.router.tier", tier)
+        try:
+            for key in keys:
+                model = self.config.models[key]
+                provider = await self._provider(model.provider)
+                params = normalize(model, request)
+                retries = 0
+                wait = 0.0
+                while True:
+                    left = deadline - anyio.current_time()
+                    if len(attempts) >= policy.max_attempts or left <= 0:
+                        why = "max attempts reached" if left > 0 else "deadline passed"
+                        raise _exhausted(f"{why} after {len(attempts)} calls", attempts)
+                    started = time.perf_counter()
+                    try:
+                        with anyio.fail_after(left):
+                            result = await provider.chat(model, params, timeout=left,
+                                                         conversation_id=request.conversation_id)
+                        if params.schema is not None:
+                            _check_json(key, result.content)
+                    except (LLMError, TimeoutError) as raw:
+                        exc = raw if isinstance(raw, LLMError) else ProviderTimeout(f"{key}: deadline reached")
+                        attempts.append(self._failed(request, tier, key, model, attempts, exc, started, wait))
+                        if not self._transient(exc):
+                            break  # never retry the same model on a non-transient error
+                        await self.cooldown.failed(key, type(exc).__name__)
+                        wait = self._retry_wait(exc, retries, deadline - anyio.current_time(),
+                                                policy.total_wait_budget_s - waited)
+                        if wait is None:
+                            wait = 0.0
+                            break  # move on at once
+                        await self.sleep(wait)
+                        waited += wait
+                        retries += 1
+                        continue
+                    usage = TokenUsage(input_tokens=result.input_tokens, output_tokens=result.output_tokens)
+                    cost = call_cost(model, usage)
+                    attempts.append(Attempt(model=key, ok=True, latency_ms=round(result.latency_ms, 3), waited_s=wait))
+                    self.usage.write(UsageRecord(
+                        ts=now(), task=request.task, tier=tier, model=key, provider=model.provider,
+                        fallback_chain=[a.model for a in attempts], attempt=len(attempts),
+                        latency_ms=round(result.latency_ms, 3), usage=usage, cost_usd=cost,
+                        request_id=request.correlation_id, skill=request.skill))
+                    return CompletionReply(
+                        correlation_id=request.correlation_id, conversation_id=request.conversation_id,
+                        content=result.content, model=result.model, provider=model.provider,
+                        latency_ms=round(result.latency_ms, 3), finish_reason=result.finish_reason, usage=usage,
+                        fallback_chain=[a.model for a in attempts], cost_usd=cost,
+                    )
+            raise _exhausted(f"all {len(keys)} candidates failed", attempts)
+        finally:
+            span.set_attribute("tandem.router.fallback_chain", [a.model for a in attempts])
+            with anyio.CancelScope(shield=True):
+                await self.bus.publish(subjects.EVENT_ROUTED, RoutingEvent(
+                    correlation_id=request.correlation_id, conversation_id=request.conversation_id,
+                    task=request.task, tier=tier, skill=request.skill, attempts=attempts,
+                    model=attempts[-1].model if attempts and attempts[-1].ok else "",
+                    ok=bool(attempts) and attempts[-1].ok))
+
+    def _transient(self, exc: LLMError) -> bool:
+        policy = self.config.router.fallback
+        if isinstance(exc, ProviderStatusError):
+            return exc.status_code in policy.transient_statuses
+        if isinstance(exc, MalformedResponse):
+            return False
+        return exc.transient and policy.retry_on_timeout
+
+    def _retry_wait(self, exc: LLMError, retries: int, time_left: float, budget_left: float) -> float | None:
+        """Seconds to wait before retrying the same model, or ``None`` to move on."""
+        policy = self.config.router.fallback
+        status = getattr(exc, "status_code", None)
+        override = policy.per_status.get(status) if status is not None else None
+        cap = override.max_retries if override and override.max_retries is not None else policy.max_retries_per_model
+        limit = min(time_left, budget_left)
+        retry_after = getattr(exc, "retry_after", None) if policy.honour_retry_after else None
+        if retry_after is not None:
+            # the server said when: wait that long if it fits, else move on at once
+            return retry_after if retries < max(cap, 1) and retry_after <= limit else None
+        if retries >= cap:
+            return None
+        base = override.backoff_s if override and override.backoff_s is not None else policy.backoff_s
+        wait = base * policy.backoff_multiplier**retries
+        return wait if wait <= limit else None
+
+    def _failed(self, request: CompletionRequest, tier: str, key: str, model: ModelConfig, attempts: list[Attempt],
+                exc: LLMError, started: float, waited: float) -> Attempt:
+        ms = round((time.perf_counter() - started) * 1000, 3)
+        status = getattr(exc, "status_code", None)
+        log.info("router: %s failed: %s", key, exc)
+        self.usage.write(UsageRecord(
+            ts=now(), task=request.task, tier=tier, model=key, provider=model.provider,
+            fallback_chain=[*[a.model for a in attempts], key], attempt=len(attempts) + 1, latency_ms=ms,
+            request_id=request.correlation_id, ok=False, error=str(exc)[:300], error_class=type(exc).__name__,
+            status_code=status, skill=request.skill))
+        return Attempt(model=key, ok=False, latency_ms=ms, error_class=type(exc).__name__, status_code=status,
+                       error=str(exc)[:300], waited_s=waited)
+
+    async def shape(self, request: ShapeRequest) -> ShapeDecision:
+        """Decide single vs two stage (design note 000 phase 4) and say why, with the tiers' costs."""
+        cfg = self.config
+        plan_key = cfg.tiers[cfg.tier_for("planning")][0]
+        exec_key = cfg.tiers[cfg.tier_for("single_stage")][0]
+        plan_m, exec_m = cfg.models[plan_key], cfg.models[exec_key]
+        tokens = request.prompt_tokens
+        single = call_cost(exec_m, TokenUsage(input_tokens=tokens, output_tokens=cfg.two_stage.max_execution_tokens))
+        planning = call_cost(plan_m, TokenUsage(input_tokens=tokens, output_tokens=cfg.two_stage.max_planning_tokens))
+        threshold = cfg.two_stage.complexity_threshold
+        two = request.complexity >= threshold
+        reason = (f"complexity {request.complexity:.2f} {'≥' if two else '<'} threshold {threshold:.2f}; "
+                  f"planning on {plan_key} ≈ ${planning:.4f} + execution on {exec_key} ≈ ${single:.4f} "
+                  f"vs single stage ≈ ${single:.4f}")
+        return ShapeDecision(correlation_id=request.correlation_id, conversation_id=request.conversation_id,
+                             mode="two_stage" if two else "single_stage", reason=reason,
+                             planning_model=plan_key, execution_model=exec_key,
+                             est_cost_usd=round(single + planning if two else single, 6))
+
+
+def _check_json(key: str, content: str) -> None:
+    try:
+        msgspec.json.decode(content)
+    except msgspec.DecodeError as exc:
+        raise MalformedResponse(f"{key}: structured output is not JSON: {exc}") from exc
+
+
+def _chain(attempts: list[Attempt]) -> list[str]:
+    return [f"{a.model}: {'ok' if a.ok else (a.status_code or a.error_class)}" for a in attempts]
+
+
+def _exhausted(why: str, attempts: list[Attempt]) -> FallbackExhausted:
+    last = f"; last error: {attempts[-1].error}" if attempts and attempts[-1].error else ""
+    return FallbackExhausted(f"{why}{last}", _chain(attempts))
+
+
+def estimate_prompt_tokens(text_chars: int) -> int:
+    """Tokens of a prompt of ``text_chars`` characters (see :func:`services.llm.estimate_tokens`)."""
+    return estimate_tokens([]) + text_chars // 4

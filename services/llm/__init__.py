@@ -1,6 +1,19 @@
 """Model providers. Only the router actor uses them."""
 
+from ._base import Completion, Provider
 from ._local import LocalModelServer, find_default_gguf
-from ._openai import Completion, OpenAIChatProvider
+from ._openai import LlamaCppProvider, OpenAIChatProvider
+from ._params import ChatParams, estimate_tokens, normalize, unmet_needs
 
-__all__ = ["Completion", "LocalModelServer", "OpenAIChatProvider", "find_default_gguf"]
+__all__ = [
+    "ChatParams",
+    "Completion",
+    "LlamaCppProvider",
+    "LocalModelServer",
+    "OpenAIChatProvider",
+    "Provider",
+    "estimate_tokens",
+    "find_default_gguf",
+    "normalize",
+    "unmet_needs",
+]

@@ -16,10 +16,11 @@ from services.errors import (
     ProviderTimeout,
     ProviderUnavailable,
 )
-from services.llm import OpenAIChatProvider
+from services.llm import OpenAIChatProvider, normalize
 
 from ..conftest import chat_response
 
+M = ModelConfig(provider="p", model="m")
 REQ = CompletionRequest(task="planning", messages=[ChatMessage(role="user", content="hi")],
                         response_schema={"type": "object"}, schema_name="plan", max_tokens=50)
 
@@ -39,7 +40,8 @@ async def test_request_and_response_wire_format(monkeypatch) -> None:
                                                       completion_tokens=3))
 
     p = provider(handler, api_key_env="TEST_KEY")
-    out = await p.chat(ModelConfig(provider="p", model="gpt-x", temperature=0.1, extra={"seed": 7}), REQ)
+    model = ModelConfig(provider="p", model="gpt-x", temperature=0.1, extra={"seed": 7})
+    out = await p.chat(model, normalize(model, REQ))
     await p.aclose()
     assert (out.content, out.model, out.input_tokens, out.output_tokens, out.finish_reason) == (
         '{"a": 1}', "gpt-x-2025", 5, 3, "stop")
@@ -56,9 +58,11 @@ async def test_request_and_response_wire_format(monkeypatch) -> None:
 
 def test_llamacpp_schema_form() -> None:
     p = provider(lambda r: httpx.Response(200))
-    body = p.build_body(ModelConfig(provider="p", model="m", structured_output="json_object_schema"), REQ)
+    model = ModelConfig(provider="p", model="m", structured_output="json_object_schema")
+    _, body, _ = p.build_request(model, normalize(model, REQ))
     assert body["response_format"] == {"type": "json_object", "schema": {"type": "object"}}
-    body = p.build_body(ModelConfig(provider="p", model="m", structured_output="none"), REQ)
+    model = ModelConfig(provider="p", model="m", structured_output="none")
+    _, body, _ = p.build_request(model, normalize(model, REQ))
     assert "response_format" not in body
 
 
@@ -84,7 +88,7 @@ def test_missing_api_key_is_a_config_error(monkeypatch) -> None:
 async def test_errors_are_translated(response: httpx.Response, error: type, transient: bool) -> None:
     p = provider(lambda r: response)
     with pytest.raises(error) as info:
-        await p.chat(ModelConfig(provider="p", model="m"), REQ)
+        await p.chat(M, normalize(M, REQ))
     assert info.value.transient is transient
     assert isinstance(info.value.__cause__, Exception) or error is ProviderStatusError
     if response.status_code == 429:
@@ -99,7 +103,7 @@ async def test_timeout_and_connection_errors() -> None:
         raise httpx.ConnectError("refused", request=request)
 
     with pytest.raises(ProviderTimeout) as info:
-        await provider(timeout).chat(ModelConfig(provider="p", model="m"), REQ)
+        await provider(timeout).chat(M, normalize(M, REQ))
     assert isinstance(info.value.__cause__, httpx.ReadTimeout) and info.value.transient
     with pytest.raises(ProviderUnavailable):
-        await provider(refused).chat(ModelConfig(provider="p", model="m"), REQ)
+        await provider(refused).chat(M, normalize(M, REQ))

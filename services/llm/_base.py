@@ -1,0 +1,200 @@
+"""What every provider shares: one long-lived ``httpx.AsyncClient``, the ``chat <model>``
+span, and translation of transport and HTTP errors into Tandem's hierarchy."""
+
+from __future__ import annotations
+
+import os
+import time
+from typing import Any
+
+import httpx
+import msgspec
+from opentelemetry import trace
+from opentelemetry.semconv._incubating.attributes import gen_ai_attributes as G
+from opentelemetry.trace import SpanKind, Status, StatusCode
+
+from ..config import ModelConfig, ProviderConfig
+from ..errors import ConfigError, MalformedResponse, ProviderStatusError, ProviderTimeout, ProviderUnavailable
+from ._params import ChatParams
+
+__all__ = ["Completion", "Provider"]
+
+tracer = trace.get_tracer("tandem.llm")
+
+
+class Completion(msgspec.Struct, frozen=True, kw_only=True):
+    """What a provider returns: text, usage and timing (``latency_ms`` in ms)."""
+
+    content: str
+    model: str
+    finish_reason: str
+    input_tokens: int
+    output_tokens: int
+    latency_ms: float
+    response_id: str = ""
+
+
+class _ErrorBody(msgspec.Struct):
+    error: Any = None
+
+
+_error_decoder = msgspec.json.Decoder(_ErrorBody)
+
+
+def retry_after(response: httpx.Response) -> float | None:
+    """Seconds from a ``Retry-After`` header (delta-seconds form), or ``None``."""
+    value = response.headers.get("retry-after")
+    if value is None:
+        return None
+    try:
+        return max(0.0, float(value))
+    except ValueError:
+        return None
+
+
+def error_message(response: httpx.Response) -> str:
+    """The provider's error message: ``{"error": {"message": ...}}`` (OpenAI, Azure, Gemini) or the text."""
+    try:
+        err = _error_decoder.decode(response.content).error
+    except msgspec.DecodeError:
+        return response.text[:200] or response.reason_phrase
+    if isinstance(err, dict):
+        return str(err.get("message") or err)[:300]
+    return str(err or response.reason_phrase)[:300]
+
+
+class Provider:
+    """Base of the providers.
+
+    Subclasses set :attr:`default_gen_ai_provider` and implement
+    :meth:`build_request` and :meth:`parse_response`; :meth:`chat` does the
+    rest. No retries happen here (no hidden SDK retries): the router owns the
+    whole retry/fallback chain and its deadline.
+
+    Parameters
+    ----------
+    name : str
+        Provider key in the config.
+    config : ProviderConfig
+    base_url : str or None
+        Overrides ``config.base_url`` (the embedded llama.cpp server).
+    transport : httpx.AsyncBaseTransport or None
+        Injected transport; tests pass ``httpx.MockTransport``.
+
+    Raises
+    ------
+    ConfigError
+        When ``api_key_env`` names a variable that is not set.
+    """
+
+    default_gen_ai_provider = "openai"
+    auth_header = ("Authorization", "Bearer {key}")
+
+    def __init__(self, name: str, config: ProviderConfig, *, base_url: str | None = None,
+                 transport: httpx.AsyncBaseTransport | None = None) -> None:
+        self.name = name
+        self.config = config
+        self.gen_ai_provider = config.gen_ai_provider or self.default_gen_ai_provider
+        headers = dict(config.headers)
+        if config.api_key_env:
+            key = os.environ.get(config.api_key_env)
+            if not key:
+                raise ConfigError(f"provider {name!r}: environment variable {config.api_key_env} is not set")
+            header, template = self.auth_header
+            headers[header] = template.format(key=key)
+        self.base_url = httpx.URL((base_url or config.base_url).rstrip("/") + "/")
+        self.client = httpx.AsyncClient(
+            base_url=self.base_url,
+            headers=headers,
+            timeout=httpx.Timeout(config.timeout_s, connect=config.connect_timeout_s),
+            transport=transport,
+        )
+
+    async def aclose(self) -> None:
+        """Close the HTTP client."""
+        await self.client.aclose()
+
+    def build_request(self, model: ModelConfig, params: ChatParams) -> tuple[str, dict[str, Any], dict[str, str]]:
+        """Return ``(path relative to base_url, JSON body, query params)``."""
+        raise NotImplementedError
+
+    def parse_response(self, model: ModelConfig, data: bytes) -> Completion:
+        """Decode a 2xx body (``latency_ms`` is filled in by :meth:`chat`).
+
+        Raises
+        ------
+        MalformedResponse
+            When the body is not the documented shape.
+        """
+        raise NotImplementedError
+
+    async def chat(self, model: ModelConfig, params: ChatParams, *, timeout: float | None = None,
+                   conversation_id: str = "") -> Completion:
+        """Make one call inside a ``chat <model>`` CLIENT span.
+
+        Parameters
+        ----------
+        model : ModelConfig
+        params : ChatParams
+            From :func:`~services.llm.normalize`.
+        timeout : float or None
+            Seconds for this attempt (the router's remaining budget); the
+            provider's configured timeouts when ``None``.
+        conversation_id : str
+
+        Raises
+        ------
+        ProviderTimeout, ProviderUnavailable, ProviderStatusError, MalformedResponse
+        """
+        path, body, query = self.build_request(model, params)
+        attrs: dict[str, Any] = {
+            G.GEN_AI_OPERATION_NAME: "chat",
+            G.GEN_AI_PROVIDER_NAME: self.gen_ai_provider,
+            G.GEN_AI_REQUEST_MODEL: model.model,
+            G.GEN_AI_REQUEST_MAX_TOKENS: params.max_tokens,
+            G.GEN_AI_OUTPUT_TYPE: "json" if params.schema is not None else "text",
+            "server.address": self.base_url.host,
+        }
+        if self.base_url.port:
+            attrs["server.port"] = self.base_url.port
+        if params.temperature is not None:
+            attrs[G.GEN_AI_REQUEST_TEMPERATURE] = params.temperature
+        if conversation_id:
+            attrs[G.GEN_AI_CONVERSATION_ID] = conversation_id
+        if params.dropped:
+            attrs["tandem.llm.dropped_params"] = list(params.dropped)
+        with tracer.start_as_current_span(
+            f"chat {model.model}", kind=SpanKind.CLIENT, attributes=attrs,
+            record_exception=False, set_status_on_exception=False,
+        ) as span:
+            started = time.perf_counter()
+            try:
+                data = await self._post(path, body, query, timeout)
+                completion = self.parse_response(model, data)
+            except Exception as exc:
+                span.set_attribute("error.type", getattr(exc, "code", type(exc).__qualname__))
+                if isinstance(exc, ProviderStatusError):
+                    span.set_attribute("http.response.status_code", exc.status_code)
+                span.set_status(Status(StatusCode.ERROR, str(exc)))
+                raise
+            completion = msgspec.structs.replace(completion, latency_ms=(time.perf_counter() - started) * 1000)
+            span.set_attribute(G.GEN_AI_RESPONSE_MODEL, completion.model)
+            span.set_attribute(G.GEN_AI_RESPONSE_FINISH_REASONS, [completion.finish_reason])
+            span.set_attribute(G.GEN_AI_USAGE_INPUT_TOKENS, completion.input_tokens)
+            span.set_attribute(G.GEN_AI_USAGE_OUTPUT_TOKENS, completion.output_tokens)
+            if completion.response_id:
+                span.set_attribute(G.GEN_AI_RESPONSE_ID, completion.response_id)
+            return completion
+
+    async def _post(self, path: str, body: dict[str, Any], query: dict[str, str], timeout: float | None) -> bytes:
+        extra = {} if timeout is None else {"timeout": httpx.Timeout(timeout, connect=min(timeout, self.config.connect_timeout_s))}
+        try:
+            response = await self.client.post(path, content=msgspec.json.encode(body), params=query or None,
+                                              headers={"Content-Type": "application/json"}, **extra)
+        except httpx.TimeoutException as exc:
+            raise ProviderTimeout(f"{self.name}: no answer within the timeout ({type(exc).__name__})") from exc
+        except httpx.TransportError as exc:
+            raise ProviderUnavailable(f"{self.name}: cannot reach {self.base_url}: {exc}") from exc
+        if response.status_code >= 400:
+            raise ProviderStatusError(response.status_code, error_message(response), retry_after=retry_after(response))
+        return response.content
