@@ -58,7 +58,7 @@ from services.errors import (
     ProviderStatusError,
     ProviderTimeout,
 )
-from services.llm import LlamaCppProvider, LocalModelServer, OpenAIChatProvider, Provider, normalize, unmet_needs
+from services.llm import AzureOpenAIProvider, GeminiProvider, LlamaCppProvider, LocalModelServer, OpenAIChatProvider, Provider, normalize, unmet_needs
 from services.llm._params import estimate_tokens
 from services.usage import UsageLog, UsageRecord, now, usage_log_path
 
@@ -78,9 +78,9 @@ def make_provider(name: str, config: ProviderConfig, *, base_url: str | None = N
         case "llamacpp_embedded":
             cls = LlamaCppProvider
         case "azure":
-            from services.llm._azure import AzureOpenAIProvider as cls
+            cls = AzureOpenAIProvider
         case "gemini":
-            from services.llm._gemini import GeminiProvider as cls
+            cls = GeminiProvider
     return cls(name, config, base_url=base_url, transport=transport)
 
 

@@ -219,6 +219,8 @@ async def _run(config: Config, url: str | None, spec, output: Path | None) -> in
     if result.fallback:
         how += f" — fell back: {result.fallback}"
     err.print(f"[dim]{how} · complexity {result.complexity:.2f}[/]", soft_wrap=True)
+    if result.shape_reason:
+        err.print(f"[dim]why: {result.shape_reason}[/]", soft_wrap=True, markup=True)
     err.print(f"[dim]trace {result.trace_id}  (tandem trace {result.trace_id[:8]})[/]", soft_wrap=True)
     return 0
 
@@ -315,6 +317,26 @@ def trace_cmd(
         if tid is None:
             raise InputError("the trace file holds no spans yet")
         out.print(render_trace(find_trace(spans, tid)))
+    except TandemError as exc:
+        raise _fail(exc) from None
+
+
+@app.command()
+def usage(
+    top: Annotated[int, typer.Option("--top", "-n", help="How many fallback chains to show.")] = 10,
+    log_path: Annotated[Optional[Path], typer.Option("--log", help="Usage log (default: $TANDEM_USAGE_LOG or the config's router.usage_log).")] = None,
+    config_path: ConfigPath = None,
+) -> None:
+    """Summarise the LLM usage log: calls, failures, fallback chains, latency, tokens and cost per model and task."""
+    from .usage import load_usage, render_usage, summarize_usage, usage_log_path
+
+    out = Console(highlight=False)
+    try:
+        path = log_path or usage_log_path(load_config(config_path).router.usage_log)
+        if path is None:
+            raise InputError("the usage log is disabled (TANDEM_USAGE_LOG_DISABLE=1)")
+        for table in render_usage(summarize_usage(load_usage(path), top=top)):
+            out.print(table)
     except TandemError as exc:
         raise _fail(exc) from None
 

@@ -35,6 +35,8 @@ from messages import (
     PlanRequest,
     ReadInput,
     RememberPlan,
+    ShapeDecision,
+    ShapeRequest,
     StepOutcome,
     TaskEvent,
     WriteOutput,
@@ -156,6 +158,8 @@ class TaskResult(msgspec.Struct, frozen=True, kw_only=True):
         Whether the plan came from the plan cache.
     fallback : str
         Why the task fell back to single stage (``""`` if it did not).
+    shape_reason : str
+        Why the task was planned or not (the router's decision, or the user's flag).
     outputs : list of Output
     steps : list of StepOutcome
     """
@@ -168,6 +172,7 @@ class TaskResult(msgspec.Struct, frozen=True, kw_only=True):
     plan_cached: bool = False
     planning_model: str = ""
     fallback: str = ""
+    shape_reason: str = ""
     outputs: list[Output] = []
     steps: list[StepOutcome] = []
 
@@ -223,7 +228,7 @@ async def run_task(bus: Bus, config: Config, spec: TaskSpec) -> TaskResult:
 async def _run(bus: Bus, config: Config, spec: TaskSpec, trace_id: str) -> TaskResult:
     inputs = _inputs(spec)
     complexity = judge_complexity(spec.task, inputs)
-    base = {"task_id": spec.task_id, "trace_id": trace_id, "complexity": complexity}
+    base: dict = {"task_id": spec.task_id, "trace_id": trace_id, "complexity": complexity}
     timeout = config.nats.request_timeout_s
     env = {"correlation_id": spec.task_id, "conversation_id": spec.conversation_id}
 
@@ -242,8 +247,18 @@ async def _run(bus: Bus, config: Config, spec: TaskSpec, trace_id: str) -> TaskR
         reply = await execute(spec.plan)
         return TaskResult(mode="execute_plan", plan=spec.plan, outputs=reply.outputs, steps=reply.steps, **base)
 
-    two_stage = spec.plan_only or spec.mode == "two_stage" or (
-        spec.mode == "auto" and complexity >= config.two_stage.complexity_threshold)
+    if spec.plan_only or spec.mode == "two_stage":
+        two_stage, why = True, "two stage requested"
+    elif spec.mode == "single_stage":
+        two_stage, why = False, "single stage requested"
+    else:  # the pipeline shape is a routing decision (design note 004): ask the router, keep its reason
+        size = sum(i.size for i in inputs) + len(spec.task)
+        decision = await bus.request(subjects.ROUTER_SHAPE,
+                                     ShapeRequest(task=spec.task, complexity=complexity, prompt_tokens=size // 4, **env),
+                                     ShapeDecision, timeout=10)
+        two_stage, why = decision.mode == "two_stage", decision.reason
+    base["shape_reason"] = why
+    trace.get_current_span().set_attribute("tandem.task.shape_reason", why)
     if not two_stage:
         return await single_stage("")
 

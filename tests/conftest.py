@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import os
+import tempfile
 from collections.abc import AsyncIterator, Callable
 from typing import Any
 
@@ -17,6 +19,9 @@ from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapProp
 
 from services.bus import Bus, EmbeddedNats
 from services.config import Config, ModelConfig, NatsConfig, ProviderConfig, TwoStageConfig
+
+# keep the suite's usage log out of the user's home
+os.environ.setdefault("TANDEM_USAGE_LOG", os.path.join(tempfile.mkdtemp(prefix="tandem-test-"), "llm_usage.jsonl"))
 
 _exporter = InMemorySpanExporter()
 _provider = TracerProvider()

@@ -215,12 +215,16 @@ class AzureOpenAIProvider(Provider):
 
     Examples
     --------
-    >>> import os; os.environ["AZ_DOC_KEY"] = "k"
+    >>> from messages import ChatMessage
     >>> from services.config import ProviderConfig
     >>> p = AzureOpenAIProvider("az", ProviderConfig(kind="azure", base_url="https://res.openai.azure.com",
-    ...                                              api_version="2024-10-21", api_key_env="AZ_DOC_KEY"))
-    >>> p.client.headers["api-key"]
-    'k'
+    ...                                              api_version="2024-10-21"))
+    >>> params = ChatParams(messages=[ChatMessage(role="user", content="hi")], max_tokens=8)
+    >>> path, body, query = p.build_request(ModelConfig(provider="az", model="gpt4o-prod"), params)
+    >>> path, query
+    ('openai/deployments/gpt4o-prod/chat/completions', {'api-version': '2024-10-21'})
+    >>> p.build_request(ModelConfig(provider="az", model="gpt4o-prod", use_responses_api=True), params)[:1]
+    ('openai/v1/responses',)
     """
 
     default_gen_ai_provider = "azure.ai.openai"

@@ -114,6 +114,10 @@ class Provider:
         """Close the HTTP client."""
         await self.client.aclose()
 
+    def retry_after(self, response: httpx.Response) -> float | None:
+        """Seconds the provider asks us to wait (``Retry-After``); providers with their own form override it."""
+        return retry_after(response)
+
     def build_request(self, model: ModelConfig, params: ChatParams) -> tuple[str, dict[str, Any], dict[str, str]]:
         """Return ``(path relative to base_url, JSON body, query params)``."""
         raise NotImplementedError
@@ -196,5 +200,5 @@ class Provider:
         except httpx.TransportError as exc:
             raise ProviderUnavailable(f"{self.name}: cannot reach {self.base_url}: {exc}") from exc
         if response.status_code >= 400:
-            raise ProviderStatusError(response.status_code, error_message(response), retry_after=retry_after(response))
+            raise ProviderStatusError(response.status_code, error_message(response), retry_after=self.retry_after(response))
         return response.content

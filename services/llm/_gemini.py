@@ -283,12 +283,12 @@ class GeminiProvider(Provider):
 
     Examples
     --------
-    >>> import os; os.environ["GEMINI_DOC_KEY"] = "k"
+    >>> from messages import ChatMessage
     >>> from services.config import ProviderConfig
-    >>> p = GeminiProvider("g", ProviderConfig(kind="gemini", base_url="https://generativelanguage.googleapis.com",
-    ...                                        api_key_env="GEMINI_DOC_KEY"))
-    >>> p.client.headers["x-goog-api-key"]
-    'k'
+    >>> p = GeminiProvider("g", ProviderConfig(kind="gemini", base_url="https://generativelanguage.googleapis.com"))
+    >>> params = ChatParams(messages=[ChatMessage(role="user", content="hi")], max_tokens=8)
+    >>> p.build_request(ModelConfig(provider="g", model="gemini-2.5-flash"), params)[0]
+    'v1beta/models/gemini-2.5-flash:generateContent'
     """
 
     default_gen_ai_provider = "gcp.gemini"

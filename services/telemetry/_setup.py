@@ -101,7 +101,7 @@ class _JsonLinesExporter(ConsoleSpanExporter):
 
 _encode = msgspec.json.Encoder().encode
 _KIND = {kind: str(kind) for kind in SpanKind}
-_resources: dict[int, dict[str, Any]] = {}
+_resources: dict[int, tuple[Any, dict[str, Any]]] = {}
 
 
 def _iso(ns: int | None) -> str | None:
@@ -118,9 +118,9 @@ def _context(ctx: SpanContext) -> dict[str, str]:
 def _resource(span: ReadableSpan) -> dict[str, Any]:
     res = span.resource
     cached = _resources.get(id(res))
-    if cached is None:
-        cached = _resources[id(res)] = {"attributes": dict(res.attributes), "schema_url": res.schema_url}
-    return cached
+    if cached is None or cached[0] is not res:  # holding the resource keeps its id from being reused
+        cached = _resources[id(res)] = (res, {"attributes": dict(res.attributes), "schema_url": res.schema_url})
+    return cached[1]
 
 
 def span_to_json_line(span: ReadableSpan) -> str:

@@ -13,9 +13,10 @@ from services.errors import ConfigError
 def test_default_config_is_valid_and_embedded() -> None:
     config = load_config()
     assert config.nats.url is None
-    assert config.tier_for("planning") == "planning"
-    assert config.tier_for("manual_transform") == "execution"
-    first = config.models[config.tiers["planning"][0]]
+    assert config.tier_for("planning") == "heavy_reasoning"
+    assert config.tier_for("manual_transform") == "cheap"
+    assert config.router.fallback.per_status[429].max_retries == 0
+    first = config.models[config.tiers[config.tier_for("planning")][0]]
     assert config.providers[first.provider].kind == "llamacpp_embedded"
     assert first.structured_output == "json_object_schema"
 
