@@ -7,6 +7,7 @@ Every message is a frozen, keyword-only msgspec Struct carrying the envelope
 from . import subjects
 from ._base import ErrorReply, Message, decode_error_path, new_id, utcnow
 from ._codec import decoder, encode
+from .choice import ChoiceContext, ChoiceReply, ChoiceRequest, ChoiceResult
 from .control import Ping, PingReply, Pong
 from .execution import ExecuteReply, ExecuteRequest, ExecutorReply, Output, StepEvent, StepOutcome, TaskEvent
 from .plan import (
@@ -36,6 +37,10 @@ from .routing import (
 )
 
 __all__ = [
+    "ChoiceContext",
+    "ChoiceReply",
+    "ChoiceRequest",
+    "ChoiceResult",
     "Attempt",
     "RoutingEvent",
     "ShapeDecision",

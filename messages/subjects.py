@@ -13,6 +13,8 @@ subject                                payload
 ``tandem.router.shape``                ``ShapeRequest`` → ``ShapeDecision``
 ``tandem.events.router.routed``        ``RoutingEvent``
 ``tandem.executor.execute``            ``ExecuteRequest`` → ``ExecuteReply``
+``tandem.choice.parse``                ``ChoiceRequest`` → ``ChoiceReply``
+``tandem.events.choice.parsed``        ``ChoiceReply`` (every parsed answer)
 ``tandem.<actor>.ping``                ``Ping`` → ``Pong`` (liveness / discovery)
 ``tandem.events.executor.step``        ``StepEvent``
 ``tandem.events.task.<status>``        ``TaskEvent``
@@ -26,6 +28,8 @@ __all__ = [
     "EVENT_STEP",
     "EVENT_TASK",
     "EXECUTOR_EXECUTE",
+    "CHOICE_PARSE",
+    "EVENT_CHOICE",
     "PLANNER_PLAN",
     "PLANNER_REMEMBER",
     "ROUTER_COMPLETE",
@@ -45,6 +49,8 @@ ROUTER_COMPLETE = "tandem.router.complete"
 ROUTER_SHAPE = "tandem.router.shape"
 EVENT_ROUTED = "tandem.events.router.routed"
 EXECUTOR_EXECUTE = "tandem.executor.execute"
+CHOICE_PARSE = "tandem.choice.parse"
+EVENT_CHOICE = "tandem.events.choice.parsed"
 
 EVENTS_ALL = "tandem.events.>"
 EVENT_STEP = "tandem.events.executor.step"
