@@ -7,15 +7,17 @@ from services.config import Config
 
 from ._base import Actor, Endpoint
 from ._supervisor import ActorCrashed, supervise
+from .choice_parser import ChoiceParserActor
 from .executor import ExecutorActor
 from .planner import PlannerActor
 from .router import RouterActor
 
-__all__ = ["ACTORS", "Actor", "ActorCrashed", "Endpoint", "ExecutorActor", "PlannerActor", "RouterActor", "supervise"]
+__all__ = ["ACTORS", "ChoiceParserActor", "Actor", "ActorCrashed", "Endpoint", "ExecutorActor", "PlannerActor", "RouterActor", "supervise"]
 
 ACTORS: dict[str, Callable[[Bus, Config], Actor]] = {
     "planner": PlannerActor,
     "router": RouterActor,
     "executor": ExecutorActor,
+    "choice": ChoiceParserActor,
 }
 """Actor name → constructor ``(bus, config) -> Actor``."""

@@ -147,6 +147,8 @@ def run(
     plan_only: Annotated[bool, typer.Option("--plan-only", help="Print the execution plan JSON and stop.")] = False,
     execute_plan: Annotated[Optional[Path], typer.Option("--execute-plan", help="Run a saved plan JSON (skips planning).")] = None,
     no_cache: Annotated[bool, typer.Option("--no-cache", help="Do not use the plan cache.")] = False,
+    approve: Annotated[bool, typer.Option("--approve", help="Show the plan and ask for approval in free text (per step: 'only 1 and 3', 'skip step 2', 'no').")] = False,
+    answer: Annotated[list[str], typer.Option("--answer", help="With --approve: the answer(s) to give instead of asking on the terminal.")] = [],  # noqa: B006
     nats_url: NatsUrl = None,
     config_path: ConfigPath = None,
     verbose: Verbose = 0,
@@ -168,14 +170,32 @@ def run(
         from .orchestrator import TaskSpec
 
         spec = TaskSpec(task=task, inputs=inputs, input_types=types, plan=plan, plan_only=plan_only,
-                        use_cache=not no_cache,
+                        use_cache=not no_cache, approve=approve,
                         mode="single_stage" if single_stage else "two_stage" if two_stage else "auto")
+        if approve and not answer and not sys.stdin.isatty():
+            raise InputError("--approve needs a terminal to ask on, or --answer TEXT")
     except TandemError as exc:
         raise _fail(exc) from None
-    raise typer.Exit(_invoke(_run, config, url, spec, output))
+    raise typer.Exit(_invoke(_run, config, url, spec, output, list(answer)))
 
 
-async def _run(config: Config, url: str | None, spec, output: Path | None) -> int:
+def _approver(answers: list[str]):
+    """Answers from --answer in order, else asked on the terminal."""
+
+    async def approver(question: str) -> str:
+        err.print(question, highlight=False, markup=False)
+        if answers:
+            given = answers.pop(0)
+            err.print(f"> {given}", highlight=False, markup=False)
+            return given
+        if not sys.stdin.isatty():
+            raise InputError("no answer left to give (add another --answer)")
+        return await anyio.to_thread.run_sync(lambda: input("> "))
+
+    return approver
+
+
+async def _run(config: Config, url: str | None, spec, output: Path | None, answers: list[str] | None = None) -> int:
     from actors import ACTORS
 
     from .orchestrator import run_task
@@ -192,13 +212,20 @@ async def _run(config: Config, url: str | None, spec, output: Path | None) -> in
             shown: set[tuple[int, str]] = set()
             async with start_actors(bus, config, local), anyio.create_task_group() as tg:
                 await tg.start(_progress, bus, spec.task_id, shown)
-                result = await run_task(bus, config, spec)
+                result = await run_task(bus, config, spec, approver=_approver(answers or []))
                 tg.cancel_scope.cancel()
             for s in result.steps:  # events still in flight when the task ended
                 if (s.step, s.status) not in shown:
                     _print_step(s.step, s.action, s.status, s.detail, s.duration_ms)
     finally:
         shutdown_tracing(provider)
+    if result.mode == "not_run":
+        what = {"rejected": "plan rejected", "unclear": "no clear approval"}.get(result.approval, result.approval)
+        err.print(f"{what}: nothing was run" + (f" ({result.fallback})" if result.fallback else ""))
+        err.print(f"[dim]trace {result.trace_id}[/]", soft_wrap=True)
+        return 0 if result.approval == "rejected" else 1
+    if result.modifications:
+        err.print("conditions noted (not enforced): " + "; ".join(result.modifications), highlight=False)
     if spec.plan_only:
         text = msgspec.json.format(msgspec.json.encode(result.plan), indent=2).decode() + "\n"
         stdout = [text]
@@ -319,6 +346,57 @@ def trace_cmd(
         out.print(render_trace(find_trace(spans, tid)))
     except TandemError as exc:
         raise _fail(exc) from None
+
+
+@app.command()
+def choose(
+    answer: Annotated[str, typer.Argument(help="The free-text answer to interpret.")],
+    option: Annotated[list[str], typer.Option("--option", "-o", help="An option label (repeat, in order; option 1 first).")],
+    description: Annotated[list[str], typer.Option("--description", "-d", help="An option's description (repeat, same order).")] = [],  # noqa: B006
+    risk: Annotated[str, typer.Option("--risk", help="low, medium, high or critical (critical always confirms).")] = "medium",
+    approval: Annotated[bool, typer.Option("--approval", help="The options are approve/reject-like: yes/no words apply.")] = False,
+    no_llm: Annotated[bool, typer.Option("--no-llm", help="Pattern matcher only; no model call.")] = False,
+    nats_url: NatsUrl = None,
+    config_path: ConfigPath = None,
+    verbose: Verbose = 0,
+) -> None:
+    """Interpret a free-text answer to a list of options; print the ChoiceResult as JSON.
+
+    The same request is served on NATS as `tandem.choice.parse` for other services.
+    """
+    from messages import ChoiceContext, ChoiceRequest
+
+    _setup_logging(verbose)
+    if risk not in ("low", "medium", "high", "critical"):
+        raise typer.BadParameter("--risk must be low, medium, high or critical")
+    try:
+        config, url = _config(config_path, nats_url)
+        request = ChoiceRequest(answer=answer, use_llm=not no_llm, context=ChoiceContext(
+            available_options=option, option_descriptions=description, risk_level=risk,
+            kind="approval" if approval else "options"))
+    except TandemError as exc:
+        raise _fail(exc) from None
+    result = _invoke(_choose, config, url, request)
+    sys.stdout.write(msgspec.json.format(msgspec.json.encode(result), indent=2).decode() + "\n")
+
+
+async def _choose(config: Config, url: str | None, request):
+    from messages import ChoiceReply
+
+    from .runtime import find_running, open_bus, start_actors
+    from .telemetry import setup_tracing, shutdown_tracing
+
+    provider = setup_tracing("tandem")
+    try:
+        async with open_bus(url) as (bus, _):
+            needed = ["choice", "router"] if request.use_llm else ["choice"]
+            remote = await find_running(bus, needed) if url else set()
+            async with start_actors(bus, config, [n for n in needed if n not in remote]):
+                reply = await bus.request(subjects.CHOICE_PARSE, request, ChoiceReply,
+                                          timeout=config.choice.llm_timeout_s + 10)
+        return reply.result
+    finally:
+        shutdown_tracing(provider)
 
 
 @app.command()

@@ -23,6 +23,7 @@ __all__ = [
     "NatsConfig",
     "ProviderConfig",
     "TwoStageConfig",
+    "ChoiceConfig",
     "AllowedParams",
     "Capabilities",
     "CooldownPolicy",
@@ -291,6 +292,29 @@ class RouterConfig(_Conf, frozen=True, kw_only=True):
     usage_log: str | None = "~/.local/state/tandem/llm_usage.jsonl"
 
 
+class ChoiceConfig(_Conf, frozen=True, kw_only=True):
+    """Choice parsing (design note 001 §2.2 thresholds).
+
+    Parameters
+    ----------
+    execute_threshold : float
+        Confidence at or above which an answer is acted on (0.8).
+    confirm_threshold : float
+        Confidence at or above which the caller asks for confirmation (0.6);
+        below it, for clarification.
+    cache_size : int
+        Recent results kept, keyed by normalised answer and options.
+    llm_timeout_s : float
+        Budget of the LLM path; on timeout the pattern result (or a
+        clarification) is used, never a guess.
+    """
+
+    execute_threshold: float = 0.8
+    confirm_threshold: float = 0.6
+    cache_size: int = 1024
+    llm_timeout_s: float = 30.0
+
+
 class Config(_Conf, frozen=True, kw_only=True):
     """The whole configuration (``configs/default.yaml``).
 
@@ -310,6 +334,8 @@ class Config(_Conf, frozen=True, kw_only=True):
         Named skills with cost/performance weighting (note 002).
     router : RouterConfig
         Fallback policy, cooldown and usage log.
+    choice : ChoiceConfig
+        Thresholds and cache of the choice parser.
     plan_cache_bucket : str
         JetStream KV bucket of the plan cache.
     """
@@ -323,6 +349,7 @@ class Config(_Conf, frozen=True, kw_only=True):
     task_overrides: dict[str, TaskOverride] = {}
     skills: dict[str, SkillConfig] = {}
     router: RouterConfig = RouterConfig()
+    choice: ChoiceConfig = ChoiceConfig()
     plan_cache_bucket: str = "tandem_plans"
 
     def __post_init__(self) -> None:

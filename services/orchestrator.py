@@ -45,9 +45,10 @@ from messages import (
 )
 from messages.plan import ReadInputParams
 
+from .approval import Approval, Approver, ask_approval, describe_step
 from .bus import Bus
 from .config import Config
-from .errors import ExecutionError, PlanError, RemoteError, TandemError
+from .errors import ConfigError, RemoteError, TandemError
 
 __all__ = ["TaskResult", "TaskSpec", "judge_complexity", "run_task", "single_stage_plan"]
 
@@ -128,6 +129,10 @@ class TaskSpec(msgspec.Struct, frozen=True, kw_only=True):
     use_cache : bool
         ``False`` bypasses the plan cache.
     conversation_id : str
+    task_id : str
+        Correlation id of every message of the task.
+    approve : bool
+        Ask for approval (free text, per step) before running a plan (``--approve``).
     """
 
     task: str
@@ -139,6 +144,7 @@ class TaskSpec(msgspec.Struct, frozen=True, kw_only=True):
     use_cache: bool = True
     conversation_id: str = ""
     task_id: str = msgspec.field(default_factory=new_id)
+    approve: bool = False
 
 
 class TaskResult(msgspec.Struct, frozen=True, kw_only=True):
@@ -160,6 +166,11 @@ class TaskResult(msgspec.Struct, frozen=True, kw_only=True):
         Why the task fell back to single stage (``""`` if it did not).
     shape_reason : str
         Why the task was planned or not (the router's decision, or the user's flag).
+    approval : {"", "approved", "partial", "rejected", "unclear"}
+        With ``--approve``: what the user said (``mode`` is ``not_run`` unless approved).
+    approved_steps : list of int
+    modifications : list of str
+        Conditions the user attached to the approval.
     outputs : list of Output
     steps : list of StepOutcome
     """
@@ -175,6 +186,9 @@ class TaskResult(msgspec.Struct, frozen=True, kw_only=True):
     shape_reason: str = ""
     outputs: list[Output] = []
     steps: list[StepOutcome] = []
+    approval: str = ""
+    approved_steps: list[int] = []
+    modifications: list[str] = []
 
 
 def _inputs(spec: TaskSpec) -> list[InputInfo]:
@@ -185,7 +199,7 @@ def _inputs(spec: TaskSpec) -> list[InputInfo]:
     ]
 
 
-async def run_task(bus: Bus, config: Config, spec: TaskSpec) -> TaskResult:
+async def run_task(bus: Bus, config: Config, spec: TaskSpec, *, approver: Approver | None = None) -> TaskResult:
     """Run one task through planner and executor over the bus, in one trace.
 
     Parameters
@@ -193,6 +207,8 @@ async def run_task(bus: Bus, config: Config, spec: TaskSpec) -> TaskResult:
     bus : Bus
     config : Config
     spec : TaskSpec
+    approver : Approver or None
+        With ``spec.approve``: asks the user, returns their free-text answer.
 
     Returns
     -------
@@ -214,7 +230,7 @@ async def run_task(bus: Bus, config: Config, spec: TaskSpec) -> TaskResult:
         trace_id = format(span.get_span_context().trace_id, "032x")
         await _task_event(bus, spec, "started")
         try:
-            result = await _run(bus, config, spec, trace_id)
+            result = await _run(bus, config, spec, trace_id, approver)
         except TandemError as exc:
             span.set_status(Status(StatusCode.ERROR, str(exc)))
             span.set_attribute("error.type", exc.code)
@@ -225,14 +241,57 @@ async def run_task(bus: Bus, config: Config, spec: TaskSpec) -> TaskResult:
         return result
 
 
-async def _run(bus: Bus, config: Config, spec: TaskSpec, trace_id: str) -> TaskResult:
+class _Rejected(Exception):
+    def __init__(self, approval: Approval) -> None:
+        self.approval = approval
+
+
+async def _approve(bus: Bus, spec: TaskSpec, plan: ExecutionPlan, approver: Approver) -> Approval:
+    """Ask until the answer is clear (at most 3 times); a rejection or an unusable edit raises ``_Rejected``."""
+    steps = "\n".join(f"  {s.step}. {describe_step(s)}" for s in plan.workflow)
+    question = f"Plan:\n{steps}\nApprove it? (yes / no / which steps, in your own words)"
+    for _ in range(3):
+        answer = await approver(question)
+        approval = await ask_approval(bus, plan, answer, correlation_id=spec.task_id,
+                                      conversation_id=spec.conversation_id)
+        if approval.decision == "rejected":
+            raise _Rejected(approval)
+        if approval.decision in ("approved", "partial") and approval.plan is not None:
+            return approval
+        if approval.problems:
+            question = ("That leaves a plan that cannot run: " + "; ".join(approval.problems)
+                        + "\nWhich steps should run?")
+        else:
+            question = approval.question
+    raise _Rejected(msgspec.structs.replace(approval, decision="unclear"))
+
+
+async def _run(bus: Bus, config: Config, spec: TaskSpec, trace_id: str, approver: Approver | None) -> TaskResult:
     inputs = _inputs(spec)
     complexity = judge_complexity(spec.task, inputs)
     base: dict = {"task_id": spec.task_id, "trace_id": trace_id, "complexity": complexity}
+    try:
+        return await _stages(bus, config, spec, base, inputs, approver)
+    except _Rejected as rejected:
+        a = rejected.approval
+        return TaskResult(mode="not_run", approval=a.decision, modifications=a.modifications,
+                          fallback="; ".join(a.problems), **base)
+
+
+async def _stages(bus: Bus, config: Config, spec: TaskSpec, base: dict, inputs: list[InputInfo],
+                  approver: Approver | None) -> TaskResult:
+    complexity = base["complexity"]
     timeout = config.nats.request_timeout_s
     env = {"correlation_id": spec.task_id, "conversation_id": spec.conversation_id}
 
     async def execute(plan: ExecutionPlan) -> ExecuteReply:
+        if spec.approve:
+            if approver is None:
+                raise ConfigError("approval was asked for but nobody can answer (no approver)")
+            approval = await _approve(bus, spec, plan, approver)
+            base.update(approval=approval.decision, modifications=approval.modifications,
+                        approved_steps=approval.kept_steps)
+            plan = approval.plan
         return await bus.request(subjects.EXECUTOR_EXECUTE,
                                  ExecuteRequest(plan=plan, inputs=spec.inputs, task=spec.task, **env),
                                  ExecuteReply, timeout=timeout)
@@ -278,7 +337,7 @@ async def _run(bus: Bus, config: Config, spec: TaskSpec, trace_id: str) -> TaskR
     try:
         reply = await execute(plan)
     except RemoteError as exc:
-        if plan.metadata.fallback_strategy == "abort":
+        if plan.metadata.fallback_strategy == "abort" or spec.approve:  # never run what was not approved
             raise
         log.warning("plan execution failed, falling back to single stage: %s", exc.message)
         fallback = await single_stage(f"plan execution failed: {exc.message}")
