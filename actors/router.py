@@ -250,15 +250,15 @@ class RouterActor(Actor):
             When no model is configured, or none has the capabilities the
             request needs (no HTTP call is made).
         """
-        tier = self.config.tier_for(request.task, request.tier)
         override = self.config.task_overrides.get(request.task)
         if override is not None and override.models:
-            keys = list(override.models)
-        elif request.skill:
+            tier, keys = f"override:{request.task}", list(override.models)
+        elif request.skill:  # a skill names its own models: no tier needed (design note 002)
             if request.skill not in self.config.skills:
                 raise NoCandidate(f"unknown skill {request.skill!r}")
-            keys = rank_by_skill(self.config, request.skill)
+            tier, keys = f"skill:{request.skill}", rank_by_skill(self.config, request.skill)
         else:
+            tier = self.config.tier_for(request.task, request.tier)
             keys = list(self.config.tiers[tier])
         unmet = {k: unmet_needs(self.config.models[k], request) for k in keys}
         fit = [k for k in keys if not unmet[k]]

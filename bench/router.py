@@ -58,6 +58,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import re
 import statistics
 import sys
 import tempfile
@@ -70,6 +71,7 @@ import anyio
 import httpx
 import msgspec
 
+import actors
 from actors import RouterActor
 from messages import ChatMessage, CompletionReply, CompletionRequest, subjects
 from services.bus import Bus, EmbeddedNats
@@ -216,7 +218,7 @@ def bench_decisions(actor: RouterActor, args: argparse.Namespace) -> dict[str, f
         order = contenders if r % 2 == 0 else contenders[::-1]
         for name, decide, request in order:
             rates[name].append(decision_rate(decide, request, args.decisions))
-        print("  round {}  ".format(r + 1) + "  ".join(f"{name} {rates[name][-1]:9.0f}/s" for name, _, _ in contenders),
+        print(f"  round {r + 1}  " + "  ".join(f"{name} {rates[name][-1]:9.0f}/s" for name, _, _ in contenders),
               flush=True)
     med = {name: statistics.median(v) for name, v in rates.items()}
     print()
@@ -349,7 +351,8 @@ async def bench_latency(bus: Bus, config: Config, model: ZeroLatencyModel, trace
 # --------------------------------------------------------------------------- main
 
 
-async def bench(args: argparse.Namespace, tracer_provider: Any, usage_log: Path) -> tuple[float, float, dict[str, float]]:
+async def bench(args: argparse.Namespace, tracer_provider: Any,
+                usage_log: Path) -> tuple[float, float, dict[str, float]]:
     config = bench_config(usage_log)
     model = ZeroLatencyModel()
     async with EmbeddedNats() as server:
@@ -380,7 +383,8 @@ async def bench(args: argparse.Namespace, tracer_provider: Any, usage_log: Path)
         print(f"\n--- cProfile of the routed rounds (client + router, one event loop; written to {args.profile}) ---")
         stats = pstats.Stats(profiler)
         stats.sort_stats("tottime").print_stats(args.profile_top)
-        stats.sort_stats("cumulative").print_stats(r"/work/main/(actors|services|messages)/", args.profile_top)
+        root = re.escape(str(Path(actors.__file__).resolve().parent.parent))
+        stats.sort_stats("cumulative").print_stats(rf"{root}/(actors|services|messages)/", args.profile_top)
     return added, ratio, rates
 
 
@@ -396,10 +400,10 @@ def main(argv: list[str] | None = None) -> None:
                         help="alternating rounds per contender; medians are reported (default 3)")
     parser.add_argument("--decisions", type=int, default=20000, metavar="N",
                         help="candidates() calls per kind per round (default 20000)")
-    parser.add_argument("--latency-requests", type=int, default=1500, metavar="N",
-                        help="sequential requests per round for p50/p99 (default 1500)")
-    parser.add_argument("--throughput-requests", type=int, default=3000, metavar="N",
-                        help="requests per round for the throughput run (default 3000)")
+    parser.add_argument("--latency-requests", type=int, default=2000, metavar="N",
+                        help="sequential requests per round for p50/p99 (default 2000)")
+    parser.add_argument("--throughput-requests", type=int, default=4000, metavar="N",
+                        help="requests per round for the throughput run (default 4000)")
     parser.add_argument("--in-flight", type=int, default=32, metavar="K",
                         help="concurrent requests in the throughput run (default 32)")
     parser.add_argument("--warmup", type=int, default=300, help="warm-up requests per side (default 300)")

@@ -1,0 +1,190 @@
+"""The choice-parser actor over a real nats-server, and free-text plan approval (design note 001)."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+import anyio
+import httpx
+import pytest
+
+from actors import ChoiceParserActor, RouterActor
+from messages import ChoiceContext, ChoiceReply, ChoiceRequest, ExecutionPlan, decoder, subjects
+from services.approval import ask_approval, edit_plan
+from services.bus import Bus
+from services.config import Config
+from services.orchestrator import TaskSpec, run_task
+from services.runtime import start_actors
+
+from ..conftest import MockModel, chat_response, make_config
+
+OPTIONS = ["ファイル作成", "安全モード実行", "完全実行"]
+
+
+def config() -> Config:
+    base = make_config()
+    import msgspec
+
+    return msgspec.structs.replace(base, tasks={**base.tasks, "choice": "execution"})
+
+
+@asynccontextmanager
+async def parser(bus: Bus, model: MockModel | None = None) -> AsyncIterator[Config]:
+    cfg = config()
+    model = model or MockModel(planner=lambda b: "{}", writer=lambda b: "")
+    factories = {"router": lambda b, c: RouterActor(b, c, transport=model.transport)}
+    async with start_actors(bus, cfg, ["choice", "router", "planner", "executor"], factories=factories):
+        yield cfg
+
+
+async def parse(bus: Bus, answer: str, options=OPTIONS, **kw) -> ChoiceReply:
+    ctx = ChoiceContext(available_options=list(options), **kw)
+    return await bus.request(subjects.CHOICE_PARSE, ChoiceRequest(answer=answer, context=ctx), ChoiceReply, timeout=10)
+
+
+@pytest.mark.parametrize(("answer", "selected", "confidence"), [
+    ("1番で", [1], 0.95), ("2つ目を実行", [2], 0.9), ("ファイル作成だけ", [1], 0.8),
+    ("1と3番", [1, 3], 0.85), ("最初の2つ", [1, 2], 0.8), ("1番だけど、バックアップ取って", [1], 0.7),
+])
+async def test_seed_table_resolves_on_the_pattern_path(bus: Bus, answer: str, selected: list[int],
+                                                       confidence: float) -> None:
+    async with parser(bus):
+        result = (await parse(bus, answer)).result
+    assert result.decided_by == "pattern"
+    assert result.selected_options == selected and result.confidence >= confidence
+    assert result.action in ("execute", "confirm")
+
+
+@pytest.mark.parametrize("answer", ["いい感じのやつ", "よくわからない"])
+async def test_vague_answers_ask_for_clarification(bus: Bus, answer: str) -> None:
+    async with parser(bus):
+        result = (await parse(bus, answer)).result
+    assert result.selected_options == [] and result.action == "clarify" and result.clarification_needed
+    assert "1. ファイル作成" in result.question and "3. 完全実行" in result.question
+
+
+async def test_out_of_range_selects_nothing(bus: Bus) -> None:
+    async with parser(bus):
+        result = (await parse(bus, "5番")).result
+    assert result.selected_options == [] and result.action == "clarify"
+
+
+async def test_thresholds_and_critical_risk(bus: Bus) -> None:
+    async with parser(bus):
+        normal = (await parse(bus, "1番で")).result
+        critical = (await parse(bus, "1番で", risk_level="critical")).result
+        conditional = (await parse(bus, "1番だけど、バックアップ取って")).result
+    assert normal.action == "execute"
+    assert critical.action == "confirm" and "critical" in critical.question
+    assert conditional.modifications  # the condition is kept
+    assert conditional.action == ("execute" if conditional.confidence >= 0.8 else "confirm")
+
+
+async def test_llm_path_validates_and_drops_missing_options(bus: Bus) -> None:
+    def model_says(body: dict) -> str:
+        return json.dumps({"selected_options": [3, 7], "confidence": 0.95, "reasoning": "the full one",
+                           "modifications": [], "clarification_needed": False, "extracted_intent": "full"})
+
+    model = MockModel(planner=model_says, writer=lambda b: "")
+    async with parser(bus, model):
+        result = (await parse(bus, "the thorough variant please")).result
+    assert result.decided_by == "llm"
+    assert result.selected_options == [3]  # 7 does not exist: dropped
+    assert result.confidence <= 0.5 and result.action == "clarify"  # and the half-wrong reading is not acted on
+    body = model.requests[-1]
+    assert body["response_format"]["json_schema"]["name"] == "choice_result"
+
+
+async def test_llm_failure_falls_back_to_clarification_never_a_guess(bus: Bus) -> None:
+    model = MockModel(planner=lambda b: httpx.Response(500, json={"error": {"message": "down"}}), writer=lambda b: "")
+    async with parser(bus, model):
+        result = (await parse(bus, "the thorough variant please")).result
+    assert result.selected_options == [] and result.action == "clarify"
+
+
+async def test_cache_answers_repeated_questions(bus: Bus) -> None:
+    async with parser(bus):
+        first = (await parse(bus, "1と3番")).result
+        second = (await parse(bus, "  1と3番 ")).result
+    assert first.decided_by == "pattern" and second.decided_by == "cache"
+    assert second.selected_options == first.selected_options
+
+
+async def test_malformed_choice_request_names_the_field(bus: Bus) -> None:
+    async with parser(bus):
+        msg = await bus.nc.request(subjects.CHOICE_PARSE,
+                                   b'{"type":"choice_request","answer":"1","context":{"available_options":[]}}',
+                                   timeout=5)
+    err = json.loads(msg.data)
+    assert err["type"] == "error" and err["path"] == "$.context.available_options"
+
+
+PLAN = {
+    "version": "1.0",
+    "workflow": [
+        {"step": 1, "action": "read_input", "params": {"source": "fd:3"}},
+        {"step": 2, "action": "spawn_command", "params": {"cmd": "sort", "output_fd": 5}},
+        {"step": 3, "action": "spawn_command", "params": {"cmd": "uniq", "args": ["-c"], "input_fd": 5}},
+        {"step": 4, "action": "write_output"},
+    ],
+}
+
+
+def plan() -> ExecutionPlan:
+    return decoder(ExecutionPlan).decode(json.dumps(PLAN))
+
+
+def test_edit_plan_reports_steps_that_lose_their_input() -> None:
+    edited, problems = edit_plan(plan(), {1, 3, 4})
+    assert edited is None and problems and "step 3" in problems[0] and "input_fd 5" in problems[0]
+    edited, problems = edit_plan(plan(), {1, 2, 4})
+    assert problems == [] and [s.step for s in edited.workflow] == [1, 2, 4]
+
+
+@pytest.mark.parametrize(("answer", "decision", "kept"), [
+    ("yes", "approved", [1, 2, 3, 4]),
+    ("はい、お願いします", "approved", [1, 2, 3, 4]),
+    ("no, don't run it", "rejected", []),
+    ("承認しないで", "rejected", []),
+    ("skip step 3", "partial", [1, 2, 4]),
+    ("1, 2 and 4 only", "partial", [1, 2, 4]),
+])
+async def test_free_text_approval_per_step(bus: Bus, answer: str, decision: str, kept: list[int]) -> None:
+    async with parser(bus):
+        approval = await ask_approval(bus, plan(), answer)
+    assert approval.decision == decision
+    assert approval.kept_steps == kept
+    if decision == "partial":
+        assert [s.step for s in approval.plan.workflow] == kept
+
+
+async def test_approve_drives_run_end_to_end_in_one_trace(bus: Bus, spans) -> None:
+    asked: list[str] = []
+
+    async def approver(question: str) -> str:
+        asked.append(question)
+        return "skip step 3"
+
+    async with parser(bus) as cfg:
+        result = await run_task(bus, cfg, TaskSpec(task="count lines", inputs={3: "b\na\nb\n"}, plan=plan(),
+                                                   approve=True), approver=approver)
+        rejected = await run_task(bus, cfg, TaskSpec(task="count lines", inputs={3: "b\na\nb\n"}, plan=plan(),
+                                                     approve=True), approver=lambda q: _const("いいえ、実行しないで"))
+    assert "1. read fd:3" in asked[0]
+    assert result.approval == "partial" and result.approved_steps == [1, 2, 4]
+    assert result.outputs[0].text == "a\nb\nb\n"  # sorted, step 3 (uniq -c) skipped
+    assert rejected.mode == "not_run" and rejected.approval == "rejected" and rejected.outputs == []
+    finished = spans.get_finished_spans()
+    trace_ids = {s.context.trace_id for s in finished if s.name in (
+        "process tandem.choice.parse", "process tandem.executor.execute")}
+    assert len({s.context.trace_id for s in finished if s.name == "invoke_agent tandem"}) == 2
+    first = next(s for s in finished if s.name == "invoke_agent tandem").context.trace_id
+    assert first in trace_ids
+    choice_spans = [s for s in finished if s.name == "process tandem.choice.parse" and s.context.trace_id == first]
+    assert len(choice_spans) == 2  # approve/reject reading and the step reading, inside the task's trace
+
+
+async def _const(text: str) -> str:
+    return text
