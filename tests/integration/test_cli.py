@@ -156,3 +156,60 @@ def test_errors_inside_task_groups_are_one_line(tmp_path: Path, env: dict[str, s
     assert out.returncode == 1
     lines = out.stderr.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("error: ") and "cannot reach" in lines[0], out.stderr
+
+
+def test_fallback_chain_end_to_end_over_real_http(tmp_path: Path, env: dict[str, str]) -> None:
+    """Issue 4's done-when: 429, then 503, then the third candidate answers a real `tandem run`."""
+    import json
+    import threading
+    from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+    class Handler(BaseHTTPRequestHandler):
+        def do_POST(self) -> None:  # noqa: N802 - http.server's name
+            body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
+            status, headers, payload = {
+                "alpha": (429, {"Retry-After": "3600"}, {"error": {"message": "rate limited"}}),
+                "beta": (503, {}, {"error": {"message": "overloaded"}}),
+            }.get(body["model"], (200, {}, {
+                "id": "c1", "object": "chat.completion", "model": body["model"],
+                "choices": [{"index": 0, "message": {"role": "assistant", "content": "Bonjour !"},
+                             "finish_reason": "stop"}],
+                "usage": {"prompt_tokens": 12, "completion_tokens": 3, "total_tokens": 15}}))
+            data = json.dumps(payload).encode()
+            self.send_response(status)
+            for k, v in {"Content-Type": "application/json", "Content-Length": str(len(data)), **headers}.items():
+                self.send_header(k, v)
+            self.end_headers()
+            self.wfile.write(data)
+
+        def log_message(self, *args: object) -> None:
+            pass
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        config = tmp_path / "three.yaml"
+        config.write_text(f"""
+providers: {{mock: {{kind: openai, base_url: "http://127.0.0.1:{server.server_address[1]}/v1"}}}}
+models:
+  alpha: {{provider: mock, model: alpha, price: {{input_per_1m: 5, output_per_1m: 15}}}}
+  beta: {{provider: mock, model: beta}}
+  gamma: {{provider: mock, model: gamma, price: {{input_per_1m: 1, output_per_1m: 2}}}}
+tiers: {{standard: [alpha, beta, gamma]}}
+tasks: {{planning: standard, single_stage: standard, manual_transform: standard}}
+router: {{fallback: {{max_retries_per_model: 0}}}}
+""")
+        usage_log = tmp_path / "usage.jsonl"
+        env = {**env, "TANDEM_USAGE_LOG": str(usage_log)}
+        out = tandem("run", "--config", str(config), "--single-stage", "Say hello in French", env=env)
+        assert out.returncode == 0, out.stderr
+        assert out.stdout == "Bonjour !"
+    finally:
+        server.shutdown()
+    usage = tandem("usage", "--log", str(usage_log), env=env)
+    assert usage.returncode == 0 and "alpha → beta → gamma" in usage.stdout
+    shown = tandem("trace", env=env)
+    tree = shown.stdout
+    router_line = next(i for i, line in enumerate(tree.splitlines()) if "process tandem.router.complete" in line)
+    chats = [line for line in tree.splitlines()[router_line:] if "chat " in line]
+    assert [c.split("chat ")[1].split()[0] for c in chats] == ["alpha", "beta", "gamma"]
