@@ -35,7 +35,7 @@ from nats.aio.msg import Msg
 from nats.aio.subscription import Subscription
 from opentelemetry.trace import Span, Status, StatusCode
 
-from messages import ErrorReply, Message, Ping, Pong, decode_error_path, decoder, encode, new_id, subjects
+from messages import ErrorReply, Message, Ping, Pong, decode_error_path, decoder, new_id, subjects
 from services.bus import Bus, extract_context, messaging_attributes
 from services.bus._tracing import PROCESS, tracer
 from services.errors import TandemError

@@ -34,7 +34,6 @@ from messages import (
     encode,
     subjects,
 )
-from messages.plan import ErrorRecoveryParams
 
 from .bus import Bus
 

@@ -370,7 +370,7 @@ class Config(_Conf, frozen=True, kw_only=True):
                 if key not in self.models:
                     raise ValueError(f"override of {task!r} names unknown model {key!r} [at task_overrides.{task}.models[{i}]]")
         for name, skill in self.skills.items():
-            for i, key in enumerate([skill.preferred, *skill.fallback]):
+            for key in [skill.preferred, *skill.fallback]:
                 if key not in self.models:
                     raise ValueError(f"skill {name!r} names unknown model {key!r} [at skills.{name}]")
 

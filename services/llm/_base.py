@@ -14,7 +14,7 @@ from opentelemetry.semconv._incubating.attributes import gen_ai_attributes as G
 from opentelemetry.trace import SpanKind, Status, StatusCode
 
 from ..config import ModelConfig, ProviderConfig
-from ..errors import ConfigError, MalformedResponse, ProviderStatusError, ProviderTimeout, ProviderUnavailable
+from ..errors import ConfigError, ProviderStatusError, ProviderTimeout, ProviderUnavailable
 from ._params import ChatParams
 
 __all__ = ["Completion", "Provider"]

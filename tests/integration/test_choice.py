@@ -6,11 +6,10 @@ import json
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
-import anyio
 import httpx
 import pytest
 
-from actors import ChoiceParserActor, RouterActor
+from actors import RouterActor
 from messages import ChoiceContext, ChoiceReply, ChoiceRequest, ExecutionPlan, decoder, subjects
 from services.approval import ask_approval, edit_plan
 from services.bus import Bus
@@ -18,7 +17,7 @@ from services.config import Config
 from services.orchestrator import TaskSpec, run_task
 from services.runtime import start_actors
 
-from ..conftest import MockModel, chat_response, make_config
+from ..conftest import MockModel, make_config
 
 OPTIONS = ["ファイル作成", "安全モード実行", "完全実行"]
 

@@ -4,7 +4,7 @@ cooldown, capability filtering, skill weighting, usage log, routing events and t
 from __future__ import annotations
 
 import json
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
 

@@ -539,7 +539,7 @@ def test_render_trace_list_shows_newest_first_and_respects_limit(nested_trace: N
         render_trace_list(spans, limit=0)
 
 
-def test_fast_json_line_is_the_sdk_document(tmp_path: Path) -> None:
+def test_fast_json_line_is_the_sdk_document() -> None:
     import json
 
     from opentelemetry.sdk.trace import TracerProvider
