@@ -112,7 +112,8 @@ class ChoiceParserActor(Actor):
     async def parse(self, request: ChoiceRequest) -> ChoiceReply:
         """Parse one answer; see the module docstring for the layers."""
         ctx = request.context
-        key = (normalize_answer(request.answer), tuple(ctx.available_options), ctx.kind, ctx.risk_level)
+        key = (normalize_answer(request.answer), tuple(ctx.available_options), tuple(ctx.option_descriptions),
+               tuple(ctx.previous_choices), ctx.kind, ctx.risk_level)
         cached = self.cache.get(key)
         if cached is not None:
             self.cache.move_to_end(key)

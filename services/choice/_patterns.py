@@ -2,52 +2,58 @@
 
 :func:`match_choice` reads a free-text answer (Japanese or English) to an
 option or approval prompt and returns a :class:`~messages.choice.ChoiceResult`
-with ``decided_by="pattern"``, or ``None`` when only a model could tell. It does
-no I/O and allocates little: one precompiled master regex tokenises the answer,
-and per-context tables (label regexes, distinctive keywords, which option
-approves and which rejects) are built once and cached.
+with ``decided_by="pattern"``, or ``None`` when only a model could tell. Pure
+Python, no I/O: precompiled regexes, per-context tables built once and cached,
+about 2 µs for a bare number and 15-40 µs for a sentence.
 
 Pipeline
 --------
-1. Normalise: NFKC (full-width digits, ``①`` → ``1``), lower case, collapsed
-   spaces (:func:`normalize_answer`, also the cache key of the actor).
+1. Normalise: circled numbers, NFKC (full-width digits), lower case, collapsed
+   spaces (:func:`normalize_answer`, also usable as a cache key).
 2. Claim exact option labels, longest first, so that digits inside labels
    ("Python 3.12") are not read as option numbers.
-3. Tokenise the rest with the master regex: numbers (``2``, ``２``, ``二番目``,
-   ``No.2``, ``#2``, ``option two``, ``the 2nd``), ordinals (``first``,
-   ``最後``, ``second to last``), counts (``最初の2つ``, ``last two``), ``all`` /
-   ``both`` / ``全部``, exclusions (``以外``, ``all but``), negators (``don't``,
-   ``しないで``, ``やめて``), yes words, vague phrases, question words,
-   conditional connectors (``だけど``, ``but``) and fillers.
-4. Match distinctive label/description keywords in what is left (kanji and
-   katakana runs of two or more characters and their bigrams, English words of
-   three or more letters with light stemming; a keyword shared by two options
-   is never used).
-5. Merge ranges (``1-3``, ``1から3``), detect ``1か2`` / ``1 or 2``, split into
-   clauses at punctuation and connectors, resolve the scope of each negator
-   (English negators look right, Japanese ones look left, across list
-   connectors only), turn clauses without a choice into ``modifications``.
-6. Decide (see :func:`match_choice`).
+3. Tokenise the rest: numbers (``2``, ``２``, ``二番目``, ``No.2``, ``#2``,
+   ``option two``, ``the 2nd``), ordinals (``first``, ``最後``, ``second to
+   last``), counts (``最初の2つ``, ``last two``), ``all``/``both``/``全部``,
+   exclusions (``以外``, ``all but``), negators (``don't``, ``しないで``,
+   ``やめて``), yes words, vague phrases, questions, conditional connectors
+   (``だけど``, ``but``, ``てから``), reasons (``because``, ``なので``). One
+   master regex of ordered alternatives defines the tokens; a first-character
+   dispatch (computed from the parsed alternatives) only tries the
+   alternatives that can start at each candidate position.
+4. Match distinctive label/description keywords in what is left: kanji runs
+   and their bigrams, katakana runs, English words of three or more letters
+   with light stemming. A keyword of two options is never used, and nothing
+   shorter than two characters is matched.
+5. Merge ranges (``1-3``, ``1から3``), split into clauses at punctuation and
+   connectors, resolve each negator's scope (English negators look right,
+   Japanese ones look left, across list connectors only), and turn clauses
+   without a choice into ``modifications``.
+6. Decide; see :func:`match_choice`.
 
 Safety rules
 ------------
-* Negation is never read as consent: a negated approval is a rejection, a
-  negated rejection (``don't cancel``) or a yes/no conflict asks, a negated
-  option with nothing else chosen asks.
+* Negation is never read as consent. A negated approval (``承認しないで``,
+  ``don't run it``, ``not yet``) is a rejection; a negated rejection
+  (``don't cancel``), a yes next to a no, or a negation next to mere politeness
+  asks back; a negated option with nothing chosen instead asks back; a
+  negated option is never selected.
 * An option that does not exist is never selected: ``5番`` with three options,
-  ``1と5``, ``the fourth``, ``最初の4つ`` all return a clarification whose
-  ``reasoning`` names the missing option (not ``None``: a model must not guess
-  either).
-* Questions and concerns (``どういう意味？``, ``what does option 2 do?``,
-  ``危険じゃない？``) ask back, with the question in ``extracted_intent``.
+  ``1と5``, ``the fourth``, ``最初の4つ`` return a clarification whose
+  ``reasoning`` names the missing option (not ``None``: a model must not guess).
+* Questions, concerns and holds (``どういう意味？``, ``what does option 2 do?``,
+  ``危険じゃない？``, ``ちょっと待って``) ask back, also inside a condition.
+* In approval prompts, "only part of the plan" (``ファイル作成だけお願いします``,
+  ``approve only the first step``) and exclusions of non-options go to the model.
 
 Confidence
 ----------
-Clear numbers 0.95, ordinals 0.92, lists 0.93, ranges/counts 0.9, ``all``
-0.92, exclusions 0.88, exact label 0.9, label keyword 0.7-0.8, description
-keyword 0.7. Hedges (``maybe``, ``かな``) or a trailing ``?`` cap at 0.7, a
-condition (``だけど、…``) subtracts 0.1 and caps at 0.8, unexplained text caps at
-0.85/0.75. Clarifications carry 0.0-0.3.
+Numbers 0.95, ordinals 0.92, lists 0.93 (minus 0.02 per extra item), ranges
+and counts 0.9, ``all`` 0.92, exclusions 0.88, exact label 0.9, label keyword
+0.7-0.8 by coverage, description keyword 0.7. Hedges (``maybe``, ``かな``) and
+a trailing ``?`` cap at 0.7, hesitation (``わからないけど``) at 0.6, unexplained
+text at 0.85/0.75. A condition subtracts 0.1 and caps at 0.75, so conditional
+answers are always confirmed. Clarifications carry 0.0-0.3.
 """
 
 from __future__ import annotations
@@ -101,6 +107,12 @@ def normalize_answer(text: str) -> str:
 
 
 # --------------------------------------------------------------------------- vocabulary
+
+
+def _ascii(pattern: str) -> re.Pattern[str]:
+    """Compile with ASCII ``\\b``/``\\w``/``\\d``: "okです" keeps a word boundary after "ok"."""
+    return re.compile(pattern, re.ASCII)
+
 
 _NW_LIST = (
     "one two three four five six seven eight nine ten eleven twelve thirteen fourteen "
@@ -161,8 +173,14 @@ _ALTS: list[tuple[str, str]] = [
     ),
     (
         "hold",
-        r"ちょっと待|ちょい待|待って|待て|待った|まって|\bwait(?:\s+a\s+(?:sec(?:ond)?|minute|moment|bit))?\b"
+        r"ちょっと待|ちょい待|待って|待て|待った|まって|保留|\bwait(?:\s+a\s+(?:sec(?:ond)?|minute|moment|bit))?\b"
         r"|\bhold\s+on\b|\bhang\s+on\b|\bjust\s+a\s+(?:sec(?:ond)?|minute|moment)\b|\bone\s+(?:sec(?:ond)?|moment|minute)\b",
+    ),
+    (
+        "neg_strong",
+        r"\b(?:absolutely|definitely|certainly|of\s+course|hell)\s+not\b|\bhell\s+no\b|\bno\s+no\b|\bnot\s+really\b"
+        r"|\bnever\s*mind\b|\bforget\s+(?:it|about\s+it)\b"
+        r"|絶対(?:に)?(?:だめ|ダメ|嫌|いや)",
     ),
     (
         "yesneg",
@@ -171,13 +189,14 @@ _ALTS: list[tuple[str, str]] = [
         r"|問題(?:ないです|ないよ|ない|なし|無し|ありません)|構わ(?:ないです|ないよ|ない|ん)|かまわ(?:ない|ん)|構いません|かまいません"
         r"|いいんじゃない|良いんじゃない|悪くない|異(?:存|論)は?(?:ない|ありません|なし)|差し支えない|気にしない",
     ),
+    ("yes_reluct", r"仕方(?:が)?ない|しかたない|しょうがない|しゃあない|まあいい(?:か|よ)?|\bi\s+guess\s+so\b|\bif\s+you\s+must\b"),
     ("oblig", r"(?:し|さ|せ|やら)?な(?:いと|きゃ|ければ|くちゃ)(?:いけない|ならない|だめ|ダメ)?"),
     ("fill", r"\bgo(?:ing)?\s+with\b|\bgo\s+for\b(?!\s+it)|\bi'?d\s+like\b|\bi\s+want\b|\bi'?ll\s+(?:take|go\s+with|pick|choose)\b"),
     ("ambig", r"結構(?:です|でございます)?|大丈夫(?:です)?(?!\s*\?)"),
     (
         "question",
         r"\b(?:what|why|how|which|who|where)(?!ever)\b|\bwhat'?s\b"
-        r"|\b(?:is|are|was|does|did|should|would|will|can)\s+(?:it|this|that|they|there|option|the|#|i|we)\b"
+        r"|(?:^|(?<=[,.;!、。])|(?<=[,.;!、。] ))(?:is|are|was|does|did|should|would|will|can)\s+(?:it|this|that|they|there|option|the|#|i|we)\b"
         r"|\bare\s+you\s+sure\b|\bdo\s+(?:you|they|we|i)\s+(?:think|recommend|need|have)\b|\bexplain\b|\btell\s+me\b"
         r"|\bmore\s+(?:info|information|details?)\b|\bdifferences?\b|\bmeans?\b|\bmeaning\b"
         r"|どういう|どう(?:違|なる|なり|いう|する|したら|すれば|です|思|か)|どれ(?:が|を|に)|どっち(?:が|を|に)|どちら(?:が|を|に)"
@@ -194,7 +213,8 @@ _ALTS: list[tuple[str, str]] = [
     ),
     (
         "cond",
-        r"だけど|だけれど(?:も)?|けれど(?:も)?|けど|ただし|ただ(?=[、,\s])|でも(?=[、,\s])|\bbut\b|\bhowever\b|\bthough\b|\balthough\b",
+        r"だけど|だけれど(?:も)?|けれど(?:も)?|けど|ただし|ただ(?=[、,\s])|(?<=[、,。.!\s])ただ(?![のでいち])|でも(?=[、,\s])"
+        r"|(?<=[、,。.!\s])でも|\bbut\b|\bhowever\b|\bthough\b|\balthough\b",
     ),
     ("exc_post", r"(?:を|は)?除(?:いて|く|き|外(?:して)?)|以外|(?:を|は)?抜(?:き|いて)|(?:を|は)?外して"),
     (
@@ -208,27 +228,32 @@ _ALTS: list[tuple[str, str]] = [
         rf"|(?P<ac_j>\d+|{KN})\s*(?:つ|個|件)\s*(?:とも|全部|ぜんぶ|すべて|全て)|(?P<ac_c>{JC})つ\s*(?:とも|全部|ぜんぶ|すべて|全て)"
         r"|両方|りょうほう",
     ),
-    ("neg_yet", r"\bnot\s+(?:yet|now|today|right\s+now|this\s+time)\b|まだ(?:です|いい|早い|だめ)?"),
+    (
+        "neg_yet",
+        r"\bnot\s+(?:yet|now|today|right\s+now|this\s+time)\b|\b(?:maybe\s+)?later\b|まだ(?:です|いい|早い|だめ)?"
+        r"|(?:また)?(?:後で|あとで|今度)(?:にして|にする|で)?(?=\s*(?:[、,。.!]|$))",
+    ),
     (
         "neg_pre",
         r"\b(?:i\s+)?(?:really\s+)?(?:don'?t|do\s+not|doesn'?t|does\s+not|didn'?t|won'?t|will\s+not|wouldn'?t|would\s+not"
         r"|shouldn'?t|should\s+not|can'?t|cannot|never|dont)(?:\s+(?:want|like|need|wanna|choose|pick|select|go\s+with|take))?"
         r"(?:\s+to)?\b|\bno\s+(?:thanks|thank\s+you|way)\b|\bnope\b|\bnah\b|\bnot\b|\bno\b(?!\.\s*\d)"
-        r"|\bnone(?:\s+of\s+(?:them|these|those|the\s+options))?\b|\bneither(?:\s+(?:of\s+them|one))?\b|\bnothing\b"
+        r"|\bnone(?:\s+of\s+(?:them|these|those|the\s+options|the\s+above))?\b|\bneither(?:\s+(?:of\s+them|one))?\b|\bnothing\b"
         r"|\binstead\s+of\b|\brather\s+than\b|\banything\s+but\b|\bavoid\b|\bn\b",
     ),
     ("neg_rej_en", r"\b(?:reject(?:ed)?|cancel(?:led|ed)?|stop|abort|deny|denied|decline[d]?|refuse[d]?|halt|skip)\b"),
     (
         "neg_post",
         r"(?:は|も)?(?:いらない|要らない|いりません|要りません|いらん|要らん)|じゃなくて|じゃなく|ではなくて|ではなく|じゃない(?!か)"
-        r"|ではない|不要|なしで|無しで|なし|無し|ナシ|ダメ|だめ|駄目|嫌(?:だ|です)?|いやだ|いやです"
+        r"|ではない|不要|なしで|無しで|なし|無し|ナシ|ダメ|だめ|駄目|嫌(?:だ|です)?|いやだ|いやです|無理(?:です)?|むり"
         r"|しない(?:で(?:ください|下さい)?|です|よ)?|しません|せず(?:に)?|するな|やらない(?:で)?|やらなくて(?:いい)?"
         r"|しなくて(?:いい)?|なくて(?:いい|良い)?|ないで(?:ください|下さい)?|ないです|ない|ません|ず(?=[、,\s]|$)",
     ),
     (
         "neg_rej_jp",
         r"いいえ|いえ(?!る)|いや(?!い)|却下|中止|キャンセル|拒否|ストップ|中断|取り消(?:し|す)|取消"
-        r"|やめ(?:て(?:ください|おく|おきます|とく|ときます)?|る|ます|ましょう|よう|とく|ておく|た)?|止め(?:て|る|ます)|ノー",
+        r"|やめ(?:て(?:ください|おく|おきます|とく|ときます)?|る|ます|ましょう|よう|とく|ておく|た)?|止め(?:て|る|ます)|ノー"
+        r"|反対|お断り|断(?:る|ります)|遠慮(?:します|しておく|しとく|する)?|見送(?:り|る|ります)|\bng\b",
     ),
     (
         "yes_s",
@@ -245,7 +270,7 @@ _ALTS: list[tuple[str, str]] = [
     ),
     (
         "all",
-        r"\ball\s+of\s+(?:them|it|these|those|the\s+options)\b|\ball\s+(?:the\s+)?options\b|\beverything\b"
+        r"\ball\s+of\s+(?:them|it|these|those|the\s+options|the\s+above)\b|\ball\s+(?:the\s+)?options\b|\beverything\b"
         r"|\bevery\s*(?:one|option|thing)\b|\beach\s+(?:one|of\s+them)\b|\bthe\s+whole\s+(?:thing|plan|lot)\b|\ball\b"
         r"|全部|ぜんぶ|すべて|全て|総て|どちらも|どっちも|どれも|いずれも|みんな|全件|オール|まるごと|丸ごと|一通り|ひととおり",
     ),
@@ -254,8 +279,9 @@ _ALTS: list[tuple[str, str]] = [
     (
         "condk_pre",
         r"\bas\s+long\s+as\b|\bprovided(?:\s+that)?\b|\bonly\s+if\b|\bon\s+(?:the\s+)?condition(?:\s+that)?\b|\bmake\s+sure\b"
-        r"|\bbe\s+sure\s+to\b|\bif\b|\bunless\b|\band\s+(?:also|then|please)\b|\balso\b|\bthen\b|\bplus\b|\bwith\b",
+        r"|\bbe\s+sure\s+to\b|\bif\b|\bunless\b|\band\s+please\b|\bwith\b",
     ),
+    ("condk_seq", r"\band\s+(?:also|then)\b|\balso\b|\bthen\b|\bplus\b|それから|あと(?=[、,\s]|で)|ついでに"),
     ("condk_post", r"(?:て|で)から|(?:た|る)?上で|うえで|(?:する|した)?前に|(?:なら|ならば)(?=[、,\s])|条件で"),
     ("without", r"\bwithout\b"),
     ("only", r"だけ(?!ど|れど)|のみ|オンリー|\bonly\b|\bjust\b|\bsolely\b"),
@@ -275,7 +301,7 @@ _ALTS: list[tuple[str, str]] = [
         r"|\bsame\s+as\s+(?:before|last\s+time|usual)\b|\bthe\s+same(?:\s+one|\s+as\s+before)?\b|\bas\s+usual\b"
         r"|\bas\s+before\b|\blike\s+(?:before|last\s+time)\b",
     ),
-    ("ordfrom_en", r"\b(?P<ofe_k>second|2nd|third|3rd)(?:\s+(?:to|from)\s+(?:the\s+)?|\s+)last\b|\bnext\s+to\s+last\b|\bpenultimate\b"),
+    ("ordfrom_en", r"\b(?:the\s+)?(?P<ofe_k>second|2nd|third|3rd)(?:\s+(?:to|from)\s+(?:the\s+)?|\s*-\s*|\s+)last\b|\bnext[\s-]+to[\s-]+last\b|\bpenultimate\b"),
     (
         "ordfrom_j",
         rf"(?P<ofj_dir>上|前|頭|最初|下|後ろ|うしろ|最後|末尾|後)から\s*(?P<ofj_v>\d+|{KN}|{JC})\s*(?:番目|つ目|個目|ばんめ)",
@@ -294,7 +320,7 @@ _ALTS: list[tuple[str, str]] = [
     ),
     (
         "ord_en",
-        rf"\b(?:the\s+)?(?:very\s+)?(?P<oe_w>last|final|latter|former|middle|center|centre|{OW})\b(?:\s+(?:one|option|choice))?",
+        rf"\b(?P<oe_the>the\s+)?(?:very\s+)?(?P<oe_w>last|final|latter|former|middle|center|centre|{OW})\b(?P<oe_one>\s+(?:one|option|choice))?",
     ),
     (
         "ord_j",
@@ -311,17 +337,162 @@ _ALTS: list[tuple[str, str]] = [
     ("numword", rf"(?P<nw_p>(?:options?|choices?|numbers?|no\.|#|items?|plans?)\s*)?\b(?P<nw_d>{NW})\b"),
 ]
 
-_MASTER: Final = re.compile("|".join(f"(?P<{name}>{pat})" for name, pat in _ALTS))
+# The guard makes every position inside an English word (and every space) fail before
+# the alternatives are tried: tokens start at word starts, digits, symbols or CJK.
+_GUARD: Final = r"(?! )(?:(?![a-z])|(?<![a-z0-9']))"
+_MASTER: Final = _ascii(_GUARD + "(?:" + "|".join(f"(?P<{name}>{pat})" for name, pat in _ALTS) + ")")
 
-_UNIT: Final = re.compile(
+
+# --------------------------------------------------------------------------- first-character dispatch
+#
+# Trying ~70 alternatives at every position costs about 3 µs per character. Instead, the
+# first characters each alternative can start with are computed once from the parsed
+# patterns; a single character class finds candidate positions and each candidate
+# character gets a (lazily compiled) regex with only the alternatives that can start
+# with it, in the original order. Should the parser internals be unavailable, the plain
+# master regex is used (same tokens, slower).
+
+_ANY: Final = None  # "could start with any character": disables the dispatch
+
+
+def _first(items: object) -> tuple[set[int] | None, bool]:
+    """(first characters or None for "any", nullable) of a parsed sequence."""
+    from re import _constants as c  # noqa: PLC0415 - private, guarded by the caller
+
+    acc: set[int] = set()
+    for op, av in items:  # type: ignore[attr-defined]
+        if op is c.LITERAL:
+            f, nullable = {av}, False
+        elif op is c.IN:
+            f = set()
+            for iop, iav in av:
+                if iop is c.LITERAL:
+                    f.add(iav)
+                elif iop is c.RANGE:
+                    f.update(range(iav[0], iav[1] + 1))
+                elif iop is c.CATEGORY and iav is c.CATEGORY_DIGIT:
+                    f.update(range(48, 58))
+                elif iop is c.CATEGORY and iav is c.CATEGORY_SPACE:
+                    f.update(b" \t\n\r\f\v")
+                else:
+                    return _ANY, False
+            nullable = False
+        elif op is c.BRANCH:
+            f, nullable = set(), False
+            for alt in av[1]:
+                af, an = _first(alt)
+                if af is None:
+                    return _ANY, False
+                f |= af
+                nullable = nullable or an
+        elif op is c.SUBPATTERN:
+            f, nullable = _first(av[3])  # type: ignore[assignment]
+        elif op is c.ATOMIC_GROUP:
+            f, nullable = _first(av)  # type: ignore[assignment]
+        elif op in (c.MAX_REPEAT, c.MIN_REPEAT, c.POSSESSIVE_REPEAT):
+            f, nullable = _first(av[2])  # type: ignore[assignment]
+            nullable = nullable or av[0] == 0
+        elif op in (c.AT, c.ASSERT, c.ASSERT_NOT):
+            f, nullable = set(), True
+        else:
+            return _ANY, False
+        if f is None:
+            return _ANY, False
+        acc |= f
+        if not nullable:
+            return acc, False
+    return acc, True
+
+
+def _first_sets() -> list[frozenset[int]] | None:
+    try:
+        from re import _parser  # noqa: PLC0415
+
+        out = []
+        for _name, pat in _ALTS:
+            f, nullable = _first(_parser.parse(pat, re.ASCII))
+            if f is None or nullable:
+                return None
+            out.append(frozenset(f))
+        return out
+    except Exception:  # pragma: no cover - private API changed: fall back to the master regex
+        return None
+
+
+def _char_class(chars: set[int]) -> str:
+    out: list[str] = []
+    cs = sorted(chars)
+    i = 0
+    while i < len(cs):
+        j = i
+        while j + 1 < len(cs) and cs[j + 1] == cs[j] + 1:
+            j += 1
+        a, b = re.escape(chr(cs[i])), re.escape(chr(cs[j]))
+        out.append(a if i == j else f"{a}-{b}")
+        i = j + 1
+    return "[" + "".join(out) + "]"
+
+
+_FIRSTS: Final = _first_sets()
+_CANDIDATE: Final = (
+    _ascii(_GUARD + _char_class(set().union(*_FIRSTS))) if _FIRSTS is not None else None
+)
+_BY_CHAR: dict[str, re.Pattern[str]] = {}
+_BY_SUBSET: dict[tuple[int, ...], re.Pattern[str]] = {}
+
+
+def _dispatch(ch: str) -> re.Pattern[str]:
+    rx = _BY_CHAR.get(ch)
+    if rx is None:
+        code = ord(ch)
+        subset = tuple(i for i, f in enumerate(_FIRSTS or ()) if code in f)
+        rx = _BY_SUBSET.get(subset)
+        if rx is None:
+            body = "|".join(f"(?P<{_ALTS[i][0]}>{_ALTS[i][1]})" for i in subset)
+            rx = _BY_SUBSET[subset] = _ascii(_GUARD + "(?:" + body + ")")
+        _BY_CHAR[ch] = rx
+    return rx
+
+
+def _finditer(m: str):  # noqa: ANN202 - an iterator of re.Match
+    """``_MASTER.finditer(m)``, through the first-character dispatch."""
+    if _CANDIDATE is None:
+        yield from _MASTER.finditer(m)
+        return
+    pos = 0
+    search = _CANDIDATE.search
+    while True:
+        c = search(m, pos)
+        if c is None:
+            return
+        p = c.start()
+        mo = _dispatch(m[p]).match(m, p)
+        if mo is None:
+            pos = p + 1
+        else:
+            yield mo
+            pos = mo.end()
+
+
+_UNIT: Final = _ascii(
     r"\s*(?:分|秒|時間|時|日|週|ヶ月|か月|カ月|月|年|回|人|円|%|パーセント|倍|行|文字|ページ|枚|台|歳|度"
     r"|mb|gb|kb|tb|ms|mins?|minutes?|secs?|seconds?|hours?|hrs?|days?|weeks?|months?|years?|times|x|files?|lines?"
     r"|steps?|jobs?|px|pts?|percent|am|pm|k)(?![a-z])"
 )
-_NW_AFTER: Final = re.compile(r"\s+(?:of|more|times|things|steps|days|hours|minutes|seconds|files|people|ways|options|choices)\b")
-_ONE_NEXT: Final = re.compile(rf"\s*(?:,|and|&|or|to|through|thru|-)\s*(?:\d|{NW}\b)")
-_ONE_PREV: Final = re.compile(rf"(?:\d|\b{NW})\s*(?:,|and|&|or|to|through|thru|-)\s*$")
-_ONE_WHOLE: Final = re.compile(r"\s*(?:please|pls|thanks)?\s*[.!。]*\s*$")
+_NW_AFTER: Final = _ascii(r"\s+(?:of|more|times|things|steps|days|hours|minutes|seconds|files|people|ways|options|choices)\b")
+_NOUN_BEFORE: Final = _ascii(
+    r"(?:\b(?:steps?|phases?|stages?|parts?|lines?|tasks?|files?|pages?|chapters?|sections?|rounds?|commits?|tests?|days?)"
+    r"|ステップ|手順|段階|工程|項目|行目?|タスク|フェーズ|パート|ファイル|ページ|章|節|日)\s*$"
+)
+_NOUN_AFTER: Final = _ascii(
+    r"\s+(?!(?:one|ones|option|options|choice|and|or|but|then|please|too|also|only|is|was|will|would|should|for|to|of"
+    r"|in|on|with|without|thanks|instead)\b)[a-z]{3,}"
+)
+_NOUN_AFTER_J: Final = re.compile(r"の?(?!やつ|もの|方|ほう|案|オプション|選択肢|番)[\u4e00-\u9fff\u30a1-\u30fa]")
+_NW_BEFORE: Final = _ascii(r"\b(?:any|some|these|those|other)\s+$")
+_ONE_NEXT: Final = _ascii(rf"\s*(?:,|and|&|or|to|through|thru|-)\s*(?:\d|{NW}\b)")
+_ONE_PREV: Final = _ascii(rf"(?:\d|\b{NW})\s*(?:,|and|&|or|to|through|thru|-)\s*$")
+_ONE_WHOLE: Final = _ascii(r"\s*(?:please|pls|thanks)?\s*[.!。]*\s*$")
 
 # characters allowed right after a bare kanji numeral ("一と三", "二で") or after "1番"
 # for it to be an option number rather than the superlative "一番安全な".
@@ -330,19 +501,19 @@ _PARTICLE_NEXT: Final = frozenset(" 、,。.!?とやかでをがにはものだ�
 _LIST_GAP: Final = re.compile(r"(?:と|や|and|&|\+|および|及び|・|も|plus|as\s+well\s+as|と,|とか)?")
 _OR_GAP: Final = re.compile(r"(?:か|or|または|もしくは|それか|or\s+maybe|/|か,|either)")
 _RANGE_GAP: Final = re.compile(r"(?:-|–|—|−|~|〜|から|to|through|thru|till|until|…|\.\.\.?)")
-_GAP_STRIP: Final = " ,、;。.!:\ue000"
-_PUNCT_RE: Final = re.compile(r"[,、;。.!:]+")
+_GAP_STRIP: Final = " ,、;。.!?:\ue000"
+_PUNCT_RE: Final = re.compile(r"[,、;。.!:()\[\]「」『』]+")
 _PUNCT_SPACE: Final = " ,、;。.!:?\"'「」()[]…~〜-"
 
 _JP_FILL: Final = re.compile(
     r"お願い(?:します|いたします|です|ね)?|おねがい(?:します)?|ください|下さい|くれ(?:る|ます)?|よろしく|頂戴|ちょうだい|ほしい|欲しい"
     r"|たい(?:です)?|と思(?:う|います)|思います|思う|一番|いちばん|とりあえず|まず|じゃあ|じゃ|では|えっと|あー+|うん|はい|ええ"
-    r"|今回|今日|今は|今|いま|今度|一旦|いったん|もう|ちょっと|少し|やっぱり"
+    r"|今回|今日|今は|今|いま|今度|一旦|いったん|もう|ちょっと|少し|やっぱり|ありがとう(?:ございます)?|どうも|すみません|理由"
     r"|それ|その|この|あの|これ|あれ|やつ|奴|もの|もん|物|ほう|方|感じ|選択肢|選択|選び(?:ます)?|選ぶ|選んで|番号|オプション|項目|案"
     r"|実行|やって|やる|して|する|します|しよう|しておく|でいい|でお願い|にする|にします|にして|で行(?:く|きます|こう)|でいく|でいきます|でいこう"
     r"|いい|良い|よい|です|ます|だ|で|を|が|は|に|の|と|も|ね|よ|な|か|へ|や|さ|わ|ぞ|ぜ|って|っ|ー"
 )
-_EN_FILL: Final = re.compile(
+_EN_FILL: Final = _ascii(
     r"\b(?:i|i'?d|i'?ll|i'?m|me|my|we|us|let'?s|let|you|your|please|pls|plz|thanks|thank|thx|ty|ok|okay|sure|yes|yeah"
     r"|the|a|an|option|options|choice|choices|number|numbers|one|ones|item|items|go|going|with|want|wanna|would|like"
     r"|prefer|rather|choose|pick|select|take|use|do|run|execute|try|is|are|be|it|it'?s|its|that|this|these|those|them"
@@ -350,6 +521,10 @@ _EN_FILL: Final = re.compile(
     r"|to|on|in|at|now|answer|here|there|from|oh|ah|right|alright|lets|gonna|way|sounds|looks|works|really|time)\b"
 )
 _WORDCH: Final = re.compile(r"\w")
+_FAST: Final = _ascii(
+    r"(?:option\s*|no\.\s*|#\s*|第)?(\d{1,3})\s*(?:番目|番|つ目|個目|号)?\s*"
+    r"(?:で|です|でお願いします|にします|をお願いします|お願いします|please)?[\s.!。]*"
+)
 _KW_RE: Final = re.compile(
     r"[\u4e00-\u9fff々〆ヵヶ]{2,}|[\u30a1-\u30faー]{2,}|\d+(?:\.\d+)+|[a-z][a-z0-9]*(?:[._+-][a-z0-9]+)*"
 )
@@ -376,6 +551,10 @@ _DECISIVE: Final = _TARGETABLE | frozenset(
 )
 _STRUCTURAL: Final = frozenset(("range", "firstn", "lastn", "allcount"))
 
+_POLITE: Final = frozenset(
+    ("please", "thanks", "thank you", "お願い", "お願いします", "お願いいたします", "お願いね", "おねがい", "おねがいします",
+     "よろしく", "よろしくお願いします", "頼む", "頼みます", "たのむ")
+)
 _WEAK_YES_CONF: Final = {
     "いいよ": 0.85, "いいね": 0.85, "どうぞ": 0.85, "いいです": 0.8, "いい": 0.8, "良い": 0.8, "よい": 0.8,
     "お願いします": 0.8, "お願い": 0.8, "よろしく": 0.8, "よろしくお願いします": 0.8, "頼む": 0.8, "頼みます": 0.8,
@@ -445,15 +624,47 @@ def _is_cjk(ch: str) -> bool:
     return "\u4e00" <= ch <= "\u9fff" or "\u30a1" <= ch <= "\u30fa" or ch == "々"
 
 
+_SELECTOR_PREV: Final = _ascii(
+    r"(?:^|[,、;。.!:(]|\b(?:and|or|&|except|but|not|only|just|than|from|to|through|pick|choose|take|select|want"
+    r"|with|maybe|probably|perhaps|actually|is|like|prefer|go|guess|think|mean|also|plus|then|instead|of|no))\s*$"
+)
+
+
+def _adverb(m: str, st: int) -> bool:
+    """English "first"/"last" after a verb phrase is an adverb ("back up first")."""
+    return _SELECTOR_PREV.search(m, max(0, st - 12), st) is None
+
+
+_ADJ_START: Final = (
+    "いい", "よい", "よさ", "やす", "はや", "おすすめ", "すき", "たか", "ひく", "らく", "まし", "あんぜん", "かんたん",
+    "ちか", "おお", "すく", "つよ", "よわ", "あたら", "ふる", "おそ", "むずかし", "やさし", "大事", "重要", "まとも",
+)
+
+
 def _superlative(m: str, end: int) -> bool:
-    """``一番``/``1番`` followed by an adjective ("一番安全な") means "most", not option 1."""
-    return end < len(m) and m[end] not in _PARTICLE_NEXT and m[end] != "目"
+    """``一番``/``1番`` followed by an adjective ("一番安全な") means "most", not option 1.
+
+    Followed by kanji/katakana ("安全", "ベスト") or a common adjective ("いい", "はやい").
+    A verb ("1番しないで") or a particle ("1番で") keeps it an option number.
+    """
+    if end >= len(m):
+        return False
+    ch = m[end]
+    if ch == "目" or ch in _PARTICLE_NEXT:
+        return False
+    if _is_cjk(ch):
+        return True
+    return m.startswith(_ADJ_START, end)
 
 
-def _scan(m: str, n: int, toks: list[_T]) -> None:
-    """Tokenise ``m`` (the normalised answer with claimed labels masked)."""
+def _scan(m: str, n: int, toks: list[_T], approval: bool = False) -> None:
+    """Tokenise ``m`` (the normalised answer with claimed labels masked).
+
+    In an approval prompt, "step 2" or "the first step" / "最初のステップ" talk about the
+    plan, not about the options, so such numbers and ordinals are skipped.
+    """
     ln = len(m)
-    for mo in _MASTER.finditer(m):
+    for mo in _finditer(m):
         name = mo.lastgroup
         st, en = mo.span()
         if name == "num":
@@ -482,6 +693,9 @@ def _scan(m: str, n: int, toks: list[_T]) -> None:
                 toks.append(_T("cnt", st, en, v, 0.5, "count"))
                 continue
             if suf and suf.strip() == "番" and v == 1 and not pre and _superlative(m, en):
+                continue
+            if approval and not pre and _NOUN_BEFORE.search(m, max(0, ds - 12), ds):
+                toks.append(_T("planref", st, en))  # "step 2", "ステップ2"
                 continue
             toks.append(_T("ref", st, en, v, 0.95, "number"))
         elif name == "kanji":
@@ -515,8 +729,8 @@ def _scan(m: str, n: int, toks: list[_T]) -> None:
             pre = mo.group("nw_p")
             v = _NW_VAL[w]
             if not pre:
-                if _NW_AFTER.match(m, en):
-                    continue
+                if _NW_AFTER.match(m, en) or _NW_BEFORE.search(m, max(0, st - 8), st):
+                    continue  # "two of them", "any two"
                 if w == "one" and not (
                     _ONE_NEXT.match(m, en) or _ONE_PREV.search(m, 0, st) or (not m[:st].strip() and _ONE_WHOLE.match(m, en))
                 ):
@@ -525,6 +739,11 @@ def _scan(m: str, n: int, toks: list[_T]) -> None:
         elif name == "ord_en":
             w = mo.group("oe_w")
             if w == "second" and m[max(0, st - 2) : st] == "a ":
+                continue
+            if w in ("first", "last") and not mo.group("oe_the") and not mo.group("oe_one") and _adverb(m, st):
+                continue  # "back up first", "do it last"
+            if approval and not mo.group("oe_one") and _NOUN_AFTER.match(m, en):
+                toks.append(_T("planref", st, en))  # "the first step"
                 continue
             t = _T("ref", st, en, None, 0.92, "ordinal")
             if w in ("last", "final"):
@@ -546,6 +765,9 @@ def _scan(m: str, n: int, toks: list[_T]) -> None:
             toks.append(t)
         elif name == "ord_j":
             w = mo.group("oj_w")
+            if approval and _NOUN_AFTER_J.match(m, en):
+                toks.append(_T("planref", st, en))  # "最初のステップ"
+                continue
             t = _T("ref", st, en, None, 0.92, "ordinal")
             if w in ("一番最初", "いちばん最初", "一番上", "最初", "はじめ", "初め", "始め", "先頭", "トップ"):
                 t.val = 1
@@ -573,10 +795,10 @@ def _scan(m: str, n: int, toks: list[_T]) -> None:
             fwd = mo.group("ofj_dir") in ("上", "前", "頭", "最初")
             toks.append(_T("ref", st, en, v if fwd else n - v + 1, 0.9, "ordinal"))
         elif name in ("firstn_en", "firstn_j"):
-            v = _count_val(mo.group("fne_v") or mo.group("fnj_v"))
+            v = _count_val(mo.group("fne_v" if name == "firstn_en" else "fnj_v"))
             toks.append(_T("firstn", st, en, v, 0.9))
         elif name in ("lastn_en", "lastn_j"):
-            v = _count_val(mo.group("lne_v") or mo.group("lnj_v"))
+            v = _count_val(mo.group("lne_v" if name == "lastn_en" else "lnj_v"))
             toks.append(_T("lastn", st, en, v, 0.9))
         elif name == "allcount":
             v = mo.group("ac_v") or mo.group("ac_j") or mo.group("ac_c")
@@ -597,14 +819,19 @@ def _scan(m: str, n: int, toks: list[_T]) -> None:
             toks.append(_T("neg", st, en, None, 0.9, "", "post"))
         elif name == "neg_rej_jp":
             toks.append(_T("neg", st, en, None, 0.95, "", "post", rej=True))
+        elif name == "neg_strong":
+            toks.append(_T("neg", st, en, None, 0.95, "", "pre", rej=True))
         elif name == "neg_yet":
             toks.append(_T("neg", st, en, None, 0.85, "yet", "post"))
         elif name == "yes_s":
             toks.append(_T("yes", st, en, None, 0.95, "", strong=True))
+        elif name == "yes_reluct":
+            toks.append(_T("yes", st, en, None, 0.7, "reluctant"))
         elif name == "yesneg":
             toks.append(_T("yes", st, en, None, 0.9, "", strong=True))
         elif name == "yes_w":
-            toks.append(_T("yes", st, en, None, _WEAK_YES_CONF.get(m[st:en], 0.75)))
+            w = m[st:en]
+            toks.append(_T("yes", st, en, None, _WEAK_YES_CONF.get(w, 0.75), "polite" if w in _POLITE else ""))
         elif name.startswith("vague"):
             c = 0.2 if name == "vague_unknown" else 0.1 if name == "vague_noise" else 0.3
             toks.append(_T("vague", st, en, None, c, name[6:]))
@@ -619,7 +846,7 @@ class _Index:
     """Per-context tables, built once per distinct option list and cached."""
 
     __slots__ = (
-        "n", "labels", "approval", "approve", "reject", "label_re", "label_vals", "single", "kw_re", "kw_info",
+        "n", "labels", "approval", "approve", "reject", "label_re", "label_re_has_digits", "label_vals", "single", "kw_re", "kw_info",
         "label_chars", "recommended",
     )
 
@@ -668,6 +895,7 @@ class _Index:
                 p += r"(?![ぁ-ゖ])"
             pats.append(p)
         self.label_re = re.compile("|".join(f"({p})" for p in pats)) if pats else None
+        self.label_re_has_digits = any(ch.isdigit() for lb in labels for ch in lb)
         self.label_vals = vals
 
         # distinctive keywords of labels and descriptions
@@ -725,6 +953,8 @@ def _stem(w: str) -> str:
     for suf in ("ingly", "ing", "edly", "ed", "ly", "est", "er", "es", "s", "ion"):
         if w.endswith(suf) and len(w) - len(suf) >= 3:
             return w[: -len(suf)]
+    if w.endswith("e") and len(w) >= 5:
+        return w[:-1]  # create -> creat (creating, creation)
     return w
 
 
@@ -756,7 +986,7 @@ class _Seg:
     def __init__(self, start: int, end: int, flag: str) -> None:
         self.start = start
         self.end = end
-        self.flag = flag  # main | cond | without | reason
+        self.flag = flag  # main | cond | seq | without | reason
         self.toks: list[_T] = []
         self.role = ""  # active | mod | none
 
@@ -774,6 +1004,8 @@ def _segments(s: str, m3: str, toks: list[_T]) -> list[_Seg]:
             cuts.append((t.start, t.start, "cond", ""))
         elif k == "without":
             cuts.append((t.start, t.start, "without", ""))
+        elif k == "condk_seq":
+            cuts.append((t.start, t.start, "seq", ""))
         elif k == "condk_post":
             cuts.append((t.end, t.end, "main", "cond"))
         elif k == "reason_pre":
@@ -866,6 +1098,10 @@ def _scope(s: str, seg_toks: list[_T], i: int, direction: str) -> list[_T]:
 
 
 # --------------------------------------------------------------------------- results
+
+
+# (selected options, confidence, extracted_intent, reasoning)
+_Decision = tuple[list[int], float, str, str]
 
 
 def _clarify(conf: float, reasoning: str, intent: str, mods: list[str] | None = None) -> ChoiceResult:
@@ -972,6 +1208,19 @@ def match_choice(answer: str, context: ChoiceContext) -> ChoiceResult | None:
     if not core:
         return _clarify(0.0, "empty answer", "empty")
 
+    # 0. the common case: a bare number ("2", "２番で", "option 3", "No.1")
+    fast = _FAST.fullmatch(s)
+    if fast is not None and not idx.single and not idx.label_re_has_digits:
+        v = int(fast.group(1))
+        if 1 <= v <= n:
+            intent = f"select {v}"
+            if idx.approval:
+                intent = "approve" if v == idx.approve else "reject" if v == idx.reject else intent
+            return ChoiceResult(
+                selected_options=[v], confidence=0.95, reasoning=f"number {core!r}", extracted_intent=intent,
+                decided_by="pattern",
+            )
+
     toks: list[_T] = []
     # 1. exact labels
     m = s
@@ -993,7 +1242,7 @@ def match_choice(answer: str, context: ChoiceContext) -> ChoiceResult | None:
             parts.append(s[cur:])
             m = "".join(parts)
     # 2. structural tokens
-    _scan(m, n, toks)
+    _scan(m, n, toks, idx.approval)
     toks.sort(key=lambda t: t.start)
     # 3. keywords of labels/descriptions in what is left (soft yes words released in options mode)
     if idx.kw_re is not None:
@@ -1055,34 +1304,46 @@ def match_choice(answer: str, context: ChoiceContext) -> ChoiceResult | None:
     else:
         m3 = s
     segs = _segments(s, m3, toks)
-    return _decide(answer, t_orig, s, segs, toks, idx, context)
+    return _decide(t_orig, s, segs, toks, idx, context)
 
 
 def _decide(
-    answer: str, t_orig: str, s: str, segs: list[_Seg], toks: list[_T], idx: _Index, context: ChoiceContext
+    t_orig: str, s: str, segs: list[_Seg], toks: list[_T], idx: _Index, context: ChoiceContext
 ) -> ChoiceResult | None:
+    """Roles of clauses, negation scope, safety checks, then the mode-specific decision."""
     n = idx.n
     approval = idx.approval
 
     # roles: reason clauses are ignored, conditional clauses without numbers are modifications
     for seg in segs:
         kinds = {t.kind for t in seg.toks}
+        structural = any(t.kind in _STRUCTURAL or (t.kind == "ref" and t.src in ("number", "ordinal")) for t in seg.toks)
         if seg.flag == "reason":
-            seg.role = "none"
-        elif seg.flag in ("cond", "without"):
-            structural = any(
-                t.kind in _STRUCTURAL or (t.kind == "ref" and t.src in ("number", "ordinal")) for t in seg.toks
-            )
-            if seg.flag == "without" and any(t.targetable() for t in seg.toks):
-                seg.role = "active"
-            elif structural:
+            if structural:  # "2番が安全だから": the choice sits inside the reason clause
+                seg.toks = [t for t in seg.toks if not (t.kind == "ref" and t.src in ("keyword", "description"))]
                 seg.role = "active"
             else:
+                seg.role = "none"
+        elif seg.flag in ("cond", "without", "seq"):
+            if seg.flag == "without" and any(t.targetable() for t in seg.toks):
+                seg.role = "active"
+            elif seg.flag == "seq" and any(t.targetable() and t.kind != "yes" for t in seg.toks):
+                seg.role = "active"  # "test then deploy", "2, also 3"
+            elif structural:
+                seg.role = "active"
+            elif _wc(_residue(s, seg, seg.toks)) >= 2:
                 seg.role = "mod"
+            else:  # "1, but no", "yes but never": a bare reversal is no condition
+                seg.role = "active" if kinds & _DECISIVE else "none"
         elif kinds & _DECISIVE:
             seg.role = "active"
         else:
             seg.role = "mod" if _wc(_residue(s, seg, seg.toks)) >= 2 else "none"
+    # "the one with the backup": a descriptive clause is the choice when nothing else chooses
+    if not any(seg.role == "active" and any(t.targetable() and t.kind != "yes" for t in seg.toks) for seg in segs):
+        for seg in segs:
+            if seg.role != "active" and seg.flag in ("cond", "seq") and any(t.kind == "ref" for t in seg.toks):
+                seg.role = "active"
 
     # a correction ("やっぱり", "actually", "いや、3番") drops what came before it
     last_fix = -1
@@ -1098,6 +1359,8 @@ def _decide(
 
     # negation/exclusion scope, clause by clause
     double_neg: _T | None = None
+    neg_mod = False
+    extra_mods: list[str] = []
     for seg in segs:
         if seg.role != "active":
             continue
@@ -1116,18 +1379,54 @@ def _decide(
                         if g.kind == "neg":
                             double_neg = t
                         g.neg = t
+        # "deploy, but not on friday": an exclusion of something that is no option is a
+        # condition on an explicit choice (with "all" or in an approval it changes the choice
+        # itself, and the model decides)
+        for t in list(st):
+            if t.kind != "exc" or t.src == "allx" or approval or any(u.exc is t for u in st):
+                continue
+            if any(u.kind in ("all", "allcount", "rest") for u in toks):
+                continue
+            if t.dir == "pre":
+                a = t.start + 4 if s.startswith("but ", t.start) else t.start
+                extra_mods.append(t_orig[a : seg.end].strip(" ,、;。.!"))
+                seg.toks = st = [u for u in st if u.start < t.start]
+                seg.end = t.start
+            else:
+                extra_mods.append(t_orig[seg.start : t.end].strip(" ,、;。.!"))
+                seg.toks = st = [u for u in st if u.start >= t.end]
+                seg.start = t.end
         # a bare pure negator in a clause with other content is about that content:
         # "yes, don't delete the logs" -> modification "don't delete the logs"
         dec = [t for t in st if t.kind in _DECISIVE]
+        has_object = any(t.kind == "neg" for t in dec) and _wc(_residue(s, seg, st)) >= 2
         if dec and all(t.kind == "neg" and not t.rej and t.src != "yet" for t in dec):
-            if not any(t.neg is not None for t in st) and _wc(_residue(s, seg, st)) >= 2:
+            if not any(t.neg is not None for t in st) and has_object:
                 seg.role = "mod"
+                neg_mod = True
+        elif approval and has_object and any(
+            t.kind == "neg" and t.rej and not any(u.neg is t for u in st) for t in dec
+        ):
+            # "skip step 3", "設定変更はやめて": refuses part of the plan, not the plan
+            return None
 
+    if approval and any(t.kind == "planref" for seg in segs if seg.role != "none" for t in seg.toks):
+        return None  # "yes to step 1", "skip the first step": about parts of the plan, for the model
+    for seg in segs:
+        if approval and seg.role == "mod" and any(t.kind == "only" for t in seg.toks):
+            return None  # "yes, but only the first step": a partial approval, for the model
+        if seg.role != "active" and seg.flag != "reason" and any(t.kind in ("question", "hold") for t in seg.toks):
+            hold = any(t.kind == "hold" for t in seg.toks)
+            return _clarify(
+                0.2, f"{'hold' if hold else 'question'} in {_mod_text(t_orig, seg)!r}", "hold" if hold else "question: " + t_orig[:80]
+            )
     act = [t for seg in segs if seg.role == "active" for t in seg.toks]
     mods = [_mod_text(t_orig, seg) for seg in segs if seg.role == "mod"]
-    mods = [x for x in mods if x]
+    mods = [x for x in mods if x] + [x for x in extra_mods if x]
     if not act:
-        return None if not mods else _clarify(0.3, "only a condition, no choice", "condition only", mods)
+        if neg_mod and approval:  # "don't delete the logs": not a consent, not a refusal either
+            return _clarify(0.3, "only a condition, no choice", "condition only", mods)
+        return None
 
     kinds = {t.kind for t in act}
     targets = [t for t in act if t.targetable()]
@@ -1137,7 +1436,7 @@ def _decide(
     for t in targets:
         vs, err = _vals(t, n)
         if err:
-            return _clarify(0.1, f"{_shown(s, t)!r}: {err}", "invalid option", mods)
+            return _clarify(0.1, f"{_shown(s, t)!r}: {err}", "ambiguous ordinal" if t.amb else "invalid option", mods)
     for t in targets:
         if t.kind == "allcount" and t.val != n:
             explicit = [u for u in targets if u.kind in ("ref", "range") and u.neg is None]
@@ -1146,8 +1445,9 @@ def _decide(
 
     # questions, concerns, holds
     q = [t for t in act if t.kind == "question"]
-    if q or ("concern" in kinds and ("qmark" in kinds or "neg" in kinds)):
-        return _clarify(0.2, f"question or concern ({_shown(s, (q or [act[0]])[0])!r})", "question: " + t_orig[:80], mods)
+    if q or ("concern" in kinds and "qmark" in kinds):
+        first = q[0] if q else next(t for t in act if t.kind == "concern")
+        return _clarify(0.2, f"question or concern ({_shown(s, first)!r})", "question: " + t_orig[:80], mods)
     for seg in segs:
         if seg.role == "active" and any(t.kind == "qmark" for t in seg.toks):
             if not any(t.targetable() and t.kind != "yes" for t in seg.toks):
@@ -1173,6 +1473,8 @@ def _decide(
         else:
             pos.append(t)
     bare = [t for t in act if t.kind == "neg" and t.neg is None and not _negates_something(t, act)]
+    if any(t.kind == "exc" and not _negates_something(t, act) for t in act):
+        return None  # "everything except the slow stuff": excludes something that is not an option
 
     # "1か2", "1 or 2"
     ordered = sorted((t for t in pos if t.kind in ("ref", "range", "firstn", "lastn")), key=lambda t: t.start)
@@ -1198,10 +1500,8 @@ def _decide(
                 return _vague(s, vague, idx, mods)
             if "ambig" in kinds:
                 return _clarify(0.2, "ambiguous politeness (結構/大丈夫)", "ambiguous", mods)
-            if mods:
+            if mods and approval:
                 return _clarify(0.3, "only a condition, no choice", "condition only", mods)
-            if "same" in kinds:
-                return None  # previous choice not resolvable here
             return None
         if mods and not res.modifications:
             res = ChoiceResult(
@@ -1234,21 +1534,28 @@ def _decide(
     for seg in segs:
         if seg.role == "active":
             res_chars += _wc(_residue(s, seg, seg.toks))
+    if approval and "only" in kinds and res_chars >= 2 and not pos:
+        return None  # "ファイル作成だけお願いします": a partial approval, let the model decide
     if res_chars >= 4:
-        if all(t.src in ("keyword", "description") for t in pos if t.kind == "ref") and not any(
-            t.kind != "ref" for t in pos
-        ) and res_chars >= 8 and not approval:
+        only_keywords = bool(pos) and all(t.kind == "ref" and t.src in ("keyword", "description") for t in pos)
+        if only_keywords and res_chars >= 8 and not approval:
             return None  # mostly free text around a partial keyword: let the model read it
-        if "only" in kinds and approval and res_chars >= 2 and not pos:
-            return None
         cap = 0.75 if res_chars >= 10 and res_chars * 2 >= _wc(s) else 0.85
         if conf > cap:
             conf = cap
             note.append("unexplained text")
-    elif approval and "only" in kinds and res_chars >= 2 and not pos:
-        return None  # "ファイル作成だけお願いします": a partial approval, let the model decide
+    strong_yes = any(t.kind == "yes" and t.strong and t.neg is None for t in act)
+    if approval and intent == "approve" and res_chars >= 4 and not strong_yes:
+        return None  # "please change the plan to add logging": politeness around a request
+    explicit = strong_yes or any(t.kind == "ref" and t.src in ("number", "ordinal", "label") for t in pos)
+    if approval and intent == "approve" and neg_mod and not explicit:
+        # "never 1番、お願いします": a negation we could not scope, next to mere politeness
+        return _clarify(0.2, "a negation next to a polite request, no explicit consent", "unclear negation", mods)
+    if approval and intent == "reject" and res_chars >= 2 and conf > 0.75:
+        conf = 0.75  # "設定変更はやめて": refuses something specific, maybe only part of the plan
+        note.append("refusal of something specific")
     if mods:
-        conf = min(conf - 0.1, 0.8)
+        conf = min(conf - 0.1, 0.75)  # a condition is always confirmed: patterns cannot judge it
         note.append("conditional")
     if note:
         why += " (" + ", ".join(note) + ")"
@@ -1288,9 +1595,6 @@ def _vague(s: str, vague: list[_T], idx: _Index, mods: list[str]) -> ChoiceResul
 
 def _mod_text(t_orig: str, seg: _Seg) -> str:
     return t_orig[seg.start : seg.end].strip(" ,、;。.!")
-
-
-_Decision = tuple[list[int], float, str, str]
 
 
 def _describe(s: str, ts: list[_T]) -> str:
@@ -1420,6 +1724,11 @@ def _decide_approval(
 
     for t in negd:
         vs, _ = _vals(t, n)
+        if t.kind in ("all", "allcount"):  # "全部やめて", "全部却下"
+            r = add(rj, 0.9, f"refusal of everything {_shown(s, t)!r}")
+            if r is not None:
+                return r
+            continue
         if t.kind == "neg":  # a negated rejection word
             return _clarify(0.2, f"double negative ({_shown(s, t)!r})", "unclear negation")
         if ap is not None and vs == [ap]:
@@ -1448,7 +1757,9 @@ def _decide_approval(
     yes = [t for t in act if t.kind == "yes" and t.neg is None]
     if yes:
         first_dec = next(t for t in act if t.kind in _DECISIVE)
-        counted = [y for y in yes if not sel or (y is first_dec and y.strong)]
+        # a yes word counts when nothing else was said, or when it opens the answer ("はい、1番");
+        # politeness ("please", "お願いします") never outweighs a refusal
+        counted = [y for y in yes if (not sel and (y.src != "polite" or not signals)) or (y is first_dec and y.strong)]
         if counted:
             best = max(counted, key=lambda y: y.conf)
             c = best.conf
