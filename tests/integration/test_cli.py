@@ -213,3 +213,33 @@ router: {{fallback: {{max_retries_per_model: 0}}}}
     router_line = next(i for i, line in enumerate(tree.splitlines()) if "process tandem.router.complete" in line)
     chats = [line for line in tree.splitlines()[router_line:] if "chat " in line]
     assert [c.split("chat ")[1].split()[0] for c in chats] == ["alpha", "beta", "gamma"]
+
+
+def test_choose_prints_choice_result_json(env: dict[str, str]) -> None:
+    import json
+
+    out = tandem("choose", "--no-llm", "-o", "ファイル作成", "-o", "安全モード実行", "-o", "完全実行", "最初の2つ", env=env)
+    assert out.returncode == 0, out.stderr
+    result = json.loads(out.stdout)
+    assert result["selected_options"] == [1, 2] and result["decided_by"] == "pattern"
+    assert result["action"] == "execute" and result["confidence"] >= 0.8
+    vague = json.loads(tandem("choose", "--no-llm", "-o", "a", "-o", "b", "いい感じのやつ", env=env).stdout)
+    assert vague["action"] == "clarify" and vague["selected_options"] == []
+    critical = json.loads(tandem("choose", "--no-llm", "--risk", "critical", "-o", "delete", "-o", "keep", "1",
+                                 env=env).stdout)
+    assert critical["action"] == "confirm"
+
+
+def test_run_approve_per_step_in_free_text(tmp_path: Path, env: dict[str, str]) -> None:
+    doc = tmp_path / "doc.md"
+    doc.write_text(DOC)
+    out = tandem("run", "-i", str(doc), "--execute-plan", str(PLAN), "--approve", "--answer", "skip step 5", env=env)
+    assert out.returncode == 0, out.stderr
+    assert "Approve it?" in out.stderr and "> skip step 5" in out.stderr
+    assert "* first item" not in out.stdout and "- first item" in out.stdout  # bullets (step 5) not converted
+    assert "h1. Project" in out.stdout
+    no = tandem("run", "-i", str(doc), "--execute-plan", str(PLAN), "--approve", "--answer", "いいえ、実行しないで",
+                env=env)
+    assert no.returncode == 0 and no.stdout == "" and "plan rejected: nothing was run" in no.stderr
+    shown = tandem("trace", env=env).stdout
+    assert shown.count("process tandem.choice.parse") >= 1 and "invoke_agent tandem" in shown
