@@ -22,6 +22,7 @@ import tempfile
 import time
 
 import anyio
+from _measure import pct
 
 from messages import ChoiceContext, ChoiceReply, ChoiceRequest, subjects
 from services.bus import Bus, EmbeddedNats
@@ -47,11 +48,6 @@ def pattern_rate(n: int) -> tuple[float, float]:
     for a in answers:
         match_choice(a, OPTIONS)
     return n / (time.perf_counter() - t), floor
-
-
-def pct(xs: list[float], q: float) -> float:
-    xs = sorted(xs)
-    return xs[min(len(xs) - 1, int(q * len(xs)))]
 
 
 async def round_trips(n: int) -> tuple[list[float], list[float]]:

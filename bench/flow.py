@@ -31,18 +31,17 @@ Examples
 from __future__ import annotations
 
 import argparse
-import os
-import statistics
 import sys
 import tempfile
-import time
 from collections.abc import Awaitable, Callable
+from functools import partial
 from pathlib import Path
 from typing import Any
 
 import anyio
 import httpx
 import msgspec
+from _measure import Layout, Side, add_common_arguments, alternate_rounds, file_exporter_only, flush_spans, print_medians, print_profile, tracing, warm_up
 
 from actors import RouterActor
 from messages import ExecutionPlan, decoder, plan_json_schema_compact
@@ -50,10 +49,15 @@ from services.bus import Bus, EmbeddedNats
 from services.config import Config, ModelConfig, NatsConfig, ProviderConfig
 from services.orchestrator import TaskResult, TaskSpec, run_task
 from services.runtime import start_actors
-from services.telemetry import setup_tracing, shutdown_tracing
 from services.textcmd import describe_commands, run_command
 
 OVERHEAD_TARGET_MS = 4.0
+LAYOUT = Layout(
+    ns_per_unit=1e6,  # ms
+    round_line="  round {n} {name:<8}  p50 {p50:7.3f} ms  p99 {p99:7.3f} ms  {rate:8.1f} tasks/s",
+    table_head=f"{'median of rounds':<18} {'p50 ms':>9} {'p99 ms':>9} {'tasks/s':>9}",
+    table_row="{label:<18} {p50:9.3f} {p99:9.3f} {rate:9.1f}",
+)
 
 CSV = "name,age,city\nalice,30,paris\nbob,25,tokyo\ncarol,41,lima\n" * 4
 TASK = "Convert this CSV to pipe-separated text, then uppercase the header"
@@ -136,8 +140,8 @@ def bench_config() -> Config:
 # --------------------------------------------------------------------------- the two contenders
 
 
-def make_flow(bus: Bus, config: Config) -> Callable[[], Awaitable[None]]:
-    async def one() -> None:
+def make_flow(bus: Bus, config: Config) -> Callable[[int], Awaitable[None]]:
+    async def one(_: int) -> None:
         spec = TaskSpec(task=TASK, inputs={3: CSV}, input_types={3: "csv"}, mode="two_stage", use_cache=False)
         result = await run_task(bus, config, spec)
         _check(result)
@@ -152,7 +156,7 @@ def _check(result: TaskResult) -> None:
         raise SystemExit(f"flow.py: unexpected task result: {result}")
 
 
-def make_baseline(client: httpx.AsyncClient) -> Callable[[], Awaitable[None]]:
+def make_baseline(client: httpx.AsyncClient) -> Callable[[int], Awaitable[None]]:
     """The same work without NATS: planning POST, plan decode, sed, transform POST."""
     plan_decoder = decoder(ExecutionPlan)
     response_decoder = msgspec.json.Decoder(dict[str, Any])
@@ -169,7 +173,7 @@ def make_baseline(client: httpx.AsyncClient) -> Callable[[], Awaitable[None]]:
     }
     headers = {"Content-Type": "application/json"}
 
-    async def one() -> None:
+    async def one(_: int) -> None:
         r = await client.post("chat/completions", content=msgspec.json.encode(planning_body), headers=headers)
         plan = plan_decoder.decode(response_decoder.decode(r.content)["choices"][0]["message"]["content"])
         sed = plan.workflow[1]
@@ -186,73 +190,11 @@ def make_baseline(client: httpx.AsyncClient) -> Callable[[], Awaitable[None]]:
     return one
 
 
-# --------------------------------------------------------------------------- measurement
-
-
-def percentile(sorted_values: list[float], q: float) -> float:
-    """Return the ``q``-quantile (0–1) of already sorted values, nearest-rank."""
-    if not sorted_values:
-        return float("nan")
-    k = max(0, min(len(sorted_values) - 1, round(q * (len(sorted_values) - 1))))
-    return sorted_values[k]
-
-
-async def measure_latency(call: Callable[[], Awaitable[None]], n: int) -> tuple[float, float]:
-    """Run ``n`` sequential calls; return (p50, p99) in ms."""
-    samples: list[float] = []
-    clock = time.perf_counter_ns
-    for _ in range(n):
-        t0 = clock()
-        await call()
-        samples.append((clock() - t0) / 1e6)
-    samples.sort()
-    return percentile(samples, 0.50), percentile(samples, 0.99)
-
-
-async def measure_throughput(call: Callable[[], Awaitable[None]], total: int, in_flight: int) -> float:
-    """Run ``total`` calls with ``in_flight`` workers; return calls per second."""
-    counter = iter(range(total))
-
-    async def worker() -> None:
-        for _ in counter:
-            await call()
-
-    t0 = time.perf_counter()
-    async with anyio.create_task_group() as tg:
-        for _ in range(min(in_flight, total)):
-            tg.start_soon(worker)
-    return total / (time.perf_counter() - t0)
-
-
-class Side:
-    def __init__(self, name: str, call: Callable[[], Awaitable[None]], settle: Callable[[], Awaitable[None]]) -> None:
-        self.name = name
-        self.call = call
-        self.settle = settle
-        self.p50: list[float] = []
-        self.p99: list[float] = []
-        self.rate: list[float] = []
-
-
-async def run_round(side: Side, args: argparse.Namespace) -> None:
-    p50, p99 = await measure_latency(side.call, args.tasks)
-    rate = await measure_throughput(side.call, args.throughput_tasks, args.in_flight)
-    await side.settle()  # export this side's spans now, not during the other side's round
-    side.p50.append(p50)
-    side.p99.append(p99)
-    side.rate.append(rate)
-    print(f"  round {len(side.p50)} {side.name:<8}  p50 {p50:7.3f} ms  p99 {p99:7.3f} ms  {rate:8.1f} tasks/s",
-          flush=True)
-
-
 async def bench(args: argparse.Namespace, provider: Any) -> float:
     config = bench_config()
     model = ZeroLatencyModel()
     factories = {"router": lambda bus, config, **kw: RouterActor(bus, config, transport=model.transport, **kw)}
-
-    async def settle() -> None:
-        if provider is not None:
-            await anyio.to_thread.run_sync(provider.force_flush)
+    settle = partial(flush_spans, provider)
 
     async with EmbeddedNats() as server:
         bus = await Bus.connect(server.url, name="bench-flow")
@@ -261,35 +203,16 @@ async def bench(args: argparse.Namespace, provider: Any) -> float:
                     httpx.AsyncClient(base_url="http://mock.invalid/v1/", transport=model.transport) as client:
                 flow = Side("flow", make_flow(bus, config), settle)
                 base = Side("baseline", make_baseline(client), settle)
-                for side in (base, flow):
-                    for _ in range(args.warmup):
-                        await side.call()
-                    await side.settle()
-                print(f"flow: {args.rounds} rounds; latency {args.tasks} sequential tasks, throughput "
-                      f"{args.throughput_tasks} tasks with {args.in_flight} in flight; tracing "
+                await warm_up((base, flow), args.warmup)
+                print(f"flow: {args.rounds} rounds; latency {args.latency_requests} sequential tasks, throughput "
+                      f"{args.throughput_requests} tasks with {args.in_flight} in flight; tracing "
                       f"{'off (diagnostic)' if provider is None else 'on'}", flush=True)
-                profiler = None
-                if args.profile is not None:
-                    import cProfile
-
-                    profiler = cProfile.Profile()
-                for r in range(args.rounds):
-                    for side in ((base, flow) if r % 2 == 0 else (flow, base)):
-                        if profiler is not None and side is flow:
-                            profiler.enable()
-                        await run_round(side, args)
-                        if profiler is not None and side is flow:
-                            profiler.disable()
+                profiler = await alternate_rounds(base, flow, args, LAYOUT, profiled=flow)
         finally:
             await bus.close()
 
-    med = statistics.median
-    b50, b99, brate = med(base.p50), med(base.p99), med(base.rate)
-    f50, f99, frate = med(flow.p50), med(flow.p99), med(flow.rate)
-    print()
-    print(f"{'median of rounds':<18} {'p50 ms':>9} {'p99 ms':>9} {'tasks/s':>9}")
-    print(f"{'baseline (no NATS)':<18} {b50:9.3f} {b99:9.3f} {brate:9.1f}")
-    print(f"{'flow (run_task)':<18} {f50:9.3f} {f99:9.3f} {frate:9.1f}")
+    (b50, b99, brate), (f50, f99, frate) = print_medians(
+        [("baseline (no NATS)", base), ("flow (run_task)", flow)], LAYOUT)
     overhead = f50 - b50
     print()
     print(f"orchestration overhead per task: p50 {overhead:.3f} ms, p99 {f99 - b99:.3f} ms "
@@ -298,13 +221,7 @@ async def bench(args: argparse.Namespace, provider: Any) -> float:
     print(f"target: overhead p50 <= {OVERHEAD_TARGET_MS:g} ms: {'met' if overhead <= OVERHEAD_TARGET_MS else 'NOT met'}")
     print(f"model calls: {model.planning_calls} planning, {model.other_calls} other (baseline included)")
     if profiler is not None:
-        import pstats
-
-        profiler.dump_stats(args.profile)
-        print(f"\n--- cProfile of the flow rounds (main thread; written to {args.profile}) ---")
-        stats = pstats.Stats(profiler)
-        stats.sort_stats("tottime").print_stats(args.profile_top)
-        stats.sort_stats("cumulative").print_stats(r"/work/main/(actors|services|messages)/", args.profile_top)
+        print_profile(profiler, args.profile, "the flow rounds", "main thread", args.profile_top)
     return overhead
 
 
@@ -314,32 +231,19 @@ def main(argv: list[str] | None = None) -> None:
                     "against the same work done directly. The last line is 'overhead p50 <x> ms'. "
                     "Never fails on timings.",
     )
-    parser.add_argument("--rounds", type=int, default=3,
-                        help="alternating rounds of baseline and flow; medians are reported (default 3)")
-    parser.add_argument("--tasks", type=int, default=300, metavar="N",
-                        help="sequential tasks per round for p50/p99 (default 300)")
-    parser.add_argument("--throughput-tasks", type=int, default=200, metavar="N",
-                        help="tasks per round for the throughput run (default 200)")
-    parser.add_argument("--in-flight", type=int, default=16, metavar="K",
-                        help="concurrent tasks in the throughput run (default 16)")
-    parser.add_argument("--warmup", type=int, default=30, help="warm-up tasks per side (default 30)")
-    parser.add_argument("--no-tracing", action="store_true",
-                        help="diagnostic: no tracer provider (the benchmark proper keeps tracing on)")
-    parser.add_argument("--profile", type=Path, metavar="FILE",
-                        help="diagnostic: cProfile the flow rounds, write stats to FILE and print the hot spots")
-    parser.add_argument("--profile-top", type=int, default=30, metavar="N", help="rows per profile table (default 30)")
+    add_common_arguments(
+        parser, rounds_help="alternating rounds of baseline and flow", unit="tasks",
+        latency_option="--tasks", latency=300, throughput_option="--throughput-tasks", throughput=200,
+        in_flight=16, warmup=30,
+        profile_help="diagnostic: cProfile the flow rounds, write stats to FILE and print the hot spots",
+    )
     args = parser.parse_args(argv)
 
-    os.environ.pop("OTEL_EXPORTER_OTLP_ENDPOINT", None)  # always the JSON-lines file exporter
-    os.environ.pop("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT", None)
+    file_exporter_only()
     with tempfile.TemporaryDirectory(prefix="tandem-bench-flow-") as tmp:
         trace_file = Path(tmp) / "traces.jsonl"
-        provider = None if args.no_tracing else setup_tracing("bench.flow", trace_file=trace_file)
-        try:
+        with tracing("bench.flow", None if args.no_tracing else trace_file) as provider:
             overhead = anyio.run(bench, args, provider)
-        finally:
-            if provider is not None:
-                shutdown_tracing(provider)
         if provider is not None:
             spans = sum(1 for _ in trace_file.open("rb"))
             print(f"spans written to the trace file: {spans}")

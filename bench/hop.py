@@ -32,24 +32,21 @@ Examples
 from __future__ import annotations
 
 import argparse
-import os
-import statistics
 import subprocess
 import sys
 import tempfile
-import time
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 
 import anyio
 import msgspec
 import nats
+from _measure import Layout, Side, add_common_arguments, alternate_rounds, file_exporter_only, flush_spans, print_medians, tracing, warm_up
 
 from actors import Actor, Endpoint
 from messages import Message
 from services.bus import Bus, EmbeddedNats
 from services.errors import NoResponders, RequestTimeout
-from services.telemetry import setup_tracing, shutdown_tracing
 
 TANDEM_SUBJECT = "bench.echo"
 FLUSH_SUBJECT = "bench.echo.flush"
@@ -57,6 +54,12 @@ RAW_SUBJECT = "bench.raw_echo"
 TEXT = "hello tandem"
 P50_TARGET = 1.2
 THROUGHPUT_TARGET = 0.8
+LAYOUT = Layout(
+    ns_per_unit=1000,  # µs
+    round_line="  round {n} {name:<6}  p50 {p50:8.1f} µs  p99 {p99:8.1f} µs  {rate:9.0f} req/s",
+    table_head=f"{'median of rounds':<16} {'p50 µs':>10} {'p99 µs':>10} {'req/s':>10}",
+    table_row="{label:<16} {p50:10.1f} {p99:10.1f} {rate:10.0f}",
+)
 
 
 # --------------------------------------------------------------------------- messages & actor
@@ -117,8 +120,7 @@ async def _wait_stdin_eof() -> None:
 
 
 async def serve_tandem(url: str, trace_file: Path | None) -> None:
-    provider = setup_tracing("bench.hop.responder", trace_file=trace_file) if trace_file else None
-    try:
+    with tracing("bench.hop.responder", trace_file) as provider:
         bus = await Bus.connect(url, name="bench-tandem-responder")
         try:
             async with anyio.create_task_group() as tg:
@@ -127,9 +129,6 @@ async def serve_tandem(url: str, trace_file: Path | None) -> None:
                 tg.cancel_scope.cancel()
         finally:
             await bus.close()
-    finally:
-        if provider is not None:
-            shutdown_tracing(provider)
 
 
 async def serve_raw(url: str) -> None:
@@ -147,41 +146,6 @@ async def serve_raw(url: str) -> None:
 # --------------------------------------------------------------------------- measurement
 
 
-def percentile(sorted_values: list[float], q: float) -> float:
-    """Return the ``q``-quantile (0–1) of already sorted values, nearest-rank."""
-    if not sorted_values:
-        return float("nan")
-    k = max(0, min(len(sorted_values) - 1, round(q * (len(sorted_values) - 1))))
-    return sorted_values[k]
-
-
-async def measure_latency(call: Callable[[int], Awaitable[None]], n: int) -> tuple[float, float]:
-    """Run ``n`` sequential calls; return (p50, p99) in µs."""
-    samples: list[float] = []
-    clock = time.perf_counter_ns
-    for i in range(n):
-        t0 = clock()
-        await call(i)
-        samples.append((clock() - t0) / 1000)
-    samples.sort()
-    return percentile(samples, 0.50), percentile(samples, 0.99)
-
-
-async def measure_throughput(call: Callable[[int], Awaitable[None]], total: int, in_flight: int) -> float:
-    """Run ``total`` calls with ``in_flight`` workers; return calls per second."""
-    counter = iter(range(total))
-
-    async def worker() -> None:
-        for i in counter:
-            await call(i)
-
-    t0 = time.perf_counter()
-    async with anyio.create_task_group() as tg:
-        for _ in range(min(in_flight, total)):
-            tg.start_soon(worker)
-    return total / (time.perf_counter() - t0)
-
-
 async def wait_answering(call: Callable[[], Awaitable[None]], what: str, deadline: float = 20.0) -> None:
     """Retry ``call`` until it succeeds (the responder process is up)."""
     with anyio.move_on_after(deadline):
@@ -192,32 +156,6 @@ async def wait_answering(call: Callable[[], Awaitable[None]], what: str, deadlin
             except (NoResponders, RequestTimeout, nats.errors.NoRespondersError, nats.errors.TimeoutError):
                 await anyio.sleep(0.05)
     raise SystemExit(f"hop.py: the {what} responder did not answer within {deadline:g}s")
-
-
-class Side:
-    """One contender: a ``call(i)`` coroutine and how to settle between rounds."""
-
-    def __init__(self, name: str, call: Callable[[int], Awaitable[None]],
-                 settle: Callable[[], Awaitable[None]]) -> None:
-        self.name = name
-        self.call = call
-        self.settle = settle
-        self.p50: list[float] = []
-        self.p99: list[float] = []
-        self.rps: list[float] = []
-
-
-async def run_round(side: Side, args: argparse.Namespace) -> None:
-    for i in range(args.round_warmup):
-        await side.call(i)
-    p50, p99 = await measure_latency(side.call, args.latency_requests)
-    rps = await measure_throughput(side.call, args.throughput_requests, args.in_flight)
-    await side.settle()  # export pending spans now, not during the other side's round
-    side.p50.append(p50)
-    side.p99.append(p99)
-    side.rps.append(rps)
-    print(f"  round {len(side.p50)} {side.name:<6}  p50 {p50:8.1f} µs  p99 {p99:8.1f} µs  {rps:9.0f} req/s",
-          flush=True)
 
 
 async def spawn(kind: str, url: str, trace_file: Path | None, log: Path, profile: Path | None) -> anyio.abc.Process:
@@ -248,8 +186,7 @@ async def stop(process: anyio.abc.Process, log: Path) -> None:
 async def bench(args: argparse.Namespace) -> None:
     with tempfile.TemporaryDirectory(prefix="tandem-bench-hop-") as tmp:
         trace_file = None if args.no_tracing else Path(tmp) / "traces.jsonl"
-        provider = setup_tracing("bench.hop.client", trace_file=trace_file) if trace_file else None
-        try:
+        with tracing("bench.hop.client", trace_file) as provider:
             async with EmbeddedNats() as server:
                 tandem_proc = await spawn("tandem", server.url, trace_file, Path(tmp) / "tandem.log", args.profile)
                 raw_proc = await spawn("raw", server.url, trace_file, Path(tmp) / "raw.log", args.profile)
@@ -258,9 +195,6 @@ async def bench(args: argparse.Namespace) -> None:
                 finally:
                     await stop(tandem_proc, Path(tmp) / "tandem.log")
                     await stop(raw_proc, Path(tmp) / "raw.log")
-        finally:
-            if provider is not None:
-                shutdown_tracing(provider)
         if trace_file is None:
             print("tracing OFF (--no-tracing): diagnostic run, not the benchmark's configuration")
         else:
@@ -286,8 +220,7 @@ async def _compare(args: argparse.Namespace, url: str, provider: object) -> None
 
         async def tandem_settle() -> None:
             await bus.request(FLUSH_SUBJECT, FlushRequest(), FlushReply, timeout=30)
-            if provider is not None:
-                await anyio.to_thread.run_sync(provider.force_flush)  # type: ignore[attr-defined]
+            await flush_spans(provider)
 
         async def raw_settle() -> None:
             await nc.flush()
@@ -297,28 +230,16 @@ async def _compare(args: argparse.Namespace, url: str, provider: object) -> None
 
         tandem = Side("tandem", tandem_call, tandem_settle)
         raw = Side("raw", raw_call, raw_settle)
-        for side in (raw, tandem):
-            for i in range(args.warmup):
-                await side.call(i)
-            await side.settle()
+        await warm_up((raw, tandem), args.warmup)
 
         print(f"hop: {args.rounds} rounds; latency {args.latency_requests} sequential requests, "
               f"throughput {args.throughput_requests} requests with {args.in_flight} in flight", flush=True)
-        for r in range(args.rounds):
-            order = (raw, tandem) if r % 2 == 0 else (tandem, raw)
-            for side in order:
-                await run_round(side, args)
+        await alternate_rounds(raw, tandem, args, LAYOUT)
     finally:
         await bus.close()
         await nc.drain()
 
-    med = statistics.median
-    rows = [(s.name, med(s.p50), med(s.p99), med(s.rps)) for s in (raw, tandem)]
-    print()
-    print(f"{'median of rounds':<16} {'p50 µs':>10} {'p99 µs':>10} {'req/s':>10}")
-    for name, p50, p99, rps in rows:
-        print(f"{name:<16} {p50:10.1f} {p99:10.1f} {rps:10.0f}")
-    (_, r50, r99, rrps), (_, t50, t99, trps) = rows
+    (r50, r99, rrps), (t50, t99, trps) = print_medians([(s.name, s) for s in (raw, tandem)], LAYOUT)
     ratio_p50, ratio_p99, ratio_rps = t50 / r50, t99 / r99, trps / rrps
     print()
     print(f"tandem/raw p50 latency  {ratio_p50:.2f}x  (target <= {P50_TARGET:.1f}x: "
@@ -363,21 +284,13 @@ def main(argv: list[str] | None = None) -> None:
                     "embedded nats-server). Prints ratios against the raw baseline of the same run; "
                     "the last line is 'ratio p50 <x>'. Never fails on timings.",
     )
-    parser.add_argument("--rounds", type=int, default=3, help="alternating rounds per side; medians are reported (default 3)")
-    parser.add_argument("--latency-requests", type=int, default=2000, metavar="N",
-                        help="sequential requests per round for p50/p99 (default 2000)")
-    parser.add_argument("--throughput-requests", type=int, default=10000, metavar="N",
-                        help="requests per round for the throughput run (default 10000)")
-    parser.add_argument("--in-flight", type=int, default=64, metavar="K",
-                        help="concurrent requests in the throughput run (default 64)")
-    parser.add_argument("--warmup", type=int, default=500, help="warm-up requests per side before round 1 (default 500)")
-    parser.add_argument("--round-warmup", type=int, default=100,
-                        help="warm-up requests at the start of every round (default 100)")
-    parser.add_argument("--timeout", type=float, default=10.0, help="per-request timeout, seconds (default 10)")
-    parser.add_argument("--no-tracing", action="store_true",
-                        help="diagnostic: run without tracer providers (the benchmark proper keeps tracing on)")
-    parser.add_argument("--profile", type=Path, metavar="DIR",
-                        help="diagnostic: write cProfile stats of the client and both responders to DIR")
+    add_common_arguments(
+        parser, rounds_help="alternating rounds per side", latency=2000, throughput=10000, in_flight=64,
+        warmup=500, warmup_help="warm-up requests per side before round 1", round_warmup=100, timeout=10.0,
+        tracing_help="diagnostic: run without tracer providers (the benchmark proper keeps tracing on)",
+        profile_metavar="DIR", profile_help="diagnostic: write cProfile stats of the client and both responders to DIR",
+        profile_top=None,
+    )
     parser.add_argument("--serve", choices=("tandem", "raw"), help=argparse.SUPPRESS)
     parser.add_argument("--url", help=argparse.SUPPRESS)
     parser.add_argument("--trace-file", type=Path, help=argparse.SUPPRESS)
@@ -395,6 +308,5 @@ def main(argv: list[str] | None = None) -> None:
 
 
 if __name__ == "__main__":
-    os.environ.pop("OTEL_EXPORTER_OTLP_ENDPOINT", None)  # always the JSON-lines file exporter
-    os.environ.pop("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT", None)
+    file_exporter_only()
     main()

@@ -58,20 +58,20 @@ from __future__ import annotations
 
 import argparse
 import os
-import re
 import statistics
 import sys
 import tempfile
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable
+from functools import partial
 from pathlib import Path
 from typing import Any
 
 import anyio
 import httpx
 import msgspec
+from _measure import Layout, Side, add_common_arguments, alternate_rounds, file_exporter_only, flush_spans, print_medians, print_profile, tracing, warm_up
 
-import actors
 from actors import RouterActor
 from messages import ChatMessage, CompletionReply, CompletionRequest, subjects
 from services.bus import Bus, EmbeddedNats
@@ -86,7 +86,6 @@ from services.config import (
     SkillConfig,
 )
 from services.llm import OpenAIChatProvider, normalize
-from services.telemetry import setup_tracing, shutdown_tracing
 
 ANSWER = "Name | Age | City\nalice | 30 | paris\nbob | 25 | tokyo"
 SCHEMA = {"type": "object", "properties": {"steps": {"type": "array", "items": {"type": "string"}}},
@@ -144,11 +143,17 @@ REQUESTS: dict[str, CompletionRequest] = {
 EXPECTED = {  # what each kind must select; a wrong answer makes the rate meaningless
     "plain": ("standard", ["std-a", "std-b"]),
     # 0.6 * performance + 0.4 * (1 - price / max price): std-a .81, std-b .80, cheap-a .70, cheap-b .64, heavy-a .57
-    "skill": ("standard", ["std-a", "std-b", "cheap-a", "cheap-b", "heavy-a"]),
+    "skill": ("skill:summarize", ["std-a", "std-b", "cheap-a", "cheap-b", "heavy-a"]),
     "structured": ("heavy_reasoning", ["heavy-a"]),
 }
 ROUTED = "plain"  # the request of part 2; its first candidate answers
 DIRECT_MODEL = "std-a"
+LAYOUT = Layout(
+    ns_per_unit=1000,  # µs
+    round_line="  round {n} {name:<6}  p50 {p50:8.1f} µs  p99 {p99:8.1f} µs  {rate:8.0f} req/s",
+    table_head=f"{'median of rounds':<18} {'p50 µs':>9} {'p99 µs':>9} {'req/s':>9}",
+    table_row="{label:<18} {p50:9.1f} {p99:9.1f} {rate:9.0f}",
+)
 
 
 # --------------------------------------------------------------------------- the zero-latency model
@@ -234,64 +239,6 @@ def bench_decisions(actor: RouterActor, args: argparse.Namespace) -> dict[str, f
 # --------------------------------------------------------------------------- part 2: added latency
 
 
-def percentile(sorted_values: list[float], q: float) -> float:
-    """Return the ``q``-quantile (0–1) of already sorted values, nearest-rank."""
-    if not sorted_values:
-        return float("nan")
-    k = max(0, min(len(sorted_values) - 1, round(q * (len(sorted_values) - 1))))
-    return sorted_values[k]
-
-
-async def measure_latency(call: Callable[[], Awaitable[None]], n: int) -> tuple[float, float]:
-    """Run ``n`` sequential calls; return (p50, p99) in µs."""
-    samples: list[float] = []
-    clock = time.perf_counter_ns
-    for _ in range(n):
-        t0 = clock()
-        await call()
-        samples.append((clock() - t0) / 1000)
-    samples.sort()
-    return percentile(samples, 0.50), percentile(samples, 0.99)
-
-
-async def measure_throughput(call: Callable[[], Awaitable[None]], total: int, in_flight: int) -> float:
-    """Run ``total`` calls with ``in_flight`` workers; return calls per second."""
-    counter = iter(range(total))
-
-    async def worker() -> None:
-        for _ in counter:
-            await call()
-
-    t0 = time.perf_counter()
-    async with anyio.create_task_group() as tg:
-        for _ in range(min(in_flight, total)):
-            tg.start_soon(worker)
-    return total / (time.perf_counter() - t0)
-
-
-class Side:
-    def __init__(self, name: str, call: Callable[[], Awaitable[None]], settle: Callable[[], Awaitable[None]]) -> None:
-        self.name = name
-        self.call = call
-        self.settle = settle
-        self.p50: list[float] = []
-        self.p99: list[float] = []
-        self.rps: list[float] = []
-
-
-async def run_round(side: Side, args: argparse.Namespace) -> None:
-    for _ in range(args.round_warmup):
-        await side.call()
-    p50, p99 = await measure_latency(side.call, args.latency_requests)
-    rps = await measure_throughput(side.call, args.throughput_requests, args.in_flight)
-    await side.settle()  # export this side's spans now, not during the other side's round
-    side.p50.append(p50)
-    side.p99.append(p99)
-    side.rps.append(rps)
-    print(f"  round {len(side.p50)} {side.name:<6}  p50 {p50:8.1f} µs  p99 {p99:8.1f} µs  {rps:8.0f} req/s",
-          flush=True)
-
-
 def _check(content: str, model: str) -> None:
     # correctness, not timing: an error reply or a fallback would make the numbers meaningless
     if content != ANSWER or model != f"{DIRECT_MODEL}-model":
@@ -303,19 +250,16 @@ async def bench_latency(bus: Bus, config: Config, model: ZeroLatencyModel, trace
     request = REQUESTS[ROUTED]
     mcfg = config.models[DIRECT_MODEL]
     timeout = args.timeout
-
-    async def settle() -> None:
-        if tracer_provider is not None:
-            await anyio.to_thread.run_sync(tracer_provider.force_flush)
+    settle = partial(flush_spans, tracer_provider)
 
     direct_provider = OpenAIChatProvider(mcfg.provider, config.providers[mcfg.provider], transport=model.transport)
     router = RouterActor(bus, config, transport=model.transport)
     try:
-        async def direct_call() -> None:
+        async def direct_call(_: int) -> None:
             result = await direct_provider.chat(mcfg, normalize(mcfg, request), timeout=timeout)
             _check(result.content, result.model)
 
-        async def routed_call() -> None:
+        async def routed_call(_: int) -> None:
             reply = await bus.request(subjects.ROUTER_COMPLETE, request, CompletionReply, timeout=timeout)
             _check(reply.content, reply.model)
 
@@ -323,25 +267,11 @@ async def bench_latency(bus: Bus, config: Config, model: ZeroLatencyModel, trace
             await tg.start(router.run)
             direct = Side("direct", direct_call, settle)
             routed = Side("routed", routed_call, settle)
-            for side in (direct, routed):
-                for _ in range(args.warmup):
-                    await side.call()
-                await side.settle()
+            await warm_up((direct, routed), args.warmup)
             print(f"latency: {args.rounds} rounds; {args.latency_requests} sequential requests, throughput "
                   f"{args.throughput_requests} requests with {args.in_flight} in flight; tracing "
                   f"{'off (diagnostic)' if tracer_provider is None else 'on'}", flush=True)
-            profiler = None
-            if args.profile is not None:
-                import cProfile
-
-                profiler = cProfile.Profile()
-            for r in range(args.rounds):
-                for side in ((direct, routed) if r % 2 == 0 else (routed, direct)):
-                    if profiler is not None and side is routed:
-                        profiler.enable()
-                    await run_round(side, args)
-                    if profiler is not None and side is routed:
-                        profiler.disable()
+            profiler = await alternate_rounds(direct, routed, args, LAYOUT, profiled=routed)
             tg.cancel_scope.cancel()
     finally:
         await direct_provider.aclose()
@@ -363,13 +293,8 @@ async def bench(args: argparse.Namespace, tracer_provider: Any,
         finally:
             await bus.close()
 
-    med = statistics.median
-    d50, d99, drps = med(direct.p50), med(direct.p99), med(direct.rps)
-    r50, r99, rrps = med(routed.p50), med(routed.p99), med(routed.rps)
-    print()
-    print(f"{'median of rounds':<18} {'p50 µs':>9} {'p99 µs':>9} {'req/s':>9}")
-    print(f"{'direct (provider)':<18} {d50:9.1f} {d99:9.1f} {drps:9.0f}")
-    print(f"{'routed (NATS)':<18} {r50:9.1f} {r99:9.1f} {rrps:9.0f}")
+    (d50, d99, drps), (r50, r99, rrps) = print_medians(
+        [("direct (provider)", direct), ("routed (NATS)", routed)], LAYOUT)
     print()
     added, ratio = r50 - d50, r50 / d50
     print(f"router added latency: p50 {added:.1f} µs, p99 {r99 - d99:.1f} µs (routed − direct)")
@@ -377,14 +302,8 @@ async def bench(args: argparse.Namespace, tracer_provider: Any,
           f"({args.in_flight} in flight)")
     print(f"model calls: {model.calls} (direct and routed, warm-up included)")
     if profiler is not None:
-        import pstats
-
-        profiler.dump_stats(args.profile)
-        print(f"\n--- cProfile of the routed rounds (client + router, one event loop; written to {args.profile}) ---")
-        stats = pstats.Stats(profiler)
-        stats.sort_stats("tottime").print_stats(args.profile_top)
-        root = re.escape(str(Path(actors.__file__).resolve().parent.parent))
-        stats.sort_stats("cumulative").print_stats(rf"{root}/(actors|services|messages)/", args.profile_top)
+        print_profile(profiler, args.profile, "the routed rounds", "client + router, one event loop",
+                      args.profile_top)
     return added, ratio, rates
 
 
@@ -396,40 +315,23 @@ def main(argv: list[str] | None = None) -> None:
                     "OpenAIChatProvider.chat, both on a zero-latency httpx.MockTransport, tracing on). "
                     "The last line is 'router added p50 <x> µs ...'. Never fails on timings.",
     )
-    parser.add_argument("--rounds", type=int, default=3,
-                        help="alternating rounds per contender; medians are reported (default 3)")
-    parser.add_argument("--decisions", type=int, default=20000, metavar="N",
-                        help="candidates() calls per kind per round (default 20000)")
-    parser.add_argument("--latency-requests", type=int, default=2000, metavar="N",
-                        help="sequential requests per round for p50/p99 (default 2000)")
-    parser.add_argument("--throughput-requests", type=int, default=4000, metavar="N",
-                        help="requests per round for the throughput run (default 4000)")
-    parser.add_argument("--in-flight", type=int, default=32, metavar="K",
-                        help="concurrent requests in the throughput run (default 32)")
-    parser.add_argument("--warmup", type=int, default=300, help="warm-up requests per side (default 300)")
-    parser.add_argument("--round-warmup", type=int, default=50,
-                        help="warm-up requests at the start of every round (default 50)")
-    parser.add_argument("--timeout", type=float, default=10.0, help="per-request timeout, seconds (default 10)")
-    parser.add_argument("--no-tracing", action="store_true",
-                        help="diagnostic: no tracer provider (the benchmark proper keeps tracing on)")
-    parser.add_argument("--profile", type=Path, metavar="FILE",
-                        help="diagnostic: cProfile the routed rounds, write stats to FILE and print the hot spots")
-    parser.add_argument("--profile-top", type=int, default=30, metavar="N", help="rows per profile table (default 30)")
+    add_common_arguments(
+        parser, rounds_help="alternating rounds per contender",
+        after_rounds=lambda p: p.add_argument("--decisions", type=int, default=20000, metavar="N",
+                                              help="candidates() calls per kind per round (default 20000)"),
+        latency=2000, throughput=4000, in_flight=32, warmup=300, round_warmup=50, timeout=10.0,
+        profile_help="diagnostic: cProfile the routed rounds, write stats to FILE and print the hot spots",
+    )
     args = parser.parse_args(argv)
 
-    os.environ.pop("OTEL_EXPORTER_OTLP_ENDPOINT", None)  # always the JSON-lines file exporter
-    os.environ.pop("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT", None)
+    file_exporter_only()
     with tempfile.TemporaryDirectory(prefix="tandem-bench-router-") as tmp:
         usage_log = Path(tmp) / "llm_usage.jsonl"
         os.environ["TANDEM_USAGE_LOG"] = str(usage_log)  # never the home directory's log
         os.environ.pop("TANDEM_USAGE_LOG_DISABLE", None)  # the router writes its log, as it does in production
         trace_file = Path(tmp) / "traces.jsonl"
-        provider = None if args.no_tracing else setup_tracing("bench.router", trace_file=trace_file)
-        try:
+        with tracing("bench.router", None if args.no_tracing else trace_file) as provider:
             added, ratio, rates = anyio.run(bench, args, provider, usage_log)
-        finally:
-            if provider is not None:
-                shutdown_tracing(provider)
         if provider is not None:
             spans = sum(1 for _ in trace_file.open("rb"))
             print(f"spans written to the trace file: {spans}")
