@@ -991,29 +991,30 @@ class _Seg:
         self.role = ""  # active | mod | none
 
 
+
+# token kind -> (cut at its end?, resume at its end?, flag of the next segment, flag of the previous one)
+_SEGMENT_CUTS: dict[str, tuple[bool, bool, str, str]] = {
+    "cond": (False, True, "cond", ""),
+    "condk_pre": (False, False, "cond", ""),
+    "without": (False, False, "without", ""),
+    "condk_seq": (False, False, "seq", ""),
+    "condk_post": (True, True, "main", "cond"),
+    "reason_pre": (False, False, "reason", ""),
+    "reason_post": (True, True, "main", "reason"),
+    "qmark": (True, True, "main", ""),
+    "correct": (True, True, "main", ""),
+}
+
 def _segments(s: str, m3: str, toks: list[_T]) -> list[_Seg]:
     """Split at punctuation and connectors; ``m3`` has every token masked."""
     cuts: list[tuple[int, int, str, str]] = []  # (cut, resume, flag for next, flag for previous)
     for mo in _PUNCT_RE.finditer(m3):
         cuts.append((mo.start(), mo.end(), "main", ""))
     for t in toks:
-        k = t.kind
-        if k == "cond":
-            cuts.append((t.start, t.end, "cond", ""))
-        elif k == "condk_pre":
-            cuts.append((t.start, t.start, "cond", ""))
-        elif k == "without":
-            cuts.append((t.start, t.start, "without", ""))
-        elif k == "condk_seq":
-            cuts.append((t.start, t.start, "seq", ""))
-        elif k == "condk_post":
-            cuts.append((t.end, t.end, "main", "cond"))
-        elif k == "reason_pre":
-            cuts.append((t.start, t.start, "reason", ""))
-        elif k == "reason_post":
-            cuts.append((t.end, t.end, "main", "reason"))
-        elif k == "qmark" or k == "correct":
-            cuts.append((t.end, t.end, "main", ""))
+        rule = _SEGMENT_CUTS.get(t.kind)
+        if rule is not None:
+            cut_at_end, resume_at_end, nxt, prev = rule
+            cuts.append((t.end if cut_at_end else t.start, t.end if resume_at_end else t.start, nxt, prev))
     cuts.sort()
     segs: list[_Seg] = []
     cur = 0
