@@ -28,6 +28,7 @@ from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
 import anyio
+import anyio.abc
 import msgspec
 from anyio.abc import TaskStatus
 from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStream
@@ -111,6 +112,7 @@ class Actor:
         self.bus = bus
         self.concurrency = concurrency
         self.instance_id = new_id()[:12]
+        self._tg: anyio.abc.TaskGroup | None = None
 
     def endpoints(self) -> list[Endpoint]:
         """Return the endpoints to serve (besides ``tandem.<name>.ping``)."""
@@ -139,6 +141,7 @@ class Actor:
         async with AsyncExitStack() as stack:
             await self.setup(stack)
             async with anyio.create_task_group() as tg, send, receive:
+                self._tg = tg
                 for _ in range(self.concurrency):
                     tg.start_soon(self._worker, receive.clone())
                 subs: list[Subscription] = []
@@ -157,6 +160,22 @@ class Actor:
                                 await sub.unsubscribe()
                             except Exception:  # connection already closed: nothing left to unsubscribe
                                 log.debug("unsubscribe %s failed", sub.subject, exc_info=True)
+
+    def start_soon(self, fn: Callable[..., Awaitable[Any]], *args: Any) -> None:
+        """Run ``fn(*args)`` in the actor's task group, after the current handler if need be.
+
+        For work that must not delay a reply (publishing an event about it).
+        The task inherits the current trace context; if it fails, the actor
+        crashes into its supervisor like a failed one-way handler.
+
+        Raises
+        ------
+        RuntimeError
+            When the actor is not running.
+        """
+        if self._tg is None:
+            raise RuntimeError(f"{self.name} is not running")
+        self._tg.start_soon(fn, *args)
 
     async def _ping(self, _: Ping) -> Pong:
         return Pong(actor=self.name, instance_id=self.instance_id, pid=os.getpid())

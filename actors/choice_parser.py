@@ -133,7 +133,7 @@ class ChoiceParserActor(Actor):
                     self.cache.popitem(last=False)
         reply = ChoiceReply(result=result, correlation_id=request.correlation_id,
                             conversation_id=request.conversation_id)
-        await self.bus.publish(subjects.EVENT_CHOICE, reply)
+        self.start_soon(self.bus.publish, subjects.EVENT_CHOICE, reply)  # after the reply, not before
         return reply
 
     async def _ask_model(self, request: ChoiceRequest) -> ChoiceResult | None:

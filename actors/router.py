@@ -335,12 +335,12 @@ class RouterActor(Actor):
             raise _exhausted(f"all {len(keys)} candidates failed", attempts)
         finally:
             span.set_attribute("tandem.router.fallback_chain", [a.model for a in attempts])
-            with anyio.CancelScope(shield=True):
-                await self.bus.publish(subjects.EVENT_ROUTED, RoutingEvent(
-                    correlation_id=request.correlation_id, conversation_id=request.conversation_id,
-                    task=request.task, tier=tier, skill=request.skill, attempts=attempts,
-                    model=attempts[-1].model if attempts and attempts[-1].ok else "",
-                    ok=bool(attempts) and attempts[-1].ok))
+            # the event must not delay the reply: publish it from the actor's task group
+            self.start_soon(self.bus.publish, subjects.EVENT_ROUTED, RoutingEvent(
+                correlation_id=request.correlation_id, conversation_id=request.conversation_id,
+                task=request.task, tier=tier, skill=request.skill, attempts=attempts,
+                model=attempts[-1].model if attempts and attempts[-1].ok else "",
+                ok=bool(attempts) and attempts[-1].ok))
 
     def _transient(self, exc: LLMError) -> bool:
         policy = self.config.router.fallback
