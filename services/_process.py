@@ -36,10 +36,14 @@ async def child_process(
 
     Notes
     -----
-    Stopping runs in a shielded cancel scope, so Ctrl-C (cancellation) never
+    The child runs in its own session, so a terminal's Ctrl-C reaches only
+    Tandem; stopping runs in a shielded cancel scope, so cancellation never
     leaves an orphan behind.
     """
-    process = await anyio.open_process(list(cmd), stdin=subprocess.DEVNULL, stdout=output, stderr=output)
+    # Own session: a terminal's Ctrl-C reaches Tandem only, which then stops its
+    # children in order (the bus closes before its server goes away).
+    process = await anyio.open_process(list(cmd), stdin=subprocess.DEVNULL, stdout=output, stderr=output,
+                                       start_new_session=True)
     try:
         await wait_ready(process)
         yield process

@@ -315,9 +315,9 @@ async def _serve(config: Config, url: str | None, names: list[str]) -> None:
     provider = setup_tracing("tandem-" + "-".join(names))
     try:
         async with open_bus(url, name="tandem-serve") as (bus, used_url), start_actors(bus, config, names):
-            err.print(f"serving {', '.join(names)} on {used_url} (Ctrl-C to stop)")
             # SIGTERM (docker stop, process managers) and SIGINT stop cleanly: spans flushed, server stopped
             with anyio.open_signal_receiver(signal.SIGTERM, signal.SIGINT) as signals:
+                err.print(f"serving {', '.join(names)} on {used_url} (Ctrl-C to stop)")
                 async for signum in signals:
                     err.print(f"stopping on {signal.Signals(signum).name}")
                     break

@@ -89,11 +89,17 @@ class Bus:
 
     async def close(self) -> None:
         """Drain subscriptions and close the connection."""
-        if not self.nc.is_closed:
+        if self.nc.is_closed:
+            return
+        try:
+            await self.nc.drain()
+        except (nats.errors.Error, OSError) as exc:
+            # the server is gone or reconnecting: nothing left to flush, just stop the client's tasks
+            logging.getLogger("tandem.bus").debug("drain failed (%s); closing", exc)
             try:
-                await self.nc.drain()
-            except nats.errors.Error:
                 await self.nc.close()
+            except OSError as close_exc:  # the socket was already lost
+                logging.getLogger("tandem.bus").debug("close after lost connection: %s", close_exc)
 
     @property
     def jetstream(self) -> JetStreamContext:

@@ -243,3 +243,26 @@ def test_run_approve_per_step_in_free_text(tmp_path: Path, env: dict[str, str]) 
     assert no.returncode == 0 and no.stdout == "" and "plan rejected: nothing was run" in no.stderr
     shown = tandem("trace", env=env).stdout
     assert shown.count("process tandem.choice.parse") >= 1 and "invoke_agent tandem" in shown
+
+
+def test_serve_stops_cleanly_on_ctrl_c_and_takes_its_nats_server_along(env: dict[str, str]) -> None:
+    import re
+    import signal
+    import socket
+    import time
+
+    proc = subprocess.Popen([TANDEM, "serve", "executor"], env=env, stdout=subprocess.PIPE,
+                            stderr=subprocess.STDOUT, text=True)
+    try:
+        deadline = time.monotonic() + 30
+        seen = ""
+        while "serving executor" not in seen and time.monotonic() < deadline:
+            seen += proc.stdout.readline()
+        port = int(re.search(r"nats://127\.0\.0\.1:(\d+)", seen).group(1))
+        socket.create_connection(("127.0.0.1", port), timeout=2).close()  # the embedded server is up
+        proc.send_signal(signal.SIGINT)
+        assert proc.wait(timeout=30) == 0
+    finally:
+        proc.kill()
+    with pytest.raises(OSError):
+        socket.create_connection(("127.0.0.1", port), timeout=2)  # and gone with it
