@@ -219,7 +219,11 @@ class ExecutorActor(Actor):
                 if p.operations:
                     examples = "\n".join(f"- {o.from_!r} -> {o.to!r}" for o in p.operations)
                     instructions = f"{instructions}\nApply these rewrites:\n{examples}".strip()
-                run.store(await self._transform(run, instructions or run.request.task, run.text(p.input_fd)), p.output_fd)
+                text = run.text(p.input_fd)
+                if p.context_fds:
+                    context = "\n\n".join(f"[context fd:{fd}]\n{run.text(fd)}" for fd in p.context_fds)
+                    instructions = f"{instructions or run.request.task}\n\nFurther inputs for context:\n{context}"
+                run.store(await self._transform(run, instructions or run.request.task, text), p.output_fd)
                 return p.type, None
             case WriteOutput(params=p):
                 run.outputs.append(Output(destination=p.destination, text=run.text(p.input_fd), format=p.format))

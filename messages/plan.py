@@ -137,6 +137,9 @@ class ManualTransformParams(_Params, frozen=True, kw_only=True):
         Example rewrites (``from`` → ``to``).
     input_fd, output_fd : int or None
         As for ``spawn_command``.
+    context_fds : list of int
+        Further buffers shown to the model as context (e.g. the other inputs
+        of a task with several); each must be produced by an earlier step.
     """
 
     type: Short = "text_processing"
@@ -144,6 +147,7 @@ class ManualTransformParams(_Params, frozen=True, kw_only=True):
     operations: Annotated[list[Operation], Meta(max_length=12)] = []
     input_fd: Fd | None = None
     output_fd: Fd | None = None
+    context_fds: Annotated[list[Fd], Meta(max_length=8)] = []
 
 
 class WriteOutputParams(_Params, frozen=True, kw_only=True):
@@ -347,6 +351,10 @@ class ExecutionPlan(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fi
             fd = getattr(p, "input_fd", None)
             if fd is not None and fd not in produced:
                 raise _invalid(f"input_fd {fd} is not produced by an earlier step", f"{here}.params.input_fd")
+            for j, extra in enumerate(getattr(p, "context_fds", ())):
+                if extra not in produced:
+                    raise _invalid(f"context fd {extra} is not produced by an earlier step",
+                                   f"{here}.params.context_fds[{j}]")
             match s:
                 case ReadInput():
                     produced.add(int(p.source[3:]))

@@ -43,7 +43,7 @@ from messages import (
     new_id,
     subjects,
 )
-from messages.plan import ReadInputParams
+from messages.plan import ManualTransformParams, ReadInputParams
 
 from .approval import Approval, Approver, ask_approval, describe_step
 from .bus import Bus
@@ -96,12 +96,14 @@ def single_stage_plan(inputs: list[InputInfo]) -> ExecutionPlan:
     """Return the single-stage plan: one execution-tier call does the whole task.
 
     The ``manual_transform`` has no instructions of its own, so the executor
-    gives the model the user's task verbatim.
+    gives the model the user's task verbatim; with several inputs, the first
+    is the text to work on and the others go along as context.
     """
-    steps: list = []
-    if inputs:
-        steps.append(ReadInput(step=1, params=ReadInputParams(source=f"fd:{inputs[0].fd}", type=inputs[0].type)))
-    steps.append(ManualTransform(step=len(steps) + 1))
+    steps: list = [ReadInput(step=i, params=ReadInputParams(source=f"fd:{x.fd}", type=x.type))
+                   for i, x in enumerate(inputs, start=1)]
+    transform = ManualTransformParams(input_fd=inputs[0].fd, context_fds=[x.fd for x in inputs[1:]]) if inputs \
+        else ManualTransformParams()
+    steps.append(ManualTransform(step=len(steps) + 1, params=transform))
     steps.append(WriteOutput(step=len(steps) + 1))
     return ExecutionPlan(
         metadata=PlanMetadata(task_type="single_stage", complexity="low", estimated_steps=len(steps),

@@ -210,3 +210,13 @@ async def test_failed_recovery_fails_the_step_and_reports_it(bus: Bus) -> None:
         except Exception:
             break
     assert [(e["step"], e["status"]) for e in seen] == [(1, "ok"), (2, "failed")]
+
+
+async def test_single_stage_with_several_inputs_gives_the_model_all_of_them(bus: Bus) -> None:
+    model = MockModel(planner=lambda body: "{}", writer=lambda body: "MERGED")
+    async with tandem(bus, model) as config:
+        result = await run_task(bus, config, TaskSpec(task="Merge these", inputs={3: "first doc", 4: "second doc"},
+                                                      mode="single_stage"))
+    assert result.outputs[0].text == "MERGED"
+    prompt = model.requests[-1]["messages"][-1]["content"]
+    assert "Text:\nfirst doc" in prompt and "[context fd:4]\nsecond doc" in prompt and "Merge these" in prompt

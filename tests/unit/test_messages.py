@@ -62,7 +62,7 @@ def test_seed_example_plan_decodes() -> None:
             {**GOOD["workflow"][0], "params": {**GOOD["workflow"][0]["params"], "expected_size": None}},
             {**GOOD["workflow"][1], "params": {**GOOD["workflow"][1]["params"], "output_fd": None, "pattern": None}},
             {**GOOD["workflow"][2], "params": {**GOOD["workflow"][2]["params"], "instructions": "",
-                                               "input_fd": None, "output_fd": None}},
+                                               "input_fd": None, "output_fd": None, "context_fds": []}},
             {**GOOD["workflow"][3], "params": {**GOOD["workflow"][3]["params"], "input_fd": None}},
         ],
     }
@@ -112,6 +112,13 @@ def test_branch_targets_must_exist_and_lie_ahead() -> None:
     assert path == "$.workflow[1].params.then_step"
     data["workflow"][1]["params"]["then_step"] = 5
     assert decoder(ExecutionPlan).decode(json.dumps(data)).workflow[1].params.then_step == 5
+
+
+def test_context_fds_must_be_produced_earlier() -> None:
+    data = plan_with()
+    data["workflow"][2]["params"]["context_fds"] = [3, 9]
+    _, path = decode_plan_error(data)
+    assert path == "$.workflow[2].params.context_fds[1]"
 
 
 def test_recovery_must_cover_real_steps() -> None:
