@@ -47,6 +47,7 @@ from messages import (
     ShapeRequest,
     TokenUsage,
     subjects,
+    utcnow,
 )
 from services.bus import Bus
 from services.config import Config, ModelConfig, ProviderConfig
@@ -59,8 +60,7 @@ from services.errors import (
     ProviderTimeout,
 )
 from services.llm import AzureOpenAIProvider, GeminiProvider, LlamaCppProvider, LocalModelServer, OpenAIChatProvider, Provider, normalize, unmet_needs
-from services.llm._params import estimate_tokens
-from services.usage import UsageLog, UsageRecord, now, usage_log_path
+from services.usage import UsageLog, UsageRecord, usage_log_path
 
 from ._base import Actor, Endpoint
 
@@ -172,8 +172,6 @@ class Cooldown:
                     self.until[entry.key] = msgspec.json.decode(entry.value or b"", type=Cooldown.Entry).until
                 except msgspec.DecodeError:
                     self.until.pop(entry.key, None)  # deleted or foreign value
-                if not started:
-                    continue
         finally:
             with anyio.CancelScope(shield=True):
                 await watcher.stop()
@@ -265,7 +263,8 @@ class RouterActor(Actor):
         if not fit:
             why = "; ".join(f"{k} lacks {', '.join(u)}" for k, u in unmet.items()) or f"tier {tier!r} is empty"
             raise NoCandidate(f"no model for task {request.task!r} (tier {tier}): {why}")
-        return tier, [k for k in fit if not self.cooldown.cooling(k)] + [k for k in fit if self.cooldown.cooling(k)]
+        cooling = {k for k in fit if self.cooldown.cooling(k)}
+        return tier, [k for k in fit if k not in cooling] + [k for k in fit if k in cooling]
 
     async def complete(self, request: CompletionRequest) -> CompletionReply:
         """Answer from the first candidate that succeeds within the request's budget.
@@ -322,7 +321,7 @@ class RouterActor(Actor):
                     cost = call_cost(model, usage)
                     attempts.append(Attempt(model=key, ok=True, latency_ms=round(result.latency_ms, 3), waited_s=wait))
                     self.usage.write(UsageRecord(
-                        ts=now(), task=request.task, tier=tier, model=key, provider=model.provider,
+                        ts=utcnow(), task=request.task, tier=tier, model=key, provider=model.provider,
                         fallback_chain=[a.model for a in attempts], attempt=len(attempts),
                         latency_ms=round(result.latency_ms, 3), usage=usage, cost_usd=cost,
                         request_id=request.correlation_id, skill=request.skill))
@@ -373,7 +372,7 @@ class RouterActor(Actor):
         status = getattr(exc, "status_code", None)
         log.info("router: %s failed: %s", key, exc)
         self.usage.write(UsageRecord(
-            ts=now(), task=request.task, tier=tier, model=key, provider=model.provider,
+            ts=utcnow(), task=request.task, tier=tier, model=key, provider=model.provider,
             fallback_chain=[*[a.model for a in attempts], key], attempt=len(attempts) + 1, latency_ms=ms,
             request_id=request.correlation_id, ok=False, error=str(exc)[:300], error_class=type(exc).__name__,
             status_code=status, skill=request.skill))
@@ -415,7 +414,3 @@ def _exhausted(why: str, attempts: list[Attempt]) -> FallbackExhausted:
     last = f"; last error: {attempts[-1].error}" if attempts and attempts[-1].error else ""
     return FallbackExhausted(f"{why}{last}", _chain(attempts))
 
-
-def estimate_prompt_tokens(text_chars: int) -> int:
-    """Tokens of a prompt of ``text_chars`` characters (see :func:`services.llm.estimate_tokens`)."""
-    return estimate_tokens([]) + text_chars // 4

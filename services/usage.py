@@ -18,7 +18,7 @@ from typing import IO
 import msgspec
 from rich.table import Table
 
-from messages import TokenUsage, utcnow
+from messages import TokenUsage
 
 from .errors import InputError
 
@@ -203,7 +203,3 @@ def render_usage(summary: UsageSummary) -> list[Table]:
     tables.append(chains)
     return tables
 
-
-def now() -> datetime:
-    """UTC now (for records)."""
-    return utcnow()

@@ -657,6 +657,24 @@ def _superlative(m: str, end: int) -> bool:
     return m.startswith(_ADJ_START, end)
 
 
+
+def _middle_ordinal(t: _T, n: int) -> None:
+    """"the middle one" / "真ん中": defined only for an odd number of options."""
+    if n % 2:
+        t.val = (n + 1) // 2
+        t.conf = 0.85
+    else:
+        t.amb = f"no single middle option among {n}"
+
+
+def _pair_ordinal(t: _T, n: int, word: str, *, second: bool) -> None:
+    """"the former/latter" / "前者/後者": defined only for exactly two options."""
+    if n == 2:
+        t.val = 2 if second else 1
+        t.conf = 0.85
+    else:
+        t.amb = f"{word!r} needs exactly two options"
+
 def _scan(m: str, n: int, toks: list[_T], approval: bool = False) -> None:
     """Tokenise ``m`` (the normalised answer with claimed labels masked).
 
@@ -749,17 +767,9 @@ def _scan(m: str, n: int, toks: list[_T], approval: bool = False) -> None:
             if w in ("last", "final"):
                 t.val = n
             elif w in ("former", "latter"):
-                if n == 2:
-                    t.val = 1 if w == "former" else 2
-                    t.conf = 0.85
-                else:
-                    t.amb = f"{w!r} needs exactly two options"
+                _pair_ordinal(t, n, w, second=w == "latter")
             elif w in ("middle", "center", "centre"):
-                if n % 2:
-                    t.val = (n + 1) // 2
-                    t.conf = 0.85
-                else:
-                    t.amb = f"no single middle option among {n}"
+                _middle_ordinal(t, n)
             else:
                 t.val = _OW_VAL[w]
             toks.append(t)
@@ -772,17 +782,9 @@ def _scan(m: str, n: int, toks: list[_T], approval: bool = False) -> None:
             if w in ("一番最初", "いちばん最初", "一番上", "最初", "はじめ", "初め", "始め", "先頭", "トップ"):
                 t.val = 1
             elif w in ("真ん中", "まんなか", "中間"):
-                if n % 2:
-                    t.val = (n + 1) // 2
-                    t.conf = 0.85
-                else:
-                    t.amb = f"no single middle option among {n}"
+                _middle_ordinal(t, n)
             elif w in ("前者", "後者"):
-                if n == 2:
-                    t.val = 1 if w == "前者" else 2
-                    t.conf = 0.85
-                else:
-                    t.amb = f"{w!r} needs exactly two options"
+                _pair_ordinal(t, n, w, second=w == "後者")
             else:
                 t.val = n
             toks.append(t)
