@@ -3,5 +3,5 @@ FROM python:3.11-slim
 RUN apt-get update && apt-get install -y --no-install-recommends build-essential cmake && rm -rf /var/lib/apt/lists/*
 WORKDIR /app
 COPY . /app
-RUN pip install --no-cache-dir -e '.[local]'
+RUN pip install --no-cache-dir '.[local]'
 ENTRYPOINT ["tandem"]

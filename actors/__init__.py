@@ -2,8 +2,8 @@
 
 from collections.abc import Callable
 
-from services.bus import Bus
-from services.config import Config
+from tandem.services.bus import Bus
+from tandem.services.config import Config
 
 from ._base import Actor, Endpoint
 from ._supervisor import ActorCrashed, supervise

@@ -8,7 +8,7 @@ Failure rules (house style 8):
 
 * a request whose payload does not decode gets ``ErrorReply(code="bad_request",
   path=...)`` and the actor keeps serving;
-* a handler that raises a :class:`~services.errors.TandemError` replies with
+* a handler that raises a :class:`~tandem.services.errors.TandemError` replies with
   its ``code``; any other exception is logged with its traceback, recorded on
   the span and replied as ``code="internal"``; a handler that runs past its
   timeout replies ``code="timeout"``;
@@ -36,10 +36,10 @@ from nats.aio.msg import Msg
 from nats.aio.subscription import Subscription
 from opentelemetry.trace import Span, Status, StatusCode
 
-from messages import ErrorReply, Message, Ping, Pong, decode_error_path, decoder, new_id, subjects
-from services.bus import Bus, extract_context, messaging_attributes
-from services.bus._tracing import PROCESS, tracer
-from services.errors import TandemError
+from tandem.messages import ErrorReply, Message, Ping, Pong, decode_error_path, decoder, new_id, subjects
+from tandem.services.bus import Bus, extract_context, messaging_attributes
+from tandem.services.bus._tracing import PROCESS, tracer
+from tandem.services.errors import TandemError
 
 __all__ = ["Actor", "Endpoint"]
 

@@ -10,7 +10,7 @@ from collections.abc import Callable
 import anyio
 from anyio.abc import TaskStatus
 
-from services.errors import TandemError
+from tandem.services.errors import TandemError
 
 from ._base import Actor
 

@@ -23,7 +23,7 @@ from collections import OrderedDict
 import anyio
 import msgspec
 
-from messages import (
+from tandem.messages import (
     ChatMessage,
     ChoiceContext,
     ChoiceReply,
@@ -33,10 +33,10 @@ from messages import (
     CompletionRequest,
     subjects,
 )
-from services.bus import Bus
-from services.choice import match_choice, normalize_answer
-from services.config import Config
-from services.errors import TandemError
+from tandem.services.bus import Bus
+from tandem.services.choice import match_choice, normalize_answer
+from tandem.services.config import Config
+from tandem.services.errors import TandemError
 
 from ._base import Actor, Endpoint
 

@@ -7,7 +7,7 @@ starts and ends. ``spawn_command`` runs Tandem's built-in text commands on
 in-memory text (never a shell or a subprocess); ``manual_transform`` asks the
 execution tier through the router. A failed step goes to the
 ``error_recovery`` step that covers it, or fails the task with
-:class:`~services.errors.StepFailed`.
+:class:`~tandem.services.errors.StepFailed`.
 """
 
 from __future__ import annotations
@@ -20,7 +20,7 @@ from opentelemetry import trace
 from opentelemetry.semconv._incubating.attributes import gen_ai_attributes as G
 from opentelemetry.trace import Status, StatusCode
 
-from messages import (
+from tandem.messages import (
     ChatMessage,
     CompletionReply,
     CompletionRequest,
@@ -38,11 +38,11 @@ from messages import (
     WriteOutput,
     subjects,
 )
-from messages.plan import Condition
-from services.bus import Bus
-from services.config import Config
-from services.errors import ExecutionError, StepFailed, TandemError
-from services.textcmd import run_command
+from tandem.messages.plan import Condition
+from tandem.services.bus import Bus
+from tandem.services.config import Config
+from tandem.services.errors import ExecutionError, StepFailed, TandemError
+from tandem.services.textcmd import run_command
 
 from ._base import Actor, Endpoint
 

@@ -21,7 +21,7 @@ import msgspec
 import nats.js.errors
 from nats.js.kv import KeyValue
 
-from messages import (
+from tandem.messages import (
     Ack,
     ChatMessage,
     CompletionReply,
@@ -40,11 +40,11 @@ from messages import (
     plan_json_schema_compact,
     subjects,
 )
-from messages.plan import PLAN_VERSION
-from services.bus import Bus
-from services.config import Config
-from services.errors import PlanningFailed, PlanValidationError, TandemError
-from services.textcmd import describe_commands
+from tandem.messages.plan import PLAN_VERSION
+from tandem.services.bus import Bus
+from tandem.services.config import Config
+from tandem.services.errors import PlanningFailed, PlanValidationError, TandemError
+from tandem.services.textcmd import describe_commands
 
 from ._base import Actor, Endpoint
 

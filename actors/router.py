@@ -38,7 +38,7 @@ import msgspec
 from nats.js.kv import KeyValue
 from opentelemetry import trace
 
-from messages import (
+from tandem.messages import (
     Attempt,
     CompletionReply,
     CompletionRequest,
@@ -49,9 +49,9 @@ from messages import (
     subjects,
     utcnow,
 )
-from services.bus import Bus
-from services.config import Config, ModelConfig, ProviderConfig
-from services.errors import (
+from tandem.services.bus import Bus
+from tandem.services.config import Config, ModelConfig, ProviderConfig
+from tandem.services.errors import (
     FallbackExhausted,
     LLMError,
     MalformedResponse,
@@ -59,8 +59,8 @@ from services.errors import (
     ProviderStatusError,
     ProviderTimeout,
 )
-from services.llm import AzureOpenAIProvider, GeminiProvider, LlamaCppProvider, LocalModelServer, OpenAIChatProvider, Provider, normalize, unmet_needs
-from services.usage import UsageLog, UsageRecord, usage_log_path
+from tandem.services.llm import AzureOpenAIProvider, GeminiProvider, LlamaCppProvider, LocalModelServer, OpenAIChatProvider, Provider, normalize, unmet_needs
+from tandem.services.usage import UsageLog, UsageRecord, usage_log_path
 
 from ._base import Actor, Endpoint
 

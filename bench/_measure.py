@@ -27,8 +27,8 @@ from typing import Any
 
 import anyio
 
-import actors
-from services.telemetry import setup_tracing, shutdown_tracing
+from tandem import actors
+from tandem.services.telemetry import setup_tracing, shutdown_tracing
 
 Call = Callable[[int], Awaitable[None]]
 """One measured call; it gets the call's index (which it may ignore)."""

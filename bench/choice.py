@@ -24,12 +24,12 @@ import time
 import anyio
 from _measure import pct
 
-from messages import ChoiceContext, ChoiceReply, ChoiceRequest, subjects
-from services.bus import Bus, EmbeddedNats
-from services.choice import match_choice, normalize_answer
-from services.config import load_config
-from services.runtime import start_actors
-from services.telemetry import setup_tracing, shutdown_tracing
+from tandem.messages import ChoiceContext, ChoiceReply, ChoiceRequest, subjects
+from tandem.services.bus import Bus, EmbeddedNats
+from tandem.services.choice import match_choice, normalize_answer
+from tandem.services.config import load_config
+from tandem.services.runtime import start_actors
+from tandem.services.telemetry import setup_tracing, shutdown_tracing
 
 ANSWERS = ["1番で", "2つ目を実行", "ファイル作成だけ", "1と3番", "最初の2つ", "1番だけど、バックアップ取って",
            "いい感じのやつ", "only the first", "1 and 3", "all but 2", "3以外", "both", "the last one", "①と③",

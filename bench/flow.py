@@ -1,8 +1,8 @@
 """Orchestration overhead of one whole two-stage task, with a zero-latency model.
 
-``services.orchestrator.run_task`` (``mode="two_stage"``, ``use_cache=False``)
+``tandem.services.orchestrator.run_task`` (``mode="two_stage"``, ``use_cache=False``)
 runs against planner, router and executor started in this process with
-:func:`services.runtime.start_actors` on an embedded ``nats-server``. The
+:func:`tandem.services.runtime.start_actors` on an embedded ``nats-server``. The
 router's provider client gets an ``httpx.MockTransport`` that answers at once:
 the planning call (its body has ``response_format`` and a ``Task:`` message)
 gets a fixed valid :class:`~messages.ExecutionPlan` (``read_input fd:3 →
@@ -14,7 +14,7 @@ used. Tracing is on (JSON-lines file in a temporary directory), as in
 
 The in-run baseline does the same work without NATS or actors: the planning
 POST through an ``httpx.AsyncClient`` on the same mock transport, decoding
-the plan, ``services.textcmd.run_command`` sed on the same input and the
+the plan, ``tandem.services.textcmd.run_command`` sed on the same input and the
 transform POST. ``overhead = flow p50 − baseline p50``. Nothing here asserts
 on timings: the target (≤ 4 ms p50 overhead) is printed, never enforced. The
 last line printed is ``overhead p50 <x> ms``.
@@ -43,13 +43,13 @@ import httpx
 import msgspec
 from _measure import Layout, Side, add_common_arguments, alternate_rounds, file_exporter_only, flush_spans, print_medians, print_profile, tracing, warm_up
 
-from actors import RouterActor
-from messages import ExecutionPlan, decoder, plan_json_schema_compact
-from services.bus import Bus, EmbeddedNats
-from services.config import Config, ModelConfig, NatsConfig, ProviderConfig
-from services.orchestrator import TaskResult, TaskSpec, run_task
-from services.runtime import start_actors
-from services.textcmd import describe_commands, run_command
+from tandem.actors import RouterActor
+from tandem.messages import ExecutionPlan, decoder, plan_json_schema_compact
+from tandem.services.bus import Bus, EmbeddedNats
+from tandem.services.config import Config, ModelConfig, NatsConfig, ProviderConfig
+from tandem.services.orchestrator import TaskResult, TaskSpec, run_task
+from tandem.services.runtime import start_actors
+from tandem.services.textcmd import describe_commands, run_command
 
 OVERHEAD_TARGET_MS = 4.0
 LAYOUT = Layout(

@@ -1,14 +1,14 @@
 """One Tandem actor request/reply hop versus raw nats-py, between two OS processes.
 
 Both sides run in the same invocation against one embedded ``nats-server``
-(:class:`services.bus.EmbeddedNats`); rounds of raw and Tandem alternate and
+(:class:`tandem.services.bus.EmbeddedNats`); rounds of raw and Tandem alternate and
 the median round is reported, so the ratios compare like with like on a noisy
 machine. Nothing here asserts on timings: targets are printed, never enforced.
 
 * **Tandem**: a responder process runs :class:`EchoActor` (one
   :class:`~actors.Endpoint` on ``bench.echo``) with tracing on (JSON-lines file
   in a temporary directory, ``BatchSpanProcessor`` active); the client calls
-  :meth:`services.bus.Bus.request`, which opens the ``send`` span and injects
+  :meth:`tandem.services.bus.Bus.request`, which opens the ``send`` span and injects
   ``traceparent``.
 * **Raw**: a responder process does ``nc.subscribe(subject, cb=...)`` +
   ``msg.respond``; the client calls ``nc.request``.
@@ -43,10 +43,10 @@ import msgspec
 import nats
 from _measure import Layout, Side, add_common_arguments, alternate_rounds, file_exporter_only, flush_spans, print_medians, tracing, warm_up
 
-from actors import Actor, Endpoint
-from messages import Message
-from services.bus import Bus, EmbeddedNats
-from services.errors import NoResponders, RequestTimeout
+from tandem.actors import Actor, Endpoint
+from tandem.messages import Message
+from tandem.services.bus import Bus, EmbeddedNats
+from tandem.services.errors import NoResponders, RequestTimeout
 
 TANDEM_SUBJECT = "bench.echo"
 FLUSH_SUBJECT = "bench.echo.flush"

@@ -1,7 +1,7 @@
 """The router's cost: routing decisions per second, and latency added over a direct provider call.
 
 Everything runs in one process against one embedded ``nats-server``
-(:class:`services.bus.EmbeddedNats`); the config is built in code (six models
+(:class:`tandem.services.bus.EmbeddedNats`); the config is built in code (six models
 over three tiers, two ``openai``-kind providers, one weighted skill, see
 :func:`bench_config`) and every provider talks to an ``httpx.MockTransport``
 that returns a canned chat-completions body at once. Nothing here asserts on
@@ -18,7 +18,7 @@ printed, never enforced.
    * ``structured``: a ``planning`` request with a ``response_schema``, so
      models without ``structured_outputs`` are filtered out.
 
-   The actor is built on a connected :class:`~services.bus.Bus` but not run
+   The actor is built on a connected :class:`~tandem.services.bus.Bus` but not run
    (``candidates`` needs nothing from ``setup``; the cooldown mirror is empty).
    The baseline (``floor``) is the bare table lookup every decision starts
    with: ``list(config.tiers[config.tier_for(task, tier)])``.
@@ -72,10 +72,10 @@ import httpx
 import msgspec
 from _measure import Layout, Side, add_common_arguments, alternate_rounds, file_exporter_only, flush_spans, print_medians, print_profile, tracing, warm_up
 
-from actors import RouterActor
-from messages import ChatMessage, CompletionReply, CompletionRequest, subjects
-from services.bus import Bus, EmbeddedNats
-from services.config import (
+from tandem.actors import RouterActor
+from tandem.messages import ChatMessage, CompletionReply, CompletionRequest, subjects
+from tandem.services.bus import Bus, EmbeddedNats
+from tandem.services.config import (
     Capabilities,
     Config,
     ModelConfig,
@@ -85,7 +85,7 @@ from services.config import (
     RouterConfig,
     SkillConfig,
 )
-from services.llm import OpenAIChatProvider, normalize
+from tandem.services.llm import OpenAIChatProvider, normalize
 
 ANSWER = "Name | Age | City\nalice | 30 | paris\nbob | 25 | tokyo"
 SCHEMA = {"type": "object", "properties": {"steps": {"type": "array", "items": {"type": "string"}}},

@@ -62,7 +62,7 @@ PLAN_VERSION = "1.0"
 MAX_STEPS = 24
 
 BUILTIN_COMMANDS = ("cat", "cut", "grep", "head", "nl", "paste", "rev", "sed", "sort", "tac", "tail", "tr", "uniq", "wc")
-"""Commands ``spawn_command`` may name (implemented in :mod:`services.textcmd`)."""
+"""Commands ``spawn_command`` may name (implemented in :mod:`tandem.services.textcmd`)."""
 
 Short = Annotated[str, Meta(max_length=64)]
 Arg = Annotated[str, Meta(max_length=120)]

@@ -1,4 +1,4 @@
-"""Planner flow: task → :class:`~messages.plan.ExecutionPlan` (design note 000, stage 1)."""
+"""Planner flow: task → :class:`~tandem.messages.plan.ExecutionPlan` (design note 000, stage 1)."""
 
 from __future__ import annotations
 

@@ -16,7 +16,7 @@ from typing import Literal
 
 import msgspec
 
-from messages import (
+from tandem.messages import (
     ChoiceContext,
     ChoiceReply,
     ChoiceRequest,

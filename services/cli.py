@@ -21,7 +21,7 @@ import typer
 from rich.console import Console
 from rich.logging import RichHandler
 
-from messages import ExecutionPlan, StepEvent, decoder, subjects
+from tandem.messages import ExecutionPlan, StepEvent, decoder, subjects
 
 from .config import Config, load_config
 from .errors import InputError, TandemError
@@ -44,8 +44,9 @@ _TYPES = {".md": "markdown", ".markdown": "markdown", ".txt": "text", ".csv": "c
 
 NatsUrl = Annotated[Optional[str], typer.Option("--nats-url", envvar="TANDEM_NATS_URL",
                     help="NATS server to use. Default: the config's nats.url, else an embedded nats-server.")]
-ConfigPath = Annotated[Optional[Path], typer.Option("--config", "-c", envvar="TANDEM_CONFIG",
-                       help="YAML config. Default: configs/default.yaml.")]
+ConfigPath = Annotated[Optional[Path], typer.Option("--config", "-c",
+                       help="YAML config. Default: $TANDEM_CONFIG, else the default.yaml shipped with Tandem "
+                            "(see `tandem config path`).")]
 Verbose = Annotated[int, typer.Option("--verbose", "-v", count=True, help="More logging on stderr (-vv for debug).")]
 
 
@@ -112,7 +113,7 @@ def _read_inputs(paths: list[Path]) -> tuple[dict[int, str], dict[int, str]]:
 
 
 def _read_plan(path: Path) -> ExecutionPlan:
-    from actors.planner import decode_plan
+    from tandem.actors.planner import decode_plan
 
     try:
         data = path.read_bytes()
@@ -196,7 +197,7 @@ def _approver(answers: list[str]):
 
 
 async def _run(config: Config, url: str | None, spec, output: Path | None, answers: list[str] | None = None) -> int:
-    from actors import ACTORS
+    from tandem.actors import ACTORS
 
     from .orchestrator import run_task
     from .runtime import find_running, open_bus, start_actors
@@ -294,7 +295,7 @@ def serve(
     verbose: Verbose = 0,
 ) -> None:
     """Serve actors in this process until Ctrl-C. Replicas share work through NATS queue groups."""
-    from actors import ACTORS
+    from tandem.actors import ACTORS
 
     _setup_logging(max(verbose, 1))
     names = names or list(ACTORS)
@@ -364,7 +365,7 @@ def choose(
 
     The same request is served on NATS as `tandem.choice.parse` for other services.
     """
-    from messages import ChoiceContext, ChoiceRequest
+    from tandem.messages import ChoiceContext, ChoiceRequest
 
     _setup_logging(verbose)
     if risk not in ("low", "medium", "high", "critical"):
@@ -381,7 +382,7 @@ def choose(
 
 
 async def _choose(config: Config, url: str | None, request):
-    from messages import ChoiceReply
+    from tandem.messages import ChoiceReply
 
     from .runtime import find_running, open_bus, start_actors
     from .telemetry import setup_tracing, shutdown_tracing
@@ -417,6 +418,35 @@ def usage(
             out.print(table)
     except TandemError as exc:
         raise _fail(exc) from None
+
+
+config_app = typer.Typer(name="config", help="Show the effective configuration and where it comes from.",
+                         no_args_is_help=True)
+app.add_typer(config_app)
+
+
+@config_app.command("show")
+def config_show(config_path: ConfigPath = None) -> None:
+    """Print the effective configuration as YAML, secrets redacted (header values, URL passwords)."""
+    import yaml
+
+    from .config import redacted
+
+    try:
+        config = load_config(config_path)
+    except TandemError as exc:
+        raise _fail(exc) from None
+    sys.stdout.write(yaml.safe_dump(redacted(config), sort_keys=False, allow_unicode=True))
+
+
+@config_app.command("path")
+def config_path_cmd(config_path: ConfigPath = None) -> None:
+    """Print the file the configuration is read from, and what chose it (--config, TANDEM_CONFIG, package)."""
+    from .config import config_source
+
+    source = config_source(config_path)
+    sys.stdout.write(f"{source.location}\n")
+    err.print(f"(from {source.origin})", highlight=False)
 
 
 def main() -> None:

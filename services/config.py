@@ -1,19 +1,23 @@
 """Configuration: YAML decoded into msgspec Structs (``forbid_unknown_fields``).
 
 Lookup order for the file: ``--config PATH``, ``$TANDEM_CONFIG``, then the
-shipped ``configs/default.yaml``. Design note 000 ("Configuration Extension")
+``default.yaml`` shipped in the ``tandem.configs`` package (``configs/`` in the
+source tree), read through :mod:`importlib.resources`. Design note 000 ("Configuration Extension")
 gives the two-stage settings; the model/tier split follows note 004 §2.1.
 """
 
 from __future__ import annotations
 
+import importlib.resources
 import os
+import re
 from pathlib import Path
+from urllib.parse import urlsplit, urlunsplit
 from typing import Any, Literal
 
 import msgspec
 
-from messages import decode_error_path
+from tandem.messages import decode_error_path
 
 from .errors import ConfigError
 
@@ -33,9 +37,16 @@ __all__ = [
     "SkillConfig",
     "StatusPolicy",
     "TaskOverride",
+    "ConfigSource",
+    "config_source",
     "default_config_path",
     "load_config",
+    "redact_url",
+    "redacted",
 ]
+
+
+DEFAULT_CONFIG = "default.yaml"
 
 
 class _Conf(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
@@ -389,12 +400,91 @@ class Config(_Conf, frozen=True, kw_only=True):
         return name
 
 
-def default_config_path() -> Path:
-    """Return ``$TANDEM_CONFIG`` or the shipped ``configs/default.yaml``."""
+class ConfigSource(msgspec.Struct, frozen=True, kw_only=True):
+    """Where the effective configuration comes from.
+
+    Attributes
+    ----------
+    origin : {"--config", "TANDEM_CONFIG", "package"}
+        What chose it: the command-line option, the environment variable, or the
+        ``default.yaml`` shipped in the ``tandem.configs`` package.
+    location : str
+        The file's path (for the package default, the path inside the installed package
+        or the source checkout, as :mod:`importlib.resources` reports it).
+    """
+
+    origin: str
+    location: str
+
+
+def config_source(path: Path | None = None) -> ConfigSource:
+    """Return where :func:`load_config` reads from: ``path``, ``$TANDEM_CONFIG``, else the package default."""
+    if path is not None:
+        return ConfigSource(origin="--config", location=str(path))
     env = os.environ.get("TANDEM_CONFIG")
     if env:
-        return Path(env)
-    return Path(__file__).resolve().parent.parent / "configs" / "default.yaml"
+        return ConfigSource(origin="TANDEM_CONFIG", location=env)
+    return ConfigSource(origin="package", location=str(importlib.resources.files("tandem.configs") / DEFAULT_CONFIG))
+
+
+def default_config_path() -> Path:
+    """Return ``$TANDEM_CONFIG`` or the path of the shipped ``tandem.configs/default.yaml``."""
+    return Path(config_source().location)
+
+
+def _read_config(path: Path | None) -> tuple[str, bytes]:
+    source = config_source(path)
+    try:
+        if source.origin == "package":
+            return source.location, (importlib.resources.files("tandem.configs") / DEFAULT_CONFIG).read_bytes()
+        return source.location, Path(source.location).read_bytes()
+    except OSError as exc:
+        raise ConfigError(f"cannot read config {source.location}: {exc.strerror or exc}") from exc
+
+
+_SECRET_KEY = re.compile(r"(?i)(authorization|api[-_]?key|token|secret|password|cookie)")
+REDACTED = "***"
+
+
+def redact_url(url: str) -> str:
+    """Return ``url`` with the password (or a lone token) in its userinfo replaced by ``***``.
+
+    Examples
+    --------
+    >>> redact_url("nats://app:s3cret@127.0.0.1:4222")
+    'nats://app:***@127.0.0.1:4222'
+    """
+    parts = urlsplit(url)
+    if not parts.netloc or "@" not in parts.netloc:
+        return url
+    userinfo, host = parts.netloc.rsplit("@", 1)
+    user = userinfo.split(":", 1)[0] + ":" if ":" in userinfo else ""
+    return urlunsplit(parts._replace(netloc=f"{user}{REDACTED}@{host}"))
+
+
+def redacted(config: Config) -> dict[str, Any]:
+    """Return ``config`` as plain data with secrets replaced by ``***``.
+
+    Redacted: every provider header value, any string under a key that names a secret
+    (``authorization``, ``api_key``, ``token``, ``secret``, ``password``, ``cookie``; the
+    ``*_env`` fields hold variable *names* and are kept), and passwords in URLs.
+    """
+
+    def walk(value: Any, key: str = "") -> Any:
+        if isinstance(value, dict):
+            return {k: walk(v, str(k)) for k, v in value.items()}
+        if isinstance(value, list):
+            return [walk(v, key) for v in value]
+        if isinstance(value, str):
+            if _SECRET_KEY.search(key) and not key.endswith("_env"):
+                return REDACTED
+            return redact_url(value) if "://" in value else value
+        return value
+
+    data = walk(msgspec.to_builtins(config))
+    for provider in data.get("providers", {}).values():
+        provider["headers"] = {name: REDACTED for name in provider.get("headers", {})}
+    return data
 
 
 def load_config(path: Path | None = None) -> Config:
@@ -403,7 +493,9 @@ def load_config(path: Path | None = None) -> Config:
     Parameters
     ----------
     path : Path or None
-        The YAML file; :func:`default_config_path` when ``None``.
+        The YAML file; when ``None``, ``$TANDEM_CONFIG`` or the ``default.yaml`` shipped in
+        the ``tandem.configs`` package (read with :mod:`importlib.resources`, so a wheel
+        install finds it).
 
     Raises
     ------
@@ -411,11 +503,9 @@ def load_config(path: Path | None = None) -> Config:
         When the file is missing, is not YAML, or fails validation; the
         message names the file and the field path.
     """
+    where_from, data = _read_config(path)
+    path = Path(where_from)
     path = path or default_config_path()
-    try:
-        data = path.read_bytes()
-    except OSError as exc:
-        raise ConfigError(f"cannot read config {path}: {exc.strerror or exc}") from exc
     try:
         return msgspec.yaml.decode(data, type=Config)
     except msgspec.ValidationError as exc:

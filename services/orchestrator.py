@@ -22,7 +22,7 @@ from opentelemetry import trace
 from opentelemetry.semconv._incubating.attributes import gen_ai_attributes as G
 from opentelemetry.trace import Status, StatusCode
 
-from messages import (
+from tandem.messages import (
     Ack,
     ExecuteReply,
     ExecuteRequest,
@@ -43,7 +43,7 @@ from messages import (
     new_id,
     subjects,
 )
-from messages.plan import ManualTransformParams, ReadInputParams
+from tandem.messages.plan import ManualTransformParams, ReadInputParams
 
 from .approval import Approval, Approver, ask_approval, describe_step
 from .bus import Bus

@@ -8,7 +8,7 @@ from contextlib import AsyncExitStack, asynccontextmanager
 
 import anyio
 
-from messages import Ping, Pong, subjects
+from tandem.messages import Ping, Pong, subjects
 
 from .bus import Bus, EmbeddedNats
 from .config import Config
@@ -79,7 +79,7 @@ async def start_actors(
     list of str
         The names started, once every one of them serves.
     """
-    from actors import ACTORS, supervise
+    from tandem.actors import ACTORS, supervise
 
     table = {**ACTORS, **(factories or {})}
     started = list(names)

@@ -14,7 +14,7 @@ newline-terminate every output line, while the byte-copying tools (``cat``,
 ``sed``, ``tr``, ``head``, ``tail``, ``rev``) keep a missing final newline of
 the input missing, as GNU does.
 
-Every misuse raises :class:`~services.errors.CommandError` with a one-line
+Every misuse raises :class:`~tandem.services.errors.CommandError` with a one-line
 message that starts with the command name.
 
 Notes
@@ -38,7 +38,7 @@ from dataclasses import dataclass, field
 from decimal import Decimal
 from types import MappingProxyType
 
-from services.errors import CommandError
+from tandem.services.errors import CommandError
 
 __all__ = ["COMMANDS", "command_names", "describe_commands", "run_command"]
 

@@ -18,7 +18,7 @@ from typing import IO
 import msgspec
 from rich.table import Table
 
-from messages import TokenUsage
+from tandem.messages import TokenUsage
 
 from .errors import InputError
 

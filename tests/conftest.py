@@ -17,8 +17,8 @@ from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
 
-from services.bus import Bus, EmbeddedNats
-from services.config import Config, ModelConfig, NatsConfig, ProviderConfig, TwoStageConfig
+from tandem.services.bus import Bus, EmbeddedNats
+from tandem.services.config import Config, ModelConfig, NatsConfig, ProviderConfig, TwoStageConfig
 
 # keep the suite's usage log out of the user's home
 os.environ.setdefault("TANDEM_USAGE_LOG", os.path.join(tempfile.mkdtemp(prefix="tandem-test-"), "llm_usage.jsonl"))

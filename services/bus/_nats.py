@@ -19,7 +19,7 @@ from nats.js.errors import BucketNotFoundError
 from nats.js.kv import KeyValue
 from opentelemetry.trace import Status, StatusCode
 
-from messages import ErrorReply, Message, decoder, encode
+from tandem.messages import ErrorReply, Message, decoder, encode
 
 from ..errors import BusConnectError, BusError, NoResponders, RemoteError, RequestTimeout
 from ._tracing import SEND, inject_headers, messaging_attributes, tracer

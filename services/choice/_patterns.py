@@ -1,7 +1,7 @@
 """Fast pattern path of the choice parser (design note 001 §2.1, "Pattern Matcher").
 
 :func:`match_choice` reads a free-text answer (Japanese or English) to an
-option or approval prompt and returns a :class:`~messages.choice.ChoiceResult`
+option or approval prompt and returns a :class:`~tandem.messages.choice.ChoiceResult`
 with ``decided_by="pattern"``, or ``None`` when only a model could tell. Pure
 Python, no I/O: precompiled regexes, per-context tables built once and cached,
 about 2 µs for a bare number and 15-40 µs for a sentence.
@@ -62,7 +62,7 @@ import re
 import unicodedata
 from typing import Final
 
-from messages.choice import ChoiceContext, ChoiceResult
+from tandem.messages.choice import ChoiceContext, ChoiceResult
 
 __all__ = ["match_choice", "normalize_answer"]
 

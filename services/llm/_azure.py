@@ -7,8 +7,8 @@ GA ``api-version`` 2024-10-21):
 ``POST {endpoint}/openai/deployments/{deployment-id}/chat/completions?api-version=...``
 with an ``api-key: <key>`` header. The deployment in the path selects the
 model, so the body is OpenAI's chat-completions body without ``model``
-(:func:`~services.llm._openai.chat_completions_body` with ``model_field=False``);
-the reply is a chat completion (:func:`~services.llm._openai.parse_chat_completion`).
+(:func:`~tandem.services.llm._openai.chat_completions_body` with ``model_field=False``);
+the reply is a chat completion (:func:`~tandem.services.llm._openai.parse_chat_completion`).
 
 Responses API (Azure "API version lifecycle" page, section "v1 API": the
 ``/openai/v1/responses`` path is Generally Available and "``api-version`` is no
@@ -155,7 +155,7 @@ def _finish_reason(result: _ResponsesResult, refused: bool) -> str:
 
 
 def parse_responses_result(provider: str, model: ModelConfig, data: bytes) -> Completion:
-    """Decode a Responses API body into a :class:`~services.llm.Completion`.
+    """Decode a Responses API body into a :class:`~tandem.services.llm.Completion`.
 
     Parameters
     ----------
@@ -201,7 +201,7 @@ def parse_responses_result(provider: str, model: ModelConfig, data: bytes) -> Co
 
 
 class AzureOpenAIProvider(Provider):
-    """Azure OpenAI (see :class:`~services.llm.Provider`).
+    """Azure OpenAI (see :class:`~tandem.services.llm.Provider`).
 
     ``ModelConfig.model`` is the deployment name. Models with
     ``use_responses_api`` call ``/openai/v1/responses``; the others call their

@@ -140,7 +140,7 @@ class Provider:
         ----------
         model : ModelConfig
         params : ChatParams
-            From :func:`~services.llm.normalize`.
+            From :func:`~tandem.services.llm.normalize`.
         timeout : float or None
             Seconds for this attempt (the router's remaining budget); the
             provider's configured timeouts when ``None``.

@@ -207,7 +207,7 @@ def generate_content_body(model: ModelConfig, params: ChatParams) -> dict[str, A
 
 
 def parse_generate_content(provider: str, model: ModelConfig, data: bytes) -> Completion:
-    """Decode a ``generateContent`` body into a :class:`~services.llm.Completion`.
+    """Decode a ``generateContent`` body into a :class:`~tandem.services.llm.Completion`.
 
     A candidate without parts (e.g. ``MAX_TOKENS`` reached while thinking, or
     ``SAFETY``) gives empty content with its finish reason.
@@ -275,7 +275,7 @@ def retry_info_delay(response: httpx.Response) -> float | None:
 
 
 class GeminiProvider(Provider):
-    """The Gemini API's ``generateContent`` (see :class:`~services.llm.Provider`).
+    """The Gemini API's ``generateContent`` (see :class:`~tandem.services.llm.Provider`).
 
     ``ModelConfig.model`` is the model id (``gemini-2.5-flash``; a leading
     ``models/`` is accepted); ``ProviderConfig.base_url`` is

@@ -100,7 +100,7 @@ def parse_chat_completion(provider: str, model: ModelConfig, data: bytes) -> Com
 
 
 class OpenAIChatProvider(Provider):
-    """An OpenAI-compatible chat-completions endpoint (see :class:`~services.llm.Provider`)."""
+    """An OpenAI-compatible chat-completions endpoint (see :class:`~tandem.services.llm.Provider`)."""
 
     default_gen_ai_provider = "openai"
 

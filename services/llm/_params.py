@@ -14,7 +14,7 @@ from typing import Any
 
 import msgspec
 
-from messages import ChatMessage, CompletionRequest
+from tandem.messages import ChatMessage, CompletionRequest
 
 from ..config import ModelConfig
 

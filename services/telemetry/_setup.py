@@ -4,7 +4,7 @@ Every Tandem process (CLI, actor host, benchmark) calls :func:`setup_tracing`
 once at start and :func:`shutdown_tracing` at exit. Without an OTLP endpoint,
 finished spans are appended as one JSON object per line to
 :func:`default_trace_file`, which several processes may share; ``tandem trace``
-reads that file back (see ``services.telemetry._view``).
+reads that file back (see ``tandem.services.telemetry._view``).
 
 The JSON line is exactly what the SDK's ``ReadableSpan.to_json(indent=None)``
 produces, e.g. (wrapped here)::
@@ -40,7 +40,7 @@ from opentelemetry.sdk.trace.export import BatchSpanProcessor, ConsoleSpanExport
 from opentelemetry.trace import SpanContext, SpanKind
 from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
 
-from services.errors import ConfigError
+from tandem.services.errors import ConfigError
 
 __all__ = ["default_trace_file", "setup_tracing", "shutdown_tracing"]
 

@@ -1,6 +1,6 @@
 """Read the JSONL trace file back and render it for ``tandem trace``.
 
-The file is written by ``services.telemetry._setup`` (one
+The file is written by ``tandem.services.telemetry._setup`` (one
 ``ReadableSpan.to_json(indent=None)`` object per line, appended by any number
 of processes). This module decodes it into :class:`SpanRecord` values and
 renders one trace as a :class:`rich.tree.Tree`, or the most recent traces as a
@@ -28,7 +28,7 @@ from rich.table import Table
 from rich.text import Text
 from rich.tree import Tree
 
-from services.errors import InputError
+from tandem.services.errors import InputError
 
 __all__ = [
     "SpanEvent",
@@ -197,7 +197,7 @@ def load_spans(path: Path) -> list[SpanRecord]:
     Parameters
     ----------
     path : pathlib.Path
-        The trace file, usually ``services.telemetry.default_trace_file()``.
+        The trace file, usually ``tandem.services.telemetry.default_trace_file()``.
 
     Returns
     -------

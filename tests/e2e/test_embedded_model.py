@@ -20,7 +20,7 @@ from pathlib import Path
 import msgspec
 import pytest
 
-from services.telemetry import find_trace, load_spans
+from tandem.services.telemetry import find_trace, load_spans
 
 pytestmark = [
     pytest.mark.llm,
@@ -99,9 +99,9 @@ async def test_router_in_a_second_process_takes_the_work(tmp_path: Path, nats_ur
 async def test_grammar_constrained_plan_is_schema_shaped(bus) -> None:
     import anyio
 
-    from messages import ChatMessage, CompletionReply, CompletionRequest, plan_json_schema_compact, subjects
-    from services.config import load_config
-    from services.runtime import start_actors
+    from tandem.messages import ChatMessage, CompletionReply, CompletionRequest, plan_json_schema_compact, subjects
+    from tandem.services.config import load_config
+    from tandem.services.runtime import start_actors
 
     config = load_config()
     async with start_actors(bus, config, ["router"]):

@@ -7,10 +7,10 @@ import os
 import anyio
 import pytest
 
-from actors import Actor, ActorCrashed, Endpoint, supervise
-from messages import ErrorReply, Message, Ping, Pong, decoder, encode, subjects
-from services.bus import Bus
-from services.errors import NoResponders, RemoteError, StepFailed
+from tandem.actors import Actor, ActorCrashed, Endpoint, supervise
+from tandem.messages import ErrorReply, Message, Ping, Pong, decoder, encode, subjects
+from tandem.services.bus import Bus
+from tandem.services.errors import NoResponders, RemoteError, StepFailed
 
 
 class Echo(Message, frozen=True, kw_only=True, tag="echo"):

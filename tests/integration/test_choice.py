@@ -9,13 +9,13 @@ from contextlib import asynccontextmanager
 import httpx
 import pytest
 
-from actors import RouterActor
-from messages import ChoiceContext, ChoiceReply, ChoiceRequest, ExecutionPlan, decoder, subjects
-from services.approval import ask_approval, edit_plan
-from services.bus import Bus
-from services.config import Config
-from services.orchestrator import TaskSpec, run_task
-from services.runtime import start_actors
+from tandem.actors import RouterActor
+from tandem.messages import ChoiceContext, ChoiceReply, ChoiceRequest, ExecutionPlan, decoder, subjects
+from tandem.services.approval import ask_approval, edit_plan
+from tandem.services.bus import Bus
+from tandem.services.config import Config
+from tandem.services.orchestrator import TaskSpec, run_task
+from tandem.services.runtime import start_actors
 
 from ..conftest import MockModel, make_config
 

@@ -9,13 +9,13 @@ from contextlib import asynccontextmanager
 import httpx
 import pytest
 
-from actors import RouterActor
-from messages import ExecutionPlan, decoder
-from services.bus import Bus
-from services.config import Config
-from services.errors import RemoteError
-from services.orchestrator import TaskSpec, run_task
-from services.runtime import start_actors
+from tandem.actors import RouterActor
+from tandem.messages import ExecutionPlan, decoder
+from tandem.services.bus import Bus
+from tandem.services.config import Config
+from tandem.services.errors import RemoteError
+from tandem.services.orchestrator import TaskSpec, run_task
+from tandem.services.runtime import start_actors
 
 from ..conftest import MockModel, make_config
 

@@ -12,11 +12,11 @@ import anyio
 import httpx
 import pytest
 
-from actors import RouterActor
-from messages import ChatMessage, CompletionReply, CompletionRequest, ShapeDecision, ShapeRequest, decoder, subjects
-from messages.routing import RoutingEvent
-from services.bus import Bus
-from services.config import (
+from tandem.actors import RouterActor
+from tandem.messages import ChatMessage, CompletionReply, CompletionRequest, ShapeDecision, ShapeRequest, decoder, subjects
+from tandem.messages.routing import RoutingEvent
+from tandem.services.bus import Bus
+from tandem.services.config import (
     AllowedParams,
     Capabilities,
     Config,
@@ -30,10 +30,10 @@ from services.config import (
     SkillConfig,
     StatusPolicy,
 )
-from services.errors import RemoteError
-from services.orchestrator import TaskSpec, run_task
-from services.runtime import start_actors
-from services.usage import load_usage, summarize_usage
+from tandem.services.errors import RemoteError
+from tandem.services.orchestrator import TaskSpec, run_task
+from tandem.services.runtime import start_actors
+from tandem.services.usage import load_usage, summarize_usage
 
 from ..conftest import chat_response
 

@@ -14,13 +14,13 @@ from collections.abc import Callable
 import httpx
 import pytest
 
-from messages import ChatMessage, CompletionRequest
-from services.config import AllowedParams, Capabilities, ModelConfig, ProviderConfig
-from services.errors import ConfigError, MalformedResponse, ProviderStatusError
-from services.llm._azure import AzureOpenAIProvider
-from services.llm._base import Provider
-from services.llm._gemini import GeminiProvider, retry_info_delay
-from services.llm._params import normalize
+from tandem.messages import ChatMessage, CompletionRequest
+from tandem.services.config import AllowedParams, Capabilities, ModelConfig, ProviderConfig
+from tandem.services.errors import ConfigError, MalformedResponse, ProviderStatusError
+from tandem.services.llm._azure import AzureOpenAIProvider
+from tandem.services.llm._base import Provider
+from tandem.services.llm._gemini import GeminiProvider, retry_info_delay
+from tandem.services.llm._params import normalize
 
 from ..conftest import chat_response
 

@@ -1,4 +1,4 @@
-"""Tests for ``services.choice._patterns``, the fast pattern path of the choice parser.
+"""Tests for ``tandem.services.choice._patterns``, the fast pattern path of the choice parser.
 
 Design note 001 is the specification: §5.1 (natural-language selections) and
 §5.2 (plan approval phrases) are reproduced first, then every pattern family in
@@ -12,8 +12,8 @@ import time
 
 import pytest
 
-from messages.choice import ChoiceContext, ChoiceResult
-from services.choice._patterns import match_choice, normalize_answer
+from tandem.messages.choice import ChoiceContext, ChoiceResult
+from tandem.services.choice._patterns import match_choice, normalize_answer
 
 CLARIFY = "clarify"  # expected: no selection, clarification_needed=True, confidence <= 0.3
 NONE = "none"  # expected: None (the LLM path decides)
@@ -976,7 +976,7 @@ def test_every_result_is_well_formed() -> None:
 
 def test_first_character_dispatch_matches_the_master_regex() -> None:
     """The dispatch is an optimisation only: it finds exactly the master regex's tokens."""
-    from services.choice import _patterns
+    from tandem.services.choice import _patterns
 
     extra = ["okです", "yesで", "2ndで", "いいえいいよ", "はいらない", "1はいらない", "no.2 no 2", "wait a second", "all but 2"]
     for _ctx, answer in _all_answers() + [(JP3, a) for a in extra]:

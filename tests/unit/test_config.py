@@ -6,8 +6,8 @@ from pathlib import Path
 
 import pytest
 
-from services.config import load_config
-from services.errors import ConfigError
+from tandem.services.config import load_config
+from tandem.services.errors import ConfigError
 
 
 def test_default_config_is_valid_and_embedded() -> None:

@@ -8,7 +8,7 @@ from datetime import UTC
 import msgspec
 import pytest
 
-from messages import (
+from tandem.messages import (
     CompletionReply,
     ErrorReply,
     ExecuteRequest,
@@ -20,8 +20,8 @@ from messages import (
     plan_json_schema,
     plan_json_schema_compact,
 )
-from messages.plan import BUILTIN_COMMANDS
-from services.textcmd import command_names
+from tandem.messages.plan import BUILTIN_COMMANDS
+from tandem.services.textcmd import command_names
 
 GOOD = {
     "version": "1.0",

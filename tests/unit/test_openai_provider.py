@@ -7,16 +7,16 @@ import json
 import httpx
 import pytest
 
-from messages import ChatMessage, CompletionRequest
-from services.config import ModelConfig, ProviderConfig
-from services.errors import (
+from tandem.messages import ChatMessage, CompletionRequest
+from tandem.services.config import ModelConfig, ProviderConfig
+from tandem.services.errors import (
     ConfigError,
     MalformedResponse,
     ProviderStatusError,
     ProviderTimeout,
     ProviderUnavailable,
 )
-from services.llm import OpenAIChatProvider, normalize
+from tandem.services.llm import OpenAIChatProvider, normalize
 
 from ..conftest import chat_response
 

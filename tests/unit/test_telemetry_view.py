@@ -22,9 +22,9 @@ from opentelemetry.trace import NonRecordingSpan, SpanContext, SpanKind, Status,
 from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
 from rich.console import Console
 
-from services.errors import ConfigError, InputError
-from services.telemetry._setup import default_trace_file, setup_tracing, shutdown_tracing
-from services.telemetry._view import (
+from tandem.services.errors import ConfigError, InputError
+from tandem.services.telemetry._setup import default_trace_file, setup_tracing, shutdown_tracing
+from tandem.services.telemetry._view import (
     SpanRecord,
     find_trace,
     latest_trace_id,
@@ -351,7 +351,7 @@ def test_concurrent_processes_append_whole_lines(tmp_path: pathlib.Path) -> None
     script = textwrap.dedent(
         """
         import pathlib, sys
-        from services.telemetry._setup import setup_tracing, shutdown_tracing
+        from tandem.services.telemetry._setup import setup_tracing, shutdown_tracing
         provider = setup_tracing(sys.argv[1], trace_file=pathlib.Path(sys.argv[2]), install_global=False)
         tracer = provider.get_tracer("t")
         for i in range(300):
@@ -547,7 +547,7 @@ def test_fast_json_line_is_the_sdk_document() -> None:
     from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
     from opentelemetry.trace import Link, SpanKind, Status, StatusCode
 
-    from services.telemetry._setup import span_to_json_line
+    from tandem.services.telemetry._setup import span_to_json_line
 
     exporter = InMemorySpanExporter()
     provider = TracerProvider()

@@ -1,4 +1,4 @@
-"""Tests for ``services.textcmd``, Tandem's in-memory text commands.
+"""Tests for ``tandem.services.textcmd``, Tandem's in-memory text commands.
 
 Expected outputs in ``CASES`` were checked against GNU coreutils 9 / sed 4.9 /
 grep 3.8 in the C.UTF-8 locale (``LC_ALL=C`` for ``sort``).
@@ -8,8 +8,8 @@ from __future__ import annotations
 
 import pytest
 
-from services.errors import CommandError, ExecutionError, TandemError
-from services.textcmd import COMMANDS, command_names, describe_commands, run_command
+from tandem.services.errors import CommandError, ExecutionError, TandemError
+from tandem.services.textcmd import COMMANDS, command_names, describe_commands, run_command
 
 FRUIT = "apple pie\nBanana split\ncherry tart\napple crumble\n\nbanana bread\nAPPLE juice\n"
 NOEOL = "one\ntwo\nthree"  # no final newline

@@ -8,8 +8,8 @@ import sys
 from datetime import UTC, datetime
 from pathlib import Path
 
-from messages import TokenUsage
-from services.usage import UsageLog, UsageRecord, load_usage, summarize_usage
+from tandem.messages import TokenUsage
+from tandem.services.usage import UsageLog, UsageRecord, load_usage, summarize_usage
 
 T = datetime(2026, 11, 21, tzinfo=UTC)
 
