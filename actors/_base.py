@@ -37,9 +37,9 @@ from nats.aio.subscription import Subscription
 from opentelemetry.trace import Span, Status, StatusCode
 
 from tandem.messages import ErrorReply, Message, Ping, Pong, decode_error_path, decoder, new_id, subjects
-from tandem.services.bus import Bus, extract_context, messaging_attributes
+from tandem.services.bus import Bus, deadline_from_headers, deadline_scope, extract_context, messaging_attributes, remaining
 from tandem.services.bus._tracing import PROCESS, tracer
-from tandem.services.errors import TandemError
+from tandem.services.errors import DeadlineExceeded, TandemError
 
 __all__ = ["Actor", "Endpoint"]
 
@@ -209,18 +209,31 @@ class Actor:
                 await self._reject(msg, env, error, span)
                 return
             try:
-                with anyio.fail_after(ep.timeout):
-                    reply = await ep.handler(request)
+                # the request's deadline (Tandem-Deadline header) bounds the handler and every
+                # request it makes on the same work
+                with deadline_scope(deadline_from_headers(msg.headers)):
+                    budget = remaining(ep.timeout)
+                    by_deadline = budget < ep.timeout
+                    with anyio.fail_after(max(budget, 0.0)):
+                        reply = await ep.handler(request)
+            except TimeoutError as exc:
+                if by_deadline:
+                    exc = DeadlineExceeded(f"{self.name}: deadline reached in {ep.subject}", step=ep.subject)
+                await self._fail(msg, ep, request, exc, span)
+                return
             except Exception as exc:
-                span.record_exception(exc)
-                span.set_attribute("error.type", getattr(exc, "code", type(exc).__qualname__))
-                span.set_status(Status(StatusCode.ERROR, str(exc)))
-                if not msg.reply:
-                    raise  # one-way: crash into the supervisor
-                await self.bus.respond(msg, self._error_reply(exc, request, ep))
+                await self._fail(msg, ep, request, exc, span)
                 return
             if msg.reply and reply is not None:
                 await self.bus.respond(msg, reply)
+
+    async def _fail(self, msg: Msg, ep: Endpoint, request: Message, exc: Exception, span: Span) -> None:
+        span.record_exception(exc)
+        span.set_attribute("error.type", getattr(exc, "code", type(exc).__qualname__))
+        span.set_status(Status(StatusCode.ERROR, str(exc)))
+        if not msg.reply:
+            raise exc  # one-way: crash into the supervisor
+        await self.bus.respond(msg, self._error_reply(exc, request, ep))
 
     async def _reject(self, msg: Msg, env: _EnvelopeOnly, exc: msgspec.DecodeError, span: Span) -> None:
         """Answer a payload that did not decode, or dead-letter it when nobody waits for an answer."""

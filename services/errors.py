@@ -11,6 +11,7 @@ boundary with ``raise ... from exc``, so callers never need to string-match.
     ├── BusError                     NATS could not be reached or used
     │   ├── BusConnectError            the NATS URL is unreachable
     │   ├── RequestTimeout             no reply within the request timeout
+    │   │   └── DeadlineExceeded             the task's absolute deadline has passed
     │   └── NoResponders               nobody serves the subject
     ├── RemoteError                  a peer answered with an ``ErrorReply``
     ├── PlanError                    an execution plan is unusable
@@ -35,6 +36,7 @@ __all__ = [
     "BusConnectError",
     "BusError",
     "CommandError",
+    "DeadlineExceeded",
     "ConfigError",
     "ExecutionError",
     "FallbackExhausted",
@@ -91,6 +93,22 @@ class RequestTimeout(BusError):
     """Raised when a request gets no reply within its timeout."""
 
     code = "timeout"
+
+
+class DeadlineExceeded(RequestTimeout):
+    """Raised when the absolute deadline of the work in progress has passed.
+
+    Attributes
+    ----------
+    step : str or None
+        What was running when time ran out (a subject, a plan step), when known.
+    """
+
+    code = "deadline_exceeded"
+
+    def __init__(self, message: str, *, step: str | None = None) -> None:
+        super().__init__(message)
+        self.step = step
 
 
 class NoResponders(BusError):

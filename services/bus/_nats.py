@@ -21,7 +21,8 @@ from opentelemetry.trace import Status, StatusCode
 
 from tandem.messages import ErrorReply, Message, decoder, encode
 
-from ..errors import BusConnectError, BusError, NoResponders, RemoteError, RequestTimeout
+from ..errors import BusConnectError, BusError, DeadlineExceeded, NoResponders, RemoteError, RequestTimeout
+from ._deadline import DEADLINE_HEADER, current_deadline, remaining
 from ._tracing import SEND, inject_headers, messaging_attributes, tracer
 
 __all__ = ["Bus"]
@@ -176,7 +177,9 @@ class Bus:
         reply_type : type
             The success reply Struct (``ErrorReply`` is always accepted too).
         timeout : float
-            Seconds to wait for the reply.
+            Seconds to wait for the reply; never past the current deadline
+            (:func:`~tandem.services.bus.deadline_scope`), which the request carries
+            in the ``Tandem-Deadline`` header.
 
         Returns
         -------
@@ -189,11 +192,20 @@ class Bus:
             When the peer answered with an ``ErrorReply``.
         NoResponders
             When nobody serves ``subject``.
+        DeadlineExceeded
+            When the current deadline passed before or while waiting.
         RequestTimeout
             When no reply came within ``timeout``.
         BusError
             When the reply does not decode as ``reply_type``.
         """
+        deadline = current_deadline()
+        wait = remaining(timeout)
+        headers = inject_headers()
+        if deadline is not None:
+            if wait <= 0:
+                raise DeadlineExceeded(f"deadline passed before the request to {subject}", step=subject)
+            headers[DEADLINE_HEADER] = f"{deadline:.3f}"
         payload = encode(message)
         with tracer.start_as_current_span(
             f"send {subject}",
@@ -204,13 +216,16 @@ class Bus:
             ),
         ) as span:
             try:
-                msg = await self.nc.request(subject, payload, timeout=timeout, headers=inject_headers())
+                msg = await self.nc.request(subject, payload, timeout=wait, headers=headers)
             except nats.errors.NoRespondersError as exc:
                 span.set_status(Status(StatusCode.ERROR, "no responders"))
                 span.set_attribute("error.type", "no_responders")
                 raise NoResponders(f"no actor serves {subject} (is it running?)") from exc
             except nats.errors.TimeoutError as exc:
                 span.set_status(Status(StatusCode.ERROR, "timeout"))
+                if wait < timeout:
+                    span.set_attribute("error.type", "deadline_exceeded")
+                    raise DeadlineExceeded(f"deadline reached waiting for {subject}", step=subject) from exc
                 span.set_attribute("error.type", "timeout")
                 raise RequestTimeout(f"no reply from {subject} within {timeout:g}s") from exc
             except nats.errors.Error as exc:
