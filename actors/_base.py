@@ -4,26 +4,37 @@ Lifecycle (structured concurrency, anyio ``docs/tasks.rst``)::
 
     await tg.start(actor.run)     # returns once every subscription is live
 
-Failure rules (house style 8):
+Failure rules (house style 8, hardened by issue 10: no single message can crash an actor):
 
-* a request whose payload does not decode gets ``ErrorReply(code="bad_request",
-  path=...)`` and the actor keeps serving;
+* a request whose payload does not decode, for any reason (schema, bad JSON, nesting
+  deep enough to raise ``RecursionError``, an offloaded payload that cannot be fetched),
+  gets ``ErrorReply(code="bad_request", path=...)`` (``too_large`` for an oversize one)
+  and the actor keeps serving;
 * a handler that raises a :class:`~tandem.services.errors.TandemError` replies with
   its ``code``; any other exception is logged with its traceback, recorded on
   the span and replied as ``code="internal"``; a handler that runs past its
-  timeout replies ``code="timeout"``;
-* a one-way endpoint (an event, no reply subject) that raises crashes the
-  actor, so its supervisor restarts it and logs why; a malformed event is
-  republished to ``tandem.events.dead_letter.<actor>`` with the error, so
-  nothing is lost.
+  timeout replies ``code="timeout"`` (``deadline_exceeded`` past the request's deadline);
+* a message nobody waits for (no reply subject: an event, or a request published
+  one-way) that fails to decode or whose handler raises is republished to
+  ``tandem.events.dead_letter.<actor>`` with the error code and message; the actor
+  does not crash, so such failures never spend a supervisor's restart budget;
+* error messages are cut to :data:`MAX_ERROR_CHARS` and a reply larger than the server's
+  ``max_payload`` goes through the object store (``too_large`` when it cannot);
+* requests that ask for heartbeats (``Tandem-Heartbeat``) get one every
+  :data:`~tandem.services.bus.HEARTBEAT_INTERVAL` seconds while queued or running, so a
+  caller can tell a slow replica from a dead one; a retry (``Tandem-Attempt`` > 1) is
+  refused with ``bad_request`` unless the endpoint is declared ``idempotent``;
+* when the NATS connection closes for good the actor crashes with
+  :class:`~tandem.services.errors.BusClosed`; its supervisor reopens the connection and
+  restarts it.
 """
 
 from __future__ import annotations
 
 import logging
 import os
-from collections.abc import Awaitable, Callable
-from contextlib import AsyncExitStack
+from collections.abc import Awaitable, Callable, Iterator
+from contextlib import AsyncExitStack, contextmanager
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
@@ -36,10 +47,10 @@ from nats.aio.msg import Msg
 from nats.aio.subscription import Subscription
 from opentelemetry.trace import Span, Status, StatusCode
 
-from tandem.messages import ErrorReply, Message, Ping, Pong, decode_error_path, decoder, new_id, subjects
+from tandem.messages import CancelWork, ErrorReply, Message, Ping, Pong, decode_error_path, decoder, new_id, subjects
 from tandem.services.bus import Bus, deadline_from_headers, deadline_scope, extract_context, messaging_attributes, remaining
 from tandem.services.bus._tracing import PROCESS, tracer
-from tandem.services.errors import DeadlineExceeded, TandemError
+from tandem.services.errors import CancelledWork, DeadlineExceeded, TandemError
 
 __all__ = ["Actor", "Endpoint"]
 
@@ -113,6 +124,7 @@ class Actor:
         self.concurrency = concurrency
         self.instance_id = new_id()[:12]
         self._tg: anyio.abc.TaskGroup | None = None
+        self._inflight: dict[str, set[anyio.CancelScope]] = {}
 
     def endpoints(self) -> list[Endpoint]:
         """Return the endpoints to serve (besides ``tandem.<name>.ping``)."""
@@ -132,7 +144,8 @@ class Actor:
         Exception
             Whatever a one-way handler raised (the supervisor decides what next).
         """
-        endpoints = [*self.endpoints(), Endpoint(subjects.ping(self.name), Ping, self._ping, timeout=5)]
+        endpoints = [*self.endpoints(), Endpoint(subjects.ping(self.name), Ping, self._ping, timeout=5),
+                     Endpoint(subjects.CONTROL_CANCEL, CancelWork, self._cancel_work, timeout=5, queue=False)]
         # The mailbox: nats-py hands each message to a callback, which passes it
         # on through an unbuffered memory stream to one of `concurrency`
         # workers; when all are busy the callback waits (bounded concurrency,
@@ -177,6 +190,10 @@ class Actor:
             raise RuntimeError(f"{self.name} is not running")
         self._tg.start_soon(fn, *args)
 
+    async def _cancel_work(self, request: CancelWork) -> None:
+        for scope in list(self._inflight.get(request.correlation_id, ())):
+            scope.cancel()
+
     async def _ping(self, _: Ping) -> Pong:
         return Pong(actor=self.name, instance_id=self.instance_id, pid=os.getpid())
 
@@ -211,11 +228,15 @@ class Actor:
             try:
                 # the request's deadline (Tandem-Deadline header) bounds the handler and every
                 # request it makes on the same work
-                with deadline_scope(deadline_from_headers(msg.headers)):
+                with deadline_scope(deadline_from_headers(msg.headers)), self._cancellable(request, bool(msg.reply)) as cancel:
                     budget = remaining(ep.timeout)
                     by_deadline = budget < ep.timeout
                     with anyio.fail_after(max(budget, 0.0)):
                         reply = await ep.handler(request)
+                if cancel.cancelled_caught:  # tandem.control.cancel for this correlation id
+                    exc = CancelledWork(f"{self.name}: {ep.subject} cancelled")
+                    await self._fail(msg, ep, request, exc, span)
+                    return
             except TimeoutError as exc:
                 if by_deadline:
                     exc = DeadlineExceeded(f"{self.name}: deadline reached in {ep.subject}", step=ep.subject)
@@ -226,6 +247,25 @@ class Actor:
                 return
             if msg.reply and reply is not None:
                 await self.bus.respond(msg, reply)
+
+    @contextmanager
+    def _cancellable(self, request: Message, enabled: bool) -> Iterator[anyio.CancelScope]:
+        """A scope that ``tandem.control.cancel`` for the request's correlation id cancels
+        (requests only: one-way events, the cancel itself among them, are not cancellable)."""
+        scope = anyio.CancelScope()
+        if not enabled:
+            with scope:
+                yield scope
+            return
+        scopes = self._inflight.setdefault(request.correlation_id, set())
+        scopes.add(scope)
+        try:
+            with scope:
+                yield scope
+        finally:
+            scopes.discard(scope)
+            if not scopes:
+                self._inflight.pop(request.correlation_id, None)
 
     async def _fail(self, msg: Msg, ep: Endpoint, request: Message, exc: Exception, span: Span) -> None:
         span.record_exception(exc)

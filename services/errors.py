@@ -8,10 +8,15 @@ boundary with ``raise ... from exc``, so callers never need to string-match.
 
     TandemError
     ├── ConfigError                  bad or missing configuration
+    ├── BadRequest                   a request (or a name in it) is malformed or out of bounds
+    │   └── InvalidName                a subject or KV key is too long or has forbidden characters
     ├── BusError                     NATS could not be reached or used
     │   ├── BusConnectError            the NATS URL is unreachable
+    │   ├── BusClosed                  the connection closed for good and could not be reopened
     │   ├── RequestTimeout             no reply within the request timeout
     │   │   └── DeadlineExceeded             the task's absolute deadline has passed
+    │   ├── ReplicaLost                the replica serving a request went silent (died)
+    │   ├── PayloadTooLarge            a payload exceeds what the bus and its object store carry
     │   └── NoResponders               nobody serves the subject
     ├── RemoteError                  a peer answered with an ``ErrorReply``
     ├── PlanError                    an execution plan is unusable
@@ -27,31 +32,38 @@ boundary with ``raise ... from exc``, so callers never need to string-match.
     │   ├── MalformedResponse          the body is not the documented shape
     │   ├── NoCandidate                no configured model fits the request
     │   └── FallbackExhausted          every candidate failed within the budget
+    ├── CancelledWork                the work was cancelled (``tandem.control.cancel``)
     └── InputError                   a user-supplied file is missing or unreadable
 """
 
 from __future__ import annotations
 
 __all__ = [
+    "BadRequest",
+    "BusClosed",
     "BusConnectError",
     "BusError",
+    "CancelledWork",
     "CommandError",
     "DeadlineExceeded",
     "ConfigError",
     "ExecutionError",
     "FallbackExhausted",
     "InputError",
+    "InvalidName",
     "LLMError",
     "MalformedResponse",
     "NoCandidate",
     "NoResponders",
     "PlanError",
     "PlanValidationError",
+    "PayloadTooLarge",
     "PlanningFailed",
     "ProviderStatusError",
     "ProviderTimeout",
     "ProviderUnavailable",
     "RemoteError",
+    "ReplicaLost",
     "RequestTimeout",
     "StepFailed",
     "TandemError",
@@ -77,6 +89,28 @@ class ConfigError(TandemError):
     code = "config"
 
 
+class BadRequest(TandemError):
+    """Raised when a request, or a value taken from it, is malformed or out of bounds."""
+
+    code = "bad_request"
+
+
+class InvalidName(BadRequest):
+    """Raised when a subject or KV key is too long or contains forbidden characters.
+
+    Parameters
+    ----------
+    message : str
+        What is wrong with the name.
+    kind : str
+        ``"subject"`` or ``"kv key"``.
+    """
+
+    def __init__(self, message: str, *, kind: str = "subject") -> None:
+        super().__init__(message)
+        self.kind = kind
+
+
 class BusError(TandemError):
     """Raised when NATS cannot be used."""
 
@@ -87,6 +121,12 @@ class BusConnectError(BusError):
     """Raised when the NATS server at the given URL cannot be reached."""
 
     code = "bus_connect"
+
+
+class BusClosed(BusError):
+    """Raised when the NATS connection closed for good and could not be reopened."""
+
+    code = "bus_closed"
 
 
 class RequestTimeout(BusError):
@@ -109,6 +149,28 @@ class DeadlineExceeded(RequestTimeout):
     def __init__(self, message: str, *, step: str | None = None) -> None:
         super().__init__(message)
         self.step = step
+
+
+class ReplicaLost(BusError):
+    """Raised when the replica serving a request stopped sending heartbeats (it died or hung).
+
+    Attributes
+    ----------
+    attempts : int
+        How many replicas were tried.
+    """
+
+    code = "replica_lost"
+
+    def __init__(self, message: str, *, attempts: int = 1) -> None:
+        super().__init__(message)
+        self.attempts = attempts
+
+
+class PayloadTooLarge(BusError):
+    """Raised when a payload exceeds what the bus (and its object store) may carry."""
+
+    code = "too_large"
 
 
 class NoResponders(BusError):
@@ -282,6 +344,12 @@ class FallbackExhausted(LLMError):
     def __init__(self, message: str, chain: list[str]) -> None:
         self.chain = chain
         super().__init__(f"{message}; chain: " + " → ".join(chain) if chain else message)
+
+
+class CancelledWork(TandemError):
+    """Raised when a request's work was cancelled on purpose (its task was cancelled)."""
+
+    code = "cancelled"
 
 
 class InputError(TandemError):
