@@ -48,13 +48,31 @@ from nats.aio.subscription import Subscription
 from opentelemetry.trace import Span, Status, StatusCode
 
 from tandem.messages import CancelWork, ErrorReply, Message, Ping, Pong, decode_error_path, decoder, new_id, subjects
-from tandem.services.bus import Bus, deadline_from_headers, deadline_scope, extract_context, messaging_attributes, remaining
+from tandem.services.bus import (
+    ATTEMPT_HEADER,
+    HEARTBEAT_HEADER,
+    HEARTBEAT_INTERVAL,
+    PAYLOAD_HEADER,
+    Bus,
+    deadline_from_headers,
+    deadline_scope,
+    extract_context,
+    messaging_attributes,
+    remaining,
+    truncate_text,
+)
 from tandem.services.bus._tracing import PROCESS, tracer
-from tandem.services.errors import CancelledWork, DeadlineExceeded, TandemError
+from tandem.services.errors import BadRequest, BusClosed, CancelledWork, DeadlineExceeded, TandemError
 
-__all__ = ["Actor", "Endpoint"]
+__all__ = ["MAX_DEAD_LETTER_PAYLOAD_CHARS", "MAX_ERROR_CHARS", "Actor", "DeadLetter", "Endpoint"]
 
 log = logging.getLogger("tandem.actor")
+
+MAX_ERROR_CHARS = 4000
+"""Longest ``ErrorReply.message`` / ``DeadLetter.error``; longer ones are cut with a note."""
+
+MAX_DEAD_LETTER_PAYLOAD_CHARS = 64 * 1024
+"""Longest copy of the failed payload kept in a :class:`DeadLetter`."""
 
 
 class _EnvelopeOnly(msgspec.Struct):
@@ -66,12 +84,27 @@ _envelope = msgspec.json.Decoder(_EnvelopeOnly)
 
 
 class DeadLetter(Message, frozen=True, kw_only=True, tag="dead_letter"):
-    """A one-way message an actor could not decode, kept for inspection."""
+    """A one-way message an actor could not decode or handle, kept for inspection.
+
+    Parameters
+    ----------
+    subject : str
+        Where the message was published.
+    error : str
+        Why it failed (cut to :data:`MAX_ERROR_CHARS`).
+    path : str or None
+        JSON path of the offending field, when decoding failed.
+    payload : str
+        The payload as text, cut to :data:`MAX_DEAD_LETTER_PAYLOAD_CHARS`.
+    code : str
+        The error code an ``ErrorReply`` would have carried (``bad_request``, ``internal``…).
+    """
 
     subject: str
     error: str
     path: str | None = None
     payload: str = ""
+    code: str = ""
 
 
 @dataclass(frozen=True, slots=True)
@@ -90,6 +123,10 @@ class Endpoint:
         Seconds one call may take before it is cancelled.
     queue : bool
         Subscribe in the actor's queue group (``False``: every replica sees every message).
+    idempotent : bool
+        Running the same request twice is harmless (no side effect beyond a cache), so a
+        caller may retry it on another replica when the first went silent
+        (``Bus.request(..., idempotent=True)``). Retries of other endpoints are refused.
     """
 
     subject: str
@@ -97,6 +134,7 @@ class Endpoint:
     handler: Callable[[Any], Awaitable[Message | None]]
     timeout: float = 60.0
     queue: bool = True
+    idempotent: bool = False
     decoder: msgspec.json.Decoder[Any] = field(init=False)
 
     def __post_init__(self) -> None:
@@ -115,15 +153,20 @@ class Actor:
         Connected bus.
     concurrency : int
         Most handler calls in flight at once, across the actor's endpoints.
+    backlog : int or None
+        Messages accepted beyond ``concurrency`` and waiting for a worker (they get
+        heartbeats too); ``None``: four times ``concurrency``.
     """
 
     name: ClassVar[str] = "actor"
 
-    def __init__(self, bus: Bus, *, concurrency: int = 64) -> None:
+    def __init__(self, bus: Bus, *, concurrency: int = 64, backlog: int | None = None) -> None:
         self.bus = bus
         self.concurrency = concurrency
+        self.backlog = 4 * concurrency if backlog is None else backlog
         self.instance_id = new_id()[:12]
         self._tg: anyio.abc.TaskGroup | None = None
+        self._waiting: dict[str, float] = {}  # reply subject -> when received, for requests asking for heartbeats
         self._inflight: dict[str, set[anyio.CancelScope]] = {}
 
     def endpoints(self) -> list[Endpoint]:
@@ -141,31 +184,35 @@ class Actor:
 
         Raises
         ------
+        BusClosed
+            When the NATS connection closed for good (the supervisor reconnects).
         Exception
-            Whatever a one-way handler raised (the supervisor decides what next).
+            Whatever a task started with :meth:`start_soon` raised.
         """
-        endpoints = [*self.endpoints(), Endpoint(subjects.ping(self.name), Ping, self._ping, timeout=5),
+        endpoints = [*self.endpoints(), Endpoint(subjects.ping(self.name), Ping, self._ping, timeout=5, idempotent=True),
                      Endpoint(subjects.CONTROL_CANCEL, CancelWork, self._cancel_work, timeout=5, queue=False)]
         # The mailbox: nats-py hands each message to a callback, which passes it
-        # on through an unbuffered memory stream to one of `concurrency`
-        # workers; when all are busy the callback waits (bounded concurrency,
-        # backpressure into the subscription's pending queue).
-        send, receive = anyio.create_memory_object_stream[tuple[Msg, Endpoint]](max_buffer_size=0)
+        # on through a bounded memory stream to one of `concurrency` workers;
+        # when the backlog is full too the callback waits (backpressure into the
+        # subscription's pending queue).
+        send, receive = anyio.create_memory_object_stream[tuple[Msg, Endpoint]](max_buffer_size=self.backlog)
         async with AsyncExitStack() as stack:
             await self.setup(stack)
             async with anyio.create_task_group() as tg, send, receive:
                 self._tg = tg
                 for _ in range(self.concurrency):
                     tg.start_soon(self._worker, receive.clone())
+                tg.start_soon(self._heartbeats)
                 subs: list[Subscription] = []
                 try:
                     for ep in endpoints:
                         queue = subjects.queue_group(self.name) if ep.queue else ""
-                        subs.append(await self.bus.subscribe(ep.subject, queue=queue, cb=_dispatcher(send, ep)))
+                        subs.append(await self.bus.subscribe(ep.subject, queue=queue, cb=self._dispatcher(send, ep)))
                     await self.bus.flush()
                     log.info("%s %s serving %s", self.name, self.instance_id, ", ".join(e.subject for e in endpoints))
                     task_status.started()
-                    await anyio.sleep_forever()
+                    await self.bus.wait_lost()
+                    raise BusClosed(f"{self.name} {self.instance_id}: the NATS connection closed for good")
                 finally:
                     with anyio.CancelScope(shield=True):
                         for sub in subs:
@@ -179,7 +226,7 @@ class Actor:
 
         For work that must not delay a reply (publishing an event about it).
         The task inherits the current trace context; if it fails, the actor
-        crashes into its supervisor like a failed one-way handler.
+        crashes into its supervisor.
 
         Raises
         ------
@@ -197,19 +244,61 @@ class Actor:
     async def _ping(self, _: Ping) -> Pong:
         return Pong(actor=self.name, instance_id=self.instance_id, pid=os.getpid())
 
+    def _dispatcher(
+        self, send: MemoryObjectSendStream[tuple[Msg, Endpoint]], ep: Endpoint
+    ) -> Callable[[Msg], Awaitable[None]]:
+        waiting = self._waiting
+
+        async def dispatch(msg: Msg) -> None:
+            if msg.reply and msg.headers and HEARTBEAT_HEADER in msg.headers:
+                waiting[msg.reply] = anyio.current_time()
+            # Hand over without yielding while there is room: messages that
+            # arrived together are dispatched together, so their replies leave in
+            # one socket write instead of one write each.
+            try:
+                send.send_nowait((msg, ep))
+            except anyio.WouldBlock:
+                await send.send((msg, ep))
+
+        return dispatch
+
+    async def _heartbeats(self) -> None:
+        """Tell callers of requests queued or running for a while that they are not forgotten."""
+        while True:
+            await anyio.sleep(HEARTBEAT_INTERVAL)
+            due = anyio.current_time() - HEARTBEAT_INTERVAL / 2
+            for reply, since in list(self._waiting.items()):
+                if since <= due and reply in self._waiting:
+                    try:
+                        await self.bus.heartbeat(reply)
+                    except Exception as exc:  # the connection is going away: the replies will fail too
+                        log.debug("%s: heartbeat to %s failed: %r", self.name, reply, exc)
+                        break
+
     async def _worker(self, receive: MemoryObjectReceiveStream[tuple[Msg, Endpoint]]) -> None:
         async with receive:
             async for msg, ep in receive:
-                await self._handle_one(msg, ep)
+                try:
+                    await self._handle_one(msg, ep)
+                except Exception as exc:  # a failure to reply or dead-letter: log it, keep serving
+                    log.error("%s: could not answer a message on %s: %r", self.name, msg.subject, exc,
+                              exc_info=not isinstance(exc, TandemError))
+                finally:
+                    if msg.reply:
+                        self._waiting.pop(msg.reply, None)
 
     async def _handle_one(self, msg: Msg, ep: Endpoint) -> None:
         ctx, links = extract_context(msg.headers)
+        error: Exception | None = None
+        data = msg.data
         try:
-            request = ep.decoder.decode(msg.data)
+            ref = msg.headers.get(PAYLOAD_HEADER) if msg.headers else None
+            if ref is not None:
+                data = await self.bus.get_payload(ref)
+            request = ep.decoder.decode(data)
             env: Message | _EnvelopeOnly = request
-            error: msgspec.DecodeError | None = None
-        except msgspec.DecodeError as exc:
-            env, error = _peek_envelope(msg.data), exc
+        except Exception as exc:  # DecodeError, RecursionError (deep nesting), a payload that cannot be fetched
+            env, error = _peek_envelope(data), exc
         with tracer.start_as_current_span(
             f"process {ep.subject}",
             context=ctx,
@@ -223,27 +312,34 @@ class Actor:
             set_status_on_exception=False,
         ) as span:
             if error is not None:
-                await self._reject(msg, env, error, span)
+                await self._reject(msg, env, error, span, data)
+                return
+            attempt = msg.headers.get(ATTEMPT_HEADER) if msg.headers else None
+            if attempt not in (None, "1") and not ep.idempotent:
+                exc = BadRequest(f"{ep.subject} is not idempotent: retry {attempt[:10]!r} refused")
+                await self._fail(msg, ep, request, exc, span, data)
                 return
             try:
                 # the request's deadline (Tandem-Deadline header) bounds the handler and every
                 # request it makes on the same work
-                with deadline_scope(deadline_from_headers(msg.headers)), self._cancellable(request, bool(msg.reply)) as cancel:
+                with deadline_scope(deadline_from_headers(msg.headers)), \
+                        self._cancellable(request, bool(msg.reply)) as cancel:
                     budget = remaining(ep.timeout)
+                    assert budget is not None
                     by_deadline = budget < ep.timeout
                     with anyio.fail_after(max(budget, 0.0)):
                         reply = await ep.handler(request)
                 if cancel.cancelled_caught:  # tandem.control.cancel for this correlation id
                     exc = CancelledWork(f"{self.name}: {ep.subject} cancelled")
-                    await self._fail(msg, ep, request, exc, span)
+                    await self._fail(msg, ep, request, exc, span, data)
                     return
             except TimeoutError as exc:
                 if by_deadline:
                     exc = DeadlineExceeded(f"{self.name}: deadline reached in {ep.subject}", step=ep.subject)
-                await self._fail(msg, ep, request, exc, span)
+                await self._fail(msg, ep, request, exc, span, data)
                 return
             except Exception as exc:
-                await self._fail(msg, ep, request, exc, span)
+                await self._fail(msg, ep, request, exc, span, data)
                 return
             if msg.reply and reply is not None:
                 await self.bus.respond(msg, reply)
@@ -267,64 +363,66 @@ class Actor:
             if not scopes:
                 self._inflight.pop(request.correlation_id, None)
 
-    async def _fail(self, msg: Msg, ep: Endpoint, request: Message, exc: Exception, span: Span) -> None:
+    async def _fail(self, msg: Msg, ep: Endpoint, request: Message, exc: Exception, span: Span, data: bytes) -> None:
         span.record_exception(exc)
         span.set_attribute("error.type", getattr(exc, "code", type(exc).__qualname__))
-        span.set_status(Status(StatusCode.ERROR, str(exc)))
-        if not msg.reply:
-            raise exc  # one-way: crash into the supervisor
-        await self.bus.respond(msg, self._error_reply(exc, request, ep))
+        span.set_status(Status(StatusCode.ERROR, truncate_text(str(exc), 200)))
+        error = self._error_reply(exc, request, ep)
+        if msg.reply:
+            await self.bus.respond(msg, error)
+        else:  # nobody waits for an answer: keep the message and the reason, do not crash
+            await self._dead_letter(msg, error, data)
 
-    async def _reject(self, msg: Msg, env: _EnvelopeOnly, exc: msgspec.DecodeError, span: Span) -> None:
-        """Answer a payload that did not decode, or dead-letter it when nobody waits for an answer."""
-        text, path = decode_error_path(exc)
-        span.set_status(Status(StatusCode.ERROR, text))
-        span.set_attribute("error.type", "bad_request")
-        log.warning("%s: malformed payload on %s: %s (at %s)", self.name, msg.subject, text, path)
-        error = ErrorReply(code="bad_request", message=text, path=path,
+    async def _reject(self, msg: Msg, env: Message | _EnvelopeOnly, exc: Exception, span: Span, data: bytes) -> None:
+        """Answer a payload that could not be read, or dead-letter it when nobody waits for an answer."""
+        path: str | None = None
+        if isinstance(exc, msgspec.DecodeError):
+            code, (text, path) = "bad_request", decode_error_path(exc)
+        elif isinstance(exc, RecursionError):
+            code, text = "bad_request", f"payload nested too deeply: {exc}"
+        elif isinstance(exc, TandemError):
+            code, text = exc.code, str(exc)
+        else:
+            code, text = "bad_request", f"undecodable payload: {type(exc).__name__}: {exc}"
+        text = truncate_text(text, MAX_ERROR_CHARS)
+        span.set_status(Status(StatusCode.ERROR, truncate_text(text, 200)))
+        span.set_attribute("error.type", code)
+        log.warning("%s: malformed payload on %s: %s (at %s)", self.name, msg.subject, truncate_text(text, 300), path)
+        error = ErrorReply(code=code, message=text, path=path,
                            correlation_id=env.correlation_id or new_id(), conversation_id=env.conversation_id)
         if msg.reply:
             await self.bus.respond(msg, error)
         else:
-            await self.bus.publish(
-                f"tandem.events.dead_letter.{self.name}",
-                DeadLetter(subject=msg.subject, error=text, path=path, payload=msg.data.decode("utf-8", "replace"),
-                           correlation_id=error.correlation_id),
-            )
+            await self._dead_letter(msg, error, data)
+
+    async def _dead_letter(self, msg: Msg, error: ErrorReply, data: bytes) -> None:
+        await self.bus.publish(
+            f"tandem.events.dead_letter.{self.name}",
+            DeadLetter(subject=msg.subject, error=error.message, path=error.path, code=error.code,
+                       payload=truncate_text(data[: MAX_DEAD_LETTER_PAYLOAD_CHARS * 4].decode("utf-8", "replace"),
+                                             MAX_DEAD_LETTER_PAYLOAD_CHARS),
+                       correlation_id=error.correlation_id, conversation_id=error.conversation_id),
+        )
 
     def _error_reply(self, exc: Exception, request: Message, ep: Endpoint) -> ErrorReply:
         if isinstance(exc, TandemError):
             code, text = exc.code, str(exc)
-            log.warning("%s: %s failed: %s", self.name, ep.subject, text)
+            log.warning("%s: %s failed: %s", self.name, ep.subject, truncate_text(text, 300))
         elif isinstance(exc, TimeoutError):
             code, text = "timeout", f"{self.name} gave up after {ep.timeout:g}s"
             log.warning("%s: %s timed out after %gs", self.name, ep.subject, ep.timeout)
         else:
             code, text = "internal", f"{type(exc).__name__}: {exc}"
             log.error("%s: %s raised", self.name, ep.subject, exc_info=exc)
+        path = getattr(exc, "path", None)
         return ErrorReply(
-            code=code, message=text, path=getattr(exc, "path", None),
+            code=code, message=truncate_text(text, MAX_ERROR_CHARS), path=path if isinstance(path, str) else None,
             correlation_id=request.correlation_id, conversation_id=request.conversation_id,
         )
-
-
-def _dispatcher(
-    send: MemoryObjectSendStream[tuple[Msg, Endpoint]], ep: Endpoint
-) -> Callable[[Msg], Awaitable[None]]:
-    async def dispatch(msg: Msg) -> None:
-        # Hand over without yielding while a worker is free: messages that
-        # arrived together are dispatched together, so their replies leave in
-        # one socket write instead of one write each.
-        try:
-            send.send_nowait((msg, ep))
-        except anyio.WouldBlock:
-            await send.send((msg, ep))
-
-    return dispatch
 
 
 def _peek_envelope(data: bytes) -> _EnvelopeOnly:
     try:
         return _envelope.decode(data)
-    except msgspec.DecodeError:
+    except Exception:  # not JSON, not an object, nested too deeply: no envelope to keep
         return _EnvelopeOnly()

@@ -1,8 +1,26 @@
-"""The NATS bus: typed, traced publish and request/reply over nats-py."""
+"""The NATS bus: typed, traced publish and request/reply over nats-py.
+
+What the bus adds to nats-py, so every actor and client gets it:
+
+* names are checked before they are sent (:func:`validate_subject`, KV keys), since one
+  over-long subject makes nats-server close the connection for good;
+* payloads larger than the server's ``max_payload`` travel through the JetStream object
+  store (``Tandem-Payload`` header), both ways; :meth:`Bus.request` fetches large replies
+  transparently and actors fetch large requests;
+* requests ask for heartbeats (``Tandem-Heartbeat``); a request whose replica goes silent
+  is retried on another replica within its deadline when the caller says it is
+  ``idempotent``, and fails fast with :class:`ReplicaLost` otherwise;
+* a connection closed for good (nats-py does not reconnect after a server ``-ERR``) is
+  reopened by :meth:`Bus.reconnect`; actors notice through :meth:`Bus.wait_lost`;
+* KV buckets validate keys and are recreated when their stream is lost.
+
+See ``_protocol.py`` for the header conventions.
+"""
 
 from __future__ import annotations
 
 import functools
+import itertools
 import logging
 from collections.abc import Awaitable, Callable, Mapping
 from typing import Any, TypeVar
@@ -11,28 +29,93 @@ import anyio
 import msgspec
 import nats
 import nats.errors
+import nats.js.errors
 from nats.aio.client import Client
 from nats.aio.msg import Msg
 from nats.aio.subscription import Subscription
 from nats.js import JetStreamContext
+from nats.js.api import KeyValueConfig, ObjectStoreConfig
 from nats.js.errors import BucketNotFoundError
-from nats.js.kv import KeyValue
+from nats.js.object_store import ObjectStore
 from opentelemetry.trace import Status, StatusCode
 
-from tandem.messages import ErrorReply, Message, decoder, encode
+from tandem.messages import ErrorReply, Message, decoder, encode, new_id
 
-from ..errors import BusConnectError, BusError, DeadlineExceeded, NoResponders, RemoteError, RequestTimeout
+from ..errors import (
+    BadRequest,
+    BusClosed,
+    BusConnectError,
+    BusError,
+    DeadlineExceeded,
+    NoResponders,
+    PayloadTooLarge,
+    RemoteError,
+    ReplicaLost,
+    RequestTimeout,
+)
 from ._deadline import DEADLINE_HEADER, current_deadline, remaining
+from ._kv import HealingKeyValue, is_stream_lost
+from ._limits import truncate_text, validate_subject
+from ._protocol import (
+    ATTEMPT_HEADER,
+    HEARTBEAT_HEADER,
+    PAYLOAD_BUCKET,
+    PAYLOAD_HEADER,
+    STATUS_HEADER,
+    STATUS_WORKING,
+    parse_payload_ref,
+    payload_ref,
+)
 from ._tracing import SEND, inject_headers, messaging_attributes, tracer
 
-__all__ = ["Bus"]
+__all__ = ["Bus", "redact_url"]
 
 R = TypeVar("R")
+
+log = logging.getLogger("tandem.bus")
+
+_NO_RESPONDERS_STATUS = "503"
+_HEADROOM = 512  # bytes kept free under max_payload for the protocol line and unforeseen headers
+
+
+def redact_url(url: str) -> str:
+    """Return ``url`` with the password (or a lone token) in its userinfo replaced by ``***``.
+
+    Examples
+    --------
+    >>> redact_url("nats://app:s3cret@127.0.0.1:4222")
+    'nats://app:***@127.0.0.1:4222'
+    """
+    from ..config import redact_url as _redact  # one implementation; config does not import the bus
+
+    return _redact(url)
 
 
 @functools.cache
 def _reply_decoder(reply_type: Any) -> msgspec.json.Decoder[Any]:
     return decoder(reply_type | ErrorReply)
+
+
+def _headers_size(headers: Mapping[str, str] | None) -> int:
+    if not headers:
+        return 0
+    return 12 + sum(len(k) + len(v) + 4 for k, v in headers.items())
+
+
+class _Pending:
+    """One request waiting for its reply; heartbeats move ``alive_at`` forward."""
+
+    __slots__ = ("alive_at", "event", "lost", "msg")
+
+    def __init__(self, now: float) -> None:
+        self.alive_at = now
+        self.event = anyio.Event()
+        self.msg: Msg | None = None
+        self.lost = False  # the connection closed under it
+
+
+class _Silent(Exception):
+    """The replica went silent (no reply, no heartbeat within the liveness window)."""
 
 
 class Bus:
@@ -41,33 +124,79 @@ class Bus:
     Parameters
     ----------
     nc : nats.aio.client.Client
-        A connected nats-py client; use :meth:`connect` to make one.
+        A connected nats-py client; use :meth:`connect` to make one (only a bus made by
+        :meth:`connect` can :meth:`reconnect`).
+    liveness : float
+        Seconds a request may go without a reply or a heartbeat before its replica is
+        presumed dead (a few :data:`~tandem.services.bus.HEARTBEAT_INTERVAL`).
+    max_object_bytes : int
+        Largest payload sent or accepted through the object store.
+    payload_ttl : float
+        Seconds an offloaded payload is kept when nobody deletes it.
 
     Notes
     -----
-    Replies never echo request headers (nats-py ``Msg.respond`` does); only
-    the trace context is sent.
+    Replies never echo request headers (nats-py ``Msg.respond`` does); only the
+    headers the bus needs are sent.
     """
 
-    def __init__(self, nc: Client) -> None:
+    def __init__(self, nc: Client, *, liveness: float = 5.0, max_object_bytes: int = 64 * 1024 * 1024,
+                 payload_ttl: float = 3600.0) -> None:
         self.nc = nc
+        self.liveness = liveness
+        self.max_object_bytes = max_object_bytes
+        self.payload_ttl = payload_ttl
         self._js: JetStreamContext | None = None
+        self._obs: ObjectStore | None = None
+        self._url: str | None = None
+        self._connect_options: dict[str, Any] = {}
+        self._closing = False
+        self._lost = anyio.Event()
+        self._reconnect_lock = anyio.Lock()
+        self._inbox_lock = anyio.Lock()
+        self._inbox_prefix: str | None = None
+        self._inbox_sub: Subscription | None = None
+        self._pending: dict[str, _Pending] = {}
+        self._tokens = itertools.count()
+        self.generation = 0
+        """How many times the connection was reopened by :meth:`reconnect`."""
+
+    # -- connection ---------------------------------------------------------------------------
 
     @classmethod
-    async def connect(cls, url: str, *, name: str = "tandem", connect_timeout: float = 2.0) -> Bus:
+    async def connect(cls, url: str, *, name: str = "tandem", connect_timeout: float = 2.0, **options: Any) -> Bus:
         """Connect to ``url``.
+
+        Parameters
+        ----------
+        url : str
+        name : str
+            Client name shown by the server.
+        connect_timeout : float
+        **options
+            Passed to :class:`Bus` (``liveness``, ``max_object_bytes``, ``payload_ttl``).
 
         Raises
         ------
         BusConnectError
-            When the server cannot be reached (no reconnect loop on first connect).
+            When the server cannot be reached (no reconnect loop on first connect); the
+            message shows the URL without its password.
         """
+        bus = cls.__new__(cls)
+        nc = await bus._open(url, name=name, connect_timeout=connect_timeout)
+        cls.__init__(bus, nc, **options)
+        bus._url = url
+        bus._connect_options = {"name": name, "connect_timeout": connect_timeout}
+        bus._watch(nc, 0)
+        return bus
+
+    async def _open(self, url: str, *, name: str, connect_timeout: float) -> Client:
         errors: list[Exception] = []
         connected = False
 
         async def on_error(exc: Exception) -> None:
             if connected:
-                logging.getLogger("tandem.bus").warning("NATS: %s", exc)
+                log.warning("NATS: %s", exc)
             else:
                 errors.append(exc)  # reported once, in BusConnectError
 
@@ -84,48 +213,254 @@ class Bus:
             with anyio.CancelScope(shield=True):
                 await nc.close()
             cause = errors[-1] if errors else exc
-            raise BusConnectError(f"cannot connect to NATS at {url}: {cause or type(cause).__name__}") from exc
+            raise BusConnectError(f"cannot connect to NATS at {redact_url(url)}: {cause or type(cause).__name__}") from exc
         connected = True
-        return cls(nc)
+        return nc
+
+    def _watch(self, nc: Client, generation: int) -> None:
+        """Notice when ``nc`` closes without :meth:`close` (server ``-ERR``, fatal error)."""
+
+        async def closed() -> None:
+            if self._closing or generation != self.generation:
+                return
+            reason = nc.last_error
+            log.error("NATS connection closed for good (%s); it will be reopened",
+                      f"{type(reason).__name__}: {reason}" if reason else "no reason given")
+            self._lost.set()
+            for pending in self._pending.values():
+                pending.lost = True
+                pending.event.set()
+
+        nc._closed_cb = closed  # nats-py's connect() sets it from its argument; set after to bind nc
+
+    @property
+    def lost(self) -> bool:
+        """Whether the current connection closed for good without :meth:`close`."""
+        return self._lost.is_set()
+
+    async def wait_lost(self) -> None:
+        """Wait until the current connection closes for good without :meth:`close`.
+
+        Actors wait on this instead of sleeping forever, then crash with
+        :class:`~tandem.services.errors.BusClosed` so their supervisor calls
+        :meth:`reconnect` and restarts them on the new connection.
+        """
+        await self._lost.wait()
+
+    async def reconnect(self, *, timeout: float = 30.0) -> None:
+        """Reopen the connection if it closed for good (a no-op otherwise).
+
+        Concurrent callers share one reconnection. Subscriptions made on the old
+        connection are gone: whoever made them must make them again (supervised actors
+        are restarted for that).
+
+        Parameters
+        ----------
+        timeout : float
+            Seconds to keep trying.
+
+        Raises
+        ------
+        BusClosed
+            When the bus was closed with :meth:`close`, was not made by :meth:`connect`,
+            or the server could not be reached within ``timeout``.
+        """
+        async with self._reconnect_lock:
+            if not self.nc.is_closed:
+                return
+            if self._closing or self._url is None:
+                raise BusClosed("the NATS connection is closed")
+            reason = self.nc.last_error
+            nc: Client | None = None
+            last: BusConnectError | None = None
+            with anyio.move_on_after(timeout):
+                while nc is None:
+                    try:
+                        nc = await self._open(self._url, **self._connect_options)
+                    except BusConnectError as exc:
+                        last = exc
+                        await anyio.sleep(0.5)
+            if nc is None:
+                raise BusClosed(
+                    f"NATS connection to {redact_url(self._url)} closed for good "
+                    f"({type(reason).__name__ if reason else 'no reason'}: {reason}) "
+                    f"and could not be reopened within {timeout:g}s: {last}"
+                ) from last
+            self.generation += 1
+            self.nc = nc
+            self._js = None
+            self._obs = None
+            self._inbox_prefix = None
+            self._inbox_sub = None
+            self._lost = anyio.Event()
+            self._watch(nc, self.generation)
+            log.warning("NATS connection to %s reopened (generation %d)", redact_url(self._url), self.generation)
+
+    async def _ensure_open(self) -> None:
+        if self.nc.is_closed and not self._closing and self._url is not None:
+            await self.reconnect()
 
     async def close(self) -> None:
         """Drain subscriptions and close the connection."""
+        self._closing = True
         if self.nc.is_closed:
             return
         try:
             await self.nc.drain()
         except (nats.errors.Error, OSError) as exc:
             # the server is gone or reconnecting: nothing left to flush, just stop the client's tasks
-            logging.getLogger("tandem.bus").debug("drain failed (%s); closing", exc)
+            log.debug("drain failed (%s); closing", exc)
             try:
                 await self.nc.close()
             except OSError as close_exc:  # the socket was already lost
-                logging.getLogger("tandem.bus").debug("close after lost connection: %s", close_exc)
+                log.debug("close after lost connection: %s", close_exc)
+
+    # -- JetStream ----------------------------------------------------------------------------
 
     @property
     def jetstream(self) -> JetStreamContext:
-        """The JetStream context of this connection."""
+        """The JetStream context of the current connection."""
         if self._js is None:
             self._js = self.nc.jetstream()
         return self._js
 
-    async def key_value(self, bucket: str, *, history: int = 1, ttl: float | None = None) -> KeyValue:
+    async def key_value(self, bucket: str, *, history: int = 1, ttl: float | None = None) -> HealingKeyValue:
         """Return JetStream KV ``bucket``, creating it when missing.
+
+        The bucket checks every key with :func:`~tandem.services.bus.validate_kv_key`
+        (:class:`~tandem.services.errors.InvalidName`, code ``bad_request``), is recreated
+        with this configuration when its stream is lost (a write then succeeds; a read
+        finds nothing), and survives :meth:`reconnect`.
 
         Raises
         ------
         BusError
             When JetStream is not enabled on the server.
         """
+        config = KeyValueConfig(bucket=bucket, history=history, ttl=ttl)
+        await self._ensure_open()
         try:
             try:
-                return await self.jetstream.key_value(bucket)
-            except BucketNotFoundError:
-                from nats.js.api import KeyValueConfig
-
-                return await self.jetstream.create_key_value(KeyValueConfig(bucket=bucket, history=history, ttl=ttl))
+                info = await self.jetstream.stream_info(f"KV_{bucket}")
+                direct = bool(info.config.allow_direct)
+            except nats.js.errors.NotFoundError:
+                await self.jetstream.create_key_value(config)
+                direct = bool(config.direct)
         except nats.errors.Error as exc:
             raise BusError(f"JetStream KV {bucket!r} unavailable (is JetStream enabled?): {exc}") from exc
+        return HealingKeyValue(self, config, direct=direct)
+
+    async def _object_store(self, *, fresh: bool = False) -> ObjectStore:
+        if self._obs is not None and not fresh:
+            return self._obs
+        try:
+            try:
+                if fresh:
+                    raise BucketNotFoundError
+                self._obs = await self.jetstream.object_store(PAYLOAD_BUCKET)
+            except (BucketNotFoundError, nats.js.errors.NotFoundError):
+                self._obs = await self.jetstream.create_object_store(
+                    PAYLOAD_BUCKET, ObjectStoreConfig(bucket=PAYLOAD_BUCKET, ttl=self.payload_ttl,
+                                                      description="Tandem payloads over max_payload"),
+                )
+        except nats.js.errors.BadRequestError:
+            self._obs = await self.jetstream.object_store(PAYLOAD_BUCKET)  # created meanwhile
+        except nats.errors.Error as exc:
+            raise BusError(f"JetStream object store {PAYLOAD_BUCKET!r} unavailable: {exc}") from exc
+        return self._obs
+
+    async def put_payload(self, data: bytes) -> str:
+        """Store ``data`` in the payload object store; return its ``Tandem-Payload`` reference.
+
+        Raises
+        ------
+        PayloadTooLarge
+            When ``data`` is larger than :attr:`max_object_bytes`.
+        BusError
+            When the object store cannot be used.
+        """
+        if len(data) > self.max_object_bytes:
+            raise PayloadTooLarge(f"payload of {len(data)} bytes exceeds the limit of {self.max_object_bytes}")
+        name = new_id()
+        obs = await self._object_store()
+        try:
+            try:
+                await obs.put(name, data)
+            except nats.errors.Error as exc:
+                if not is_stream_lost(exc):
+                    raise
+                log.warning("object store %s is gone; recreating it", PAYLOAD_BUCKET)
+                obs = await self._object_store(fresh=True)
+                await obs.put(name, data)
+        except nats.errors.Error as exc:
+            raise BusError(f"cannot store a payload of {len(data)} bytes: {exc!r}") from exc
+        return payload_ref(PAYLOAD_BUCKET, name)
+
+    async def get_payload(self, ref: str) -> bytes:
+        """Fetch an offloaded payload by its ``Tandem-Payload`` reference.
+
+        Raises
+        ------
+        BadRequest
+            When ``ref`` is not a reference to this bus's payload bucket, or the object
+            does not exist (expired, or never stored).
+        PayloadTooLarge
+            When the object is larger than :attr:`max_object_bytes`.
+        BusError
+            When the object store cannot be used.
+        """
+        name = parse_payload_ref(ref)
+        if name is None:
+            raise BadRequest(f"bad {PAYLOAD_HEADER} reference {ref[:100]!r}")
+        obs = await self._object_store()
+        try:
+            info = await obs.get_info(name)
+            if (info.size or 0) > self.max_object_bytes:
+                raise PayloadTooLarge(f"payload of {info.size} bytes exceeds the limit of {self.max_object_bytes}")
+            return bytes((await obs.get(name)).data or b"")
+        except nats.js.errors.ObjectNotFoundError as exc:
+            raise BadRequest(f"payload {ref} not found (expired?)") from exc
+        except nats.errors.Error as exc:
+            if is_stream_lost(exc):
+                raise BadRequest(f"payload {ref} not found (store lost)") from exc
+            raise BusError(f"cannot fetch payload {ref}: {exc!r}") from exc
+
+    async def delete_payload(self, ref: str) -> None:
+        """Delete an offloaded payload (best effort: failures are only logged)."""
+        name = parse_payload_ref(ref)
+        if name is None:
+            return
+        with anyio.CancelScope(shield=True), anyio.move_on_after(2):
+            try:
+                await (await self._object_store()).delete(name)
+            except (nats.errors.Error, BusError) as exc:
+                log.debug("delete payload %s: %r", ref, exc)
+
+    async def payload_of(self, msg: Msg) -> bytes:
+        """Return the body of ``msg``, fetched from the object store when it was offloaded.
+
+        For raw subscribers (``sub.messages``); actors and :meth:`request` do this already.
+
+        Raises
+        ------
+        BadRequest, PayloadTooLarge, BusError
+            As :meth:`get_payload`.
+        """
+        ref = msg.headers.get(PAYLOAD_HEADER) if msg.headers else None
+        return await self.get_payload(ref) if ref is not None else msg.data
+
+    def _inline_limit(self, headers: Mapping[str, str] | None) -> int:
+        return self.nc.max_payload - _headers_size(headers) - _HEADROOM
+
+    async def _outgoing(self, payload: bytes, headers: dict[str, str]) -> tuple[bytes, str | None]:
+        """Offload ``payload`` when it does not fit in one message; return the body to send and the reference."""
+        if len(payload) <= self._inline_limit(headers):
+            return payload, None
+        ref = await self.put_payload(payload)
+        headers[PAYLOAD_HEADER] = ref
+        return b"", ref
+
+    # -- core NATS ----------------------------------------------------------------------------
 
     async def subscribe(
         self, subject: str, *, queue: str = "", cb: Callable[[Msg], Awaitable[None]] | None = None
@@ -134,8 +469,16 @@ class Bus:
 
         Without ``cb``, iterate ``sub.messages``; with ``cb``, nats-py awaits it
         once per message in order (errors it raises are only logged, so ``cb``
-        should hand work to a task group rather than do it).
+        should hand work to a task group rather than do it). Offloaded bodies are
+        not fetched here: use :meth:`payload_of`.
+
+        Raises
+        ------
+        InvalidName
+            When ``subject`` is malformed or too long.
         """
+        validate_subject(subject, wildcards=True)
+        await self._ensure_open()
         return await self.nc.subscribe(subject, queue=queue, cb=cb)
 
     async def flush(self, timeout: float = 5.0) -> None:
@@ -145,13 +488,25 @@ class Bus:
     async def publish(self, subject: str, message: Message, *, template: str | None = None) -> None:
         """Publish a one-way message (an event) inside a ``send <subject>`` span.
 
+        A message larger than ``max_payload`` goes through the object store.
+
         Parameters
         ----------
         subject : str
         message : Message
         template : str or None
             Subject template for the span name (e.g. ``tandem.events.task.{status}``).
+
+        Raises
+        ------
+        InvalidName
+            When ``subject`` is malformed or too long.
+        PayloadTooLarge
+            When the message is larger than :attr:`max_object_bytes`.
+        BusError
+            When NATS refuses.
         """
+        validate_subject(subject)
         payload = encode(message)
         name = template or subject
         with tracer.start_as_current_span(
@@ -162,12 +517,62 @@ class Bus:
                 conversation_id=message.conversation_id, body_size=len(payload), template=template,
             ),
         ):
+            await self._ensure_open()
+            headers = inject_headers()
+            body, _ = await self._outgoing(payload, headers)
             try:
-                await self.nc.publish(subject, payload, headers=inject_headers())
+                await self.nc.publish(subject, body, headers=headers)
             except nats.errors.Error as exc:
-                raise BusError(f"publish to {subject} failed: {exc}") from exc
+                raise BusError(f"publish to {subject} failed: {exc!r}") from exc
 
-    async def request(self, subject: str, message: Message, reply_type: type[R] | Any, *, timeout: float) -> R:
+    async def _ensure_inbox(self) -> str:
+        if self._inbox_prefix is not None:
+            return self._inbox_prefix
+        async with self._inbox_lock:
+            if self._inbox_prefix is None:
+                prefix = f"_INBOX.{new_id()}."
+                self._inbox_sub = await self.nc.subscribe(prefix + "*", cb=self._on_reply)
+                self._inbox_prefix = prefix
+        return self._inbox_prefix
+
+    async def _on_reply(self, msg: Msg) -> None:
+        prefix = self._inbox_prefix
+        if prefix is None or not msg.subject.startswith(prefix):
+            return
+        pending = self._pending.get(msg.subject[len(prefix):])
+        if pending is None:
+            return  # a late reply to an attempt already given up on
+        if msg.headers and msg.headers.get(STATUS_HEADER) == STATUS_WORKING and not msg.data:
+            pending.alive_at = anyio.current_time()
+            return
+        pending.msg = msg
+        pending.event.set()
+
+    async def _attempt(self, subject: str, body: bytes, headers: dict[str, str], end: float) -> Msg | None:
+        """Send one attempt; return the reply, ``None`` on timeout; raise :class:`_Silent`."""
+        await self._ensure_open()
+        prefix = await self._ensure_inbox()
+        token = str(next(self._tokens))
+        pending = self._pending[token] = _Pending(anyio.current_time())
+        try:
+            await self.nc.publish(subject, body, reply=prefix + token, headers=headers)
+            while pending.msg is None:
+                now = anyio.current_time()
+                if pending.lost:
+                    raise _Silent("the connection closed")
+                if now >= end:
+                    return None
+                quiet = now - pending.alive_at
+                if quiet >= self.liveness:
+                    raise _Silent(f"no reply and no heartbeat for {quiet:.1f}s")
+                with anyio.move_on_after(min(end, pending.alive_at + self.liveness) - now):
+                    await pending.event.wait()
+            return pending.msg
+        finally:
+            del self._pending[token]
+
+    async def request(self, subject: str, message: Message, reply_type: type[R] | Any, *, timeout: float,
+                      idempotent: bool = False) -> R:
         """Send ``message`` and wait for a typed reply.
 
         Parameters
@@ -180,11 +585,15 @@ class Bus:
             Seconds to wait for the reply; never past the current deadline
             (:func:`~tandem.services.bus.deadline_scope`), which the request carries
             in the ``Tandem-Deadline`` header.
+        idempotent : bool
+            The request may run twice: when its replica goes silent (dies), send it
+            again to another replica (``Tandem-Attempt: 2``…) while time is left. The
+            endpoint must be declared ``idempotent`` too, or it refuses the retry.
 
         Returns
         -------
         reply_type
-            The decoded reply.
+            The decoded reply (fetched from the object store when it was offloaded).
 
         Raises
         ------
@@ -192,20 +601,26 @@ class Bus:
             When the peer answered with an ``ErrorReply``.
         NoResponders
             When nobody serves ``subject``.
+        ReplicaLost
+            When the replica went silent (no reply or heartbeat for :attr:`liveness`
+            seconds) and the request is not idempotent or no time is left.
         DeadlineExceeded
             When the current deadline passed before or while waiting.
         RequestTimeout
             When no reply came within ``timeout``.
+        InvalidName
+            When ``subject`` is malformed or too long.
+        PayloadTooLarge
+            When the message is larger than :attr:`max_object_bytes`.
         BusError
-            When the reply does not decode as ``reply_type``.
+            When the reply does not decode as ``reply_type``, or NATS fails.
         """
+        validate_subject(subject)
         deadline = current_deadline()
         wait = remaining(timeout)
-        headers = inject_headers()
-        if deadline is not None:
-            if wait <= 0:
-                raise DeadlineExceeded(f"deadline passed before the request to {subject}", step=subject)
-            headers[DEADLINE_HEADER] = f"{deadline:.3f}"
+        assert wait is not None
+        if deadline is not None and wait <= 0:
+            raise DeadlineExceeded(f"deadline passed before the request to {subject}", step=subject)
         payload = encode(message)
         with tracer.start_as_current_span(
             f"send {subject}",
@@ -215,34 +630,106 @@ class Bus:
                 conversation_id=message.conversation_id, body_size=len(payload),
             ),
         ) as span:
+            headers = inject_headers()  # inside the send span: the process span is its child
+            if deadline is not None:
+                headers[DEADLINE_HEADER] = f"{deadline:.3f}"
+            headers[HEARTBEAT_HEADER] = "1"
+            await self._ensure_open()
+            body, ref = await self._outgoing(payload, headers)
             try:
-                msg = await self.nc.request(subject, payload, timeout=wait, headers=headers)
-            except nats.errors.NoRespondersError as exc:
-                span.set_status(Status(StatusCode.ERROR, "no responders"))
-                span.set_attribute("error.type", "no_responders")
-                raise NoResponders(f"no actor serves {subject} (is it running?)") from exc
-            except nats.errors.TimeoutError as exc:
-                span.set_status(Status(StatusCode.ERROR, "timeout"))
-                if wait < timeout:
-                    span.set_attribute("error.type", "deadline_exceeded")
-                    raise DeadlineExceeded(f"deadline reached waiting for {subject}", step=subject) from exc
-                span.set_attribute("error.type", "timeout")
-                raise RequestTimeout(f"no reply from {subject} within {timeout:g}s") from exc
-            except nats.errors.Error as exc:
-                span.set_attribute("error.type", type(exc).__name__)
-                raise BusError(f"request to {subject} failed: {exc}") from exc
+                msg = await self._exchange(subject, body, headers, wait=wait, timeout=timeout,
+                                           idempotent=idempotent, span=span)
+            finally:
+                if ref is not None:
+                    await self.delete_payload(ref)
+            data = msg.data
+            reply_ref = msg.headers.get(PAYLOAD_HEADER) if msg.headers else None
+            if reply_ref is not None:
+                try:
+                    data = await self.get_payload(reply_ref)
+                finally:
+                    await self.delete_payload(reply_ref)
             try:
-                reply = _reply_decoder(reply_type).decode(msg.data)
-            except msgspec.DecodeError as exc:
+                reply = _reply_decoder(reply_type).decode(data)
+            except (msgspec.DecodeError, RecursionError) as exc:
                 span.set_attribute("error.type", "bad_reply")
-                raise BusError(f"malformed reply from {subject}: {exc}") from exc
+                raise BusError(f"malformed reply from {subject}: {truncate_text(str(exc), 500)}") from exc
             if isinstance(reply, ErrorReply):
                 span.set_status(Status(StatusCode.ERROR, reply.message))
                 span.set_attribute("error.type", reply.code)
                 raise RemoteError(reply.code, reply.message, path=reply.path, subject=subject)
             return reply
 
+    async def _exchange(self, subject: str, body: bytes, headers: dict[str, str], *, wait: float, timeout: float,
+                        idempotent: bool, span: Any) -> Msg:
+        end = anyio.current_time() + wait
+        attempt = 1
+        while True:
+            try:
+                msg = await self._attempt(subject, body, headers, end)
+            except _Silent as exc:
+                if idempotent and end - anyio.current_time() > 0.05:
+                    attempt += 1
+                    headers[ATTEMPT_HEADER] = str(attempt)
+                    log.warning("request to %s: replica silent (%s); retrying (attempt %d)", subject, exc, attempt)
+                    span.add_event("retry", {"tandem.attempt": attempt, "tandem.reason": str(exc)})
+                    continue
+                span.set_status(Status(StatusCode.ERROR, "replica lost"))
+                span.set_attribute("error.type", "replica_lost")
+                raise ReplicaLost(f"the replica serving {subject} went silent ({exc})"
+                                  + ("" if idempotent else "; the request is not idempotent, so it was not retried"),
+                                  attempts=attempt) from None
+            except nats.errors.Error as exc:
+                span.set_attribute("error.type", type(exc).__name__)
+                raise BusError(f"request to {subject} failed: {exc!r}") from exc
+            if msg is None:
+                span.set_status(Status(StatusCode.ERROR, "timeout"))
+                if wait < timeout:
+                    span.set_attribute("error.type", "deadline_exceeded")
+                    raise DeadlineExceeded(f"deadline reached waiting for {subject}", step=subject)
+                span.set_attribute("error.type", "timeout")
+                raise RequestTimeout(f"no reply from {subject} within {timeout:g}s")
+            if msg.headers and msg.headers.get("Status") == _NO_RESPONDERS_STATUS and not msg.data:
+                span.set_status(Status(StatusCode.ERROR, "no responders"))
+                span.set_attribute("error.type", "no_responders")
+                raise NoResponders(f"no actor serves {subject} (is it running?)")
+            return msg
+
+    async def heartbeat(self, reply: str) -> None:
+        """Tell the caller waiting on ``reply`` that its request is still being worked on."""
+        await self.nc.publish(reply, b"", headers={STATUS_HEADER: STATUS_WORKING})
+
     async def respond(self, msg: Msg, reply: Message, headers: Mapping[str, str] | None = None) -> None:
-        """Send ``reply`` to the reply subject of request ``msg`` (headers are not echoed)."""
-        if msg.reply:
-            await self.nc.publish(msg.reply, encode(reply), headers=dict(headers) if headers else None)
+        """Send ``reply`` to the reply subject of request ``msg`` (headers are not echoed).
+
+        A reply larger than ``max_payload`` goes through the object store; when that
+        is impossible (too large for it too, or no JetStream) the caller gets
+        ``ErrorReply(code="too_large")`` instead.
+
+        Raises
+        ------
+        InvalidName
+            When the request's reply subject is malformed or too long.
+        BusError
+            When NATS refuses.
+        """
+        if not msg.reply:
+            return
+        validate_subject(msg.reply)
+        data = encode(reply)
+        hdrs = dict(headers) if headers else {}
+        try:
+            body, _ = await self._outgoing(data, hdrs)
+        except BusError as exc:
+            log.warning("reply of %d bytes to %s cannot be sent: %s", len(data), msg.subject, exc)
+            body = encode(ErrorReply(
+                code="too_large",
+                message=truncate_text(f"the reply is {len(data)} bytes, over the server's max_payload of "
+                                      f"{self.nc.max_payload}, and could not go through the object store: {exc}", 1000),
+                correlation_id=reply.correlation_id, conversation_id=reply.conversation_id,
+            ))
+            hdrs.pop(PAYLOAD_HEADER, None)
+        try:
+            await self.nc.publish(msg.reply, body, headers=hdrs or None)
+        except nats.errors.Error as exc:
+            raise BusError(f"reply to {msg.subject} failed: {exc!r}") from exc

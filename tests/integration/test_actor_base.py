@@ -8,6 +8,7 @@ import anyio
 import pytest
 
 from tandem.actors import Actor, ActorCrashed, Endpoint, supervise
+from tandem.actors._base import DeadLetter
 from tandem.messages import ErrorReply, Message, Ping, Pong, decoder, encode, subjects
 from tandem.services.bus import Bus
 from tandem.services.errors import NoResponders, RemoteError, StepFailed
@@ -39,6 +40,7 @@ class EchoActor(Actor):
             Endpoint("test.echo", Echo, self.echo, timeout=0.5),
             Endpoint("test.boom", Boom, self.boom, timeout=1),
             Endpoint("test.event", Boom, self.event, timeout=1),
+            Endpoint("test.later", Boom, self.later, timeout=1),
         ]
 
     async def echo(self, request: Echo) -> Echoed:
@@ -54,6 +56,12 @@ class EchoActor(Actor):
         self.events.append(request.kind)
         if request.kind == "crash":
             raise RuntimeError("event handler failed")
+
+    async def later(self, request: Boom) -> None:
+        async def fail() -> None:
+            raise RuntimeError("background task failed")
+
+        self.start_soon(fail)
 
 
 async def test_request_reply_and_correlation(bus: Bus) -> None:
@@ -126,7 +134,7 @@ async def test_replicas_share_work_through_the_queue_group(nats_url: str) -> Non
             await b.close()
 
 
-async def test_failed_event_crashes_actor_into_supervisor_which_restarts_it(bus: Bus, caplog) -> None:
+async def test_failed_event_goes_to_dead_letter_without_crashing_the_actor(bus: Bus) -> None:
     events: list[str] = []
     made: list[EchoActor] = []
 
@@ -135,20 +143,40 @@ async def test_failed_event_crashes_actor_into_supervisor_which_restarts_it(bus:
         return made[-1]
 
     async with anyio.create_task_group() as tg:
+        await tg.start(lambda task_status: supervise(factory, max_restarts=1, within=60, task_status=task_status))
+        sub = await bus.subscribe("tandem.events.dead_letter.echo")
+        await bus.flush()
+        for _ in range(6):  # more than the budget: handler failures are not crashes
+            await bus.publish("test.event", Boom(kind="crash"))
+        letters = [decoder(DeadLetter).decode((await sub.next_msg(timeout=3)).data) for _ in range(6)]
+        assert {(d.code, d.subject) for d in letters} == {("internal", "test.event")}
+        assert "event handler failed" in letters[0].error and '"kind":"crash"' in letters[0].payload
+        assert (await bus.request("test.echo", Echo(text="same"), Echoed, timeout=2)).instance == made[0].instance_id
+        assert events == ["crash"] * 6 and len(made) == 1
+        tg.cancel_scope.cancel()
+
+
+async def test_crashed_background_task_restarts_the_actor(bus: Bus, caplog) -> None:
+    made: list[EchoActor] = []
+
+    def factory() -> EchoActor:
+        made.append(EchoActor(bus))
+        return made[-1]
+
+    async with anyio.create_task_group() as tg:
         await tg.start(lambda task_status: supervise(factory, max_restarts=5, within=60, task_status=task_status))
-        await bus.publish("test.event", Boom(kind="crash"))
+        await bus.publish("test.later", Boom(kind="x"))
         with anyio.fail_after(5):
             while len(made) < 2:
                 await anyio.sleep(0.01)
-            # the restarted instance serves again
-            while True:
+            while True:  # the restarted instance serves again
                 try:
-                    await bus.request("test.echo", Echo(text="back"), Echoed, timeout=1)
+                    reply = await bus.request("test.echo", Echo(text="back"), Echoed, timeout=1)
                     break
                 except NoResponders:
                     await anyio.sleep(0.02)
-        assert events == ["crash"]
-        assert "crashed" in caplog.text and "event handler failed" in caplog.text
+        assert reply.instance == made[1].instance_id
+        assert "crashed" in caplog.text and "background task failed" in caplog.text
         tg.cancel_scope.cancel()
 
 
@@ -158,8 +186,8 @@ async def test_supervisor_gives_up_after_its_budget(bus: Bus) -> None:
             await tg.start(lambda task_status: supervise(lambda: EchoActor(bus), max_restarts=1, within=60,
                                                          task_status=task_status))
             for _ in range(3):
-                await bus.publish("test.event", Boom(kind="crash"))
-                await anyio.sleep(0.2)
+                await bus.publish("test.later", Boom(kind="crash"))
+                await anyio.sleep(0.3)
             await anyio.sleep(5)
     assert info.group_contains(ActorCrashed)
 

@@ -1,0 +1,141 @@
+"""JetStream KV buckets that validate keys and heal when their stream is lost."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Awaitable, Callable
+from typing import TYPE_CHECKING, Any, TypeVar
+
+import nats.errors
+import nats.js.errors
+from nats.js import JetStreamContext
+from nats.js.api import KeyValueConfig
+from nats.js.kv import KeyValue
+
+from ..errors import BusError
+from ._limits import validate_kv_key
+
+if TYPE_CHECKING:
+    from ._nats import Bus
+
+__all__ = ["HealingKeyValue", "is_stream_lost"]
+
+log = logging.getLogger("tandem.bus")
+
+T = TypeVar("T")
+
+_STREAM_NOT_FOUND = 10059  # JSStreamNotFoundErr
+
+
+def is_stream_lost(exc: BaseException) -> bool:
+    """Whether ``exc`` says the JetStream stream behind a bucket does not exist (any more)."""
+    if isinstance(exc, nats.js.errors.KeyNotFoundError):
+        return False
+    if isinstance(exc, (nats.js.errors.NoStreamResponseError, nats.js.errors.BucketNotFoundError)):
+        return True
+    return isinstance(exc, nats.js.errors.NotFoundError) and getattr(exc, "err_code", None) == _STREAM_NOT_FOUND
+
+
+class HealingKeyValue(KeyValue):
+    """A :class:`nats.js.kv.KeyValue` bound to a :class:`Bus`, not to one connection.
+
+    Differences from nats-py's bucket (same methods, same exceptions otherwise):
+
+    * every key goes through :func:`~tandem.services.bus.validate_kv_key` first
+      (:class:`~tandem.services.errors.InvalidName`, code ``bad_request``);
+    * when the bucket's stream is gone (bucket deleted, server restarted with an empty
+      store), the bucket is recreated with its original configuration and the operation
+      is tried once more; reads of a lost bucket simply find no key;
+    * it uses the bus's *current* JetStream context, so it survives
+      :meth:`Bus.reconnect <tandem.services.bus.Bus.reconnect>`.
+
+    Parameters
+    ----------
+    bus : Bus
+    config : nats.js.api.KeyValueConfig
+        How to (re)create the bucket.
+    direct : bool
+        Whether the stream allows direct get.
+    """
+
+    def __init__(self, bus: Bus, config: KeyValueConfig, *, direct: bool) -> None:
+        self._bus = bus
+        self.config = config
+        assert config.bucket is not None
+        super().__init__(name=config.bucket, stream=f"KV_{config.bucket}", pre=f"$KV.{config.bucket}.",
+                         js=bus.jetstream, direct=direct)
+
+    @property  # type: ignore[override]
+    def _js(self) -> JetStreamContext:
+        return self._bus.jetstream
+
+    @_js.setter
+    def _js(self, _: JetStreamContext) -> None:
+        pass  # always the bus's current context
+
+    @property
+    def bucket(self) -> str:
+        """The bucket's name."""
+        return self._name
+
+    async def recreate(self) -> None:
+        """Create the bucket again with its configuration (a no-op when it exists).
+
+        Raises
+        ------
+        BusError
+            When JetStream refuses.
+        """
+        try:
+            await self._bus.jetstream.create_key_value(self.config)
+        except nats.js.errors.BadRequestError:
+            pass  # created meanwhile by someone else, with another configuration: use it
+        except nats.errors.Error as exc:
+            raise BusError(f"cannot recreate JetStream KV {self._name!r}: {exc}") from exc
+
+    async def _healing(self, op: Callable[[], Awaitable[T]]) -> T:
+        try:
+            return await op()
+        except nats.errors.Error as exc:
+            if not is_stream_lost(exc):
+                raise
+            log.warning("KV bucket %s is gone (%s); recreating it", self._name, type(exc).__name__)
+        await self.recreate()
+        try:
+            return await op()
+        except nats.errors.Error as exc:
+            if is_stream_lost(exc):
+                raise BusError(f"JetStream KV {self._name!r} lost and not recreated: {exc!r}") from exc
+            raise
+
+    async def get(self, key: str, revision: int | None = None, validate_keys: bool = True) -> KeyValue.Entry:
+        validate_kv_key(key)
+        try:
+            return await super().get(key, revision, validate_keys)
+        except nats.errors.Error as exc:
+            if is_stream_lost(exc):  # nothing stored any more: a miss, like a missing key
+                raise nats.js.errors.KeyNotFoundError(message=f"bucket {self._name} lost") from exc
+            raise
+
+    async def put(self, key: str, value: bytes, validate_keys: bool = True) -> int:
+        validate_kv_key(key)
+        return await self._healing(lambda: super(HealingKeyValue, self).put(key, value, validate_keys))
+
+    async def create(self, key: str, value: bytes, *args: Any, **kwargs: Any) -> int:
+        validate_kv_key(key)
+        return await self._healing(lambda: super(HealingKeyValue, self).create(key, value, *args, **kwargs))
+
+    async def update(self, key: str, value: bytes, *args: Any, **kwargs: Any) -> int:
+        validate_kv_key(key)
+        return await self._healing(lambda: super(HealingKeyValue, self).update(key, value, *args, **kwargs))
+
+    async def delete(self, key: str, *args: Any, **kwargs: Any) -> bool:
+        validate_kv_key(key)
+        return await self._healing(lambda: super(HealingKeyValue, self).delete(key, *args, **kwargs))
+
+    async def purge(self, key: str, *args: Any, **kwargs: Any) -> bool:
+        validate_kv_key(key)
+        return await self._healing(lambda: super(HealingKeyValue, self).purge(key, *args, **kwargs))
+
+    async def watch(self, keys: Any, *args: Any, **kwargs: Any) -> KeyValue.KeyWatcher:
+        return await self._healing(lambda: super(HealingKeyValue, self).watch(keys, *args, **kwargs))
