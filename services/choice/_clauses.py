@@ -1,0 +1,460 @@
+"""Stage 2: clauses and scopes — tokens → a :class:`Reading` of the answer.
+
+The answer is cut into clauses at punctuation and connectives; each clause
+gets a role:
+
+``ACTIVE``
+    part of the answer proper (it chooses, refuses, asks…);
+``MOD``
+    a condition or request attached to the answer ("but keep the logs") →
+    ``modifications``;
+``NONE``
+    ignored (a reason without a choice, text before a correction).
+
+Then, clause by clause, the scopes: a negator or an exclusion applies to the
+adjacent group of option references (English to the right: "not 2",
+Japanese to the left: "2じゃない"); a comparison ("better than 3", "3より")
+makes its reference a *mention*; a past-tense clause ("last time I picked 2",
+"前回は2番だった") makes every reference in it a mention. A correction
+("actually", "やっぱり", "just kidding") drops everything before it.
+
+The reading also records what forbids acting (``guards``): sarcasm, a double
+negative, a negation that follows a choice without saying what it negates,
+a past reference, a comparison. The decision stage turns guards into a
+clarification or a confidence cap.
+"""
+
+from __future__ import annotations
+
+import re
+from enum import IntEnum
+from typing import Final
+
+from . import _lexicon
+from ._scanner import MASK
+from ._tokens import DECISIVE, STRUCTURAL, Kind, Src, Token
+
+__all__ = ["Clause", "Flag", "Reading", "Role", "gap", "read", "residue_words"]
+
+_LIST_GAP: Final = re.compile(r"(?:と|や|and|&|\+|および|及び|・|も|plus|as\s+well\s+as|と,|とか)?")
+_OR_GAP: Final = re.compile(r"(?:か|or|または|もしくは|それか|or\s+maybe|/|か,|either)")
+_RANGE_GAP: Final = re.compile(r"(?:-|–|—|−|~|〜|から|to|through|thru|till|until|…|\.\.\.?)")
+_GAP_STRIP: Final = " ,、;。.!?:" + MASK
+_PUNCT_RE: Final = re.compile(r"[,、;。.!:()\[\]「」『』—]+|\s-\s")
+_PUNCT_SPACE: Final = " ,、;。.!:?\"'「」()[]…~〜-—"
+_WORD_RE: Final = re.compile(r"[a-z0-9_]+|[^\W\d_a-z]+")
+_WORDCH: Final = re.compile(r"\w")
+
+
+class Flag(IntEnum):
+    """How a clause was introduced."""
+
+    MAIN = 0
+    COND = 1  # "but", "けど", "if", "てから"
+    SEQ = 2  # "then", "also", "あと"
+    WITHOUT = 3
+    REASON = 4  # "because", "ので"
+
+
+class Role(IntEnum):
+    """What a clause does for the answer."""
+
+    UNSET = 0
+    ACTIVE = 1
+    MOD = 2
+    NONE = 3
+
+
+class Clause:
+    """A span of the answer with its tokens."""
+
+    __slots__ = ("start", "end", "flag", "toks", "role")
+
+    def __init__(self, start: int, end: int, flag: Flag) -> None:
+        self.start = start
+        self.end = end
+        self.flag = flag
+        self.toks: list[Token] = []
+        self.role = Role.UNSET
+
+
+# token kind -> (cut at its end?, resume at its end?, flag of the next clause, flag of the previous one or None)
+_CUTS: Final = {
+    Kind.COND: (False, True, Flag.COND, None),
+    Kind.CONDK_PRE: (False, False, Flag.COND, None),
+    Kind.WITHOUT: (False, False, Flag.WITHOUT, None),
+    Kind.CONDK_SEQ: (False, False, Flag.SEQ, None),
+    Kind.CONDK_POST: (True, True, Flag.MAIN, Flag.COND),
+    Kind.REASON_PRE: (False, False, Flag.REASON, None),
+    Kind.REASON_POST: (True, True, Flag.MAIN, Flag.REASON),
+    Kind.QMARK: (True, True, Flag.MAIN, None),
+    Kind.CORRECT: (True, True, Flag.MAIN, None),
+}
+
+
+class Reading:
+    """What the clause stage understood.
+
+    Attributes
+    ----------
+    act : list of Token
+        Tokens of the active clauses, in order.
+    mods : list of str
+        Condition texts (``modifications``).
+    guards : list of str
+        Why the answer must not be acted on as read (sarcasm, past reference…).
+    cap_guards : list of str
+        Why the confidence is capped below acting (comparison, past clause).
+    unexplained : list of str
+        Words of active clauses the grammar does not explain.
+    mentioned : set of int
+        Options named but not chosen (past, comparison).
+    refused : set of int
+        Options a sarcastic or trailing negation may refuse.
+    double_neg : Token or None
+    neg_mod : bool
+        A negation was read as a condition ("yes, don't delete the logs").
+    defer : bool
+        The pattern path declines: only a model can read this answer.
+    early : tuple or None
+        ``(confidence, reasoning, intent)`` of a clarification decided here.
+    """
+
+    __slots__ = ("s", "orig", "clauses", "toks", "act", "mods", "guards", "cap_guards", "unexplained", "mentioned",
+                 "refused", "double_neg", "neg_mod", "defer", "early")
+
+    def __init__(self, s: str, orig: str, clauses: list[Clause], toks: list[Token]) -> None:
+        self.s = s
+        self.orig = orig
+        self.clauses = clauses
+        self.toks = toks
+        self.act: list[Token] = []
+        self.mods: list[str] = []
+        self.guards: list[str] = []
+        self.cap_guards: list[str] = []
+        self.unexplained: list[str] = []
+        self.mentioned: set[int] = set()
+        self.refused: set[int] = set()
+        self.double_neg: Token | None = None
+        self.neg_mod = False
+        self.defer = False
+        self.early: tuple[float, str, str] | None = None
+
+
+def gap(s: str, a: Token, b: Token) -> str:
+    """Classify the text between two tokens: ``list`` | ``or`` | ``range`` | ``other``."""
+    g = s[a.end : b.start].strip(_GAP_STRIP)
+    if _LIST_GAP.fullmatch(g):
+        return "list"
+    if _OR_GAP.fullmatch(g):
+        return "or"
+    if _RANGE_GAP.fullmatch(g):
+        return "range"
+    return "other"
+
+
+def _split(s: str, masked: str, toks: list[Token]) -> list[Clause]:
+    """Cut at punctuation and connectives; ``masked`` has every token masked."""
+    cuts: list[tuple[int, int, Flag, Flag | None]] = []
+    for mo in _PUNCT_RE.finditer(masked):
+        cuts.append((mo.start(), mo.end(), Flag.MAIN, None))
+    for t in toks:
+        rule = _CUTS.get(t.kind)
+        if rule is not None:
+            cut_at_end, resume_at_end, nxt, prev = rule
+            cuts.append((t.end if cut_at_end else t.start, t.end if resume_at_end else t.start, nxt, prev))
+    cuts.sort(key=lambda c: (c[0], c[1]))
+    clauses: list[Clause] = []
+    cur = 0
+    pending = Flag.MAIN
+    for cut, resume, nxt, prev in cuts:
+        if cut < cur:
+            continue
+        if s[cur:cut].strip(_PUNCT_SPACE):
+            clauses.append(Clause(cur, cut, prev if prev is not None else pending))
+            pending = nxt
+        elif prev is not None and clauses:
+            clauses[-1].flag = prev
+            pending = nxt
+        elif nxt is not Flag.MAIN:
+            pending = nxt
+        cur = resume
+    if s[cur:].strip(_PUNCT_SPACE) or not clauses:
+        clauses.append(Clause(cur, len(s), pending))
+    else:
+        clauses[-1].end = len(s)
+    j = 0
+    for t in toks:
+        while j + 1 < len(clauses) and t.start >= clauses[j + 1].start:
+            j += 1
+        clauses[j].toks.append(t)
+    return clauses
+
+
+def _residue(s: str, start: int, end: int, toks: list[Token]) -> str:
+    """The text of ``s[start:end]`` not covered by tokens, fillers removed."""
+    parts: list[str] = []
+    cur = start
+    for t in toks:
+        if t.start > cur:
+            parts.append(s[cur : t.start])
+        cur = max(cur, t.end)
+        parts.append(" ")
+    if end > cur:
+        parts.append(s[cur:end])
+    r = "".join(parts)
+    r = _lexicon.filler_en().sub(" ", r)
+    return _lexicon.filler_ja().sub(" ", r)
+
+
+def residue_words(s: str, start: int, end: int, toks: list[Token]) -> list[str]:
+    """Words of ``s[start:end]`` that no token and no filler explains."""
+    return _WORD_RE.findall(_residue(s, start, end, toks).replace(MASK, " "))
+
+
+def _wc(s: str, c: Clause, toks: list[Token] | None = None) -> int:
+    return len(_WORDCH.findall(_residue(s, c.start, c.end, c.toks if toks is None else toks)))
+
+
+def _scope(s: str, toks: list[Token], i: int, pre: bool) -> list[Token]:
+    """The group of targetable tokens a negator/exclusion at ``toks[i]`` applies to."""
+    group: list[Token] = []
+    rng = range(i + 1, len(toks)) if pre else range(i - 1, -1, -1)
+    for j in rng:
+        t = toks[j]
+        if not t.targetable() or t.neg is not None or t.exc is not None:
+            if group and t.kind not in (Kind.ONLY, Kind.FILL):
+                break
+            continue
+        if group:
+            a, b = (group[-1], t) if pre else (t, group[-1])
+            if gap(s, a, b) == "other":
+                break
+        group.append(t)
+    return group
+
+
+def _mod_text(orig: str, c: Clause) -> str:
+    return orig[c.start : c.end].strip(" ,、;。.!—-")
+
+
+def _is_choice(t: Token) -> bool:
+    return t.kind in (Kind.REF, Kind.RANGE, Kind.FIRSTN, Kind.LASTN)
+
+
+def _roles(s: str, clauses: list[Clause]) -> None:
+    """Reason clauses are ignored, conditional clauses without a choice are modifications."""
+    for c in clauses:
+        kinds = {t.kind for t in c.toks}
+        structural = any(t.kind in STRUCTURAL or (t.kind is Kind.REF and t.src in (Src.NUMBER, Src.ORDINAL))
+                         for t in c.toks)
+        if c.flag is Flag.REASON:
+            if structural:  # "2番が安全だから": the choice sits inside the reason clause
+                c.toks = [t for t in c.toks if not (t.kind is Kind.REF and t.src in (Src.KEYWORD, Src.DESCRIPTION))]
+                c.role = Role.ACTIVE
+            elif kinds & {Kind.NEG, Kind.SARCASM, Kind.QUESTION, Kind.PAST}:
+                c.role = Role.ACTIVE  # "2, because I'd never pick 1": a reason that says more than a reason
+            else:
+                c.role = Role.NONE
+        elif c.flag in (Flag.COND, Flag.WITHOUT, Flag.SEQ):
+            if c.flag is Flag.WITHOUT and any(t.targetable() for t in c.toks):
+                c.role = Role.ACTIVE
+            elif c.flag is Flag.SEQ and any(t.targetable() and t.kind is not Kind.YES for t in c.toks):
+                c.role = Role.ACTIVE  # "test then deploy", "2, also 3"
+            elif structural or Kind.SARCASM in kinds:
+                c.role = Role.ACTIVE
+            elif _wc(s, c) >= 2:
+                c.role = Role.MOD
+            else:  # "1, but no", "yes but never": a bare reversal is no condition
+                c.role = Role.ACTIVE if kinds & DECISIVE else Role.NONE
+        elif kinds & DECISIVE or Kind.PAST in kinds:
+            c.role = Role.ACTIVE
+        else:
+            c.role = Role.MOD if _wc(s, c) >= 2 else Role.NONE
+    # "the one with the backup": a descriptive clause is the choice when nothing else chooses
+    if not any(c.role is Role.ACTIVE and any(t.targetable() and t.kind is not Kind.YES for t in c.toks)
+               for c in clauses):
+        for c in clauses:
+            if c.role is not Role.ACTIVE and c.flag in (Flag.COND, Flag.SEQ) and any(t.kind is Kind.REF for t in c.toks):
+                c.role = Role.ACTIVE
+
+
+def _correction(toks: list[Token], clauses: list[Clause]) -> None:
+    """A correction ("やっぱり", "actually", "いや、3番", "kidding, 3") drops what came before it."""
+    last_fix = -1
+    for t in toks:
+        if t.kind is Kind.CORRECT and any(u.start > t.start and u.targetable() for u in toks):
+            last_fix = t.start
+    if last_fix >= 0:
+        for c in clauses:
+            if c.end <= last_fix:
+                c.role = Role.NONE
+            elif c.start < last_fix:
+                c.toks = [t for t in c.toks if t.start > last_fix]
+
+
+def _vals_of(t: Token, n: int) -> list[int]:
+    if t.kind is Kind.REF:
+        v = t.val
+        return [v] if isinstance(v, int) and 1 <= v <= n else []
+    if t.kind is Kind.RANGE:
+        a, b = t.val  # type: ignore[misc]
+        a, b = min(a, b), max(a, b)
+        return list(range(max(a, 1), min(b, n) + 1))
+    if t.kind in (Kind.FIRSTN, Kind.LASTN):
+        v = t.val
+        assert isinstance(v, int)
+        if not 1 <= v <= n:
+            return []
+        return list(range(1, v + 1)) if t.kind is Kind.FIRSTN else list(range(n - v + 1, n + 1))
+    return []
+
+
+def _scopes(r: Reading, c: Clause, approval: bool, n: int) -> bool:
+    """Negation, exclusion, comparison and past scopes in one active clause; ``False``: defer to the model."""
+    s = r.s
+    st = c.toks
+    if c.flag is Flag.WITHOUT:
+        for t in st:
+            if t.targetable():
+                t.exc = t
+    # a past-tense clause only mentions the options it names
+    if any(t.kind is Kind.PAST for t in st):
+        named = [t for t in st if _is_choice(t)]
+        if named:
+            for t in named:
+                r.mentioned.update(_vals_of(t, n))
+            r.cap_guards.append("past reference " + ", ".join(repr(s[t.start:t.end]) for t in named))
+            c.toks = st = [t for t in st if not _is_choice(t)]
+    for phase in (0, 1):
+        for i, t in enumerate(st):
+            if t.kind is Kind.EXC and phase == 0:
+                for g in _scope(s, st, i, t.pre):
+                    g.exc = t
+            elif t.kind is Kind.COMPARE and phase == 0:
+                for g in _scope(s, st, i, s.startswith("than", t.start)):
+                    if _is_choice(g):
+                        g.mention = t
+            elif t.kind is Kind.NEG and t.neg is None and t.rej == bool(phase) and t.src is not Src.YET:
+                for g in _scope(s, st, i, t.pre):
+                    if g.kind is Kind.NEG:
+                        r.double_neg = t
+                    g.neg = t
+    mentions = [t for t in st if t.mention is not None]
+    if mentions:
+        for t in mentions:
+            r.mentioned.update(_vals_of(t, n))
+        r.cap_guards.append("comparison " + ", ".join(repr(s[t.start:t.end]) for t in mentions))
+        c.toks = st = [t for t in st if t.mention is None]
+    # two negations with nothing to negate in one clause: "I wouldn't say no", "ダメじゃない"
+    bare_negs = [t for t in st if t.kind is Kind.NEG and t.neg is None and not any(u.neg is t for u in st)]
+    if len(bare_negs) >= 2 and r.double_neg is None:
+        r.double_neg = bare_negs[-1]
+    # "deploy, but not on friday": an exclusion of something that is no option is a
+    # condition on an explicit choice (with "all" or in an approval it changes the choice
+    # itself, and the model decides)
+    for t in list(st):
+        if t.kind is not Kind.EXC or t.src is Src.ALLX or approval or any(u.exc is t for u in st):
+            continue
+        if any(u.kind in (Kind.ALL, Kind.ALLCOUNT, Kind.REST) for u in r.toks):
+            continue
+        if t.pre:
+            a = t.start + 4 if s.startswith("but ", t.start) else t.start
+            r.mods.append(r.orig[a : c.end].strip(" ,、;。.!"))
+            c.toks = st = [u for u in st if u.start < t.start]
+            c.end = t.start
+        else:
+            r.mods.append(r.orig[c.start : t.end].strip(" ,、;。.!"))
+            c.toks = st = [u for u in st if u.start >= t.end]
+            c.start = t.end
+    # a bare pure negator in a clause with other content is about that content:
+    # "yes, don't delete the logs" -> modification "don't delete the logs"
+    dec = [t for t in st if t.kind in DECISIVE]
+    has_object = any(t.kind is Kind.NEG for t in dec) and _wc(s, c, st) >= 2
+    if dec and all(t.kind is Kind.NEG and not t.rej and t.src is not Src.YET for t in dec):
+        if not any(t.neg is not None for t in st) and has_object and len(dec) == 1:
+            c.role = Role.MOD
+            r.neg_mod = True
+    elif approval and has_object and any(t.kind is Kind.NEG and t.rej and not any(u.neg is t for u in st) for t in dec):
+        return False  # "skip step 3", "設定変更はやめて": refuses part of the plan, not the plan
+    return True
+
+
+def _trailing_negation(r: Reading, n: int) -> None:
+    """A negation after a choice that negates nothing named ("2, not", "2 is not it", "2番、だめ")."""
+    chosen: list[Token] = []
+    for t in r.act:
+        if _is_choice(t) and t.neg is None and t.exc is None:
+            chosen.append(t)
+        elif t.kind is Kind.NEG and chosen and t.neg is None and not any(u.neg is t or u.exc is t for u in r.act):
+            if t.src is Src.YET:
+                continue
+            later = [u for u in r.act if u.start > t.end and _is_choice(u)]
+            if later:
+                continue  # "2, no, 3" is a correction-like list: decided later
+            for u in chosen:
+                r.refused.update(_vals_of(u, n))
+            r.guards.append(f"negation {r.s[t.start:t.end]!r} after the choice")
+            return
+
+
+def read(s: str, orig: str, toks: list[Token], approval: bool, n: int) -> Reading:
+    """Split ``s`` into clauses, give them roles and resolve scopes.
+
+    Parameters
+    ----------
+    s : str
+        The normalised answer.
+    orig : str
+        The answer with its case kept (modification texts are cut from it).
+    toks : list of Token
+        From :func:`._scanner.scan`.
+    approval : bool
+        Yes/no words apply.
+    n : int
+        Number of options.
+
+    Returns
+    -------
+    Reading
+    """
+    from ._scanner import mask  # noqa: PLC0415 - avoid a cycle at import
+
+    clauses = _split(s, mask(s, toks) if toks else s, toks)
+    r = Reading(s, orig, clauses, toks)
+    _roles(s, clauses)
+    _correction(toks, clauses)
+    for c in clauses:
+        if c.role is Role.ACTIVE and not _scopes(r, c, approval, n):
+            r.defer = True
+            return r
+    # sarcasm anywhere the answer still stands: never a choice
+    for c in clauses:
+        if c.role is not Role.NONE and any(t.kind is Kind.SARCASM for t in c.toks):
+            sarc = next(t for t in c.toks if t.kind is Kind.SARCASM)
+            for t in r.toks:
+                if _is_choice(t) or t.kind is Kind.YES:
+                    r.refused.update(_vals_of(t, n))
+            r.guards.append(f"sarcasm or a rhetorical negation ({s[sarc.start:sarc.end]!r})")
+            r.early = (0.1, f"sarcasm or a rhetorical negation ({s[sarc.start:sarc.end]!r}): not a choice", "sarcasm")
+            return r
+    if approval and any(t.kind is Kind.PLANREF for c in clauses if c.role is not Role.NONE for t in c.toks):
+        r.defer = True  # "yes to step 1", "skip the first step": about parts of the plan, for the model
+        return r
+    for c in clauses:
+        if approval and c.role is Role.MOD and any(t.kind is Kind.ONLY for t in c.toks):
+            r.defer = True  # "yes, but only the first step": a partial approval, for the model
+            return r
+        if c.role is not Role.ACTIVE and c.flag is not Flag.REASON and any(
+                t.kind in (Kind.QUESTION, Kind.HOLD) for t in c.toks):
+            hold = any(t.kind is Kind.HOLD for t in c.toks)
+            r.early = (0.2, f"{'hold' if hold else 'question'} in {_mod_text(orig, c)!r}",
+                       "hold" if hold else "question: " + orig[:80])
+            return r
+    r.act = [t for c in clauses if c.role is Role.ACTIVE for t in c.toks]
+    r.mods = [x for x in (_mod_text(orig, c) for c in clauses if c.role is Role.MOD) if x] + [x for x in r.mods if x]
+    for c in clauses:
+        if c.role is Role.ACTIVE and c.flag is not Flag.REASON:  # a reason's words are explained as a reason
+            r.unexplained.extend(residue_words(s, c.start, c.end, c.toks))
+    _trailing_negation(r, n)
+    return r

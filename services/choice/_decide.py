@@ -1,0 +1,504 @@
+"""Stage 3: the decision — a :class:`~._clauses.Reading` → :class:`~tandem.messages.ChoiceResult` or a deferral.
+
+Checks run in this order, each able to end the decision:
+
+1. what the clause stage decided already (sarcasm, a question or a hold
+   inside a condition) → clarification;
+2. references to options that do not exist, or ordinals that do not apply
+   ("the middle one" of four) → clarification naming them;
+3. questions, concerns, holds, double negatives, a negation after a choice →
+   clarification (the negated options are listed as refused);
+4. the mode-specific reading (:func:`_options_mode` / :func:`_approval_mode`);
+5. caps: hedges, question marks, hesitation, conditions, and — the totality
+   rule — any unexplained word, past reference or comparison caps the
+   confidence at :data:`CAP_UNEXPLAINED`, below the acting threshold.
+"""
+
+from __future__ import annotations
+
+from typing import Final
+
+from tandem.messages.choice import ChoiceContext, ChoiceResult
+
+from ._clauses import Reading, Role, gap
+from ._options import OptionIndex, previous_option
+from ._tokens import DECISIVE, Kind, Src, Token
+
+__all__ = ["CAP_UNEXPLAINED", "Outcome", "decide"]
+
+CAP_UNEXPLAINED: Final = 0.75
+"""Highest confidence of an answer that is not a total parse (the default acting threshold is 0.8)."""
+
+_MODIFY_CONF: Final = 0.8
+
+
+class Outcome:
+    """A decision with what the safety rules need to know afterwards.
+
+    Attributes
+    ----------
+    result : ChoiceResult or None
+        ``None``: the pattern path declines (a model may read the answer).
+    refused : set of int
+        Options the answer negates, excludes or refuses; never proposed.
+    guards : list of str
+        Why the answer must not be acted on as read.
+    unexplained : list of str
+        Words the grammar did not explain.
+    """
+
+    __slots__ = ("result", "refused", "guards", "unexplained")
+
+    def __init__(self, result: ChoiceResult | None, refused: set[int], guards: list[str],
+                 unexplained: list[str]) -> None:
+        self.result = result
+        self.refused = refused
+        self.guards = guards
+        self.unexplained = unexplained
+
+
+# (selected options, confidence, extracted_intent, reasoning)
+_Decision = tuple[list[int], float, str, str]
+
+
+def _clarify(conf: float, reasoning: str, intent: str, mods: list[str] | None = None) -> ChoiceResult:
+    return ChoiceResult(selected_options=[], confidence=conf, reasoning=reasoning, modifications=mods or [],
+                        clarification_needed=True, extracted_intent=intent, decided_by="pattern")
+
+
+def _vals(t: Token, n: int) -> tuple[list[int], str]:
+    """Options a targetable token refers to, or an error text."""
+    k = t.kind
+    if k is Kind.REF:
+        if t.amb:
+            return [], t.amb
+        v = t.val
+        assert isinstance(v, int)
+        if 1 <= v <= n:
+            return [v], ""
+        return [], f"option {v} does not exist (there are {n})"
+    if k is Kind.RANGE:
+        a, b = t.val  # type: ignore[misc]
+        if a > b:
+            a, b = b, a
+        if a < 1 or b > n:
+            bad = b if b > n else a
+            return [], f"option {bad} does not exist (there are {n})"
+        return list(range(a, b + 1)), ""
+    if k in (Kind.FIRSTN, Kind.LASTN):
+        v = t.val
+        assert isinstance(v, int)
+        if v < 1 or v > n:
+            return [], f"asked for {v} options but there are {n}"
+        return (list(range(1, v + 1)) if k is Kind.FIRSTN else list(range(n - v + 1, n + 1))), ""
+    if k is Kind.ALL:
+        return list(range(1, n + 1)), ""
+    return [], ""
+
+
+def _shown(s: str, t: Token) -> str:
+    return s[t.start : t.end].strip()
+
+
+def _fmt(sel: list[int]) -> str:
+    return ",".join(map(str, sel))
+
+
+def _describe(s: str, ts: list[Token]) -> str:
+    return ", ".join(f"{t.src.name.lower() if t.src is not Src.NONE else t.kind.name.lower()} {_shown(s, t)!r}"
+                     for t in ts[:4])
+
+
+def _negates_something(t: Token, act: list[Token]) -> bool:
+    return any(u.neg is t or u.exc is t for u in act)
+
+
+def _positives(pos: list[Token], n: int) -> tuple[set[int], float, list[Token]]:
+    sel: set[int] = set()
+    confs: list[float] = []
+    used: list[Token] = []
+    for t in pos:
+        if t.kind in (Kind.REF, Kind.RANGE, Kind.FIRSTN, Kind.LASTN):
+            vs, _ = _vals(t, n)
+            sel.update(vs)
+            confs.append(t.conf)
+            used.append(t)
+    conf = min(confs) if confs else 0.0
+    if len(used) > 1:
+        conf = max(conf - 0.02 * (len(used) - 1), min(conf, 0.85))
+    return sel, conf, used
+
+
+def _vague(s: str, vague: list[Token], idx: OptionIndex, mods: list[str]) -> ChoiceResult:
+    v = vague[0]
+    if v.src in (Src.DELEGATE, Src.PREF) and idx.recommended is not None:
+        return ChoiceResult(
+            selected_options=[idx.recommended], confidence=0.7,
+            reasoning=f"delegated ({_shown(s, v)!r}) → the recommended option {idx.recommended}",
+            modifications=mods, extracted_intent=f"select {idx.recommended} (recommended)", decided_by="pattern",
+        )
+    return _clarify(min(v.conf, 0.3), f"vague answer ({_shown(s, v)!r})", "vague", mods)
+
+
+def _options_mode(s: str, act: list[Token], pos: list[Token], negd: list[Token], excl: list[Token],
+                  bare: list[Token], idx: OptionIndex, previous: list[str]) -> _Decision | ChoiceResult | None:
+    n = idx.n
+    everything = set(range(1, n + 1))
+    sel, conf, used = _positives(pos, n)
+    has_all = any(t.kind in (Kind.ALL, Kind.ALLCOUNT) for t in pos) or any(
+        t.kind is Kind.EXC and t.src is Src.ALLX for t in act)
+    has_rest = any(t.kind is Kind.REST for t in pos)
+    yes = [t for t in act if t.kind is Kind.YES and t.neg is None]
+    ex: set[int] = set()
+    for t in excl:
+        ex.update(_vals(t, n)[0])
+    ng: set[int] = set()
+    for t in negd:
+        ng.update(_vals(t, n)[0])
+    if any(t.kind in (Kind.ALL, Kind.ALLCOUNT) for t in negd):
+        return _clarify(0.2, "'not all' does not say which", "not all")
+    if ex:
+        base = sel if sel and not has_all else everything
+        out = sorted(base - ex)
+        c = 0.9 if has_all else 0.88
+        if sel and not has_all:
+            c = min(conf, 0.88)
+        return out, c, f"all except {_fmt(sorted(ex))}" if base == everything else f"select {_fmt(out)}", (
+            f"exclusion of {_fmt(sorted(ex))}" + (f" from {_describe(s, used)}" if used and not has_all else " from all")
+        )
+    if ng:
+        if sel:
+            if sel & ng:
+                return _clarify(0.2, f"option(s) {_fmt(sorted(sel & ng))} both chosen and negated", "conflicting")
+            out = sorted(sel)
+            return out, min(conf, 0.85), f"select {_fmt(out)}", f"{_describe(s, used)}, not {_fmt(sorted(ng))}"
+        if has_rest or has_all:
+            out = sorted(everything - ng)
+            return out, 0.85, f"all except {_fmt(sorted(ng))}", f"rest after removing negated {_fmt(sorted(ng))}"
+        return _clarify(0.2, f"negated option(s) {_fmt(sorted(ng))} without saying what to do instead",
+                        f"not {_fmt(sorted(ng))}")
+    if sel:
+        out = sorted(sel)
+        if any(t.kind is Kind.ALLCOUNT and t.val != len(out) for t in pos):
+            return _clarify(0.3, f"count does not match {_fmt(out)}", "ambiguous count")
+        intent = f"select {_fmt(out)}"
+        if any(t.kind is Kind.ONLY for t in act):
+            intent = f"only {_fmt(out)}"
+        return out, conf, intent, _describe(s, used)
+    if has_all:
+        return sorted(everything), 0.92, "all", "all options"
+    negated_yes = [t for t in act if t.kind is Kind.YES and t.neg is not None]
+    if bare or negated_yes:
+        return _clarify(0.3, "a refusal without an option to reject", "none")
+    if any(t.kind is Kind.RECOMMEND for t in pos):
+        if idx.recommended is not None:
+            return ([idx.recommended], 0.75, f"select {idx.recommended} (recommended)",
+                    "asked for the recommended option")
+        return _clarify(0.3, "asked for a recommendation; no option is marked recommended", "delegate")
+    if any(t.kind is Kind.SAME for t in pos):
+        v = previous_option(idx, previous)
+        if v is not None:
+            return [v], 0.75, f"select {v} (same as before)", "same as the previous choice"
+        return None
+    if yes:
+        if any(y.strong for y in yes) or len("".join(_free_words(s, act))) < 2:
+            if n == 1:
+                return [1], 0.9, "select 1", f"affirmative {_shown(s, yes[0])!r} with a single option"
+            return _clarify(0.2, f"affirmative {_shown(s, yes[0])!r} but {n} options", "yes, but which option?")
+        return None  # "バックアップの方がいい": a preference in words, for the model
+    cnt = next((t for t in act if t.kind is Kind.CNT), None)
+    if cnt is not None:
+        return _clarify(0.2, f"a count ({_shown(s, cnt)!r}) without saying which", "ambiguous count")
+    return None
+
+
+def _free_words(s: str, act: list[Token]) -> list[str]:
+    from ._clauses import residue_words  # noqa: PLC0415
+
+    return residue_words(s, 0, len(s), act)
+
+
+def _approval_mode(s: str, act: list[Token], pos: list[Token], negd: list[Token], excl: list[Token],
+                   bare: list[Token], idx: OptionIndex) -> _Decision | ChoiceResult | None:
+    n = idx.n
+    ap, rj = idx.approve, idx.reject
+    signals: dict[int, tuple[float, str]] = {}
+
+    def add(opt: int | None, conf: float, why: str) -> ChoiceResult | None:
+        if opt is None:
+            return _clarify(0.2, f"{why}, but no option fits", "unclear")
+        old = signals.get(opt)
+        if old is None or old[0] < conf:
+            signals[opt] = (conf, why)
+        return None
+
+    for t in negd:
+        vs, _ = _vals(t, n)
+        if t.kind in (Kind.ALL, Kind.ALLCOUNT):  # "全部やめて", "全部却下"
+            r = add(rj, 0.9, f"refusal of everything {_shown(s, t)!r}")
+            if r is not None:
+                return r
+            continue
+        if t.kind is Kind.NEG:  # a negated rejection word
+            return _clarify(0.2, f"double negative ({_shown(s, t)!r})", "unclear negation")
+        if ap is not None and vs == [ap]:
+            r = add(rj, 0.92, f"negated approval {_shown(s, t.neg)!r} {_shown(s, t)!r}")  # type: ignore[arg-type]
+        elif rj is not None and vs == [rj]:
+            return _clarify(0.2, f"negated rejection ({_shown(s, t)!r})", "unclear negation")
+        else:
+            return _clarify(0.2, f"negated {_shown(s, t)!r} without saying what to do", "unclear negation")
+        if r is not None:
+            return r
+    for t in act:
+        if t.kind is Kind.YES and t.neg is not None:
+            r = add(rj, 0.92, f"negated approval {_shown(s, t.neg)!r} {_shown(s, t)!r}")  # type: ignore[arg-type]
+            if r is not None:
+                return r
+    for t in bare:
+        r = add(rj, 0.85 if t.src is Src.YET else t.conf, f"refusal {_shown(s, t)!r}")
+        if r is not None:
+            return r
+    if excl:
+        return _clarify(0.2, "an exclusion in an approval prompt", "unclear")
+    sel, conf, used = _positives(pos, n)
+    for v in sel:
+        add(v, conf, _describe(s, used))
+    yes = [t for t in act if t.kind is Kind.YES and t.neg is None]
+    if yes:
+        first_dec = next(t for t in act if t.kind in DECISIVE)
+        # a yes word counts when nothing else was said, or when it opens the answer ("はい、1番");
+        # politeness ("please", "お願いします") never outweighs a refusal
+        counted = [y for y in yes
+                   if (not sel and (y.src is not Src.POLITE or not signals)) or (y is first_dec and y.strong)]
+        if counted:
+            best = max(counted, key=lambda y: y.conf)
+            c = best.conf
+            if not best.strong and len(act) == 1 and s.strip(" ,、;。.!:?") in ("いいです", "いい"):
+                c = 0.6  # "いいです" alone can mean "no thanks"
+            r = add(ap, c, f"affirmative {_shown(s, best)!r}")
+            if r is not None:
+                return r
+    if not signals:
+        if any(t.kind in (Kind.ALL, Kind.ALLCOUNT) for t in pos):
+            r = add(ap, 0.7, "'all' in an approval prompt")
+            if r is not None:
+                return r
+        else:
+            if any(t.kind is Kind.RECOMMEND for t in pos) and idx.recommended is not None:
+                return ([idx.recommended], 0.75, f"select {idx.recommended} (recommended)",
+                        "asked for the recommended option")
+            return None
+    if len(signals) > 1:
+        return _clarify(0.2, "conflicting signals: " + "; ".join(w for _, w in signals.values()), "conflicting")
+    ((opt, (c, why)),) = signals.items()
+    if opt == ap:
+        if any(t.kind is Kind.NEG for t in act) or negd:
+            return _clarify(0.2, "approval mixed with a negation", "conflicting")
+        intent = "approve"
+    elif opt == rj:
+        intent = "reject"
+    else:
+        intent = f"select {opt}"
+    return [opt], c, intent, why
+
+
+def _outcome(r: Reading, result: ChoiceResult | None) -> Outcome:
+    return Outcome(result, r.refused, r.guards, r.unexplained)
+
+
+def decide(r: Reading, idx: OptionIndex, context: ChoiceContext) -> Outcome:
+    """Decide what ``r`` selects; see the module docstring for the order of checks.
+
+    Parameters
+    ----------
+    r : Reading
+    idx : OptionIndex
+    context : ChoiceContext
+
+    Returns
+    -------
+    Outcome
+    """
+    s = r.s
+    n = idx.n
+    approval = idx.approval
+    if r.early is not None:
+        conf, why, intent = r.early
+        return _outcome(r, _clarify(conf, why, intent, r.mods))
+    if r.defer:
+        return _outcome(r, _modify_reading(r, idx) if approval else None)
+    act = r.act
+    mods = r.mods
+    if not act:
+        if r.neg_mod and approval:  # "don't delete the logs": not a consent, not a refusal either
+            return _outcome(r, _clarify(0.3, "only a condition, no choice", "condition only", mods))
+        if r.cap_guards and r.mentioned:  # "前回は2番だった": mentions an option, chooses none
+            return _outcome(r, _clarify(0.3, "; ".join(r.cap_guards) + ": no choice made", "mention only", mods))
+        return _outcome(r, None)
+
+    kinds = {t.kind for t in act}
+    targets = [t for t in act if t.targetable()]
+
+    # out-of-range / ambiguous references: never select, never let a model guess
+    for t in targets:
+        vs, err = _vals(t, n)
+        if err:
+            return _outcome(r, _clarify(0.1, f"{_shown(s, t)!r}: {err}",
+                                        "ambiguous ordinal" if t.amb else "invalid option", mods))
+    for t in targets:
+        if t.kind is Kind.ALLCOUNT and t.val != n:
+            explicit = [u for u in targets if u.kind in (Kind.REF, Kind.RANGE, Kind.FIRSTN, Kind.LASTN)
+                        and u.neg is None]
+            if not explicit:
+                return _outcome(r, _clarify(0.2, f"{_shown(s, t)!r} but there are {n} options", "ambiguous count",
+                                            mods))
+
+    # questions, concerns, holds
+    q = [t for t in act if t.kind is Kind.QUESTION]
+    if q or (Kind.CONCERN in kinds and Kind.QMARK in kinds):
+        first = q[0] if q else next(t for t in act if t.kind is Kind.CONCERN)
+        return _outcome(r, _clarify(0.2, f"question or concern ({_shown(s, first)!r})", "question: " + r.orig[:80],
+                                    mods))
+    for c in r.clauses:
+        if c.role is Role.ACTIVE and any(t.kind is Kind.QMARK for t in c.toks):
+            if not any(t.targetable() and t.kind is not Kind.YES for t in c.toks):
+                return _outcome(r, _clarify(0.2, "answer is a question", "question: " + r.orig[:80], mods))
+    if Kind.HOLD in kinds:
+        return _outcome(r, _clarify(0.2, "user asked to wait", "hold", mods))
+    if r.double_neg is not None:
+        return _outcome(r, _clarify(0.2, f"double negative ({_shown(s, r.double_neg)!r})", "unclear negation", mods))
+    if r.guards:
+        return _outcome(r, _clarify(0.2, "; ".join(r.guards), "unclear negation", mods))
+
+    vague = [t for t in act if t.kind is Kind.VAGUE and t.src is not Src.NOISE]
+    hesitation = [t for t in act if t.kind is Kind.VAGUE and t.src is Src.NOISE]
+
+    # resolve option references
+    pos: list[Token] = []
+    negd: list[Token] = []
+    excl: list[Token] = []
+    for t in targets:
+        if t.kind in (Kind.YES, Kind.NEG):
+            continue
+        if t.exc is not None:
+            excl.append(t)
+        elif t.neg is not None:
+            negd.append(t)
+        else:
+            pos.append(t)
+    for t in excl + negd:
+        if t.kind is not Kind.ALL:
+            r.refused.update(_vals(t, n)[0])
+    bare = [t for t in act if t.kind is Kind.NEG and t.neg is None and not _negates_something(t, act)]
+    if any(t.kind is Kind.EXC and not _negates_something(t, act) for t in act):
+        return _outcome(r, None)  # "everything except the slow stuff": excludes something that is not an option
+
+    # "1か2", "1 or 2"
+    ordered = sorted((t for t in pos if t.kind in (Kind.REF, Kind.RANGE, Kind.FIRSTN, Kind.LASTN)),
+                     key=lambda t: t.start)
+    for a, b in zip(ordered, ordered[1:]):
+        if gap(s, a, b) == "or":
+            return _outcome(r, _clarify(0.3, f"alternatives {_shown(s, a)!r} or {_shown(s, b)!r}", "ambiguous: either",
+                                        mods))
+    # conflicts between a number and a label next to it ("1番の完全実行")
+    for a, b in zip(ordered, ordered[1:]):
+        if a.kind is b.kind is Kind.REF and a.val != b.val and {a.src, b.src} & {Src.LABEL, Src.KEYWORD, Src.DESCRIPTION}:
+            if {a.src, b.src} & {Src.NUMBER, Src.ORDINAL} and gap(s, a, b) == "other":
+                return _outcome(r, _clarify(0.3, f"{_shown(s, a)!r} and {_shown(s, b)!r} point to different options",
+                                            "conflicting", mods))
+
+    if approval:
+        res = _approval_mode(s, act, pos, negd, excl, bare, idx)
+    else:
+        res = _options_mode(s, act, pos, negd, excl, bare, idx, context.previous_choices)
+    if res is None or isinstance(res, ChoiceResult):
+        if res is None:
+            if vague:
+                return _outcome(r, _vague(s, vague, idx, mods))
+            if hesitation and not r.unexplained:
+                return _outcome(r, _clarify(0.1, f"hesitation only ({_shown(s, hesitation[0])!r})", "vague", mods))
+            if Kind.AMBIG in kinds:
+                return _outcome(r, _clarify(0.2, "ambiguous politeness (結構/大丈夫)", "ambiguous", mods))
+            if mods and approval:
+                return _outcome(r, _clarify(0.3, "only a condition, no choice", "condition only", mods))
+            return _outcome(r, None)
+        if mods and not res.modifications:
+            res = ChoiceResult(selected_options=res.selected_options, confidence=res.confidence,
+                               reasoning=res.reasoning, modifications=mods,
+                               clarification_needed=res.clarification_needed, extracted_intent=res.extracted_intent,
+                               decided_by="pattern")
+        return _outcome(r, res)
+
+    sel, conf, intent, why = res
+    sel = [v for v in sel if v not in r.refused]  # never propose what the answer refused
+    if not sel:
+        return _outcome(r, _clarify(0.2, why or "nothing left to select", intent or "empty selection", mods))
+    if approval and context.kind == "approval" and len(sel) > 1:
+        return _outcome(r, _clarify(0.3, f"approval options are exclusive, got {_fmt(sel)}", "conflicting", mods))
+
+    note: list[str] = []
+    if vague:
+        conf = min(conf, 0.6)
+        note.append("hesitant")
+    if Kind.HEDGE in kinds or Kind.SUGGEST in kinds:
+        conf = min(conf, 0.7)
+        note.append("hedged")
+    if Kind.QMARK in kinds:
+        conf = min(conf, 0.7)
+        note.append("asked as a question")
+    if bare and not approval:
+        conf = min(conf, 0.6)
+        note.append("contains an unscoped negation")
+    words = r.unexplained
+    if approval and Kind.ONLY in kinds and words and not pos:
+        return _outcome(r, _modify_reading(r, idx))  # "ファイル作成だけお願いします": a partial approval
+    only_keywords = bool(pos) and all(t.kind is Kind.REF and t.src in (Src.KEYWORD, Src.DESCRIPTION) for t in pos)
+    if only_keywords and len("".join(words)) >= 8 and not approval:
+        return _outcome(r, None)  # mostly free text around a partial keyword: let the model read it
+    strong_yes = any(t.kind is Kind.YES and t.strong and t.neg is None for t in act)
+    if approval and intent == "approve" and len("".join(words)) >= 4 and not strong_yes:
+        return _outcome(r, None)  # "please change the plan to add logging": politeness around a request
+    explicit = strong_yes or any(t.kind is Kind.REF and t.src in (Src.NUMBER, Src.ORDINAL, Src.LABEL) for t in pos)
+    if approval and intent == "approve" and r.neg_mod and not explicit:
+        # "never 1番、お願いします": a negation we could not scope, next to mere politeness
+        return _outcome(r, _clarify(0.2, "a negation next to a polite request, no explicit consent",
+                                    "unclear negation", mods))
+    if approval and intent == "approve" and mods and idx.modify is not None:
+        # "承認、ただしバックアップを取ってから" with a "request changes" option: approval with changes
+        return _outcome(r, _modify_result(r, idx, mods, f"approval with a condition: {why}"))
+    if approval and intent == "reject" and words and conf > 0.75:
+        conf = 0.75  # "設定変更はやめて": refuses something specific, maybe only part of the plan
+        note.append("refusal of something specific")
+    if mods:
+        conf = min(conf - 0.1, 0.75)  # a condition is always confirmed: patterns cannot judge it
+        note.append("conditional")
+    # the totality rule: anything unexplained, a past reference or a comparison caps below acting
+    if words and conf > CAP_UNEXPLAINED:
+        conf = CAP_UNEXPLAINED
+        note.append("unexplained text: " + " ".join(words[:6]))
+    if r.cap_guards and conf > CAP_UNEXPLAINED:
+        conf = CAP_UNEXPLAINED
+        note.extend(r.cap_guards)
+    if note:
+        why += " (" + ", ".join(note) + ")"
+    return _outcome(r, ChoiceResult(selected_options=sel, confidence=round(max(0.0, min(conf, 1.0)), 3),
+                                    reasoning=why, modifications=mods, clarification_needed=False,
+                                    extracted_intent=intent, decided_by="pattern"))
+
+
+def _modify_result(r: Reading, idx: OptionIndex, mods: list[str], why: str) -> ChoiceResult:
+    opt = idx.modify
+    assert opt is not None
+    return ChoiceResult(selected_options=[opt], confidence=_MODIFY_CONF, reasoning=why, modifications=mods,
+                        extracted_intent="request changes", decided_by="pattern")
+
+
+def _modify_reading(r: Reading, idx: OptionIndex) -> ChoiceResult | None:
+    """A partial or conditional approval: "request changes" with the condition, when that option exists."""
+    if idx.modify is None:
+        return None
+    if any(t.kind is Kind.NEG and t.rej for t in r.toks) and not any(t.kind is Kind.YES for t in r.toks):
+        return None  # "設定変更はやめて": a refusal of a part; the model decides
+    if any(t.kind in (Kind.QUESTION, Kind.HOLD, Kind.SARCASM, Kind.QMARK) for t in r.toks):
+        return None
+    return _modify_result(r, idx, [r.orig.strip(" ,、;。.!")], "approval of part of the plan: request changes")

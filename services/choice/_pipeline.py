@@ -1,0 +1,180 @@
+"""The pattern path of the choice parser (design note 001 §2.1 "Pattern Matcher").
+
+:func:`match_choice` reads a free-text answer (Japanese or English) to an
+option or approval prompt and returns a :class:`~tandem.messages.ChoiceResult`
+with ``decided_by="pattern"``, or ``None`` when only a model could tell. Pure
+Python, no I/O, no private standard-library APIs.
+
+Stages
+------
+Each stage is a module of its own, with its own tests:
+
+0. :mod:`._normalize` — NFKC, circled numbers, case, whitespace;
+1. :mod:`._scanner` — option labels, then the lexicon (:mod:`._lexicon`, with
+   :mod:`._lexicon_en` and :mod:`._lexicon_ja`), then label/description
+   keywords → typed tokens (:class:`._tokens.Kind`);
+2. :mod:`._clauses` — clauses (condition, reason, correction) and the scopes
+   of negations, exclusions, comparisons and past tense;
+3. :mod:`._decide` — the decision and the confidence.
+
+The safety rule
+---------------
+**The pattern path acts only on a total parse.** Every meaningful word of the
+answer must be explained by the grammar — numbers, ordinals, option labels and
+descriptions, consent and refusal words, connectives, corrections, scope words,
+politeness and hesitation fillers. Anything left unexplained caps the
+confidence at :data:`._decide.CAP_UNEXPLAINED` (0.75), below the acting
+threshold (0.8), and the unexplained words are reported so the LLM path (when
+configured) can be told why the pattern path declined; otherwise the caller
+confirms or clarifies.
+
+A number counts as a choice only in a choosing context: not in a question,
+not in a past-tense clause ("last time I picked 2", "前回は2番だった"), not in
+a comparison ("better than 3", "3より"), not in a negation scope ("not 2",
+"2じゃない"), and not as a quantity, date, version or signed number ("3
+files", "10分", "3.12", "-1"). Sarcasm and rhetorical negation ("as if",
+"yeah right", "わけない", "ないでしょ"), a double negative ("I wouldn't say
+no", "ダメじゃない") and a negation that follows a choice without naming
+what it negates ("2, not") are never read as a choice. Options the answer
+negates or excludes are never selected, never proposed in a confirm question
+(:attr:`Analysis.refused`), and a model's reading that selects one of them is
+downgraded by the actor.
+
+Wrapping any clear pick in a negation, a question, a past reference or
+sarcasm never produces ``execute``; the unit tests check this as a property.
+
+Confidence
+----------
+Numbers 0.95, ordinals 0.92, lists 0.93 (minus 0.02 per extra item), ranges
+and counts 0.9, ``all`` 0.92, exclusions 0.88, exact label 0.9, label keyword
+0.7-0.8 by coverage, description keyword 0.7. Hedges (``maybe``, ``かな``) and
+a trailing ``?`` cap at 0.7, uncertainty (``わからないけど``) at 0.6, anything
+unexplained at 0.75. A condition subtracts 0.1 and caps at 0.75, so
+conditional answers are always confirmed. Clarifications carry 0.0-0.3.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Final
+
+from tandem.messages.choice import ChoiceContext, ChoiceResult
+
+from ._clauses import read, residue_words
+from ._decide import Outcome, decide
+from ._normalize import prep
+from ._options import index_for
+from ._scanner import scan
+
+__all__ = ["Analysis", "analyse", "match_choice"]
+
+_FAST: Final = re.compile(
+    r"(?:option\s*|no\.\s*|#\s*|第)?(\d{1,3})\s*(?:番目|番|つ目|個目|号)?\s*"
+    r"(?:で|です|でお願いします|にします|をお願いします|お願いします|please)?[\s.!。]*",
+    re.ASCII,
+)
+_PUNCT_SPACE: Final = " ,、;。.!:?\"'「」()[]…~〜-"
+
+Analysis = Outcome
+"""What :func:`analyse` returns: the result, and the refused options, guards and unexplained words."""
+
+
+def analyse(answer: str, context: ChoiceContext) -> Outcome:
+    """Run the pattern path and keep what the safety rules need.
+
+    Parameters
+    ----------
+    answer : str
+        The user's free-text answer, Japanese or English.
+    context : ChoiceContext
+
+    Returns
+    -------
+    Analysis
+        ``result`` as :func:`match_choice` returns it; ``refused`` (options the
+        answer negates or excludes), ``guards`` (why it must not be acted on)
+        and ``unexplained`` (words the grammar did not explain).
+
+    Examples
+    --------
+    >>> ctx = ChoiceContext(available_options=["Lint", "Test", "Build"])
+    >>> a = analyse("everything except 2", ctx)
+    >>> a.result.selected_options, sorted(a.refused)
+    ([1, 3], [2])
+    """
+    t_orig = prep(answer)
+    s = t_orig.lower()
+    if len(s) != len(t_orig):
+        t_orig = s
+    idx = index_for(context)
+    n = idx.n
+    core = s.strip(_PUNCT_SPACE)
+    if not core:
+        return Outcome(ChoiceResult(reasoning="empty answer", clarification_needed=True, extracted_intent="empty",
+                                    decided_by="pattern"), set(), [], [])
+
+    # the common case: a bare number ("2", "２番で", "option 3", "No.1")
+    fast = _FAST.fullmatch(s)
+    if fast is not None and not idx.single and not idx.label_has_digits:
+        v = int(fast.group(1))
+        if 1 <= v <= n:
+            intent = f"select {v}"
+            if idx.approval:
+                intent = "approve" if v == idx.approve else "reject" if v == idx.reject else intent
+            return Outcome(ChoiceResult(selected_options=[v], confidence=0.95, reasoning=f"number {core!r}",
+                                        extracted_intent=intent, decided_by="pattern"), set(), [], [])
+
+    toks = scan(s, idx)
+    reading = read(s, t_orig, toks, idx.approval, n)
+    out = decide(reading, idx, context)
+    if out.result is None and not out.unexplained:
+        out.unexplained = residue_words(s, 0, len(s), toks)
+    return out
+
+
+def match_choice(answer: str, context: ChoiceContext) -> ChoiceResult | None:
+    """Resolve ``answer`` against ``context`` with patterns only.
+
+    Parameters
+    ----------
+    answer : str
+        The user's free-text answer, Japanese or English.
+    context : ChoiceContext
+        The options (1-based) and the kind of prompt.
+
+    Returns
+    -------
+    ChoiceResult or None
+        ``decided_by="pattern"`` with ``action``/``question`` left at their
+        defaults (the actor applies the thresholds). Either a selection with a
+        confidence, or ``selected_options=[]`` with ``clarification_needed=True``
+        and confidence at most 0.3 when the answer is vague, a question, a
+        negation without a choice, sarcastic, ambiguous (``1か2``) or names an
+        option that does not exist. ``None`` when nothing decisive was
+        recognised and a model might understand the answer (free text).
+
+    Notes
+    -----
+    Approval words (``はい``/``yes``/``いいよ``/``go ahead`` and
+    ``いいえ``/``no``/``やめて``/``cancel``) apply when ``context.kind`` is
+    ``"approval"`` or when exactly one label looks like approving and exactly
+    one like rejecting. A negated approval (``承認しないで``, ``don't run it``,
+    ``not yet``) selects the rejecting option; ``don't cancel`` or ``yes, no``
+    ask back. In an approval prompt with a "request changes" option
+    (``修正要求``), an approval with a condition or of part of the plan selects
+    that option with the condition as the modification.
+
+    Examples
+    --------
+    >>> ctx = ChoiceContext(available_options=["ファイル作成", "安全モード実行", "完全実行"])
+    >>> match_choice("1と3番", ctx).selected_options
+    [1, 3]
+    >>> r = match_choice("1番だけど、バックアップ取って", ctx)
+    >>> r.selected_options, r.modifications
+    ([1], ['バックアップ取って'])
+    >>> match_choice("5番", ctx).clarification_needed
+    True
+    >>> match_choice("as if I'd pick 2", ctx).selected_options
+    []
+    """
+    return analyse(answer, context).result
