@@ -222,7 +222,7 @@ def _scope(s: str, toks: list[Token], i: int, pre: bool) -> list[Token]:
     rng = range(i + 1, len(toks)) if pre else range(i - 1, -1, -1)
     for j in rng:
         t = toks[j]
-        if not t.targetable() or t.neg is not None or t.exc is not None:
+        if not t.targetable() or t.neg is not None or t.exc is not None or t.src is Src.POLITE:
             if group and t.kind not in (Kind.ONLY, Kind.FILL):
                 break
             continue
@@ -319,13 +319,15 @@ def _scopes(r: Reading, c: Clause, approval: bool, n: int) -> bool:
             if t.targetable():
                 t.exc = t
     # a past-tense clause only mentions the options it names
-    if any(t.kind is Kind.PAST for t in st):
-        named = [t for t in st if _is_choice(t)]
+    past = next((t for t in st if t.kind is Kind.PAST), None)
+    if past is not None:
+        named = [t for t in st if _is_choice(t) or t.kind is Kind.YES or (t.kind is Kind.NEG and t.rej)]
+        for t in named:
+            t.mention = past
+            r.mentioned.update(_vals_of(t, n))
         if named:
-            for t in named:
-                r.mentioned.update(_vals_of(t, n))
             r.cap_guards.append("past reference " + ", ".join(repr(s[t.start:t.end]) for t in named))
-            c.toks = st = [t for t in st if not _is_choice(t)]
+        st = [t for t in st if t.mention is None]
     for phase in (0, 1):
         for i, t in enumerate(st):
             if t.kind is Kind.EXC and phase == 0:
@@ -345,11 +347,16 @@ def _scopes(r: Reading, c: Clause, approval: bool, n: int) -> bool:
         for t in mentions:
             r.mentioned.update(_vals_of(t, n))
         r.cap_guards.append("comparison " + ", ".join(repr(s[t.start:t.end]) for t in mentions))
-        c.toks = st = [t for t in st if t.mention is None]
-    # two negations with nothing to negate in one clause: "I wouldn't say no", "ダメじゃない"
-    bare_negs = [t for t in st if t.kind is Kind.NEG and t.neg is None and not any(u.neg is t for u in st)]
-    if len(bare_negs) >= 2 and r.double_neg is None:
-        r.double_neg = bare_negs[-1]
+        st = [t for t in st if t.mention is None]
+    # two negations in a row in one clause: "don't not run it", "I wouldn't say no", "ダメじゃない"
+    prev_neg: Token | None = None
+    for t in st:
+        if t.kind is Kind.NEG and t.src is not Src.YET:
+            if prev_neg is not None and r.double_neg is None:
+                r.double_neg = t
+            prev_neg = t
+        elif t.targetable() or t.kind in (Kind.EXC, Kind.QUESTION):
+            prev_neg = None
     # "deploy, but not on friday": an exclusion of something that is no option is a
     # condition on an explicit choice (with "all" or in an approval it changes the choice
     # itself, and the model decides)
@@ -361,11 +368,13 @@ def _scopes(r: Reading, c: Clause, approval: bool, n: int) -> bool:
         if t.pre:
             a = t.start + 4 if s.startswith("but ", t.start) else t.start
             r.mods.append(r.orig[a : c.end].strip(" ,、;。.!"))
-            c.toks = st = [u for u in st if u.start < t.start]
+            c.toks = [u for u in c.toks if u.start < t.start]
+            st = [u for u in st if u.start < t.start]
             c.end = t.start
         else:
             r.mods.append(r.orig[c.start : t.end].strip(" ,、;。.!"))
-            c.toks = st = [u for u in st if u.start >= t.end]
+            c.toks = [u for u in c.toks if u.start >= t.end]
+            st = [u for u in st if u.start >= t.end]
             c.start = t.end
     # a bare pure negator in a clause with other content is about that content:
     # "yes, don't delete the logs" -> modification "don't delete the logs"
@@ -451,7 +460,7 @@ def read(s: str, orig: str, toks: list[Token], approval: bool, n: int) -> Readin
             r.early = (0.2, f"{'hold' if hold else 'question'} in {_mod_text(orig, c)!r}",
                        "hold" if hold else "question: " + orig[:80])
             return r
-    r.act = [t for c in clauses if c.role is Role.ACTIVE for t in c.toks]
+    r.act = [t for c in clauses if c.role is Role.ACTIVE for t in c.toks if t.mention is None]
     r.mods = [x for x in (_mod_text(orig, c) for c in clauses if c.role is Role.MOD) if x] + [x for x in r.mods if x]
     for c in clauses:
         if c.role is Role.ACTIVE and c.flag is not Flag.REASON:  # a reason's words are explained as a reason

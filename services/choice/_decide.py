@@ -303,7 +303,7 @@ def _approval_mode(s: str, act: list[Token], pos: list[Token], negd: list[Token]
 
 
 def _outcome(r: Reading, result: ChoiceResult | None) -> Outcome:
-    return Outcome(result, r.refused, r.guards, r.unexplained)
+    return Outcome(result, r.refused, r.guards + r.cap_guards, r.unexplained)
 
 
 def decide(r: Reading, idx: OptionIndex, context: ChoiceContext) -> Outcome:
