@@ -62,6 +62,11 @@ class PlanReply(Message, frozen=True, kw_only=True, tag="plan_reply"):
         The planning model (``""`` when cached).
     attempts : int
         Planning calls made (a schema-valid but invalid plan is retried once).
+    recipe : str
+        The vetted plan (recipe) the plan was made from, ``""`` when the model
+        wrote it from scratch or it came from the cache.
+    recipe_params : dict of str to str
+        The values filled into the recipe's parameters.
     """
 
     plan: ExecutionPlan
@@ -69,6 +74,8 @@ class PlanReply(Message, frozen=True, kw_only=True, tag="plan_reply"):
     cached: bool = False
     model: str = ""
     attempts: int = 0
+    recipe: str = ""
+    recipe_params: dict[str, str] = {}
 
 
 class RememberPlan(Message, frozen=True, kw_only=True, tag="remember_plan"):
