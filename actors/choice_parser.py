@@ -2,16 +2,26 @@
 
 Layers (note 001 §2.1)::
 
-    cache ─ hit ───────────────────────────────────────────► result (decided_by="cache")
+    cache ─ hit ─────────────────────────────────────────────► result (decided_by="cache")
       │ miss
-    pattern matcher (no I/O) ─ resolved, or plainly vague ─► result (decided_by="pattern")
-      │ unresolved
-    LLM through the router, ChoiceResult schema ─ valid ───► result (decided_by="llm")
+    pattern path (no I/O) ─ total parse, or plainly vague ───► result (decided_by="pattern")
+      │ declined: no reading, or words it cannot explain
+    LLM through the router, ChoiceResult schema, told why ──► result (decided_by="llm"),
+      │ the pattern path declined                              held to the same safety rules
       │ failed / timed out / nonsense
-    clarification listing the options (never a guess)
+    the pattern path's own (capped) reading, or a clarification listing the options
 
 Then the thresholds (§2.2): ≥ ``execute_threshold`` act, ≥ ``confirm_threshold``
-confirm, below clarify; a ``critical`` risk level always confirms.
+confirm, below clarify with no selection and confidence 0; a ``critical`` risk
+level always confirms. ``clarification_needed`` is ``True`` for every answer
+that is not acted on, so a client written to note 001 never acts on an
+unconfirmed reading.
+
+Safety rules for the model's reading: an option the answer negates or
+excludes (the pattern path's ``refused_options``) is removed from it and the
+rest is at most confirmed; when the pattern path saw sarcasm, a double
+negative, a past reference or a comparison, the model's reading is at most
+confirmed too. A confirm question never proposes a refused option.
 """
 
 from __future__ import annotations
@@ -34,7 +44,7 @@ from tandem.messages import (
     subjects,
 )
 from tandem.services.bus import Bus
-from tandem.services.choice import match_choice, normalize_answer
+from tandem.services.choice import CAP_UNEXPLAINED, Analysis, analyse, normalize_answer
 from tandem.services.config import Config
 from tandem.services.errors import TandemError
 
@@ -64,7 +74,8 @@ Answer with JSON only: selected_options (1-based numbers of the options the user
 confidence (0.0-1.0), reasoning, modifications (conditions the user attached), clarification_needed,
 extracted_intent. Rules (design note 001): explicit numbers → 0.9+; descriptive references → 0.6-0.8;
 vague → 0.0-0.5 and clarification_needed true; questions → clarification_needed true;
-a refusal or negation never selects an approving option."""
+a refusal or negation never selects an approving option; an option the user refuses, mentions only
+(a past choice, a comparison) or names sarcastically is never selected."""
 
 
 def _options_text(context: ChoiceContext) -> str:
@@ -76,23 +87,89 @@ def _options_text(context: ChoiceContext) -> str:
 
 
 def apply_thresholds(result: ChoiceResult, context: ChoiceContext, *, execute: float, confirm: float) -> ChoiceResult:
-    """Set ``action`` and ``question`` from the confidence (design note 001 §2.2).
+    """Set ``action``, ``question`` and the note 001 contract from the confidence (§2.2).
 
     ≥ ``execute`` with a selection → ``execute`` (``confirm`` when the risk
-    level is ``critical``); ≥ ``confirm`` with a selection → ``confirm``;
-    anything else → ``clarify``, with a question listing the options.
+    level is ``critical``); ≥ ``confirm`` with a selection → ``confirm`` with
+    ``clarification_needed=True``; anything else → ``clarify``: no selection,
+    confidence 0, a question listing the options. Refused options are never
+    selected nor proposed.
+
+    Examples
+    --------
+    >>> ctx = ChoiceContext(available_options=["a", "b"])
+    >>> r = apply_thresholds(ChoiceResult(selected_options=[2], confidence=0.7), ctx, execute=0.8, confirm=0.6)
+    >>> r.action, r.clarification_needed, r.selected_options
+    ('confirm', True, [2])
+    >>> r = apply_thresholds(ChoiceResult(selected_options=[2], confidence=0.4), ctx, execute=0.8, confirm=0.6)
+    >>> r.action, r.selected_options, r.confidence
+    ('clarify', [], 0.0)
     """
-    chosen = ", ".join(f"{i}. {context.available_options[i - 1]}" for i in result.selected_options)
-    if result.selected_options and not result.clarification_needed and result.confidence >= confirm:
-        if result.confidence >= execute and context.risk_level != "critical":
+    refused = set(result.refused_options)
+    selected = [i for i in result.selected_options if i not in refused]
+    if selected != result.selected_options:
+        result = msgspec.structs.replace(result, selected_options=selected, confidence=min(result.confidence,
+                                                                                          CAP_UNEXPLAINED))
+    chosen = ", ".join(f"{i}. {context.available_options[i - 1]}" for i in selected)
+    if selected and result.confidence >= confirm and (result.decided_by == "llm" or not result.clarification_needed):
+        if result.confidence >= execute and context.risk_level != "critical" and not result.clarification_needed:
             return msgspec.structs.replace(result, action="execute", question="")
         why = "this is a critical action" if context.risk_level == "critical" and result.confidence >= execute \
             else f"I am {result.confidence:.0%} sure"
-        return msgspec.structs.replace(result, action="confirm",
-                                       question=f"Did you mean: {chosen}? ({why}; answer yes or no)")
+        skip = (" — not " + ", ".join(f"{i}. {context.available_options[i - 1]}" for i in sorted(refused)
+                                      if 1 <= i <= len(context.available_options))) if refused else ""
+        return msgspec.structs.replace(result, action="confirm", clarification_needed=True,
+                                       question=f"Did you mean: {chosen}{skip}? ({why}; answer yes or no)")
     return msgspec.structs.replace(
-        result, action="clarify", clarification_needed=True,
+        result, action="clarify", clarification_needed=True, selected_options=[], confidence=0.0,
         question="Which option do you mean? Answer with a number or a description:\n" + _options_text(context))
+
+
+def _declined(analysis: Analysis, execute: float) -> bool:
+    """Whether the pattern path declined in a way a model may resolve (no reading, or unexplained words)."""
+    r = analysis.result
+    if r is None:
+        return True
+    if r.selected_options and r.confidence >= execute:
+        return False
+    return bool(analysis.unexplained or analysis.guards)
+
+
+def _with_analysis(result: ChoiceResult, analysis: Analysis) -> ChoiceResult:
+    return msgspec.structs.replace(result, refused_options=sorted(analysis.refused),
+                                   unexplained=list(analysis.unexplained))
+
+
+def _hold_to_rules(result: ChoiceResult, analysis: Analysis) -> ChoiceResult:
+    """The pattern path's safety rules applied to a model's reading."""
+    notes = []
+    selected = result.selected_options
+    confidence = result.confidence
+    dropped = [i for i in selected if i in analysis.refused]
+    if dropped:
+        selected = [i for i in selected if i not in analysis.refused]
+        confidence = min(confidence, CAP_UNEXPLAINED)
+        notes.append(f"removed option(s) the answer refuses: {dropped}")
+    if analysis.guards and confidence > CAP_UNEXPLAINED:
+        confidence = CAP_UNEXPLAINED
+        notes.append("at most confirmed: " + "; ".join(analysis.guards))
+    if not notes:
+        return result
+    return msgspec.structs.replace(result, selected_options=selected, confidence=confidence,
+                                   reasoning=f"{result.reasoning} ({'; '.join(notes)})".strip())
+
+
+def _why_declined(analysis: Analysis) -> str:
+    parts = []
+    if analysis.unexplained:
+        parts.append("words it cannot explain: " + json.dumps(analysis.unexplained, ensure_ascii=False))
+    if analysis.guards:
+        parts.append("; ".join(analysis.guards))
+    if analysis.refused:
+        parts.append(f"options the answer refuses: {sorted(analysis.refused)}")
+    if analysis.result is not None and analysis.result.selected_options:
+        parts.append(f"its own reading: {analysis.result.selected_options} at {analysis.result.confidence}")
+    return "; ".join(parts) or "no option reference it knows"
 
 
 class ChoiceParserActor(Actor):
@@ -113,18 +190,23 @@ class ChoiceParserActor(Actor):
         """Parse one answer; see the module docstring for the layers."""
         ctx = request.context
         key = (normalize_answer(request.answer), tuple(ctx.available_options), tuple(ctx.option_descriptions),
-               tuple(ctx.previous_choices), ctx.kind, ctx.risk_level)
+               tuple(ctx.previous_choices), ctx.kind, ctx.risk_level, request.use_llm)
         cached = self.cache.get(key)
         if cached is not None:
             self.cache.move_to_end(key)
             result = msgspec.structs.replace(cached, decided_by="cache")
         else:
-            result = match_choice(request.answer, ctx)
-            if result is None:
-                result = await self._ask_model(request) if request.use_llm else None
+            choice = self.config.choice
+            analysis = analyse(request.answer, ctx)
+            result = analysis.result
+            if request.use_llm and _declined(analysis, choice.execute_threshold):
+                model = await self._ask_model(request, analysis)
+                if model is not None:
+                    result = _hold_to_rules(model, analysis)
             if result is None:
                 result = ChoiceResult(reasoning="no pattern matched and no model answer", clarification_needed=True,
                                       extracted_intent="unknown", decided_by="none")
+            result = _with_analysis(result, analysis)
             result = apply_thresholds(result, ctx, execute=self.config.choice.execute_threshold,
                                       confirm=self.config.choice.confirm_threshold)
             if result.decided_by != "none":
@@ -136,12 +218,13 @@ class ChoiceParserActor(Actor):
         self.start_soon(self.bus.publish, subjects.EVENT_CHOICE, reply)  # after the reply, not before
         return reply
 
-    async def _ask_model(self, request: ChoiceRequest) -> ChoiceResult | None:
+    async def _ask_model(self, request: ChoiceRequest, analysis: Analysis) -> ChoiceResult | None:
         """The LLM path; ``None`` when it fails, times out or answers nonsense."""
         ctx = request.context
         prompt = (f"Options:\n{_options_text(ctx)}\n"
                   + (f"Plan: {ctx.current_plan}\n" if ctx.current_plan else "")
-                  + f"Risk level: {ctx.risk_level}\nUser's answer: {json.dumps(request.answer, ensure_ascii=False)}")
+                  + f"Risk level: {ctx.risk_level}\nUser's answer: {json.dumps(request.answer, ensure_ascii=False)}\n"
+                  + f"Why the pattern matcher did not decide: {_why_declined(analysis)}")
         try:
             with anyio.fail_after(self.config.choice.llm_timeout_s):
                 reply = await self.bus.request(

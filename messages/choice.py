@@ -59,14 +59,25 @@ class ChoiceResult(msgspec.Struct, frozen=True, kw_only=True):
     modifications : list of str
         Conditions attached to the answer ("バックアップ取って", "but keep the logs").
     clarification_needed : bool
+        ``True`` whenever the caller must not act on the reading as it stands:
+        a confirmation (0.6–0.8, or ``critical`` risk) or a clarification
+        (note 001 §2.2 contract).
     extracted_intent : str
     decided_by : {"pattern", "llm", "cache", "none"}
         Which path decided.
     action : {"execute", "confirm", "clarify"}
         What the caller should do, from the thresholds (≥ 0.8 execute, 0.6–0.8
-        confirm, below clarify; ``critical`` risk always confirms).
+        confirm, below clarify; ``critical`` risk always confirms). Below the
+        confirm threshold there is no selection and the confidence is 0
+        (note 001 §2.2).
     question : str
         For ``confirm``/``clarify``: what to ask the user (lists the options).
+    refused_options : list of int
+        Options the answer negates or excludes ("everything except 3" → ``[3]``).
+        Never selected and never proposed in a confirm question.
+    unexplained : list of str
+        Words of the answer the pattern grammar did not explain (why the
+        pattern path declined to act).
     """
 
     selected_options: list[int] = []
@@ -78,6 +89,8 @@ class ChoiceResult(msgspec.Struct, frozen=True, kw_only=True):
     decided_by: Literal["pattern", "llm", "cache", "none"] = "none"
     action: Literal["execute", "confirm", "clarify"] = "clarify"
     question: str = ""
+    refused_options: list[int] = []
+    unexplained: list[str] = []
 
 
 class ChoiceRequest(Message, frozen=True, kw_only=True, tag="choice_request"):

@@ -1,11 +1,25 @@
-"""Plan approval in free text, per step (design note 001 §2.3 "Plan Approval Integration").
+"""Plan approval in free text, per step (design note 001 §2.3 "Plan Approval Integration", §3.4, §6.2).
 
 The user answers "yes", "no, don't run it", "only step 1 and 3", "skip step 2",
 "2番以外", "ファイル作成だけ"… Two choice requests go to the choice-parser actor
 over NATS: one reads approve/reject (negation never counts as consent), one
-maps the answer onto the plan's steps. A partial approval produces an edited
-plan that is validated again: steps that lose their input are reported and the
-plan is not run.
+maps the answer onto the plan's steps (option *k* is step *k*). A partial
+approval produces an edited plan that is validated again: steps that lose
+their input are reported and the plan is not run.
+
+Rules (issue 16):
+
+* **An exclusion the user stated is never overridden by a broader reading.**
+  If the answer excludes a step ("skip 3", "3はやめて", "not step 3"), the
+  whole plan is never approved from it, even when the approve/reject reading
+  says "approve".
+* **A confirm question states the exact edited plan it proposes** ("Run steps
+  1, 2, 4 — skip 3?"), recorded in :attr:`Approval.proposed_steps`; pass that
+  :class:`Approval` back as ``pending`` with the next answer, and its "yes"
+  approves exactly those steps (:func:`approve_plan` does this loop).
+* **Conditions that cannot be enforced are refused** (the question says so and
+  asks again), never approved as "noted": Tandem can run or skip whole steps,
+  nothing else.
 """
 
 from __future__ import annotations
@@ -37,13 +51,20 @@ from tandem.messages import (
 
 from .bus import Bus
 
-__all__ = ["Approval", "Approver", "ask_approval", "describe_step", "edit_plan"]
+__all__ = ["Approval", "Approver", "approve_plan", "ask_approval", "describe_step", "edit_plan"]
 
 Approver = Callable[[str], Awaitable[str]]
 """``async (question) -> answer``: how the flow asks the user (stdin, a chat UI, a test)."""
 
-_SKIP = re.compile(r"\b(?:skip|without|except|drop|omit)\s+(?:steps?\s+)?([\d,\sand&]+)", re.IGNORECASE)
-_SKIP_JA = re.compile(r"(?:ステップ)?([\d０-９,、と\s]+)(?:番目?)?(?:を|は)?(?:スキップ|飛ばして|抜いて|除いて)")
+_SKIP = re.compile(r"\b(?:skip|without|except|drop|omit|leave\s+out)\s+(?:steps?\s+)?(\d+(?:\s*(?:,|and|&)\s*\d+)*)",
+                   re.IGNORECASE)
+_SKIP_JA = re.compile(r"(?:ステップ)?\s*(\d+(?:\s*[,、と]\s*\d+)*)\s*(?:番目?)?(?:を|は)?(?:スキップ|飛ばして|抜いて|除いて|外して)")
+_STEP_WORD = re.compile(r"\bsteps?\s*(?=\d)|ステップ\s*(?=\d)|(?<=\d)\s*番目のステップ", re.IGNORECASE)
+_ENFORCEABLE = re.compile(r"^(?:and\s+|but\s+)?(?:(?:please\s+)?(?:skip|don'?t\s+run|not|without|except|drop|omit)\s+"
+                          r"(?:steps?\s*)?\d+(?:\s*(?:,|and|&)\s*\d+)*"
+                          r"|(?:ステップ)?\s*\d+(?:\s*[,、と]\s*\d+)*\s*(?:番目?)?(?:は|を)?"
+                          r"(?:スキップ|飛ばして|抜いて|除いて|外して|やめて|いらない|実行しないで|しないで))"
+                          r"\s*(?:please|ください|下さい)?[.!。]*$", re.IGNORECASE)
 
 
 class Approval(msgspec.Struct, frozen=True, kw_only=True):
@@ -64,6 +85,11 @@ class Approval(msgspec.Struct, frozen=True, kw_only=True):
         What to ask next when ``unclear``.
     results : list of ChoiceResult
         The choice parser's readings, for the record.
+    proposed_steps : list of int
+        For ``unclear``: the exact steps the question proposes to run; a
+        "yes" to it (passed back as ``pending``) approves exactly these.
+    excluded_steps : list of int
+        Steps the user excluded; never run, whatever a broader reading says.
     """
 
     decision: Literal["approved", "partial", "rejected", "unclear"]
@@ -73,6 +99,8 @@ class Approval(msgspec.Struct, frozen=True, kw_only=True):
     problems: list[str] = []
     question: str = ""
     results: list[ChoiceResult] = []
+    proposed_steps: list[int] = []
+    excluded_steps: list[int] = []
 
 
 def describe_step(step: WorkflowStep) -> str:
@@ -93,13 +121,34 @@ def describe_step(step: WorkflowStep) -> str:
     return step.__struct_config__.tag
 
 
-def _rewrite_skips(answer: str) -> str:
-    """Turn "skip step 2" / "2をスキップ" into the exclusion form the matcher knows ("all except 2")."""
-    m = _SKIP.search(answer) or _SKIP_JA.search(answer)
-    if m is None:
-        return answer
-    numbers = re.findall(r"\d+", m.group(1).translate(str.maketrans("０１２３４５６７８９", "0123456789")))
-    return f"all except {', '.join(numbers)}" if numbers else answer
+_FULLWIDTH = str.maketrans("０１２３４５６７８９", "0123456789")
+
+
+def _skipped(answer: str) -> set[int]:
+    """Step numbers of "skip step 2" / "2をスキップ" phrases."""
+    text = answer.translate(_FULLWIDTH)
+    out: set[int] = set()
+    for rx in (_SKIP, _SKIP_JA):
+        for m in rx.finditer(text):
+            out.update(int(d) for d in re.findall(r"\d+", m.group(1)))
+    return out
+
+
+def _steps_answer(answer: str) -> str:
+    """The answer for the per-step reading: "skip 2" → "all except 2", "step 3" → "3" (options are steps)."""
+    skipped = _skipped(answer)
+    if skipped and not re.search(r"\b(?:only|just)\b|だけ|のみ", answer):
+        return "all except " + ", ".join(map(str, sorted(skipped)))
+    return _STEP_WORD.sub("", answer.translate(_FULLWIDTH))
+
+
+def _fmt_steps(steps: list[int]) -> str:
+    return ("step " if len(steps) == 1 else "steps ") + ", ".join(map(str, steps))
+
+
+def _proposal(kept: list[int], excluded: list[int]) -> str:
+    skip = f" — skip {', '.join(map(str, excluded))}" if excluded else ""
+    return f"Run {_fmt_steps(kept)}{skip}? (yes / no)"
 
 
 def edit_plan(plan: ExecutionPlan, keep: set[int]) -> tuple[ExecutionPlan | None, list[str]]:
@@ -144,7 +193,8 @@ async def _parse(bus: Bus, answer: str, context: ChoiceContext, env: dict[str, s
 
 
 async def ask_approval(bus: Bus, plan: ExecutionPlan, answer: str, *, risk_level: str = "medium",
-                       correlation_id: str = "", conversation_id: str = "") -> Approval:
+                       correlation_id: str = "", conversation_id: str = "",
+                       pending: Approval | None = None) -> Approval:
     """Read one free-text answer to "approve this plan?".
 
     Parameters
@@ -155,10 +205,17 @@ async def ask_approval(bus: Bus, plan: ExecutionPlan, answer: str, *, risk_level
         The user's words.
     risk_level : str
         Passed to the choice parser (``critical`` always confirms).
+    pending : Approval or None
+        The previous ``unclear`` approval whose question this answer replies
+        to: a "yes" approves exactly its ``proposed_steps``; its
+        ``excluded_steps`` stay excluded unless the answer names them.
 
     Returns
     -------
     Approval
+        ``approved``/``partial`` with the plan to run, ``rejected``, or
+        ``unclear`` with the question to ask next (and, for a proposal, the
+        steps it proposes).
 
     Raises
     ------
@@ -166,26 +223,137 @@ async def ask_approval(bus: Bus, plan: ExecutionPlan, answer: str, *, risk_level
         When the choice parser fails.
     """
     env = {"correlation_id": correlation_id, "conversation_id": conversation_id}
+    runnable = [s.step for s in plan.workflow if not isinstance(s, ErrorRecovery)]
     verdict = await _parse(bus, answer, ChoiceContext(
         kind="approval", available_options=["approve", "reject"], risk_level=risk_level,
         option_descriptions=["run the plan", "do not run the plan"],
         current_plan=", ".join(f"{s.step}. {describe_step(s)}" for s in plan.workflow)), env)
-    if verdict.selected_options == [2] and verdict.action != "clarify":
-        return Approval(decision="rejected", results=[verdict], modifications=verdict.modifications)
-    runnable = [s for s in plan.workflow if not isinstance(s, ErrorRecovery)]
-    steps = await _parse(bus, _rewrite_skips(answer), ChoiceContext(
-        available_options=[describe_step(s) for s in runnable], risk_level=risk_level,
-        option_descriptions=[f"step {s.step}: {s.__struct_config__.tag}" for s in runnable]), env)
+    if pending is not None and pending.proposed_steps:
+        return await _answer_to_proposal(bus, plan, answer, verdict, pending, risk_level, env)
+    steps = await _parse(bus, _steps_answer(answer), _steps_context(plan, risk_level), env)
     results = [verdict, steps]
     modifications = list(dict.fromkeys([*verdict.modifications, *steps.modifications]))
-    chosen = {runnable[i - 1].step for i in steps.selected_options}
-    if steps.action == "execute" and chosen and chosen != {s.step for s in runnable}:
-        edited, problems = edit_plan(plan, chosen)
-        return Approval(decision="partial", plan=edited, kept_steps=sorted(chosen), problems=problems,
-                        modifications=modifications, results=results)
-    if verdict.selected_options == [1] and verdict.action == "execute" or steps.action == "execute" and chosen:
-        return Approval(decision="approved", plan=plan, kept_steps=[s.step for s in runnable],
-                        modifications=modifications, results=results)
+    excluded = sorted(({*steps.refused_options, *_skipped(answer)} & set(runnable))
+                      | set(pending.excluded_steps if pending is not None else []))
+    chosen = sorted(set(steps.selected_options) & set(runnable))
+    placeholders = [k for k in steps.selected_options if k not in {s.step for s in plan.workflow}]
+    base = {"modifications": modifications, "results": results, "excluded_steps": excluded}
+
+    if verdict.selected_options == [2] and verdict.action != "clarify" and not chosen:
+        return Approval(decision="rejected", **base)
+    if placeholders:
+        return Approval(decision="unclear", question=f"This plan has no step {', '.join(map(str, placeholders))}. "
+                        f"Which steps should run? ({', '.join(map(str, runnable))})", **base)
+    unenforceable = [m for m in modifications if not _ENFORCEABLE.match(m)]
+    if unenforceable:  # never "noted": Tandem can only run or skip whole steps
+        return Approval(decision="unclear", question=(
+            f"I cannot enforce {'; '.join(repr(m) for m in unenforceable)}: Tandem can run or skip whole steps, "
+            "nothing else. Approve the plan as shown, name the steps to run or skip, or say no."), **base)
+    approve_all = verdict.selected_options == [1] and verdict.action == "execute"
+    if steps.action == "execute" and chosen and not (excluded and set(chosen) | set(excluded) != set(runnable)):
+        kept = [k for k in chosen if k not in excluded]
+        if kept == runnable:
+            return Approval(decision="approved", plan=plan, kept_steps=kept, **base)
+        if kept:
+            return _partial(plan, kept, base)
+    if excluded or (chosen and chosen != runnable):
+        # a partial reading short of acting, an exclusion next to a broader "yes", or one step named and another
+        # excluded: propose the exact edit (with an exclusion: every step the user did not exclude)
+        kept = [k for k in (runnable if excluded else chosen) if k not in excluded]
+        if not kept:
+            return Approval(decision="unclear", question="That leaves no step to run. Which steps should run?", **base)
+        return Approval(decision="unclear", question=_proposal(kept, [k for k in runnable if k not in kept]),
+                        proposed_steps=kept, **base)
+    if approve_all:
+        return Approval(decision="approved", plan=plan, kept_steps=runnable, **base)
     question = verdict.question if verdict.action == "confirm" else steps.question or verdict.question
-    return Approval(decision="unclear", question=question or "Approve the plan? (yes / no / which steps)",
-                    modifications=modifications, results=results)
+    if verdict.action == "confirm" and verdict.selected_options == [1]:  # "run the whole plan?" is the proposal
+        return Approval(decision="unclear", question=_proposal(runnable, []), proposed_steps=runnable, **base)
+    return Approval(decision="unclear", question=question or "Approve the plan? (yes / no / which steps)", **base)
+
+
+def _steps_context(plan: ExecutionPlan, risk_level: str) -> ChoiceContext:
+    """Option *k* is step *k* (numbers without a step are placeholders nobody picks by description)."""
+    by_number = {s.step: s for s in plan.workflow}
+    top = max(by_number)
+    if top > 50:  # ChoiceContext's limit; plans have at most 24 steps, numbered from 1 in practice
+        raise ValueError(f"step numbers up to {top} cannot be offered as options")
+    return ChoiceContext(
+        available_options=[describe_step(by_number[k]) if k in by_number else f"(no step {k})" for k in range(1, top + 1)],
+        option_descriptions=[f"step {k}: {by_number[k].__struct_config__.tag}" if k in by_number else ""
+                             for k in range(1, top + 1)],
+        risk_level=risk_level)  # type: ignore[arg-type]
+
+
+def _partial(plan: ExecutionPlan, kept: list[int], base: dict) -> Approval:
+    edited, problems = edit_plan(plan, set(kept))
+    return Approval(decision="partial", plan=edited, kept_steps=sorted(kept), problems=problems, **base)
+
+
+async def _answer_to_proposal(bus: Bus, plan: ExecutionPlan, answer: str, verdict: ChoiceResult, pending: Approval,
+                              risk_level: str, env: dict[str, str]) -> Approval:
+    """The reply to "Run steps 1, 2, 4 — skip 3?": yes approves exactly that; no asks which steps."""
+    base = {"modifications": pending.modifications, "results": [*pending.results, verdict],
+            "excluded_steps": pending.excluded_steps}
+    runnable = [s.step for s in plan.workflow if not isinstance(s, ErrorRecovery)]
+    if verdict.selected_options == [1] and verdict.action == "execute" and not verdict.modifications:
+        kept = pending.proposed_steps
+        if kept == runnable:
+            return Approval(decision="approved", plan=plan, kept_steps=kept, **base)
+        return _partial(plan, kept, base)
+    if verdict.selected_options == [2] and verdict.action == "execute":
+        return Approval(decision="unclear", question=(
+            "Then which steps should run? Name them (e.g. 'only 1 and 2'), or say 'cancel' to run nothing."),
+            **{**base, "excluded_steps": pending.excluded_steps})
+    # anything else is a new answer; the stated exclusions stay unless it names the steps to run
+    fresh = await ask_approval(bus, plan, answer, risk_level=risk_level, pending=None, **env)
+    if fresh.decision == "approved" and pending.excluded_steps:
+        named = set(fresh.results[1].selected_options) if len(fresh.results) > 1 else set()
+        if not set(pending.excluded_steps) <= named:
+            kept = [k for k in runnable if k not in pending.excluded_steps]
+            return Approval(decision="unclear", question=_proposal(kept, pending.excluded_steps),
+                            proposed_steps=kept, **base)
+    if fresh.decision == "unclear" and not fresh.excluded_steps and pending.excluded_steps:
+        return msgspec.structs.replace(fresh, excluded_steps=pending.excluded_steps)
+    return fresh
+
+
+async def approve_plan(bus: Bus, plan: ExecutionPlan, approver: Approver, *, attempts: int = 3,
+                       risk_level: str = "medium", correlation_id: str = "", conversation_id: str = "") -> Approval:
+    """Ask until the answer is clear (at most ``attempts`` answers), carrying each proposal to the next answer.
+
+    Parameters
+    ----------
+    bus : Bus
+    plan : ExecutionPlan
+    approver : Approver
+        ``async (question) -> answer``.
+    attempts : int
+
+    Returns
+    -------
+    Approval
+        The last one; ``unclear`` when every answer was.
+
+    Examples
+    --------
+    ::
+
+        approval = await approve_plan(bus, plan, ask_on_stdin)
+        if approval.decision in ("approved", "partial") and approval.plan is not None:
+            run(approval.plan)
+    """
+    steps = "\n".join(f"  {s.step}. {describe_step(s)}" for s in plan.workflow)
+    question = f"Plan:\n{steps}\nApprove it? (yes / no / which steps, in your own words)"
+    approval: Approval | None = None
+    for _ in range(attempts):
+        answer = await approver(question)
+        approval = await ask_approval(bus, plan, answer, risk_level=risk_level, correlation_id=correlation_id,
+                                      conversation_id=conversation_id,
+                                      pending=approval)
+        if approval.decision == "rejected" or approval.decision in ("approved", "partial") and approval.plan:
+            return approval
+        question = (("That leaves a plan that cannot run: " + "; ".join(approval.problems)
+                     + "\nWhich steps should run?") if approval.problems else approval.question)
+    assert approval is not None
+    return approval

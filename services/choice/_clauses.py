@@ -44,6 +44,7 @@ _PUNCT_RE: Final = re.compile(r"[,、;。.!:()\[\]「」『』—]+|\s-\s")
 _PUNCT_SPACE: Final = " ,、;。.!:?\"'「」()[]…~〜-—"
 _WORD_RE: Final = re.compile(r"[a-z0-9_]+|[^\W\d_a-z]+")
 _WORDCH: Final = re.compile(r"\w")
+_OBJECT_GAP: Final = re.compile(r"\s*(?:は|を|も|だけ)?\s*")
 
 
 class Flag(IntEnum):
@@ -342,6 +343,12 @@ def _scopes(r: Reading, c: Clause, approval: bool, n: int) -> bool:
                     if g.kind is Kind.NEG:
                         r.double_neg = t
                     g.neg = t
+    # a negated verb negates its object: "3は実行しないで", "3を実行しない" ("don't run 3" is a list already)
+    for i, t in enumerate(st):
+        if t.kind is Kind.YES and t.neg is not None and i and _is_choice(st[i - 1]):
+            obj = st[i - 1]
+            if obj.neg is None and obj.exc is None and _OBJECT_GAP.fullmatch(s[obj.end : t.start]):
+                obj.neg = t.neg
     mentions = [t for t in st if t.mention is not None]
     if mentions:
         for t in mentions:

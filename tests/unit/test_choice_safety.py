@@ -158,6 +158,7 @@ NEVER_ACT = [
     (EN5, "as if"), (EN5, "yeah right, 2"), (JP3, "2番なわけない"), (JP3, "完全実行とかありえない"),
     (ENAPP, "I wouldn't say no"), (ENAPP, "don't not run it"), (ENAPP, "not no"), (PLAN, "ダメじゃない"),
     (PLAN, "やめなくていい"), (PLAN, "承認しないわけじゃない"), (PLAN, "却下しないでもない"),
+    (JP3, "3番は実行しないで"), (JP3, "2を実行しない"),
     (ENAPP, "yeah right"), (ENAPP, "approve? as if"), (PLAN, "承認するわけないでしょ"),
 ]
 
@@ -204,6 +205,7 @@ EXCLUDED = [
     (EN5, "everything except 3", [1, 2, 4, 5], {3}), (EN5, "all but the last", [1, 2, 3, 4], {5}),
     (JP3, "2以外", [1, 3], {2}), (JP3, "1はいらない、残り全部", [2, 3], {1}), (EN5, "1 and 2, not 3", [1, 2], {3}),
     (EN5, "all except 2, if that's ok", [1, 3, 4, 5], {2}),
+    (EN5, "2番はいいけど、3番は実行しないで", [2], {3}), (EN5, "don't run 3, just 1 and 2", [1, 2], {3}),
 ]
 
 
