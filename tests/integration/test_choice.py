@@ -90,8 +90,10 @@ async def test_llm_path_validates_and_drops_missing_options(bus: Bus) -> None:
     async with parser(bus, model):
         result = (await parse(bus, "the thorough variant please")).result
     assert result.decided_by == "llm"
-    assert result.selected_options == [3]  # 7 does not exist: dropped
-    assert result.confidence <= 0.5 and result.action == "clarify"  # and the half-wrong reading is not acted on
+    assert "dropped options that do not exist: [7]" in result.reasoning
+    # the half-wrong reading is capped below the confirm threshold; note 001's contract: no selection, confidence 0
+    assert result.selected_options == [] and result.confidence == 0.0
+    assert result.action == "clarify" and result.clarification_needed
     body = model.requests[-1]
     assert body["response_format"]["json_schema"]["name"] == "choice_result"
 
@@ -187,3 +189,63 @@ async def test_approve_drives_run_end_to_end_in_one_trace(bus: Bus, spans) -> No
 
 async def _const(text: str) -> str:
     return text
+
+
+def model_answers(selected: list[int], confidence: float, **extra) -> MockModel:
+    """A model that always returns this reading (whatever the answer)."""
+    def reply(body: dict) -> str:
+        return json.dumps({"selected_options": selected, "confidence": confidence, "reasoning": "model reading",
+                           "modifications": [], "clarification_needed": False, "extracted_intent": "x", **extra})
+
+    return MockModel(planner=reply, writer=lambda b: "")
+
+
+async def test_contract_of_note_001_on_the_wire(bus: Bus) -> None:
+    """0.6–0.8: the selection with clarification_needed; below 0.6: no selection, confidence 0 (issue 16.4)."""
+    async with parser(bus, model_answers([2], 0.75)):
+        medium = (await parse(bus, "the thorough variant please")).result
+    async with parser(bus, model_answers([2], 0.4)):
+        low = (await parse(bus, "the thorough variant please")).result
+    async with parser(bus):
+        high = (await parse(bus, "2番で")).result
+        hedged = (await parse(bus, "たぶん2番")).result
+    assert medium.decided_by == "llm" and medium.selected_options == [2] and medium.confidence == 0.75
+    assert medium.action == "confirm" and medium.clarification_needed and "2. 安全モード実行" in medium.question
+    assert low.selected_options == [] and low.confidence == 0.0 and low.clarification_needed and low.action == "clarify"
+    assert high.action == "execute" and not high.clarification_needed
+    assert hedged.action == "confirm" and hedged.clarification_needed and hedged.selected_options == [2]
+
+
+async def test_model_is_told_why_the_pattern_path_declined(bus: Bus) -> None:
+    model = model_answers([1], 0.9)
+    async with parser(bus, model):
+        result = (await parse(bus, "ファイル作成 for the reports")).result
+    prompt = model.requests[-1]["messages"][-1]["content"]
+    assert "Why the pattern matcher did not decide" in prompt and '"reports"' in prompt
+    assert result.decided_by == "llm" and result.unexplained == ["reports"]
+
+
+@pytest.mark.parametrize(("answer", "model_pick", "selected", "action"), [
+    ("not 3, the thorough variant please", [3], [], "clarify"),  # the model picks the refused option
+    ("not 3, the thorough variant please", [2, 3], [2], "confirm"),  # refused option removed, rest confirmed
+    ("as if I'd pick 2, lol", [2], [], "clarify"),  # sarcasm: the named option is refused
+    ("last time I picked 2, weird", [2], [2], "confirm"),  # a past mention: never acted on
+    ("2 is better than 3 honestly", [3], [3], "confirm"),  # a comparison: never acted on
+])
+async def test_unsafe_model_readings_are_downgraded(bus: Bus, answer: str, model_pick: list[int],
+                                                    selected: list[int], action: str) -> None:
+    async with parser(bus, model_answers(model_pick, 0.95)):
+        result = (await parse(bus, answer)).result
+    assert result.decided_by == "llm"
+    assert result.selected_options == selected and result.action == action
+    assert result.action != "execute"
+    if action == "confirm":  # a confirm question never proposes a refused option
+        proposal = result.question.split("— not")[0]
+        assert all(f"{refused}. " not in proposal for refused in result.refused_options)
+
+
+async def test_confirm_question_names_the_refused_options(bus: Bus) -> None:
+    async with parser(bus, model_answers([2, 3], 0.95)):
+        result = (await parse(bus, "not 3, the thorough variant please")).result
+    assert result.refused_options == [3]
+    assert result.question.startswith("Did you mean: 2. 安全モード実行 — not 3. 完全実行?")
