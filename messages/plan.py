@@ -61,8 +61,13 @@ __all__ = [
 PLAN_VERSION = "1.0"
 MAX_STEPS = 24
 
-BUILTIN_COMMANDS = ("cat", "cut", "grep", "head", "nl", "paste", "rev", "sed", "sort", "tac", "tail", "tr", "uniq", "wc")
-"""Commands ``spawn_command`` may name (implemented in :mod:`tandem.services.textcmd`)."""
+BUILTIN_COMMANDS = ("cat", "cut", "grep", "head", "nl", "pandoc", "paste", "rev", "sed", "sort", "tac", "tail", "tr",
+                    "uniq", "wc")
+"""Commands ``spawn_command`` may name (implemented in :mod:`tandem.services.textcmd`).
+
+``pandoc`` (document conversion) needs the ``pypandoc-binary`` wheel; the
+planner offers only :func:`tandem.services.textcmd.available_commands`.
+"""
 
 Short = Annotated[str, Meta(max_length=64)]
 Arg = Annotated[str, Meta(max_length=120)]
@@ -101,7 +106,8 @@ class SpawnCommandParams(_Params, frozen=True, kw_only=True):
     Parameters
     ----------
     cmd : str
-        One of :data:`BUILTIN_COMMANDS`. Never a shell, never a subprocess.
+        One of :data:`BUILTIN_COMMANDS`. Never a shell; never a subprocess,
+        except ``pandoc`` (sandboxed, see :mod:`tandem.services.convert`).
     args : list of str
         argv after the command name, e.g. ``["-E", "s/^# (.*)/h1. \\\\1/"]``.
     input_fd, output_fd : int or None

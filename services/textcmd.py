@@ -2,10 +2,14 @@
 
 Pure-Python, in-memory re-implementations of a useful subset of the GNU text
 tools (``cat``, ``grep``, ``sed``, ``head``, ``tail``, ``sort``, ``uniq``,
-``wc``, ``tr``, ``cut``, ``rev``, ``tac``, ``nl``, ``paste``).  The plan
-executor runs them instead of spawning processes: there is never a shell, a
-subprocess or any file access.  Every command reads its input from a string
-(the "stdin") and returns its output as a string (the "stdout").
+``wc``, ``tr``, ``cut``, ``rev``, ``tac``, ``nl``, ``paste``), plus ``pandoc``
+for document conversion.  The plan executor runs them instead of spawning
+processes: there is never a shell and never any file access.  Every command
+reads its input from a string (the "stdin") and returns its output as a string
+(the "stdout").  ``pandoc`` is the one exception to "no subprocess": it runs
+the pandoc binary of the ``pypandoc-binary`` wheel, sandboxed, with text on
+stdin/stdout (see :mod:`tandem.services.convert`); without that wheel it is
+not offered (:func:`available_commands`).
 
 Behaviour follows GNU coreutils, sed and grep in the C locale on the supported
 subset.  Input lines are split on ``"\\n"``; tools that produce new lines
@@ -17,10 +21,35 @@ the input missing, as GNU does.
 Every misuse raises :class:`~tandem.services.errors.CommandError` with a one-line
 message that starts with the command name.
 
+Bounds
+------
+Plans are untrusted, so every command runs within :class:`Limits`:
+
+* every regular expression runs on the `regex`_ engine with a time budget: one
+  search may take ``regex_timeout_s``, and all of a step's regex work together
+  ``time_limit_s``; past either, :class:`RegexTimeout` (code ``regex_timeout``)
+  names the pattern;
+* a step's output may not pass ``max_output_chars``, nor the plan's buffers
+  together ``max_plan_chars``: :class:`OutputTooLarge` (``output_too_large``)
+  is raised while the output grows, before it is built;
+* :func:`run_builtin` runs a command in a worker thread, at most
+  ``max_threads`` at a time per event loop, so a CPU-heavy step never stalls
+  the event loop (the `regex`_ engine also releases the GIL while it matches).
+
+Errors::
+
+    CommandError                 a built-in text command was misused (code "command")
+    ├── RegexTimeout               a regex ran past its time budget ("regex_timeout")
+    ├── OutputTooLarge             a step's output passed its cap ("output_too_large")
+    ├── CommandTimeout             a step ran past its time limit ("command_timeout")
+    └── CommandUnavailable         the command is not installed ("command_unavailable")
+
+.. _regex: https://pypi.org/project/regex/
+
 Notes
 -----
 Regular expressions are POSIX BRE (default) or ERE (``-E``) translated to
-Python :mod:`re`.  Python picks the leftmost *first* alternative where POSIX
+Python syntax.  Python picks the leftmost *first* alternative where POSIX
 picks the leftmost *longest* match, so ``grep -oE 'a|ab'`` prints ``a`` where
 GNU prints ``ab``.  Perl escapes that POSIX lacks (``\\d``, ``\\D``, ...) are
 rejected rather than silently matching a letter as GNU does.
@@ -29,20 +58,287 @@ rejected rather than silently matching a letter as GNU does.
 from __future__ import annotations
 
 import bisect
+import contextvars
+import functools
 import getopt
+import os
 import re
 import string
+import time
 import warnings
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from decimal import Decimal
 from types import MappingProxyType
+from typing import Any
+
+import anyio
+import anyio.to_thread
+import regex as rx
+from anyio.lowlevel import RunVar
 
 from tandem.services.errors import CommandError
 
-__all__ = ["COMMANDS", "command_names", "describe_commands", "run_command"]
+__all__ = [
+    "COMMANDS",
+    "CommandInfo",
+    "CommandTimeout",
+    "CommandUnavailable",
+    "DEFAULT_LIMITS",
+    "Limits",
+    "OutputTooLarge",
+    "RegexTimeout",
+    "available_commands",
+    "buffered_chars",
+    "command_names",
+    "describe_commands",
+    "regex_search",
+    "run_builtin",
+    "run_command",
+]
 
 CommandFn = Callable[[Sequence[str], str], str]
+
+
+# --------------------------------------------------------------------------
+# errors and limits
+# --------------------------------------------------------------------------
+
+
+class RegexTimeout(CommandError):
+    """Raised when a regular expression runs past its time budget.
+
+    Parameters
+    ----------
+    cmd : str
+        The command (or ``"conditional_branch"``) that ran the pattern.
+    pattern : str
+        The pattern as the plan wrote it.
+    seconds : float
+        The budget it ran past.
+    """
+
+    code = "regex_timeout"
+
+    def __init__(self, cmd: str, pattern: str, seconds: float) -> None:
+        self.cmd = cmd
+        self.pattern = pattern
+        self.seconds = seconds
+        super().__init__(f"{cmd}: regex_timeout: pattern '{_clip(pattern)}' ran past its {seconds:g} s time budget")
+
+
+class OutputTooLarge(CommandError):
+    """Raised when a step's output grows past its cap.
+
+    Parameters
+    ----------
+    cmd : str
+        The command.
+    limit : int
+        The cap in characters.
+    why : str
+        Which cap: the step's or what is left of the plan's.
+    """
+
+    code = "output_too_large"
+
+    def __init__(self, cmd: str, limit: int, why: str) -> None:
+        self.cmd = cmd
+        self.limit = limit
+        super().__init__(f"{cmd}: output_too_large: the output passed {limit:,} characters ({why})")
+
+
+class CommandTimeout(CommandError):
+    """Raised when a built-in command runs past the step's time limit."""
+
+    code = "command_timeout"
+
+
+class CommandUnavailable(CommandError):
+    """Raised when a built-in command is not installed (e.g. ``pandoc`` without ``pypandoc-binary``)."""
+
+    code = "command_unavailable"
+
+
+def _clip(text: str, n: int = 120) -> str:
+    return text if len(text) <= n else text[: n - 1] + "…"
+
+
+@dataclass(frozen=True, kw_only=True)
+class Limits:
+    """Bounds on one built-in command step.
+
+    Parameters
+    ----------
+    regex_timeout_s : float
+        Longest one regex search may take (one ``grep`` line, one ``sed``
+        address test, all matches of one ``s///g`` on one line...).
+    time_limit_s : float
+        Longest a whole step may take: its regex work together, and ``pandoc``.
+    max_output_chars : int
+        Largest output of one step, in characters.
+    max_plan_chars : int
+        Largest total of a plan's text buffers (inputs, intermediate buffers,
+        outputs), in characters; a step's output may use what is left.
+    max_threads : int
+        Built-in commands running at once per event loop (worker threads).
+    pandoc_max_heap_mb : int
+        Heap limit of the pandoc process (GHC RTS ``-M``).
+
+    Examples
+    --------
+    >>> Limits(max_output_chars=1000).regex_timeout_s
+    0.5
+    """
+
+    regex_timeout_s: float = 0.5
+    time_limit_s: float = 30.0
+    max_output_chars: int = 16 * 2**20
+    max_plan_chars: int = 64 * 2**20
+    max_threads: int = max(1, min(4, os.cpu_count() or 1))
+    pandoc_max_heap_mb: int = 1024
+
+    def __post_init__(self) -> None:
+        if not (self.regex_timeout_s > 0 and self.time_limit_s > 0):
+            raise ValueError("regex_timeout_s and time_limit_s must be positive")
+        if min(self.max_output_chars, self.max_plan_chars, self.max_threads, self.pandoc_max_heap_mb) < 1:
+            raise ValueError("max_output_chars, max_plan_chars, max_threads and pandoc_max_heap_mb must be >= 1")
+
+
+DEFAULT_LIMITS = Limits()
+
+
+class _Budget:
+    """What one running step may still spend: characters and time."""
+
+    __slots__ = ("limits", "max_chars", "why", "deadline")
+
+    def __init__(self, limits: Limits, held_chars: int) -> None:
+        self.limits = limits
+        room = limits.max_plan_chars - max(0, held_chars)
+        if room < limits.max_output_chars:
+            self.max_chars = max(0, room)
+            self.why = f"the plan's buffers may hold {limits.max_plan_chars:,} characters, {held_chars:,} are in use"
+        else:
+            self.max_chars = limits.max_output_chars
+            self.why = "the step output limit"
+        self.deadline = time.monotonic() + limits.time_limit_s
+
+    def remaining(self) -> float:
+        return self.deadline - time.monotonic()
+
+    def regex_timeout(self) -> tuple[float, float]:
+        """Return (timeout for the next search, the budget it stands for)."""
+        left = self.remaining()
+        per_call = self.limits.regex_timeout_s
+        return (per_call, per_call) if left >= per_call else (max(left, 1e-6), self.limits.time_limit_s)
+
+    def check_size(self, cmd: str, size: int) -> None:
+        if size > self.max_chars:
+            raise OutputTooLarge(cmd, self.max_chars, self.why)
+
+    def check_time(self, cmd: str) -> None:
+        if time.monotonic() > self.deadline:
+            raise CommandTimeout(f"{cmd}: command_timeout: the step ran past its {self.limits.time_limit_s:g} s limit")
+
+
+_budget: contextvars.ContextVar[_Budget | None] = contextvars.ContextVar("tandem_textcmd_budget", default=None)
+
+
+def _current() -> _Budget:
+    budget = _budget.get()
+    return _Budget(DEFAULT_LIMITS, 0) if budget is None else budget  # None: called directly, not by run_command
+
+
+class _Regex:
+    """A compiled pattern whose every search runs within the step's time budget.
+
+    Parameters
+    ----------
+    cmd : str
+        Command name, for errors.
+    source : str
+        The pattern as the plan wrote it, for errors.
+    compiled : regex.Pattern
+        The translated pattern, compiled by the `regex` engine.
+    """
+
+    __slots__ = ("cmd", "source", "compiled", "groups")
+
+    def __init__(self, cmd: str, source: str, compiled: Any) -> None:
+        self.cmd = cmd
+        self.source = source
+        self.compiled = compiled
+        self.groups: int = compiled.groups
+
+    def _timeout(self, budget: float) -> RegexTimeout:
+        return RegexTimeout(self.cmd, self.source, budget)
+
+    def search(self, text: str) -> Any:
+        timeout, budget = _current().regex_timeout()
+        try:
+            return self.compiled.search(text, timeout=timeout)
+        except TimeoutError as exc:
+            raise self._timeout(budget) from exc
+
+    def match(self, text: str) -> Any:
+        timeout, budget = _current().regex_timeout()
+        try:
+            return self.compiled.match(text, timeout=timeout)
+        except TimeoutError as exc:
+            raise self._timeout(budget) from exc
+
+    def finditer(self, text: str) -> Iterator[Any]:
+        """Like ``Pattern.finditer``, each search bounded rather than the whole scan.
+
+        The engine's ``timeout`` covers a whole ``finditer`` scan; a legitimate
+        long line with many matches would run past it.  So once half the
+        budget is gone, the scan restarts after the last non-empty match with
+        a fresh budget (after a non-empty match a new scan from its end finds
+        exactly what the old one would have).  A single search that takes the
+        whole budget still times out.
+        """
+        budget = _current()
+        start = 0
+        while True:
+            timeout, limit = budget.regex_timeout()
+            renew = time.monotonic() + timeout / 2
+            restart = False
+            try:
+                for n, m in enumerate(self.compiled.finditer(text, start, timeout=timeout)):
+                    yield m
+                    if not n & 63 and m.end() > m.start() and time.monotonic() > renew:
+                        start, restart = m.end(), True
+                        break
+            except TimeoutError as exc:
+                raise self._timeout(limit) from exc
+            if not restart:
+                return
+
+
+class _Out(list[str]):
+    """An output line list that enforces the step's size and time limits as it grows."""
+
+    __slots__ = ("cmd", "size", "budget", "extra")
+
+    def __init__(self, cmd: str, extra: int = 1) -> None:
+        super().__init__()
+        self.cmd = cmd
+        self.size = 0
+        self.extra = extra  # characters each line adds when joined (its newline)
+        self.budget = _current()
+
+    def append(self, line: str) -> None:  # type: ignore[override]
+        self.size += len(line) + self.extra
+        if self.size > self.budget.max_chars:
+            raise OutputTooLarge(self.cmd, self.budget.max_chars, self.budget.why)
+        if not len(self) & 4095:
+            self.budget.check_time(self.cmd)
+        super().append(line)
+
+    def extend(self, lines: Iterable[str]) -> None:  # type: ignore[override]
+        for line in lines:
+            self.append(line)
 
 
 # --------------------------------------------------------------------------
@@ -313,8 +609,83 @@ def _translate(cmd: str, pat: str, extended: bool, offset: int = 0) -> tuple[str
     return "".join(out), ngroups
 
 
-def _compile(cmd: str, pattern: str, *, extended: bool, icase: bool = False) -> re.Pattern[str]:
-    """Compile a POSIX *pattern* to a Python regex.
+_MAX_UNROLLED = 100_000
+_QUANT = re.compile(r"\{(\d*)(?:,(\d*))?\}")
+
+
+def _unrolled_size(src: str) -> int:
+    """Estimate how many nodes the engine makes of Python-syntax *src* (an upper bound).
+
+    The `regex` engine unrolls the minimum count of every ``{m}``/``{m,n}``
+    when it compiles, so ``(?:(?:a{999}){999}){999}`` would take all memory
+    before any match-time budget applies: nested minimum counts multiply.
+    """
+    frames = [[0, 0]]  # per open group: [size of finished atoms, size of the last atom]
+    i, n = 0, len(src)
+    while i < n:
+        c = src[i]
+        top = frames[-1]
+        if c == "\\":
+            top[0], top[1] = top[0] + top[1], 1
+            i += 2
+            continue
+        if c == "[":
+            j = i + 1
+            j += src.startswith("^", j)
+            j += src.startswith("]", j)
+            while j < n and src[j] != "]":
+                j += 2 if src[j] == "\\" else 1
+            top[0], top[1] = top[0] + top[1], 1
+            i = j + 1
+            continue
+        if c == "(":
+            frames.append([0, 0])
+            if src.startswith("?", i + 1):  # (?:  (?=  (?<name>  (?i)  ...: skip the group's prefix
+                j = i + 2
+                while j < n and src[j] not in ":)=!>":
+                    j += 1
+                i = j + (j < n and src[j] != ")")
+                if j < n and src[j] == ")":  # (?i) takes no content
+                    frames.pop()
+                    i = j + 1
+                continue
+            i += 1
+            continue
+        if c == ")" and len(frames) > 1:
+            done = frames.pop()
+            top = frames[-1]
+            top[0], top[1] = top[0] + top[1], done[0] + done[1]
+            i += 1
+            continue
+        if c == "{":
+            m = _QUANT.match(src, i)
+            if m and (m.group(1) or m.group(2)):
+                top[1] *= max(int(m.group(1) or 0), 1)
+                i = m.end()
+                continue
+        if c not in "*+?|":
+            top[0], top[1] = top[0] + top[1], 1
+        i += 1
+    return sum(a + b for a, b in frames)
+
+
+def _compile_src(cmd: str, src: str, flags: int, shown: str) -> _Regex:
+    """Compile Python-syntax *src* with the bounded engine; *shown* names it in errors."""
+    if _unrolled_size(src) > _MAX_UNROLLED:
+        raise CommandError(f"{cmd}: regular expression '{_clip(shown)}' is too large: "
+                           f"its repeat counts multiply past {_MAX_UNROLLED:,}")
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            return _Regex(cmd, shown, rx.compile(src, flags))
+    except rx.error as exc:
+        raise CommandError(f"{cmd}: invalid regular expression '{_clip(shown)}': {exc.msg}") from exc
+    except (OverflowError, RecursionError, MemoryError) as exc:  # e.g. a{99999999}
+        raise CommandError(f"{cmd}: regular expression '{_clip(shown)}' is too large") from exc
+
+
+def _compile(cmd: str, pattern: str, *, extended: bool, icase: bool = False) -> _Regex:
+    """Compile a POSIX *pattern* to a bounded regex.
 
     Raises
     ------
@@ -322,12 +693,7 @@ def _compile(cmd: str, pattern: str, *, extended: bool, icase: bool = False) -> 
         If the pattern is invalid.
     """
     src = _translate(cmd, pattern, extended)[0]
-    try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            return re.compile(src, re.IGNORECASE if icase else 0)
-    except re.error as exc:
-        raise CommandError(f"{cmd}: invalid regular expression '{pattern}': {exc.msg}") from exc
+    return _compile_src(cmd, src, rx.IGNORECASE if icase else 0, pattern)
 
 
 # --------------------------------------------------------------------------
@@ -345,7 +711,7 @@ def _cat(args: Sequence[str], text: str) -> str:
     if not (number_all or nonblank or squeeze or ends):
         return text
     lines, trailing = _split(text)
-    out: list[str] = []
+    out = _Out("cat")
     num = 0
     prev_blank = False
     for idx, line in enumerate(lines):
@@ -389,7 +755,8 @@ def _nl(args: Sequence[str], text: str) -> str:
             sep = v
         else:
             start = _int("nl", v, "starting line number")
-    out = []
+    _current().check_size("nl", width + len(sep))
+    out = _Out("nl")
     num = start
     for line in _split(text)[0]:
         if style == "a" or style == "t" and line:
@@ -437,8 +804,11 @@ def _paste(args: Sequence[str], text: str) -> str:
     if serial:
         return glue(lines) + "\n"
     columns = max(1, len(operands))
-    rows = [lines[k : k + columns] for k in range(0, len(lines), columns)]
-    return _join(glue(row + [""] * (columns - len(row))) for row in rows)
+    out = _Out("paste")
+    for k in range(0, len(lines), columns):
+        row = lines[k : k + columns]
+        out.append(glue(row + [""] * (columns - len(row))))
+    return _join(out)
 
 
 # --------------------------------------------------------------------------
@@ -474,9 +844,9 @@ def _grep(args: Sequence[str], text: str) -> str:
         patterns.append(operands.pop(0))
     _no_files("grep", operands)
     pats = [p for pat in patterns for p in pat.split("\n")]
-    icase = re.IGNORECASE if "-i" in flags else 0
+    icase = rx.IGNORECASE if "-i" in flags else 0
     if mode == "F":
-        src = "|".join(re.escape(p) for p in pats)
+        src = "|".join(rx.escape(p) for p in pats)
     else:
         parts, offset = [], 0
         for p in pats:
@@ -488,16 +858,11 @@ def _grep(args: Sequence[str], text: str) -> str:
         src = f"(?:{src})\\Z"
     elif "-w" in flags:
         src = rf"(?<!\w)(?:{src})(?!\w)"
-    try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            regex = re.compile(src, icase)
-    except re.error as exc:
-        raise CommandError(f"grep: invalid regular expression '{' '.join(pats)}': {exc.msg}") from exc
+    regex = _compile_src("grep", src, icase, " ".join(pats))
     match = regex.match if "-x" in flags else regex.search
     invert, count, numbers, only = "-v" in flags, "-c" in flags, "-n" in flags, "-o" in flags
 
-    out: list[str] = []
+    out = _Out("grep")
     matched = 0
     for lineno, line in enumerate(_split(text)[0], 1):
         if matched == max_count:
@@ -509,8 +874,8 @@ def _grep(args: Sequence[str], text: str) -> str:
             continue
         prefix = f"{lineno}:" if numbers else ""
         if only:
-            found = [regex.match(line).group(0)] if "-x" in flags else [m.group(0) for m in regex.finditer(line)]  # type: ignore[union-attr]
-            out.extend(prefix + h for h in found if h)
+            found = [regex.match(line)] if "-x" in flags else regex.finditer(line)
+            out.extend(prefix + m.group(0) for m in found if m.end() > m.start())  # type: ignore[union-attr]
         else:
             out.append(prefix + line)
     return f"{matched}\n" if count else _join(out)
@@ -525,7 +890,7 @@ def _grep(args: Sequence[str], text: str) -> str:
 class _Addr:
     kind: str  # "line", "last", "re", "zero", "plus"
     num: int = 0
-    regex: re.Pattern[str] | None = None
+    regex: _Regex | None = None
 
     def hit(self, ps: str, lineno: int, last: bool) -> bool:
         if self.kind == "line":
@@ -543,7 +908,7 @@ class _SedCmd:
     a2: _Addr | None = None
     negate: bool = False
     jump: int = 0  # for "{": index after the matching "}"
-    regex: re.Pattern[str] | None = None
+    regex: _Regex | None = None
     repl: list[str | int | tuple[str]] = field(default_factory=list)
     nth: int = 1
     glob: bool = False
@@ -592,7 +957,7 @@ class _SedParser:
         self.s = script
         self.i = 0
         self.extended = extended
-        self.last_regex: re.Pattern[str] | None = None
+        self.last_regex: _Regex | None = None
 
     def fail(self, msg: str) -> CommandError:
         start = self.s.rfind("\n", 0, self.i) + 1
@@ -657,7 +1022,7 @@ class _SedParser:
         self.i = j + 1
         return "".join(out) + "]"
 
-    def regex(self, pattern: str, icase: bool) -> re.Pattern[str]:
+    def regex(self, pattern: str, icase: bool) -> _Regex:
         if pattern == "":
             if self.last_regex is None:
                 raise self.fail("no previous regular expression")
@@ -820,8 +1185,10 @@ class _SedParser:
         return parts
 
 
-def _expand(m: re.Match[str], parts: Sequence[str | int | tuple[str]]) -> str:
+def _expand(m: Any, parts: Sequence[str | int | tuple[str]], budget: _Budget, room: int) -> str:
+    """Build the replacement of match *m*; raise once it passes *room* characters."""
     out: list[str] = []
+    size = 0
     mode = one = ""
     for p in parts:
         if isinstance(p, tuple):
@@ -837,13 +1204,17 @@ def _expand(m: re.Match[str], parts: Sequence[str | int | tuple[str]]) -> str:
         if one and s:
             s = (s[0].upper() if one == "u" else s[0].lower()) + s[1:]
             one = ""
+        size += len(s)
+        if size > room:
+            budget.check_size("sed", budget.max_chars + 1)
         out.append(s)
     return "".join(out)
 
 
-def _substitute(cmd: _SedCmd, ps: str) -> tuple[str, bool]:
+def _substitute(cmd: _SedCmd, ps: str, budget: _Budget) -> tuple[str, bool]:
     assert cmd.regex is not None
     out: list[str] = []
+    size = 0  # characters in out
     pos = 0
     count = 0
     prev_end = -1
@@ -855,13 +1226,17 @@ def _substitute(cmd: _SedCmd, ps: str) -> tuple[str, bool]:
         count += 1
         if count < cmd.nth:
             continue
-        out += [ps[pos : m.start()], _expand(m, cmd.repl)]
+        size += m.start() - pos
+        new = _expand(m, cmd.repl, budget, budget.max_chars - size)
+        size += len(new)
+        out += [ps[pos : m.start()], new]
         pos = m.end()
         changed = True
         if not cmd.glob:
             break
     if not changed:
         return ps, False
+    budget.check_size("sed", size + len(ps) - pos)
     out.append(ps[pos:])
     return "".join(out), True
 
@@ -888,8 +1263,19 @@ def _sed(args: Sequence[str], text: str) -> str:
 
     lines, trailing = _split(text)
     out: list[tuple[str, bool]] = []
+    budget = _current()
+    size = 0  # characters in out
+
+    def emit(ps: str, has_nl: bool) -> None:
+        nonlocal size
+        size += len(ps) + 1
+        budget.check_size("sed", size)
+        out.append((ps, has_nl))
+
     total = len(lines)
     for idx, ps in enumerate(lines):
+        if not idx & 4095:
+            budget.check_time("sed")
         lineno, last = idx + 1, idx == total - 1
         has_nl = not last or trailing
         pc = 0
@@ -903,17 +1289,17 @@ def _sed(args: Sequence[str], text: str) -> str:
                 deleted = True
                 break
             if cmd.name == "p":
-                out.append((ps, has_nl))
+                emit(ps, has_nl)
             elif cmd.name == "q":
                 stop = True
                 break
             elif cmd.name == "s":
-                ps, changed = _substitute(cmd, ps)
+                ps, changed = _substitute(cmd, ps, budget)
                 if changed and cmd.sprint:
-                    out.append((ps, has_nl))
+                    emit(ps, has_nl)
             pc += 1
         if not deleted and not quiet:
-            out.append((ps, has_nl))
+            emit(ps, has_nl)
         if stop:
             break
     result: list[str] = []
@@ -1066,7 +1452,7 @@ def _uniq(args: Sequence[str], text: str) -> str:
             groups[-1] = (groups[-1][0], groups[-1][1] + 1)
         else:
             groups.append((line, 1))
-    out = []
+    out = _Out("uniq")
     for line, n in groups:
         if "-d" in flags and n == 1 or "-u" in flags and n != 1:
             continue
@@ -1247,7 +1633,8 @@ def _cut(args: Sequence[str], text: str) -> str:
         raise CommandError("cut: -d and -s are only valid with -f (fields)")
     selected = _cut_list(spec)
     pick = (lambda k: not selected(k)) if complement else selected
-    out: list[str] = []
+    out = _Out("cut")
+    budget = out.budget
     for line in _split(text)[0]:
         if mode == "c":
             parts: list[str] = []
@@ -1265,9 +1652,33 @@ def _cut(args: Sequence[str], text: str) -> str:
             if not only_delimited:
                 out.append(line)
             continue
-        fields = line.split(d)
-        out.append((d if out_delim is None else out_delim).join(f for k, f in enumerate(fields, 1) if pick(k)))
+        glue = d if out_delim is None else out_delim
+        chosen = [f for k, f in enumerate(line.split(d), 1) if pick(k)]
+        budget.check_size("cut", out.size + sum(map(len, chosen)) + len(glue) * max(0, len(chosen) - 1))
+        out.append(glue.join(chosen))
     return _join(out)
+
+
+# --------------------------------------------------------------------------
+# pandoc (the one command that runs a subprocess: see tandem.services.convert)
+# --------------------------------------------------------------------------
+
+
+def _pandoc(args: Sequence[str], text: str) -> str:
+    try:
+        opts, operands = _getopt("pandoc", args, "f:t:r:w:", {"from=": "-f", "to=": "-t", "read=": "-f", "write=": "-t"})
+    except CommandError as exc:
+        raise CommandError(f"{exc} (pandoc takes only -f FROM and -t TO)") from exc
+    _no_files("pandoc", operands)
+    formats = {"-r": "-f", "-w": "-t"}
+    chosen = {formats.get(o, o): v for o, v in opts}
+    if set(chosen) != {"-f", "-t"}:
+        raise CommandError("pandoc: give both -f FROM and -t TO, e.g. pandoc -f gfm -t textile")
+    from tandem.services import convert  # imports this module: import it late
+
+    budget = _current()
+    return convert.convert(text, chosen["-f"], chosen["-t"], timeout_s=max(budget.remaining(), 1e-3),
+                           max_output_chars=budget.max_chars, max_heap_mb=budget.limits.pandoc_max_heap_mb)
 
 
 # --------------------------------------------------------------------------
@@ -1281,6 +1692,7 @@ COMMANDS: Mapping[str, CommandFn] = MappingProxyType(
         "grep": _grep,
         "head": _head,
         "nl": _nl,
+        "pandoc": _pandoc,
         "paste": _paste,
         "rev": _rev,
         "sed": _sed,
@@ -1291,6 +1703,51 @@ COMMANDS: Mapping[str, CommandFn] = MappingProxyType(
         "uniq": _uniq,
         "wc": _wc,
     }
+)
+"""Every built-in command, installed or not (see :func:`available_commands`)."""
+
+
+@dataclass(frozen=True)
+class CommandInfo:
+    """One built-in command as the planner presents it.
+
+    Parameters
+    ----------
+    name : str
+        The ``spawn_command`` ``cmd``, e.g. ``"grep"``.
+    usage : str
+        Its parameters: a synopsis of the arguments it takes (``args``).
+    summary : str
+        What it does, in one line.
+    """
+
+    name: str
+    usage: str
+    summary: str
+
+
+_INFO = (
+    CommandInfo("cat", "cat [-n|-b] [-s] [-E]", "copy the text; -n/-b number lines, -s squeeze blanks, -E mark ends"),
+    CommandInfo("cut", "cut -f LIST [-d C] [-s] | -c LIST; LIST: 1,3-5,7-",
+                "select fields (-f, split on -d, default tab) or characters (-c)"),
+    CommandInfo("grep", "grep [-ivcnowxEF] [-m N] PATTERN | -e PAT...",
+                "print the lines that match a regex (BRE; -E ERE; -F fixed string)"),
+    CommandInfo("head", "head [-n N|-N]", "the first N lines (default 10); -n -N: all but the last N"),
+    CommandInfo("nl", "nl [-b a|t|n] [-w N] [-s S] [-v N]", "number the lines"),
+    CommandInfo("pandoc", "pandoc -f FROM -t TO",
+                "convert a document between formats, e.g. -f gfm -t textile (no other options)"),
+    CommandInfo("paste", "paste [-s] [-d LIST] [- -...]", "join lines: -s all into one, '- -' two per line"),
+    CommandInfo("rev", "rev", "reverse the characters of each line"),
+    CommandInfo("sed", "sed [-n] [-E] SCRIPT | -e S...: [ADDR[,ADDR]][!]CMD;... ADDR: N $ /re/[I] 0,/re/ A,+N; "
+                "CMD: s/re/rep/[gpiN] d p q {...}; rep: & \\1-\\9 \\n \\U \\L \\u \\E",
+                "edit each line: substitute, delete, print, quit"),
+    CommandInfo("sort", "sort [-rnufbs] [-t C] [-k N[,M][nrf]]", "sort the lines"),
+    CommandInfo("tac", "tac", "reverse the order of the lines"),
+    CommandInfo("tail", "tail [-n N|-n +N|-N]", "the last N lines (default 10); -n +N: from line N on"),
+    CommandInfo("tr", "tr [-c] [-d] [-s] SET1 [SET2]: a-z \\n \\t [:alpha:] [:digit:] [:space:] [:upper:] [:lower:] "
+                "[:punct:] [:alnum:]", "translate, delete (-d) or squeeze (-s) characters"),
+    CommandInfo("uniq", "uniq [-c] [-d|-u] [-i]", "collapse adjacent equal lines; -c counts them"),
+    CommandInfo("wc", "wc [-l] [-w] [-c] [-m]", "count lines, words, bytes or characters"),
 )
 
 _DESCRIPTION = """\
@@ -1304,35 +1761,98 @@ wc [-l] [-w] [-c] [-m]
 tr [-c] [-d] [-s] SET1 [SET2]: a-z \\n \\t [:alpha:] [:digit:] [:space:] [:upper:] [:lower:] [:punct:] [:alnum:]
 cut -f LIST [-d C] [-s] | -c LIST; LIST: 1,3-5,7-
 rev | tac | nl [-b a|t] [-w N] [-s S] | paste [-s] [-d LIST] [- -...]
-No file operands: every command reads the previous step's text."""
+"""
+_PANDOC_LINE = "pandoc -f FROM -t TO: convert a document (gfm markdown textile html rst asciidoc latex org mediawiki jira ...)\n"
+_FOOTER = "No file operands: every command reads the previous step's text."
+
+
+def _installed(name: str) -> bool:
+    if name != "pandoc":
+        return True
+    from tandem.services import convert
+
+    return convert.pandoc_available()
 
 
 def command_names() -> list[str]:
-    """Return the names of the built-in text commands, sorted.
+    """Return the names of every built-in command, installed or not, sorted.
 
     Returns
     -------
     list of str
-        E.g. ``["cat", "cut", "grep", ...]``.
+        E.g. ``["cat", "cut", "grep", ...]``; the ``spawn_command`` ``cmd``
+        values a plan may decode with. :func:`available_commands` lists the
+        ones that can run here.
     """
     return sorted(COMMANDS)
+
+
+def available_commands() -> list[CommandInfo]:
+    """Return the built-in commands that can run here, with their parameters and one line each.
+
+    ``pandoc`` is left out when pandoc is not installed
+    (:func:`tandem.services.convert.pandoc_available`); the others are always
+    there. Meant for the planner: offer these names (e.g. as the schema's
+    ``enum``) and show ``usage`` and ``summary`` in the prompt.
+
+    Returns
+    -------
+    list of CommandInfo
+        Sorted by name.
+
+    Examples
+    --------
+    >>> [c.name for c in available_commands()][:3]
+    ['cat', 'cut', 'grep']
+    """
+    return [info for info in _INFO if _installed(info.name)]
 
 
 def describe_commands() -> str:
     """Return a compact one-line-per-command summary of the supported syntax.
 
-    Meant for an LLM planning prompt, so it is short (under 900 characters).
+    Meant for an LLM planning prompt, so it is short (under 900 characters);
+    ``pandoc`` is in it only when installed.
 
     Returns
     -------
     str
         One line per command (or group of small commands).
     """
-    return _DESCRIPTION
+    return _DESCRIPTION + (_PANDOC_LINE if _installed("pandoc") else "") + _FOOTER
 
 
-def run_command(cmd: str, args: Sequence[str], text: str) -> str:
-    """Run built-in text command *cmd* on *text* and return its output.
+def buffered_chars(texts: Iterable[str]) -> int:
+    """Return the characters held by *texts*, each distinct object counted once.
+
+    A plan's buffers often share one string (``read_input`` stores the same
+    text as the current text and its fd), so this counts by identity.
+
+    Parameters
+    ----------
+    texts : iterable of str
+        E.g. every fd buffer, the current text and the outputs of a run.
+
+    Returns
+    -------
+    int
+
+    Examples
+    --------
+    >>> a = "x" * 10
+    >>> buffered_chars([a, a, "yz"])
+    12
+    """
+    seen = {id(t): len(t) for t in texts}
+    return sum(seen.values())
+
+
+def run_command(cmd: str, args: Sequence[str], text: str, *, limits: Limits | None = None,
+                held_chars: int = 0) -> str:
+    """Run built-in command *cmd* on *text* within *limits* and return its output.
+
+    This blocks until the command is done (at most ``limits.time_limit_s``);
+    from async code use :func:`run_builtin`.
 
     Parameters
     ----------
@@ -1343,6 +1863,11 @@ def run_command(cmd: str, args: Sequence[str], text: str) -> str:
         e.g. ``["-E", "s/(a+)/[\\\\1]/g"]``.
     text : str
         The command's standard input.
+    limits : Limits, optional
+        Time and size bounds; :data:`DEFAULT_LIMITS` when not given.
+    held_chars : int
+        Characters the plan's buffers already hold; the output may use what is
+        left of ``limits.max_plan_chars`` (see :func:`buffered_chars`).
 
     Returns
     -------
@@ -1354,6 +1879,14 @@ def run_command(cmd: str, args: Sequence[str], text: str) -> str:
     CommandError
         If the command is unknown, or given an unknown option, a bad regular
         expression, a bad argument or a file operand.
+    RegexTimeout
+        If a regular expression runs past its time budget.
+    OutputTooLarge
+        If the output passes the step's or the plan's cap.
+    CommandTimeout
+        If the step runs past ``limits.time_limit_s``.
+    CommandUnavailable
+        If the command is not installed (``pandoc``).
 
     Examples
     --------
@@ -1361,6 +1894,10 @@ def run_command(cmd: str, args: Sequence[str], text: str) -> str:
     '2\\n'
     >>> run_command("sed", ["-E", "s/(o+)/<\\\\1>/g"], "foo boo\\n")
     'f<oo> b<oo>\\n'
+    >>> run_command("sed", ["s/.*/&&/"], "ab\\n", limits=Limits(max_output_chars=4))
+    ... # doctest: +IGNORE_EXCEPTION_DETAIL
+    Traceback (most recent call last):
+    tandem.services.textcmd.OutputTooLarge: sed: output_too_large: the output passed 4 characters (the step output limit)
     """
     fn = COMMANDS.get(cmd)
     if fn is None:
@@ -1369,4 +1906,107 @@ def run_command(cmd: str, args: Sequence[str], text: str) -> str:
         raise CommandError(f"{cmd}: arguments must be a list of strings, got {args!r}")
     if not isinstance(text, str):
         raise CommandError(f"{cmd}: input must be text, got {type(text).__name__}")
-    return fn(args, text)
+    budget = _Budget(limits or DEFAULT_LIMITS, held_chars)
+    token = _budget.set(budget)
+    try:
+        out = fn(args, text)
+    finally:
+        _budget.reset(token)
+    budget.check_size(cmd, len(out))
+    return out
+
+
+_limiter_var: RunVar[anyio.CapacityLimiter] = RunVar("tandem_builtin_limiter")
+
+
+def _limiter(threads: int) -> anyio.CapacityLimiter:
+    """The event loop's limiter for built-in command threads."""
+    try:
+        limiter = _limiter_var.get()
+    except LookupError:
+        limiter = anyio.CapacityLimiter(threads)
+        _limiter_var.set(limiter)
+    if limiter.total_tokens != threads:
+        limiter.total_tokens = threads
+    return limiter
+
+
+async def run_builtin(cmd: str, args: Sequence[str], text: str, *, limits: Limits | None = None,
+                      held_chars: int = 0) -> str:
+    """Run :func:`run_command` in a worker thread, so the event loop keeps serving.
+
+    At most ``limits.max_threads`` built-in commands run at once per event
+    loop; the others wait for a thread (the wait does not count against the
+    step's time limit). Cancelling the caller waits for the command to end,
+    which its time limit bounds.
+
+    Parameters
+    ----------
+    cmd, args, text, limits, held_chars
+        As for :func:`run_command`.
+
+    Returns
+    -------
+    str
+        The command's standard output.
+
+    Raises
+    ------
+    CommandError
+        As :func:`run_command` (including :class:`RegexTimeout`,
+        :class:`OutputTooLarge`, :class:`CommandTimeout`, :class:`CommandUnavailable`).
+
+    Examples
+    --------
+    >>> anyio.run(run_builtin, "tr", ["a-z", "A-Z"], "hi\\n")
+    'HI\\n'
+    """
+    limits = limits or DEFAULT_LIMITS
+    call = functools.partial(run_command, cmd, args, text, limits=limits, held_chars=held_chars)
+    return await anyio.to_thread.run_sync(call, limiter=_limiter(limits.max_threads))
+
+
+def _search(pattern: str, text: str, flags: int, limits: Limits) -> bool:
+    token = _budget.set(_Budget(limits, 0))
+    try:
+        return _compile_src("conditional_branch", pattern, flags, pattern).search(text) is not None
+    finally:
+        _budget.reset(token)
+
+
+async def regex_search(pattern: str, text: str, *, multiline: bool = True, limits: Limits | None = None) -> bool:
+    """Return whether Python-syntax regex *pattern* matches anywhere in *text*, within a time budget.
+
+    For ``conditional_branch`` ``matches`` conditions: the search runs on the
+    `regex` engine (same syntax as :mod:`re`) in a worker thread.
+
+    Parameters
+    ----------
+    pattern : str
+        A Python regular expression.
+    text : str
+        The text to search.
+    multiline : bool
+        Compile with ``MULTILINE`` (``^``/``$`` at every line), as conditions do.
+    limits : Limits, optional
+        ``regex_timeout_s`` bounds the search; :data:`DEFAULT_LIMITS` when not given.
+
+    Returns
+    -------
+    bool
+
+    Raises
+    ------
+    CommandError
+        If the pattern is invalid.
+    RegexTimeout
+        If the search runs past ``limits.regex_timeout_s``.
+
+    Examples
+    --------
+    >>> anyio.run(regex_search, r"^## ", "# a\\n## b\\n")
+    True
+    """
+    limits = limits or DEFAULT_LIMITS
+    call = functools.partial(_search, pattern, text, rx.MULTILINE if multiline else 0, limits)
+    return await anyio.to_thread.run_sync(call, limiter=_limiter(limits.max_threads))

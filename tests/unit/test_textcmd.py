@@ -9,7 +9,7 @@ from __future__ import annotations
 import pytest
 
 from tandem.services.errors import CommandError, ExecutionError, TandemError
-from tandem.services.textcmd import COMMANDS, command_names, describe_commands, run_command
+from tandem.services.textcmd import COMMANDS, available_commands, command_names, describe_commands, run_command
 
 FRUIT = "apple pie\nBanana split\ncherry tart\napple crumble\n\nbanana bread\nAPPLE juice\n"
 NOEOL = "one\ntwo\nthree"  # no final newline
@@ -269,11 +269,22 @@ def test_command_names_sorted_and_match_registry() -> None:
         assert required in names
 
 
-def test_describe_commands_is_compact_and_covers_every_command() -> None:
+def test_describe_commands_is_compact_and_covers_every_available_command() -> None:
     text = describe_commands()
     assert len(text) < 900
-    for name in command_names():
-        assert name in text
+    for info in available_commands():
+        assert info.name in text
+
+
+def test_available_commands_give_name_parameters_and_one_line() -> None:
+    infos = available_commands()
+    names = [i.name for i in infos]
+    assert names == sorted(names)
+    assert set(names) <= set(command_names())
+    assert set(command_names()) - set(names) <= {"pandoc"}  # only pandoc may be missing (not installed)
+    for info in infos:
+        assert info.usage.split()[0] == info.name
+        assert info.summary and "\n" not in info.summary and len(info.summary) < 100
 
 
 def test_registry_is_read_only() -> None:
