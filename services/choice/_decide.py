@@ -24,7 +24,7 @@ from ._clauses import Reading, Role, gap
 from ._options import OptionIndex, previous_option
 from ._tokens import DECISIVE, Kind, Src, Token
 
-__all__ = ["CAP_UNEXPLAINED", "Outcome", "decide"]
+__all__ = ["CAP_UNEXPLAINED", "Outcome", "decide", "describe", "positives"]
 
 CAP_UNEXPLAINED: Final = 0.75
 """Highest confidence of an answer that is not a total parse (the default acting threshold is 0.8)."""
@@ -104,7 +104,8 @@ def _fmt(sel: list[int]) -> str:
     return ",".join(map(str, sel))
 
 
-def _describe(s: str, ts: list[Token]) -> str:
+def describe(s: str, ts: list[Token]) -> str:
+    """How the references were named, for ``reasoning`` ("number '1', ordinal 'the last one')."""
     return ", ".join(f"{t.src.name.lower() if t.src is not Src.NONE else t.kind.name.lower()} {_shown(s, t)!r}"
                      for t in ts[:4])
 
@@ -113,7 +114,8 @@ def _negates_something(t: Token, act: list[Token]) -> bool:
     return any(u.neg is t or u.exc is t for u in act)
 
 
-def _positives(pos: list[Token], n: int) -> tuple[set[int], float, list[Token]]:
+def positives(pos: list[Token], n: int) -> tuple[set[int], float, list[Token]]:
+    """(selected options, confidence, the tokens used) of the un-negated references."""
     sel: set[int] = set()
     confs: list[float] = []
     used: list[Token] = []
@@ -144,7 +146,7 @@ def _options_mode(s: str, act: list[Token], pos: list[Token], negd: list[Token],
                   bare: list[Token], idx: OptionIndex, previous: list[str]) -> _Decision | ChoiceResult | None:
     n = idx.n
     everything = set(range(1, n + 1))
-    sel, conf, used = _positives(pos, n)
+    sel, conf, used = positives(pos, n)
     has_all = any(t.kind in (Kind.ALL, Kind.ALLCOUNT) for t in pos) or any(
         t.kind is Kind.EXC and t.src is Src.ALLX for t in act)
     has_rest = any(t.kind is Kind.REST for t in pos)
@@ -164,14 +166,14 @@ def _options_mode(s: str, act: list[Token], pos: list[Token], negd: list[Token],
         if sel and not has_all:
             c = min(conf, 0.88)
         return out, c, f"all except {_fmt(sorted(ex))}" if base == everything else f"select {_fmt(out)}", (
-            f"exclusion of {_fmt(sorted(ex))}" + (f" from {_describe(s, used)}" if used and not has_all else " from all")
+            f"exclusion of {_fmt(sorted(ex))}" + (f" from {describe(s, used)}" if used and not has_all else " from all")
         )
     if ng:
         if sel:
             if sel & ng:
                 return _clarify(0.2, f"option(s) {_fmt(sorted(sel & ng))} both chosen and negated", "conflicting")
             out = sorted(sel)
-            return out, min(conf, 0.85), f"select {_fmt(out)}", f"{_describe(s, used)}, not {_fmt(sorted(ng))}"
+            return out, min(conf, 0.85), f"select {_fmt(out)}", f"{describe(s, used)}, not {_fmt(sorted(ng))}"
         if has_rest or has_all:
             out = sorted(everything - ng)
             return out, 0.85, f"all except {_fmt(sorted(ng))}", f"rest after removing negated {_fmt(sorted(ng))}"
@@ -184,7 +186,7 @@ def _options_mode(s: str, act: list[Token], pos: list[Token], negd: list[Token],
         intent = f"select {_fmt(out)}"
         if any(t.kind is Kind.ONLY for t in act):
             intent = f"only {_fmt(out)}"
-        return out, conf, intent, _describe(s, used)
+        return out, conf, intent, describe(s, used)
     if has_all:
         return sorted(everything), 0.92, "all", "all options"
     negated_yes = [t for t in act if t.kind is Kind.YES and t.neg is not None]
@@ -260,9 +262,9 @@ def _approval_mode(s: str, act: list[Token], pos: list[Token], negd: list[Token]
             return r
     if excl:
         return _clarify(0.2, "an exclusion in an approval prompt", "unclear")
-    sel, conf, used = _positives(pos, n)
+    sel, conf, used = positives(pos, n)
     for v in sel:
-        add(v, conf, _describe(s, used))
+        add(v, conf, describe(s, used))
     yes = [t for t in act if t.kind is Kind.YES and t.neg is None]
     if yes:
         first_dec = next(t for t in act if t.kind in DECISIVE)

@@ -60,13 +60,14 @@ from typing import Final
 
 from tandem.messages.choice import ChoiceContext, ChoiceResult
 
-from ._clauses import read, residue_words
-from ._decide import Outcome, decide
+from ._clauses import gap, read, residue_words
+from ._decide import Outcome, decide, describe, positives
 from ._normalize import prep
-from ._options import index_for
+from ._options import OptionIndex, index_for
 from ._scanner import scan
+from ._tokens import Kind, Src, Token
 
-__all__ = ["Analysis", "analyse", "match_choice"]
+__all__ = ["Analysis", "analyse", "fast_lane", "match_choice"]
 
 _FAST: Final = re.compile(
     r"(?:option\s*|no\.\s*|#\s*|第)?(\d{1,3})\s*(?:番目|番|つ目|個目|号)?\s*"
@@ -79,7 +80,7 @@ Analysis = Outcome
 """What :func:`analyse` returns: the result, and the refused options, guards and unexplained words."""
 
 
-def analyse(answer: str, context: ChoiceContext) -> Outcome:
+def analyse(answer: str, context: ChoiceContext, *, lane: bool = True) -> Outcome:
     """Run the pattern path and keep what the safety rules need.
 
     Parameters
@@ -87,6 +88,9 @@ def analyse(answer: str, context: ChoiceContext) -> Outcome:
     answer : str
         The user's free-text answer, Japanese or English.
     context : ChoiceContext
+    lane : bool
+        Take the fast lane for plain answers (:func:`fast_lane`); ``False``
+        runs every stage (the tests check both agree).
 
     Returns
     -------
@@ -114,7 +118,7 @@ def analyse(answer: str, context: ChoiceContext) -> Outcome:
                                     decided_by="pattern"), set(), [], [])
 
     # the common case: a bare number ("2", "２番で", "option 3", "No.1")
-    fast = _FAST.fullmatch(s)
+    fast = _FAST.fullmatch(s) if lane else None
     if fast is not None and not idx.single and not idx.label_has_digits:
         v = int(fast.group(1))
         if 1 <= v <= n:
@@ -125,11 +129,85 @@ def analyse(answer: str, context: ChoiceContext) -> Outcome:
                                         extracted_intent=intent, decided_by="pattern"), set(), [], [])
 
     toks = scan(s, idx)
+    if lane:
+        quick = fast_lane(s, toks, idx)
+        if quick is not None:
+            return Outcome(quick, set(), [], [])
     reading = read(s, t_orig, toks, idx.approval, n)
     out = decide(reading, idx, context)
     if out.result is None and not out.unexplained:
         out.unexplained = residue_words(s, 0, len(s), toks)
     return out
+
+
+_LANE_CHOICES: Final = frozenset((Kind.REF, Kind.RANGE, Kind.FIRSTN, Kind.LASTN))
+
+
+def fast_lane(s: str, toks: list[Token], idx: OptionIndex) -> ChoiceResult | None:
+    """The decision for plain answers, without the clause stage; ``None`` when the answer is not plain.
+
+    Plain: only option references joined as a list ("1と3番", "the last one",
+    "lint, test, build", "全部"), possibly with "only"; or one consent or
+    refusal word in an approval prompt ("はい", "cancel"); and no word left
+    unexplained. The result is the one the full pipeline gives (a unit test
+    compares them on every tested answer).
+    """
+    if idx.approval:
+        if len(toks) != 1:
+            return None
+        t = toks[0]
+        if residue_words(s, 0, len(s), toks):
+            return None
+        if t.kind is Kind.YES and t.strong and idx.approve is not None:
+            return ChoiceResult(selected_options=[idx.approve], confidence=t.conf,
+                                reasoning=f"affirmative {s[t.start:t.end].strip()!r}", extracted_intent="approve",
+                                decided_by="pattern")
+        if t.kind is Kind.NEG and t.rej and idx.reject is not None:
+            return ChoiceResult(selected_options=[idx.reject], confidence=t.conf,
+                                reasoning=f"refusal {s[t.start:t.end].strip()!r}", extracted_intent="reject",
+                                decided_by="pattern")
+        return None
+    choices: list[Token] = []
+    only = every = False
+    for t in toks:
+        k = t.kind
+        if k in _LANE_CHOICES:
+            if t.amb:
+                return None
+            choices.append(t)
+        elif k is Kind.ONLY:
+            only = True
+        elif k is Kind.ALL:
+            every = True
+        else:
+            return None
+    if every:
+        if choices or only or residue_words(s, 0, len(s), toks):
+            return None
+        return ChoiceResult(selected_options=list(range(1, idx.n + 1)), confidence=0.92, reasoning="all options",
+                            extracted_intent="all", decided_by="pattern")
+    if not choices:
+        return None
+    for a, b in zip(choices, choices[1:]):
+        if gap(s, a, b) != "list":
+            return None
+        if a.src in (Src.LABEL, Src.KEYWORD, Src.DESCRIPTION) or b.src in (Src.LABEL, Src.KEYWORD, Src.DESCRIPTION):
+            return None
+    if residue_words(s, 0, len(s), toks):
+        return None
+    sel, conf, used = positives(choices, idx.n)
+    for t in choices:  # every reference must exist
+        v = t.val
+        if t.kind is Kind.REF and not (isinstance(v, int) and 1 <= v <= idx.n):
+            return None
+        if t.kind is Kind.RANGE and not all(1 <= x <= idx.n for x in v):  # type: ignore[union-attr]
+            return None
+        if t.kind in (Kind.FIRSTN, Kind.LASTN) and not (isinstance(v, int) and 1 <= v <= idx.n):
+            return None
+    out = sorted(sel)
+    intent = ("only " if only else "select ") + ",".join(map(str, out))
+    return ChoiceResult(selected_options=out, confidence=round(max(0.0, min(conf, 1.0)), 3),
+                        reasoning=describe(s, used), extracted_intent=intent, decided_by="pattern")
 
 
 def match_choice(answer: str, context: ChoiceContext) -> ChoiceResult | None:

@@ -82,6 +82,7 @@ _WEAK_YES_CONF: Final = {
     "お願いします": 0.8, "お願い": 0.8, "よろしく": 0.8, "よろしくお願いします": 0.8, "頼む": 0.8, "頼みます": 0.8,
     "please": 0.75, "please do": 0.85, "fine": 0.8, "good": 0.8, "great": 0.8, "perfect": 0.85, "cool": 0.8,
 }
+_NUMERIC: Final = (Src.NUMBER, Src.ORDINAL)
 _FIRST_WORDS: Final = frozenset(("一番最初", "いちばん最初", "一番上", "最初", "はじめ", "初め", "始め", "先頭", "トップ"))
 _MIDDLE_WORDS: Final = frozenset(("真ん中", "まんなか", "中間", "middle", "center", "centre"))
 _VAGUE_SRC: Final = {"vague_unknown": (Src.UNKNOWN, 0.2), "vague_delegate": (Src.DELEGATE, 0.3),
@@ -399,11 +400,13 @@ def scan(s: str, idx: OptionIndex) -> list[Token]:
         if parts:
             parts.append(s[cur:])
             m = "".join(parts)
+    labelled = bool(toks)
     _lexicon_tokens(m, n, toks, idx.approval)
-    toks.sort(key=lambda t: t.start)
+    if labelled:
+        toks.sort(key=_start)
 
     # keywords of labels/descriptions in what is left (soft yes words released in options mode)
-    if idx.kw_re is not None:
+    if idx.kw_re is not None and idx.kw_re.search(m) is not None:
         m2 = mask(m, toks, skip_yes=not idx.approval)
         kw_toks: list[Token] = []
         cover: dict[int, int] = {}
@@ -422,11 +425,11 @@ def scan(s: str, idx: OptionIndex) -> list[Token]:
             toks = [t for t in toks
                     if not (t.kind is Kind.YES and any(k.start < t.end and t.start < k.end for k in kw_toks))]
             toks.extend(kw_toks)
-            toks.sort(key=lambda t: t.start)
+            toks.sort(key=_start)
 
     # ranges: ref <range gap> ref
-    refs = [t for t in toks if t.kind is Kind.REF and t.src in (Src.NUMBER, Src.ORDINAL) and t.val is not None
-            and not t.amb]
+    refs = [t for t in toks if t.kind is Kind.REF and t.src in _NUMERIC and t.val is not None and not t.amb] \
+        if len(toks) >= 2 else ()
     if len(refs) >= 2:
         drop: set[int] = set()
         for a, b in zip(refs, refs[1:]):
@@ -437,5 +440,9 @@ def scan(s: str, idx: OptionIndex) -> list[Token]:
                 drop.add(id(a))
                 drop.add(id(b))
         if drop:
-            toks = sorted((t for t in toks if id(t) not in drop), key=lambda t: t.start)
+            toks = sorted((t for t in toks if id(t) not in drop), key=_start)
     return toks
+
+
+def _start(t: Token) -> int:
+    return t.start

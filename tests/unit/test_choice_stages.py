@@ -1,0 +1,193 @@
+"""Each stage of the choice pattern path on its own: first characters, lexicon, scanner, clauses, decision, fast lane."""
+
+from __future__ import annotations
+
+import re
+
+import pytest
+
+from tandem.messages.choice import ChoiceContext
+from tandem.services.choice import _lexicon, _lexicon_en, _lexicon_ja, analyse, normalize_answer
+from tandem.services.choice._clauses import Flag, Role, read
+from tandem.services.choice._firstchars import first_chars
+from tandem.services.choice._options import index_for
+from tandem.services.choice._pipeline import fast_lane
+from tandem.services.choice._scanner import scan
+from tandem.services.choice._tokens import Kind, Src
+
+from .test_choice_patterns import EN5, JP3, PLAN, _all_answers
+from .test_choice_safety import CLEAR, EXCLUDED, MENTIONED, NEVER_ACT
+
+# --------------------------------------------------------------------------- first characters
+
+
+@pytest.mark.parametrize(("pattern", "chars"), [
+    (r"\b(?:yes|ok)\b|はい", "oyは"),
+    (r"(?:option\s*)?\d", "o0123456789"),
+    (r"[a-c]x|y?z", "abcyz"),
+    (r"(?<=[、,])ただ|でも(?=[、,])", "たで"),
+    (r"(?P<n>第|案)?[一二]", "第案一二"),
+    (r"x{0,2}y", "xy"),
+    (r"\?", "?"),
+])
+def test_first_chars(pattern: str, chars: str) -> None:
+    assert first_chars(pattern) == frozenset(chars)
+
+
+@pytest.mark.parametrize("pattern", [r"a?", r".x", r"[^a]b", r"(?i)x", r"(a)\1"])
+def test_first_chars_refuses_what_it_cannot_bound(pattern: str) -> None:
+    with pytest.raises(ValueError):
+        first_chars(pattern)
+
+
+def test_first_chars_cover_every_match() -> None:
+    """Soundness on the real lexicon: every match in every tested answer starts with a listed character."""
+    alts = _lexicon.entries()
+    firsts = {name: first_chars(p) for name, p in alts}
+    for _ctx, answer in _all_answers():
+        s = normalize_answer(answer)
+        for mo in _lexicon.master().finditer(s):
+            assert s[mo.start()] in firsts[mo.lastgroup], (answer, mo.lastgroup)
+
+
+# --------------------------------------------------------------------------- lexicon
+
+
+def test_lexicon_names_are_ordered_and_complete() -> None:
+    names = [n for n, _ in _lexicon.entries()]
+    assert names == list(_lexicon.ORDER)
+    assert set(_lexicon_en.ENTRIES) <= set(names) and set(_lexicon_ja.ENTRIES) <= set(names)
+
+
+def test_lexicon_compiles_nothing_at_import() -> None:
+    """Importing must stay cheap for the CLI: the dispatch is built on first use."""
+    import importlib
+    import sys
+
+    code = ("import sys; import tandem.services.choice._lexicon as L; "
+            "sys.exit(0 if L._finder is None else 1)")
+    import subprocess
+
+    assert subprocess.run([sys.executable, "-c", code], check=False).returncode == 0
+    importlib.import_module("tandem.services.choice")
+
+
+@pytest.mark.parametrize(("text", "name"), [
+    ("yeah right", "sarcasm"), ("as if", "sarcasm"), ("わけない", "sarcasm"), ("ないでしょ", "sarcasm"),
+    ("last time", "past"), ("前回", "past"), ("だった", "past"), ("than", "compare"), ("より", "compare"),
+    ("just kidding", "correct"), ("冗談、", "correct"), ("前回と同じ", "same"), ("no problem", "yesneg"),
+    ("2にしました", "num"),
+])
+def test_lexicon_entry_wins_at_its_position(text: str, name: str) -> None:
+    mo = next(_lexicon.finditer(text))
+    assert mo.lastgroup == name and mo.start() == 0
+
+
+# --------------------------------------------------------------------------- scanner
+
+
+@pytest.mark.parametrize(("ctx", "answer", "kinds"), [
+    (JP3, "1と3番", [(Kind.REF, Src.NUMBER, 1), (Kind.REF, Src.NUMBER, 3)]),
+    (JP3, "ファイル作成だけ", [(Kind.REF, Src.LABEL, 1), (Kind.ONLY, Src.NONE, None)]),
+    (EN5, "1-3", [(Kind.RANGE, Src.NONE, (1, 3))]),
+    (EN5, "the first two", [(Kind.FIRSTN, Src.NONE, 2)]),
+    (EN5, "-1", []),  # a signed number is no option
+    (EN5, "3 files", []),  # a quantity
+    (EN5, "version 2.5", []),
+    (JP3, "一番安全なやつ", [(Kind.REF, Src.KEYWORD, 2)]),  # 一番 + adjective is a superlative
+    (PLAN, "skip step 3", [(Kind.NEG, Src.NONE, None), (Kind.PLANREF, Src.NONE, None)]),
+])
+def test_scanner_tokens(ctx: ChoiceContext, answer: str, kinds: list) -> None:
+    toks = scan(normalize_answer(answer), index_for(ctx))
+    assert [(t.kind, t.src, t.val) for t in toks] == kinds
+
+
+def test_tokens_are_enums() -> None:
+    toks = scan("not 2 but 3", index_for(EN5))
+    assert all(isinstance(t.kind, Kind) and isinstance(t.src, Src) for t in toks)
+
+
+# --------------------------------------------------------------------------- clauses
+
+
+def _read(ctx: ChoiceContext, answer: str):
+    idx = index_for(ctx)
+    s = normalize_answer(answer)
+    return read(s, s, scan(s, idx), idx.approval, idx.n)
+
+
+def test_clause_roles() -> None:
+    r = _read(JP3, "1番だけど、バックアップ取って")
+    assert [(c.flag, c.role) for c in r.clauses] == [(Flag.MAIN, Role.ACTIVE), (Flag.COND, Role.MOD)]
+    assert r.mods == ["バックアップ取って"]
+    r = _read(JP3, "2番が安全だから")
+    assert [(c.flag, c.role) for c in r.clauses] == [(Flag.REASON, Role.ACTIVE)] and r.unexplained == []
+
+
+def test_negation_scope_english_right_japanese_left() -> None:
+    r = _read(EN5, "not 2 but 3")
+    neg = {t.val for t in r.act if t.kind is Kind.REF and t.neg is not None}
+    assert neg == {2}
+    r = _read(EN5, "2じゃなくて3")
+    assert {t.val for t in r.act if t.kind is Kind.REF and t.neg is not None} == {2}
+
+
+def test_past_and_comparison_make_mentions() -> None:
+    r = _read(EN5, "last time I picked 2, now 3")
+    assert r.mentioned == {2} and any("past reference" in g for g in r.cap_guards)
+    r = _read(EN5, "2 is better than 3")
+    assert r.mentioned == {3} and any("comparison" in g for g in r.cap_guards)
+
+
+def test_correction_drops_what_came_before() -> None:
+    r = _read(EN5, "2, just kidding, 4")
+    assert [t.val for t in r.act if t.kind is Kind.REF] == [4]
+
+
+@pytest.mark.parametrize("answer", ["don't not run it", "I wouldn't say no", "ダメじゃない"])
+def test_double_negative(answer: str) -> None:
+    assert _read(PLAN, answer).double_neg is not None
+
+
+def test_trailing_negation_refuses_the_choice() -> None:
+    r = _read(EN5, "2, not")
+    assert r.refused == {2} and r.guards
+
+
+# --------------------------------------------------------------------------- decision and fast lane
+
+
+def test_unexplained_words_are_reported() -> None:
+    out = analyse("2 for the quarterly reports", EN5)
+    assert out.result is not None and out.result.selected_options == [2] and out.result.confidence <= 0.75
+    assert "quarterly" in out.unexplained and "reports" in out.unexplained
+
+
+def test_fast_lane_agrees_with_the_full_pipeline() -> None:
+    """The fast lane is an optimisation only: where it decides, it decides as every stage would."""
+    cases = _all_answers() + [(c, a) for c, a, *_ in CLEAR + EXCLUDED + MENTIONED] + [(c, a) for c, a in NEVER_ACT]
+    taken = 0
+    for ctx, answer in cases:
+        idx = index_for(ctx)
+        s = normalize_answer(answer)
+        quick = fast_lane(s, scan(s, idx), idx)
+        if quick is None:
+            continue
+        taken += 1
+        full = analyse(answer, ctx, lane=False)
+        got = (quick.selected_options, quick.confidence, quick.extracted_intent, quick.modifications)
+        want = (full.result.selected_options, full.result.confidence, full.result.extracted_intent,
+                full.result.modifications)
+        assert got == want and not full.result.clarification_needed, (answer, quick, full.result)
+        assert not full.refused and not full.guards and not full.unexplained, answer
+    assert taken >= 100  # it does cover the common answers
+
+
+def test_no_private_stdlib_api() -> None:
+    from pathlib import Path
+
+    import tandem.services.choice as pkg
+
+    for path in Path(pkg.__file__).parent.glob("*.py"):
+        text = path.read_text()
+        assert not re.search(r"re\._|sre_parse|sre_compile|_constants", text), path.name
