@@ -32,7 +32,6 @@ from collections import OrderedDict
 
 import anyio
 import msgspec
-
 from tandem.messages import (
     ChatMessage,
     ChoiceContext,

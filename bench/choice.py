@@ -1,21 +1,33 @@
-"""Choice parsing: pattern-path answers per second, and a choice request's round trip over NATS.
+"""Choice parsing: pattern-path throughput, its growth with answer length, and a round trip over NATS.
 
-Baselines measured in the same run: the cost of ``normalize_answer`` alone (the
-floor any parse pays) for the pattern path, and a raw nats-py request/reply
-echo on the same server for the round trip. Nothing is asserted; the last line
-is ``pattern answers/s <x>; round trip p50 <y> µs (<z>x raw)``.
+Measured in one run (issue 13's targets in brackets):
+
+* short answers (≤ 12 characters, a few hundred distinct ones) [≥ 50k/s];
+* ~50-character multi-clause answers (a choice, a condition, a reason…) [≥ 20k/s];
+* answer time against length, 50 → 4000 characters: the least-squares slope
+  in µs per character and the time per character at the longest answer
+  relative to the shortest (≈1 when time is linear in length);
+* the floor any parse pays (``normalize_answer``) and, for the round trip, a
+  raw nats-py request/reply echo on the same server.
+
+Every answer set holds distinct answers (the pattern path keeps no result
+cache; only per-option-list tables are cached). The pattern-path figures are
+per CPU second (``time.process_time``), so a busy shared machine does not
+count its other processes against the parser; the round trip is wall time.
+Nothing is asserted; the last line sums it up.
 
 Examples
 --------
 ::
 
     .venv/bin/python bench/choice.py
-    .venv/bin/python bench/choice.py --answers 20000 --requests 3000
+    .venv/bin/python bench/choice.py --seconds 3 --requests 3000
 """
 
 from __future__ import annotations
 
 import argparse
+import itertools
 import os
 import statistics
 import tempfile
@@ -23,7 +35,6 @@ import time
 
 import anyio
 from _measure import pct
-
 from tandem.messages import ChoiceContext, ChoiceReply, ChoiceRequest, subjects
 from tandem.services.bus import Bus, EmbeddedNats
 from tandem.services.choice import match_choice, normalize_answer
@@ -31,27 +42,109 @@ from tandem.services.config import load_config
 from tandem.services.runtime import start_actors
 from tandem.services.telemetry import setup_tracing, shutdown_tracing
 
-ANSWERS = ["1番で", "2つ目を実行", "ファイル作成だけ", "1と3番", "最初の2つ", "1番だけど、バックアップ取って",
-           "いい感じのやつ", "only the first", "1 and 3", "all but 2", "3以外", "both", "the last one", "①と③",
-           "二番目", "no, don't run it"]
-OPTIONS = ChoiceContext(available_options=["ファイル作成", "安全モード実行", "完全実行"])
+JA = ChoiceContext(available_options=["ファイル作成", "安全モード実行", "完全実行", "ログ確認", "バックアップ"])
+EN = ChoiceContext(available_options=["Lint", "Test", "Build", "Package", "Deploy"])
+APPROVAL = ChoiceContext(available_options=["承認", "却下", "修正要求"], kind="approval")
+
+_PICK_JA = ["{n}", "{n}番", "{n}番で", "{n}つ目", "第{n}案", "{n}番目で", "{n}と{m}", "{n}以外", "{n}はいらない", "{n}番かな"]
+_PICK_EN = ["{n}", "option {n}", "#{n}", "{n} and {m}", "not {n}", "all but {n}", "{n} please", "maybe {n}", "{n}?"]
+_WORDS = ["はい", "いいえ", "承認", "却下", "yes", "no", "ok", "やめて", "全部", "both", "最初の2つ", "the last one",
+          "二番目", "first two", "the second", "うーん", "idk", "whatever", "実行して", "cancel"]
+_CLAUSE_JA = ["{n}番でお願いします", "やっぱり{n}番", "{n}番と{m}番", "{n}はやめて{m}で"]
+_COND_JA = ["ただしバックアップを取ってから", "ログは残しておいて", "テストは省略して", "急ぎでお願いします"]
+_CLAUSE_EN = ["I'd go with option {n}", "not {n} but {m}", "options {n} and {m}", "{n}, no wait, {m}"]
+_COND_EN = ["but please keep the logs", "and make a backup first", "as long as prod is untouched", "because it is faster"]
 
 
-def pattern_rate(n: int) -> tuple[float, float]:
-    """Return (pattern answers/s, normalize-only answers/s)."""
-    answers = [ANSWERS[i % len(ANSWERS)] for i in range(n)]
-    t = time.perf_counter()
-    for a in answers:
-        normalize_answer(a)
-    floor = n / (time.perf_counter() - t)
-    t = time.perf_counter()
-    for a in answers:
-        match_choice(a, OPTIONS)
-    return n / (time.perf_counter() - t), floor
+def short_answers() -> list[tuple[str, ChoiceContext]]:
+    """Distinct short answers (≤ 12 characters)."""
+    out: list[tuple[str, ChoiceContext]] = []
+    for n, m in itertools.permutations(range(1, 6), 2):
+        out += [(t.format(n=n, m=m), JA) for t in _PICK_JA] + [(t.format(n=n, m=m), EN) for t in _PICK_EN]
+    out += [(w, APPROVAL) for w in _WORDS] + [(w, EN) for w in _WORDS]
+    seen: dict[tuple[str, int], tuple[str, ChoiceContext]] = {}
+    for a, c in out:
+        if len(a) <= 12:
+            seen.setdefault((a, id(c)), (a, c))
+    return list(seen.values())
+
+
+def multi_answers() -> list[tuple[str, ChoiceContext]]:
+    """Distinct multi-clause answers of about 50 characters."""
+    out: list[tuple[str, ChoiceContext]] = []
+    for (n, m), clause, cond in itertools.product(itertools.permutations(range(1, 6), 2), _CLAUSE_JA, _COND_JA):
+        a = f"{clause.format(n=n, m=m)}、{cond}。理由は後で説明しますのでよろしくお願いします"
+        out.append((a[:50], JA))
+    for (n, m), clause, cond in itertools.product(itertools.permutations(range(1, 6), 2), _CLAUSE_EN, _COND_EN):
+        a = f"{clause.format(n=n, m=m)}, {cond}, thanks a lot"
+        out.append(((a + " " * 50)[:50].rstrip(), EN))
+    return out
+
+
+def rate(answers: list[tuple[str, ChoiceContext]], seconds: float) -> float:
+    """Answers per CPU second over at least ``seconds`` of CPU time (whole passes over the set)."""
+    for a, c in answers:  # warm the per-context tables and the lexicon dispatch
+        match_choice(a, c)
+    done = 0
+    t = time.process_time()
+    while True:
+        for a, c in answers:
+            match_choice(a, c)
+        done += len(answers)
+        elapsed = time.process_time() - t
+        if elapsed >= seconds:
+            return done / elapsed
+
+
+def floor_rate(answers: list[tuple[str, ChoiceContext]], seconds: float) -> float:
+    done = 0
+    t = time.process_time()
+    while True:
+        for a, _ in answers:
+            normalize_answer(a)
+        done += len(answers)
+        elapsed = time.process_time() - t
+        if elapsed >= seconds:
+            return done / elapsed
+
+
+def length_curve(seconds: float) -> list[tuple[int, float]]:
+    """(length, µs per answer) for answers of 50 to 4000 characters built from distinct clauses."""
+    clauses = [f"{c.format(n=n, m=m)}, {d}" for (n, m), c, d in
+               itertools.product(itertools.permutations(range(1, 6), 2), _CLAUSE_EN, _COND_EN)]
+    points = []
+    for length in (50, 100, 250, 500, 1000, 2000, 4000):
+        answers = []
+        for k in range(8):  # eight distinct answers per length
+            text, i = "", k
+            while len(text) < length:
+                text += clauses[i % len(clauses)] + ". "
+                i += 7
+            answers.append(text[:length])
+        for a in answers:
+            match_choice(a, EN)
+        reps = 0
+        t = time.process_time()
+        while time.process_time() - t < seconds / 7:
+            for a in answers:
+                match_choice(a, EN)
+            reps += len(answers)
+        points.append((length, (time.process_time() - t) / reps * 1e6))
+    return points
+
+
+def slope(points: list[tuple[int, float]]) -> tuple[float, float]:
+    """Least-squares (µs per character, intercept µs)."""
+    xs = [x for x, _ in points]
+    ys = [y for _, y in points]
+    mx, my = statistics.fmean(xs), statistics.fmean(ys)
+    b = sum((x - mx) * (y - my) for x, y in points) / sum((x - mx) ** 2 for x in xs)
+    return b, my - b * mx
 
 
 async def round_trips(n: int) -> tuple[list[float], list[float]]:
     config = load_config()
+    answers = short_answers()
     async with EmbeddedNats() as server:
         bus = await Bus.connect(server.url)
         raw = await Bus.connect(server.url)
@@ -63,7 +156,8 @@ async def round_trips(n: int) -> tuple[list[float], list[float]]:
         async with start_actors(bus, config, ["choice"]):
             tandem, baseline = [], []
             for i in range(n + 200):  # first 200: warm-up
-                req = ChoiceRequest(answer=ANSWERS[i % len(ANSWERS)], context=OPTIONS, use_llm=False)
+                a, c = answers[i % len(answers)]
+                req = ChoiceRequest(answer=a, context=c, use_llm=False)
                 t = time.perf_counter()
                 await bus.request(subjects.CHOICE_PARSE, req, ChoiceReply, timeout=5)
                 t2 = time.perf_counter()
@@ -79,13 +173,27 @@ async def round_trips(n: int) -> tuple[list[float], list[float]]:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--answers", type=int, default=50_000, help="answers for the pattern-path rate (default 50000)")
+    parser.add_argument("--seconds", type=float, default=2.0, help="time per throughput measurement (default 2)")
     parser.add_argument("--requests", type=int, default=2000, help="choice requests over NATS (default 2000)")
     args = parser.parse_args()
     os.environ.setdefault("TANDEM_TRACE_FILE", os.path.join(tempfile.mkdtemp(), "traces.jsonl"))
-    rate, floor = pattern_rate(args.answers)
-    print(f"pattern path      {rate:12.0f} answers/s  ({1e6 / rate:.1f} µs each)")
-    print(f"normalize only    {floor:12.0f} answers/s  (floor; pattern path is {floor / rate:.1f}x its cost)")
+    short, multi = short_answers(), multi_answers()
+    r_short = rate(short, args.seconds)
+    r_multi = rate(multi, args.seconds)
+    floor = floor_rate(short, args.seconds / 2)
+    mean_multi = statistics.fmean(len(a) for a, _ in multi)
+    print(f"short answers     {r_short:10.0f} answers/s  ({1e6 / r_short:6.1f} µs each; {len(short)} distinct, "
+          f"target 50000: {r_short / 50000:.2f}x)")
+    print(f"multi-clause      {r_multi:10.0f} answers/s  ({1e6 / r_multi:6.1f} µs each; {len(multi)} distinct, "
+          f"{mean_multi:.0f} chars, target 20000: {r_multi / 20000:.2f}x)")
+    print(f"normalize only    {floor:10.0f} answers/s  (floor; the pattern path is {floor / r_short:.1f}x its cost)")
+    points = length_curve(args.seconds)
+    b, a0 = slope(points)
+    per_char = [y / x for x, y in points]
+    print("length (chars)    " + "  ".join(f"{x:>6}" for x, _ in points))
+    print("µs per answer     " + "  ".join(f"{y:6.0f}" for _, y in points))
+    print(f"slope             {b:.2f} µs/char (intercept {a0:.0f} µs); time per char at 4000 vs 50: "
+          f"{per_char[-1] / per_char[0]:.2f}x (1 = linear)")
     provider = setup_tracing("bench-choice")
     try:
         tandem, raw = anyio.run(round_trips, args.requests)
@@ -94,7 +202,8 @@ def main() -> None:
     p50, raw50 = statistics.median(tandem), statistics.median(raw)
     print(f"choice over NATS  p50 {p50:8.1f} µs  p99 {pct(tandem, 0.99):8.1f} µs  (tracing on, pattern path)")
     print(f"raw nats echo     p50 {raw50:8.1f} µs  p99 {pct(raw, 0.99):8.1f} µs  (baseline, same server)")
-    print(f"pattern answers/s {rate:.0f}; round trip p50 {p50:.0f} µs ({p50 / raw50:.2f}x raw)")
+    print(f"short {r_short:.0f}/s ({r_short / 50000:.2f}x target); multi-clause {r_multi:.0f}/s "
+          f"({r_multi / 20000:.2f}x target); slope {b:.2f} µs/char; round trip p50 {p50:.0f} µs ({p50 / raw50:.2f}x raw)")
 
 
 if __name__ == "__main__":

@@ -29,7 +29,6 @@ from collections.abc import Awaitable, Callable
 from typing import Literal
 
 import msgspec
-
 from tandem.messages import (
     ChoiceContext,
     ChoiceReply,

@@ -32,7 +32,7 @@ from typing import Final
 
 from . import _lexicon
 from ._scanner import MASK
-from ._tokens import DECISIVE, STRUCTURAL, Kind, Src, Token
+from ._tokens import DECISIVE, KIND, SRC, STRUCTURAL, Token, plain
 
 __all__ = ["Clause", "Flag", "Reading", "Role", "gap", "read", "residue_words"]
 
@@ -66,30 +66,34 @@ class Role(IntEnum):
     NONE = 3
 
 
+FLAG: Final = plain(Flag)
+ROLE: Final = plain(Role)
+
+
 class Clause:
     """A span of the answer with its tokens."""
 
-    __slots__ = ("start", "end", "flag", "toks", "role")
+    __slots__ = ("end", "flag", "role", "start", "toks")
 
     def __init__(self, start: int, end: int, flag: Flag) -> None:
         self.start = start
         self.end = end
         self.flag = flag
         self.toks: list[Token] = []
-        self.role = Role.UNSET
+        self.role = ROLE.UNSET
 
 
 # token kind -> (cut at its end?, resume at its end?, flag of the next clause, flag of the previous one or None)
 _CUTS: Final = {
-    Kind.COND: (False, True, Flag.COND, None),
-    Kind.CONDK_PRE: (False, False, Flag.COND, None),
-    Kind.WITHOUT: (False, False, Flag.WITHOUT, None),
-    Kind.CONDK_SEQ: (False, False, Flag.SEQ, None),
-    Kind.CONDK_POST: (True, True, Flag.MAIN, Flag.COND),
-    Kind.REASON_PRE: (False, False, Flag.REASON, None),
-    Kind.REASON_POST: (True, True, Flag.MAIN, Flag.REASON),
-    Kind.QMARK: (True, True, Flag.MAIN, None),
-    Kind.CORRECT: (True, True, Flag.MAIN, None),
+    KIND.COND: (False, True, FLAG.COND, None),
+    KIND.CONDK_PRE: (False, False, FLAG.COND, None),
+    KIND.WITHOUT: (False, False, FLAG.WITHOUT, None),
+    KIND.CONDK_SEQ: (False, False, FLAG.SEQ, None),
+    KIND.CONDK_POST: (True, True, FLAG.MAIN, FLAG.COND),
+    KIND.REASON_PRE: (False, False, FLAG.REASON, None),
+    KIND.REASON_POST: (True, True, FLAG.MAIN, FLAG.REASON),
+    KIND.QMARK: (True, True, FLAG.MAIN, None),
+    KIND.CORRECT: (True, True, FLAG.MAIN, None),
 }
 
 
@@ -121,8 +125,23 @@ class Reading:
         ``(confidence, reasoning, intent)`` of a clarification decided here.
     """
 
-    __slots__ = ("s", "orig", "clauses", "toks", "act", "mods", "guards", "cap_guards", "unexplained", "mentioned",
-                 "refused", "double_neg", "neg_mod", "defer", "early")
+    __slots__ = (
+        "act",
+        "cap_guards",
+        "clauses",
+        "defer",
+        "double_neg",
+        "early",
+        "guards",
+        "mentioned",
+        "mods",
+        "neg_mod",
+        "orig",
+        "refused",
+        "s",
+        "toks",
+        "unexplained",
+    )
 
     def __init__(self, s: str, orig: str, clauses: list[Clause], toks: list[Token]) -> None:
         self.s = s
@@ -158,7 +177,7 @@ def _split(s: str, masked: str, toks: list[Token]) -> list[Clause]:
     """Cut at punctuation and connectives; ``masked`` has every token masked."""
     cuts: list[tuple[int, int, Flag, Flag | None]] = []
     for mo in _PUNCT_RE.finditer(masked):
-        cuts.append((mo.start(), mo.end(), Flag.MAIN, None))
+        cuts.append((mo.start(), mo.end(), FLAG.MAIN, None))
     for t in toks:
         rule = _CUTS.get(t.kind)
         if rule is not None:
@@ -167,7 +186,7 @@ def _split(s: str, masked: str, toks: list[Token]) -> list[Clause]:
     cuts.sort(key=lambda c: (c[0], c[1]))
     clauses: list[Clause] = []
     cur = 0
-    pending = Flag.MAIN
+    pending = FLAG.MAIN
     for cut, resume, nxt, prev in cuts:
         if cut < cur:
             continue
@@ -177,7 +196,7 @@ def _split(s: str, masked: str, toks: list[Token]) -> list[Clause]:
         elif prev is not None and clauses:
             clauses[-1].flag = prev
             pending = nxt
-        elif nxt is not Flag.MAIN:
+        elif nxt is not FLAG.MAIN:
             pending = nxt
         cur = resume
     if s[cur:].strip(_PUNCT_SPACE) or not clauses:
@@ -223,8 +242,8 @@ def _scope(s: str, toks: list[Token], i: int, pre: bool) -> list[Token]:
     rng = range(i + 1, len(toks)) if pre else range(i - 1, -1, -1)
     for j in rng:
         t = toks[j]
-        if not t.targetable() or t.neg is not None or t.exc is not None or t.src is Src.POLITE:
-            if group and t.kind not in (Kind.ONLY, Kind.FILL):
+        if not t.targetable() or t.neg is not None or t.exc is not None or t.src is SRC.POLITE:
+            if group and t.kind not in (KIND.ONLY, KIND.FILL):
                 break
             continue
         if group:
@@ -240,74 +259,72 @@ def _mod_text(orig: str, c: Clause) -> str:
 
 
 def _is_choice(t: Token) -> bool:
-    return t.kind in (Kind.REF, Kind.RANGE, Kind.FIRSTN, Kind.LASTN)
+    return t.kind in (KIND.REF, KIND.RANGE, KIND.FIRSTN, KIND.LASTN)
 
 
 def _roles(s: str, clauses: list[Clause]) -> None:
     """Reason clauses are ignored, conditional clauses without a choice are modifications."""
     for c in clauses:
         kinds = {t.kind for t in c.toks}
-        structural = any(t.kind in STRUCTURAL or (t.kind is Kind.REF and t.src in (Src.NUMBER, Src.ORDINAL))
+        structural = any(t.kind in STRUCTURAL or (t.kind is KIND.REF and t.src in (SRC.NUMBER, SRC.ORDINAL))
                          for t in c.toks)
-        if c.flag is Flag.REASON:
+        if c.flag is FLAG.REASON:
             if structural:  # "2番が安全だから": the choice sits inside the reason clause
-                c.toks = [t for t in c.toks if not (t.kind is Kind.REF and t.src in (Src.KEYWORD, Src.DESCRIPTION))]
-                c.role = Role.ACTIVE
-            elif kinds & {Kind.NEG, Kind.SARCASM, Kind.QUESTION, Kind.PAST}:
-                c.role = Role.ACTIVE  # "2, because I'd never pick 1": a reason that says more than a reason
+                c.toks = [t for t in c.toks if not (t.kind is KIND.REF and t.src in (SRC.KEYWORD, SRC.DESCRIPTION))]
+                c.role = ROLE.ACTIVE
+            elif kinds & {KIND.NEG, KIND.SARCASM, KIND.QUESTION, KIND.PAST}:
+                c.role = ROLE.ACTIVE  # "2, because I'd never pick 1": a reason that says more than a reason
             else:
-                c.role = Role.NONE
-        elif c.flag in (Flag.COND, Flag.WITHOUT, Flag.SEQ):
-            if c.flag is Flag.WITHOUT and any(t.targetable() for t in c.toks):
-                c.role = Role.ACTIVE
-            elif c.flag is Flag.SEQ and any(t.targetable() and t.kind is not Kind.YES for t in c.toks):
-                c.role = Role.ACTIVE  # "test then deploy", "2, also 3"
-            elif structural or Kind.SARCASM in kinds:
-                c.role = Role.ACTIVE
+                c.role = ROLE.NONE
+        elif c.flag in (FLAG.COND, FLAG.WITHOUT, FLAG.SEQ):
+            if c.flag is FLAG.WITHOUT and any(t.targetable() for t in c.toks):
+                c.role = ROLE.ACTIVE
+            elif c.flag is FLAG.SEQ and any(t.targetable() and t.kind is not KIND.YES for t in c.toks):
+                c.role = ROLE.ACTIVE  # "test then deploy", "2, also 3"
+            elif structural or KIND.SARCASM in kinds:
+                c.role = ROLE.ACTIVE
             elif _wc(s, c) >= 2:
-                c.role = Role.MOD
+                c.role = ROLE.MOD
             else:  # "1, but no", "yes but never": a bare reversal is no condition
-                c.role = Role.ACTIVE if kinds & DECISIVE else Role.NONE
-        elif kinds & DECISIVE or Kind.PAST in kinds:
-            c.role = Role.ACTIVE
+                c.role = ROLE.ACTIVE if kinds & DECISIVE else ROLE.NONE
+        elif kinds & DECISIVE or KIND.PAST in kinds:
+            c.role = ROLE.ACTIVE
         else:
-            c.role = Role.MOD if _wc(s, c) >= 2 else Role.NONE
+            c.role = ROLE.MOD if _wc(s, c) >= 2 else ROLE.NONE
     # "the one with the backup": a descriptive clause is the choice when nothing else chooses
-    if not any(c.role is Role.ACTIVE and any(t.targetable() and t.kind is not Kind.YES for t in c.toks)
+    if not any(c.role is ROLE.ACTIVE and any(t.targetable() and t.kind is not KIND.YES for t in c.toks)
                for c in clauses):
         for c in clauses:
-            if c.role is not Role.ACTIVE and c.flag in (Flag.COND, Flag.SEQ) and any(t.kind is Kind.REF for t in c.toks):
-                c.role = Role.ACTIVE
+            if c.role is not ROLE.ACTIVE and c.flag in (FLAG.COND, FLAG.SEQ) and any(t.kind is KIND.REF for t in c.toks):
+                c.role = ROLE.ACTIVE
 
 
 def _correction(toks: list[Token], clauses: list[Clause]) -> None:
     """A correction ("やっぱり", "actually", "いや、3番", "kidding, 3") drops what came before it."""
-    last_fix = -1
-    for t in toks:
-        if t.kind is Kind.CORRECT and any(u.start > t.start and u.targetable() for u in toks):
-            last_fix = t.start
+    last_target = max((t.start for t in toks if t.targetable()), default=-1)
+    last_fix = max((t.start for t in toks if t.kind is KIND.CORRECT and t.start < last_target), default=-1)
     if last_fix >= 0:
         for c in clauses:
             if c.end <= last_fix:
-                c.role = Role.NONE
+                c.role = ROLE.NONE
             elif c.start < last_fix:
                 c.toks = [t for t in c.toks if t.start > last_fix]
 
 
 def _vals_of(t: Token, n: int) -> list[int]:
-    if t.kind is Kind.REF:
+    if t.kind is KIND.REF:
         v = t.val
         return [v] if isinstance(v, int) and 1 <= v <= n else []
-    if t.kind is Kind.RANGE:
+    if t.kind is KIND.RANGE:
         a, b = t.val  # type: ignore[misc]
         a, b = min(a, b), max(a, b)
         return list(range(max(a, 1), min(b, n) + 1))
-    if t.kind in (Kind.FIRSTN, Kind.LASTN):
+    if t.kind in (KIND.FIRSTN, KIND.LASTN):
         v = t.val
         assert isinstance(v, int)
         if not 1 <= v <= n:
             return []
-        return list(range(1, v + 1)) if t.kind is Kind.FIRSTN else list(range(n - v + 1, n + 1))
+        return list(range(1, v + 1)) if t.kind is KIND.FIRSTN else list(range(n - v + 1, n + 1))
     return []
 
 
@@ -315,14 +332,14 @@ def _scopes(r: Reading, c: Clause, approval: bool, n: int) -> bool:
     """Negation, exclusion, comparison and past scopes in one active clause; ``False``: defer to the model."""
     s = r.s
     st = c.toks
-    if c.flag is Flag.WITHOUT:
+    if c.flag is FLAG.WITHOUT:
         for t in st:
             if t.targetable():
                 t.exc = t
     # a past-tense clause only mentions the options it names
-    past = next((t for t in st if t.kind is Kind.PAST), None)
+    past = next((t for t in st if t.kind is KIND.PAST), None)
     if past is not None:
-        named = [t for t in st if _is_choice(t) or t.kind is Kind.YES or (t.kind is Kind.NEG and t.rej)]
+        named = [t for t in st if _is_choice(t) or t.kind is KIND.YES or (t.kind is KIND.NEG and t.rej)]
         for t in named:
             t.mention = past
             r.mentioned.update(_vals_of(t, n))
@@ -331,21 +348,21 @@ def _scopes(r: Reading, c: Clause, approval: bool, n: int) -> bool:
         st = [t for t in st if t.mention is None]
     for phase in (0, 1):
         for i, t in enumerate(st):
-            if t.kind is Kind.EXC and phase == 0:
+            if t.kind is KIND.EXC and phase == 0:
                 for g in _scope(s, st, i, t.pre):
                     g.exc = t
-            elif t.kind is Kind.COMPARE and phase == 0:
+            elif t.kind is KIND.COMPARE and phase == 0:
                 for g in _scope(s, st, i, s.startswith("than", t.start)):
                     if _is_choice(g):
                         g.mention = t
-            elif t.kind is Kind.NEG and t.neg is None and t.rej == bool(phase) and t.src is not Src.YET:
+            elif t.kind is KIND.NEG and t.neg is None and t.rej == bool(phase) and t.src is not SRC.YET:
                 for g in _scope(s, st, i, t.pre):
-                    if g.kind is Kind.NEG:
+                    if g.kind is KIND.NEG:
                         r.double_neg = t
                     g.neg = t
     # a negated verb negates its object: "3は実行しないで", "3を実行しない" ("don't run 3" is a list already)
     for i, t in enumerate(st):
-        if t.kind is Kind.YES and t.neg is not None and i and _is_choice(st[i - 1]):
+        if t.kind is KIND.YES and t.neg is not None and i and _is_choice(st[i - 1]):
             obj = st[i - 1]
             if obj.neg is None and obj.exc is None and _OBJECT_GAP.fullmatch(s[obj.end : t.start]):
                 obj.neg = t.neg
@@ -358,19 +375,19 @@ def _scopes(r: Reading, c: Clause, approval: bool, n: int) -> bool:
     # two negations in a row in one clause: "don't not run it", "I wouldn't say no", "ダメじゃない"
     prev_neg: Token | None = None
     for t in st:
-        if t.kind is Kind.NEG and t.src is not Src.YET:
+        if t.kind is KIND.NEG and t.src is not SRC.YET:
             if prev_neg is not None and r.double_neg is None:
                 r.double_neg = t
             prev_neg = t
-        elif t.targetable() or t.kind in (Kind.EXC, Kind.QUESTION):
+        elif t.targetable() or t.kind in (KIND.EXC, KIND.QUESTION):
             prev_neg = None
     # "deploy, but not on friday": an exclusion of something that is no option is a
     # condition on an explicit choice (with "all" or in an approval it changes the choice
     # itself, and the model decides)
     for t in list(st):
-        if t.kind is not Kind.EXC or t.src is Src.ALLX or approval or any(u.exc is t for u in st):
+        if t.kind is not KIND.EXC or t.src is SRC.ALLX or approval or any(u.exc is t for u in st):
             continue
-        if any(u.kind in (Kind.ALL, Kind.ALLCOUNT, Kind.REST) for u in r.toks):
+        if any(u.kind in (KIND.ALL, KIND.ALLCOUNT, KIND.REST) for u in r.toks):
             continue
         if t.pre:
             a = t.start + 4 if s.startswith("but ", t.start) else t.start
@@ -386,28 +403,26 @@ def _scopes(r: Reading, c: Clause, approval: bool, n: int) -> bool:
     # a bare pure negator in a clause with other content is about that content:
     # "yes, don't delete the logs" -> modification "don't delete the logs"
     dec = [t for t in st if t.kind in DECISIVE]
-    has_object = any(t.kind is Kind.NEG for t in dec) and _wc(s, c, st) >= 2
-    if dec and all(t.kind is Kind.NEG and not t.rej and t.src is not Src.YET for t in dec):
+    has_object = any(t.kind is KIND.NEG for t in dec) and _wc(s, c, st) >= 2
+    if dec and all(t.kind is KIND.NEG and not t.rej and t.src is not SRC.YET for t in dec):
         if not any(t.neg is not None for t in st) and has_object and len(dec) == 1:
-            c.role = Role.MOD
+            c.role = ROLE.MOD
             r.neg_mod = True
-    elif approval and has_object and any(t.kind is Kind.NEG and t.rej and not any(u.neg is t for u in st) for t in dec):
+    elif approval and has_object and any(t.kind is KIND.NEG and t.rej and not any(u.neg is t for u in st) for t in dec):
         return False  # "skip step 3", "設定変更はやめて": refuses part of the plan, not the plan
     return True
 
 
 def _trailing_negation(r: Reading, n: int) -> None:
     """A negation after a choice that negates nothing named ("2, not", "2 is not it", "2番、だめ")."""
+    used = {id(u.neg) for u in r.act if u.neg is not None} | {id(u.exc) for u in r.act if u.exc is not None}
+    last_choice = max((u.start for u in r.act if _is_choice(u)), default=-1)
     chosen: list[Token] = []
     for t in r.act:
         if _is_choice(t) and t.neg is None and t.exc is None:
             chosen.append(t)
-        elif t.kind is Kind.NEG and chosen and t.neg is None and not any(u.neg is t or u.exc is t for u in r.act):
-            if t.src is Src.YET:
-                continue
-            later = [u for u in r.act if u.start > t.end and _is_choice(u)]
-            if later:
-                continue  # "2, no, 3" is a correction-like list: decided later
+        elif (t.kind is KIND.NEG and chosen and t.neg is None and id(t) not in used and t.src is not SRC.YET
+              and last_choice < t.end):  # "2, no, 3" is decided later
             for u in chosen:
                 r.refused.update(_vals_of(u, n))
             r.guards.append(f"negation {r.s[t.start:t.end]!r} after the choice")
@@ -434,43 +449,43 @@ def read(s: str, orig: str, toks: list[Token], approval: bool, n: int) -> Readin
     -------
     Reading
     """
-    from ._scanner import mask  # noqa: PLC0415 - avoid a cycle at import
+    from ._scanner import mask
 
     clauses = _split(s, mask(s, toks) if toks else s, toks)
     r = Reading(s, orig, clauses, toks)
     _roles(s, clauses)
     _correction(toks, clauses)
     for c in clauses:
-        if c.role is Role.ACTIVE and not _scopes(r, c, approval, n):
+        if c.role is ROLE.ACTIVE and not _scopes(r, c, approval, n):
             r.defer = True
             return r
     # sarcasm anywhere the answer still stands: never a choice
     for c in clauses:
-        if c.role is not Role.NONE and any(t.kind is Kind.SARCASM for t in c.toks):
-            sarc = next(t for t in c.toks if t.kind is Kind.SARCASM)
+        if c.role is not ROLE.NONE and any(t.kind is KIND.SARCASM for t in c.toks):
+            sarc = next(t for t in c.toks if t.kind is KIND.SARCASM)
             for t in r.toks:
-                if _is_choice(t) or t.kind is Kind.YES:
+                if _is_choice(t) or t.kind is KIND.YES:
                     r.refused.update(_vals_of(t, n))
             r.guards.append(f"sarcasm or a rhetorical negation ({s[sarc.start:sarc.end]!r})")
             r.early = (0.1, f"sarcasm or a rhetorical negation ({s[sarc.start:sarc.end]!r}): not a choice", "sarcasm")
             return r
-    if approval and any(t.kind is Kind.PLANREF for c in clauses if c.role is not Role.NONE for t in c.toks):
+    if approval and any(t.kind is KIND.PLANREF for c in clauses if c.role is not ROLE.NONE for t in c.toks):
         r.defer = True  # "yes to step 1", "skip the first step": about parts of the plan, for the model
         return r
     for c in clauses:
-        if approval and c.role is Role.MOD and any(t.kind is Kind.ONLY for t in c.toks):
+        if approval and c.role is ROLE.MOD and any(t.kind is KIND.ONLY for t in c.toks):
             r.defer = True  # "yes, but only the first step": a partial approval, for the model
             return r
-        if c.role is not Role.ACTIVE and c.flag is not Flag.REASON and any(
-                t.kind in (Kind.QUESTION, Kind.HOLD) for t in c.toks):
-            hold = any(t.kind is Kind.HOLD for t in c.toks)
+        if c.role is not ROLE.ACTIVE and c.flag is not FLAG.REASON and any(
+                t.kind in (KIND.QUESTION, KIND.HOLD) for t in c.toks):
+            hold = any(t.kind is KIND.HOLD for t in c.toks)
             r.early = (0.2, f"{'hold' if hold else 'question'} in {_mod_text(orig, c)!r}",
                        "hold" if hold else "question: " + orig[:80])
             return r
-    r.act = [t for c in clauses if c.role is Role.ACTIVE for t in c.toks if t.mention is None]
-    r.mods = [x for x in (_mod_text(orig, c) for c in clauses if c.role is Role.MOD) if x] + [x for x in r.mods if x]
+    r.act = [t for c in clauses if c.role is ROLE.ACTIVE for t in c.toks if t.mention is None]
+    r.mods = [x for x in (_mod_text(orig, c) for c in clauses if c.role is ROLE.MOD) if x] + [x for x in r.mods if x]
     for c in clauses:
-        if c.role is Role.ACTIVE and c.flag is not Flag.REASON:  # a reason's words are explained as a reason
+        if c.role is ROLE.ACTIVE and c.flag is not FLAG.REASON:  # a reason's words are explained as a reason
             r.unexplained.extend(residue_words(s, c.start, c.end, c.toks))
     _trailing_negation(r, n)
     return r

@@ -16,13 +16,14 @@ Checks run in this order, each able to end the decision:
 
 from __future__ import annotations
 
+import itertools
 from typing import Final
 
 from tandem.messages.choice import ChoiceContext, ChoiceResult
 
-from ._clauses import Reading, Role, gap
+from ._clauses import ROLE, Reading, gap
 from ._options import OptionIndex, previous_option
-from ._tokens import DECISIVE, Kind, Src, Token
+from ._tokens import DECISIVE, KIND, SRC, Token
 
 __all__ = ["CAP_UNEXPLAINED", "Outcome", "decide", "describe", "positives"]
 
@@ -30,6 +31,8 @@ CAP_UNEXPLAINED: Final = 0.75
 """Highest confidence of an answer that is not a total parse (the default acting threshold is 0.8)."""
 
 _MODIFY_CONF: Final = 0.8
+_NAMED: Final = frozenset((SRC.LABEL, SRC.KEYWORD, SRC.DESCRIPTION))
+_NUMERIC: Final = frozenset((SRC.NUMBER, SRC.ORDINAL))
 
 
 class Outcome:
@@ -47,7 +50,7 @@ class Outcome:
         Words the grammar did not explain.
     """
 
-    __slots__ = ("result", "refused", "guards", "unexplained")
+    __slots__ = ("guards", "refused", "result", "unexplained")
 
     def __init__(self, result: ChoiceResult | None, refused: set[int], guards: list[str],
                  unexplained: list[str]) -> None:
@@ -69,7 +72,7 @@ def _clarify(conf: float, reasoning: str, intent: str, mods: list[str] | None = 
 def _vals(t: Token, n: int) -> tuple[list[int], str]:
     """Options a targetable token refers to, or an error text."""
     k = t.kind
-    if k is Kind.REF:
+    if k is KIND.REF:
         if t.amb:
             return [], t.amb
         v = t.val
@@ -77,7 +80,7 @@ def _vals(t: Token, n: int) -> tuple[list[int], str]:
         if 1 <= v <= n:
             return [v], ""
         return [], f"option {v} does not exist (there are {n})"
-    if k is Kind.RANGE:
+    if k is KIND.RANGE:
         a, b = t.val  # type: ignore[misc]
         if a > b:
             a, b = b, a
@@ -85,13 +88,13 @@ def _vals(t: Token, n: int) -> tuple[list[int], str]:
             bad = b if b > n else a
             return [], f"option {bad} does not exist (there are {n})"
         return list(range(a, b + 1)), ""
-    if k in (Kind.FIRSTN, Kind.LASTN):
+    if k in (KIND.FIRSTN, KIND.LASTN):
         v = t.val
         assert isinstance(v, int)
         if v < 1 or v > n:
             return [], f"asked for {v} options but there are {n}"
-        return (list(range(1, v + 1)) if k is Kind.FIRSTN else list(range(n - v + 1, n + 1))), ""
-    if k is Kind.ALL:
+        return (list(range(1, v + 1)) if k is KIND.FIRSTN else list(range(n - v + 1, n + 1))), ""
+    if k is KIND.ALL:
         return list(range(1, n + 1)), ""
     return [], ""
 
@@ -106,12 +109,8 @@ def _fmt(sel: list[int]) -> str:
 
 def describe(s: str, ts: list[Token]) -> str:
     """How the references were named, for ``reasoning`` ("number '1', ordinal 'the last one')."""
-    return ", ".join(f"{t.src.name.lower() if t.src is not Src.NONE else t.kind.name.lower()} {_shown(s, t)!r}"
+    return ", ".join(f"{t.src.name.lower() if t.src is not SRC.NONE else t.kind.name.lower()} {_shown(s, t)!r}"
                      for t in ts[:4])
-
-
-def _negates_something(t: Token, act: list[Token]) -> bool:
-    return any(u.neg is t or u.exc is t for u in act)
 
 
 def positives(pos: list[Token], n: int) -> tuple[set[int], float, list[Token]]:
@@ -120,7 +119,7 @@ def positives(pos: list[Token], n: int) -> tuple[set[int], float, list[Token]]:
     confs: list[float] = []
     used: list[Token] = []
     for t in pos:
-        if t.kind in (Kind.REF, Kind.RANGE, Kind.FIRSTN, Kind.LASTN):
+        if t.kind in (KIND.REF, KIND.RANGE, KIND.FIRSTN, KIND.LASTN):
             vs, _ = _vals(t, n)
             sel.update(vs)
             confs.append(t.conf)
@@ -133,7 +132,7 @@ def positives(pos: list[Token], n: int) -> tuple[set[int], float, list[Token]]:
 
 def _vague(s: str, vague: list[Token], idx: OptionIndex, mods: list[str]) -> ChoiceResult:
     v = vague[0]
-    if v.src in (Src.DELEGATE, Src.PREF) and idx.recommended is not None:
+    if v.src in (SRC.DELEGATE, SRC.PREF) and idx.recommended is not None:
         return ChoiceResult(
             selected_options=[idx.recommended], confidence=0.7,
             reasoning=f"delegated ({_shown(s, v)!r}) → the recommended option {idx.recommended}",
@@ -147,17 +146,17 @@ def _options_mode(s: str, act: list[Token], pos: list[Token], negd: list[Token],
     n = idx.n
     everything = set(range(1, n + 1))
     sel, conf, used = positives(pos, n)
-    has_all = any(t.kind in (Kind.ALL, Kind.ALLCOUNT) for t in pos) or any(
-        t.kind is Kind.EXC and t.src is Src.ALLX for t in act)
-    has_rest = any(t.kind is Kind.REST for t in pos)
-    yes = [t for t in act if t.kind is Kind.YES and t.neg is None]
+    has_all = any(t.kind in (KIND.ALL, KIND.ALLCOUNT) for t in pos) or any(
+        t.kind is KIND.EXC and t.src is SRC.ALLX for t in act)
+    has_rest = any(t.kind is KIND.REST for t in pos)
+    yes = [t for t in act if t.kind is KIND.YES and t.neg is None]
     ex: set[int] = set()
     for t in excl:
         ex.update(_vals(t, n)[0])
     ng: set[int] = set()
     for t in negd:
         ng.update(_vals(t, n)[0])
-    if any(t.kind in (Kind.ALL, Kind.ALLCOUNT) for t in negd):
+    if any(t.kind in (KIND.ALL, KIND.ALLCOUNT) for t in negd):
         return _clarify(0.2, "'not all' does not say which", "not all")
     if ex:
         base = sel if sel and not has_all else everything
@@ -181,23 +180,23 @@ def _options_mode(s: str, act: list[Token], pos: list[Token], negd: list[Token],
                         f"not {_fmt(sorted(ng))}")
     if sel:
         out = sorted(sel)
-        if any(t.kind is Kind.ALLCOUNT and t.val != len(out) for t in pos):
+        if any(t.kind is KIND.ALLCOUNT and t.val != len(out) for t in pos):
             return _clarify(0.3, f"count does not match {_fmt(out)}", "ambiguous count")
         intent = f"select {_fmt(out)}"
-        if any(t.kind is Kind.ONLY for t in act):
+        if any(t.kind is KIND.ONLY for t in act):
             intent = f"only {_fmt(out)}"
         return out, conf, intent, describe(s, used)
     if has_all:
         return sorted(everything), 0.92, "all", "all options"
-    negated_yes = [t for t in act if t.kind is Kind.YES and t.neg is not None]
+    negated_yes = [t for t in act if t.kind is KIND.YES and t.neg is not None]
     if bare or negated_yes:
         return _clarify(0.3, "a refusal without an option to reject", "none")
-    if any(t.kind is Kind.RECOMMEND for t in pos):
+    if any(t.kind is KIND.RECOMMEND for t in pos):
         if idx.recommended is not None:
             return ([idx.recommended], 0.75, f"select {idx.recommended} (recommended)",
                     "asked for the recommended option")
         return _clarify(0.3, "asked for a recommendation; no option is marked recommended", "delegate")
-    if any(t.kind is Kind.SAME for t in pos):
+    if any(t.kind is KIND.SAME for t in pos):
         v = previous_option(idx, previous)
         if v is not None:
             return [v], 0.75, f"select {v} (same as before)", "same as the previous choice"
@@ -208,14 +207,14 @@ def _options_mode(s: str, act: list[Token], pos: list[Token], negd: list[Token],
                 return [1], 0.9, "select 1", f"affirmative {_shown(s, yes[0])!r} with a single option"
             return _clarify(0.2, f"affirmative {_shown(s, yes[0])!r} but {n} options", "yes, but which option?")
         return None  # "バックアップの方がいい": a preference in words, for the model
-    cnt = next((t for t in act if t.kind is Kind.CNT), None)
+    cnt = next((t for t in act if t.kind is KIND.CNT), None)
     if cnt is not None:
         return _clarify(0.2, f"a count ({_shown(s, cnt)!r}) without saying which", "ambiguous count")
     return None
 
 
 def _free_words(s: str, act: list[Token]) -> list[str]:
-    from ._clauses import residue_words  # noqa: PLC0415
+    from ._clauses import residue_words
 
     return residue_words(s, 0, len(s), act)
 
@@ -236,12 +235,12 @@ def _approval_mode(s: str, act: list[Token], pos: list[Token], negd: list[Token]
 
     for t in negd:
         vs, _ = _vals(t, n)
-        if t.kind in (Kind.ALL, Kind.ALLCOUNT):  # "全部やめて", "全部却下"
+        if t.kind in (KIND.ALL, KIND.ALLCOUNT):  # "全部やめて", "全部却下"
             r = add(rj, 0.9, f"refusal of everything {_shown(s, t)!r}")
             if r is not None:
                 return r
             continue
-        if t.kind is Kind.NEG:  # a negated rejection word
+        if t.kind is KIND.NEG:  # a negated rejection word
             return _clarify(0.2, f"double negative ({_shown(s, t)!r})", "unclear negation")
         if ap is not None and vs == [ap]:
             r = add(rj, 0.92, f"negated approval {_shown(s, t.neg)!r} {_shown(s, t)!r}")  # type: ignore[arg-type]
@@ -252,12 +251,12 @@ def _approval_mode(s: str, act: list[Token], pos: list[Token], negd: list[Token]
         if r is not None:
             return r
     for t in act:
-        if t.kind is Kind.YES and t.neg is not None:
+        if t.kind is KIND.YES and t.neg is not None:
             r = add(rj, 0.92, f"negated approval {_shown(s, t.neg)!r} {_shown(s, t)!r}")  # type: ignore[arg-type]
             if r is not None:
                 return r
     for t in bare:
-        r = add(rj, 0.85 if t.src is Src.YET else t.conf, f"refusal {_shown(s, t)!r}")
+        r = add(rj, 0.85 if t.src is SRC.YET else t.conf, f"refusal {_shown(s, t)!r}")
         if r is not None:
             return r
     if excl:
@@ -265,13 +264,13 @@ def _approval_mode(s: str, act: list[Token], pos: list[Token], negd: list[Token]
     sel, conf, used = positives(pos, n)
     for v in sel:
         add(v, conf, describe(s, used))
-    yes = [t for t in act if t.kind is Kind.YES and t.neg is None]
+    yes = [t for t in act if t.kind is KIND.YES and t.neg is None]
     if yes:
         first_dec = next(t for t in act if t.kind in DECISIVE)
         # a yes word counts when nothing else was said, or when it opens the answer ("はい、1番");
         # politeness ("please", "お願いします") never outweighs a refusal
         counted = [y for y in yes
-                   if (not sel and (y.src is not Src.POLITE or not signals)) or (y is first_dec and y.strong)]
+                   if (not sel and (y.src is not SRC.POLITE or not signals)) or (y is first_dec and y.strong)]
         if counted:
             best = max(counted, key=lambda y: y.conf)
             c = best.conf
@@ -281,12 +280,12 @@ def _approval_mode(s: str, act: list[Token], pos: list[Token], negd: list[Token]
             if r is not None:
                 return r
     if not signals:
-        if any(t.kind in (Kind.ALL, Kind.ALLCOUNT) for t in pos):
+        if any(t.kind in (KIND.ALL, KIND.ALLCOUNT) for t in pos):
             r = add(ap, 0.7, "'all' in an approval prompt")
             if r is not None:
                 return r
         else:
-            if any(t.kind is Kind.RECOMMEND for t in pos) and idx.recommended is not None:
+            if any(t.kind is KIND.RECOMMEND for t in pos) and idx.recommended is not None:
                 return ([idx.recommended], 0.75, f"select {idx.recommended} (recommended)",
                         "asked for the recommended option")
             return None
@@ -294,7 +293,7 @@ def _approval_mode(s: str, act: list[Token], pos: list[Token], negd: list[Token]
         return _clarify(0.2, "conflicting signals: " + "; ".join(w for _, w in signals.values()), "conflicting")
     ((opt, (c, why)),) = signals.items()
     if opt == ap:
-        if any(t.kind is Kind.NEG for t in act) or negd:
+        if any(t.kind is KIND.NEG for t in act) or negd:
             return _clarify(0.2, "approval mixed with a negation", "conflicting")
         intent = "approve"
     elif opt == rj:
@@ -343,44 +342,44 @@ def decide(r: Reading, idx: OptionIndex, context: ChoiceContext) -> Outcome:
 
     # out-of-range / ambiguous references: never select, never let a model guess
     for t in targets:
-        vs, err = _vals(t, n)
+        _vs, err = _vals(t, n)
         if err:
             return _outcome(r, _clarify(0.1, f"{_shown(s, t)!r}: {err}",
                                         "ambiguous ordinal" if t.amb else "invalid option", mods))
     for t in targets:
-        if t.kind is Kind.ALLCOUNT and t.val != n:
-            explicit = [u for u in targets if u.kind in (Kind.REF, Kind.RANGE, Kind.FIRSTN, Kind.LASTN)
+        if t.kind is KIND.ALLCOUNT and t.val != n:
+            explicit = [u for u in targets if u.kind in (KIND.REF, KIND.RANGE, KIND.FIRSTN, KIND.LASTN)
                         and u.neg is None]
             if not explicit:
                 return _outcome(r, _clarify(0.2, f"{_shown(s, t)!r} but there are {n} options", "ambiguous count",
                                             mods))
 
     # questions, concerns, holds
-    q = [t for t in act if t.kind is Kind.QUESTION]
-    if q or (Kind.CONCERN in kinds and Kind.QMARK in kinds):
-        first = q[0] if q else next(t for t in act if t.kind is Kind.CONCERN)
+    q = [t for t in act if t.kind is KIND.QUESTION]
+    if q or (KIND.CONCERN in kinds and KIND.QMARK in kinds):
+        first = q[0] if q else next(t for t in act if t.kind is KIND.CONCERN)
         return _outcome(r, _clarify(0.2, f"question or concern ({_shown(s, first)!r})", "question: " + r.orig[:80],
                                     mods))
     for c in r.clauses:
-        if c.role is Role.ACTIVE and any(t.kind is Kind.QMARK for t in c.toks):
-            if not any(t.targetable() and t.kind is not Kind.YES for t in c.toks):
-                return _outcome(r, _clarify(0.2, "answer is a question", "question: " + r.orig[:80], mods))
-    if Kind.HOLD in kinds:
+        if (c.role is ROLE.ACTIVE and any(t.kind is KIND.QMARK for t in c.toks)
+                and not any(t.targetable() and t.kind is not KIND.YES for t in c.toks)):
+            return _outcome(r, _clarify(0.2, "answer is a question", "question: " + r.orig[:80], mods))
+    if KIND.HOLD in kinds:
         return _outcome(r, _clarify(0.2, "user asked to wait", "hold", mods))
     if r.double_neg is not None:
         return _outcome(r, _clarify(0.2, f"double negative ({_shown(s, r.double_neg)!r})", "unclear negation", mods))
     if r.guards:
         return _outcome(r, _clarify(0.2, "; ".join(r.guards), "unclear negation", mods))
 
-    vague = [t for t in act if t.kind is Kind.VAGUE and t.src is not Src.NOISE]
-    hesitation = [t for t in act if t.kind is Kind.VAGUE and t.src is Src.NOISE]
+    vague = [t for t in act if t.kind is KIND.VAGUE and t.src is not SRC.NOISE]
+    hesitation = [t for t in act if t.kind is KIND.VAGUE and t.src is SRC.NOISE]
 
     # resolve option references
     pos: list[Token] = []
     negd: list[Token] = []
     excl: list[Token] = []
     for t in targets:
-        if t.kind in (Kind.YES, Kind.NEG):
+        if t.kind in (KIND.YES, KIND.NEG):
             continue
         if t.exc is not None:
             excl.append(t)
@@ -389,25 +388,27 @@ def decide(r: Reading, idx: OptionIndex, context: ChoiceContext) -> Outcome:
         else:
             pos.append(t)
     for t in excl + negd:
-        if t.kind is not Kind.ALL:
+        if t.kind is not KIND.ALL:
             r.refused.update(_vals(t, n)[0])
-    bare = [t for t in act if t.kind is Kind.NEG and t.neg is None and not _negates_something(t, act)]
-    if any(t.kind is Kind.EXC and not _negates_something(t, act) for t in act):
+    used = {id(u.neg) for u in act if u.neg is not None} | {id(u.exc) for u in act if u.exc is not None}
+    bare = [t for t in act if t.kind is KIND.NEG and t.neg is None and id(t) not in used]
+    if any(t.kind is KIND.EXC and id(t) not in used for t in act):
         return _outcome(r, None)  # "everything except the slow stuff": excludes something that is not an option
 
     # "1か2", "1 or 2"
-    ordered = sorted((t for t in pos if t.kind in (Kind.REF, Kind.RANGE, Kind.FIRSTN, Kind.LASTN)),
+    ordered = sorted((t for t in pos if t.kind in (KIND.REF, KIND.RANGE, KIND.FIRSTN, KIND.LASTN)),
                      key=lambda t: t.start)
-    for a, b in zip(ordered, ordered[1:]):
+    for a, b in itertools.pairwise(ordered):
         if gap(s, a, b) == "or":
             return _outcome(r, _clarify(0.3, f"alternatives {_shown(s, a)!r} or {_shown(s, b)!r}", "ambiguous: either",
                                         mods))
     # conflicts between a number and a label next to it ("1番の完全実行")
-    for a, b in zip(ordered, ordered[1:]):
-        if a.kind is b.kind is Kind.REF and a.val != b.val and {a.src, b.src} & {Src.LABEL, Src.KEYWORD, Src.DESCRIPTION}:
-            if {a.src, b.src} & {Src.NUMBER, Src.ORDINAL} and gap(s, a, b) == "other":
-                return _outcome(r, _clarify(0.3, f"{_shown(s, a)!r} and {_shown(s, b)!r} point to different options",
-                                            "conflicting", mods))
+    for a, b in itertools.pairwise(ordered):
+        srcs = {a.src, b.src}
+        if (a.kind is b.kind is KIND.REF and a.val != b.val and srcs & _NAMED and srcs & _NUMERIC
+                and gap(s, a, b) == "other"):
+            return _outcome(r, _clarify(0.3, f"{_shown(s, a)!r} and {_shown(s, b)!r} point to different options",
+                                        "conflicting", mods))
 
     if approval:
         res = _approval_mode(s, act, pos, negd, excl, bare, idx)
@@ -419,7 +420,7 @@ def decide(r: Reading, idx: OptionIndex, context: ChoiceContext) -> Outcome:
                 return _outcome(r, _vague(s, vague, idx, mods))
             if hesitation and not r.unexplained:
                 return _outcome(r, _clarify(0.1, f"hesitation only ({_shown(s, hesitation[0])!r})", "vague", mods))
-            if Kind.AMBIG in kinds:
+            if KIND.AMBIG in kinds:
                 return _outcome(r, _clarify(0.2, "ambiguous politeness (結構/大丈夫)", "ambiguous", mods))
             if mods and approval:
                 return _outcome(r, _clarify(0.3, "only a condition, no choice", "condition only", mods))
@@ -442,25 +443,25 @@ def decide(r: Reading, idx: OptionIndex, context: ChoiceContext) -> Outcome:
     if vague:
         conf = min(conf, 0.6)
         note.append("hesitant")
-    if Kind.HEDGE in kinds or Kind.SUGGEST in kinds:
+    if KIND.HEDGE in kinds or KIND.SUGGEST in kinds:
         conf = min(conf, 0.7)
         note.append("hedged")
-    if Kind.QMARK in kinds:
+    if KIND.QMARK in kinds:
         conf = min(conf, 0.7)
         note.append("asked as a question")
     if bare and not approval:
         conf = min(conf, 0.6)
         note.append("contains an unscoped negation")
     words = r.unexplained
-    if approval and Kind.ONLY in kinds and words and not pos:
+    if approval and KIND.ONLY in kinds and words and not pos:
         return _outcome(r, _modify_reading(r, idx))  # "ファイル作成だけお願いします": a partial approval
-    only_keywords = bool(pos) and all(t.kind is Kind.REF and t.src in (Src.KEYWORD, Src.DESCRIPTION) for t in pos)
+    only_keywords = bool(pos) and all(t.kind is KIND.REF and t.src in (SRC.KEYWORD, SRC.DESCRIPTION) for t in pos)
     if only_keywords and len("".join(words)) >= 8 and not approval:
         return _outcome(r, None)  # mostly free text around a partial keyword: let the model read it
-    strong_yes = any(t.kind is Kind.YES and t.strong and t.neg is None for t in act)
+    strong_yes = any(t.kind is KIND.YES and t.strong and t.neg is None for t in act)
     if approval and intent == "approve" and len("".join(words)) >= 4 and not strong_yes:
         return _outcome(r, None)  # "please change the plan to add logging": politeness around a request
-    explicit = strong_yes or any(t.kind is Kind.REF and t.src in (Src.NUMBER, Src.ORDINAL, Src.LABEL) for t in pos)
+    explicit = strong_yes or any(t.kind is KIND.REF and t.src in (SRC.NUMBER, SRC.ORDINAL, SRC.LABEL) for t in pos)
     if approval and intent == "approve" and r.neg_mod and not explicit:
         # "never 1番、お願いします": a negation we could not scope, next to mere politeness
         return _outcome(r, _clarify(0.2, "a negation next to a polite request, no explicit consent",
@@ -499,8 +500,8 @@ def _modify_reading(r: Reading, idx: OptionIndex) -> ChoiceResult | None:
     """A partial or conditional approval: "request changes" with the condition, when that option exists."""
     if idx.modify is None:
         return None
-    if any(t.kind is Kind.NEG and t.rej for t in r.toks) and not any(t.kind is Kind.YES for t in r.toks):
+    if any(t.kind is KIND.NEG and t.rej for t in r.toks) and not any(t.kind is KIND.YES for t in r.toks):
         return None  # "設定変更はやめて": a refusal of a part; the model decides
-    if any(t.kind in (Kind.QUESTION, Kind.HOLD, Kind.SARCASM, Kind.QMARK) for t in r.toks):
+    if any(t.kind in (KIND.QUESTION, KIND.HOLD, KIND.SARCASM, KIND.QMARK) for t in r.toks):
         return None
     return _modify_result(r, idx, [r.orig.strip(" ,、;。.!")], "approval of part of the plan: request changes")

@@ -23,7 +23,7 @@ _ZERO_WIDTH_ESCAPES = frozenset("bBAZ")
 class _Reader:
     """A cursor over the pattern text."""
 
-    __slots__ = ("p", "i")
+    __slots__ = ("i", "p")
 
     def __init__(self, p: str) -> None:
         self.p = p

@@ -20,11 +20,7 @@ _KW_RE: Final = re.compile(
     r"[\u4e00-\u9fff々〆ヵヶ]{2,}|[\u30a1-\u30faー]{2,}|\d+(?:\.\d+)+|[a-z][a-z0-9]*(?:[._+-][a-z0-9]+)*"
 )
 _KW_STOP: Final = frozenset(
-    (
-        "the and for with into from that this those these then than only just all any each both every none not "
-        "dont don't does doesn't without except option options choice choices number item items one ones plan "
-        "first second third last yes okay please use using mode run"
-    ).split()
+    ["the", "and", "for", "with", "into", "from", "that", "this", "those", "these", "then", "than", "only", "just", "all", "any", "each", "both", "every", "none", "not", "dont", "don't", "does", "doesn't", "without", "except", "option", "options", "choice", "choices", "number", "item", "items", "one", "ones", "plan", "first", "second", "third", "last", "yes", "okay", "please", "use", "using", "mode", "run"]
 ) | frozenset(("全部", "以外", "最初", "最後", "番目", "選択", "選択肢", "オプション"))
 _APPROVE_LABEL: Final = re.compile(
     r"承認|実行|はい|許可|続行|進める|同意|適用|\b(?:yes|approve|run|ok|okay|proceed|accept|confirm|execute|continue|allow|go|apply|agree|y)\b"
@@ -76,9 +72,7 @@ def _keywords(text: str) -> set[str]:
         elif "\u30a1" <= c <= "\u30fa" or c == "ー":
             if kw.strip("ー") and kw not in _KW_STOP:
                 out.add(kw)
-        elif c.isdigit():
-            out.add(kw)
-        elif (len(kw) >= 3 or any(ch.isdigit() for ch in kw)) and kw not in _KW_STOP and not _EN_FILL_FULL.fullmatch(kw):
+        elif c.isdigit() or (len(kw) >= 3 or any(ch.isdigit() for ch in kw)) and kw not in _KW_STOP and not _EN_FILL_FULL.fullmatch(kw):
             out.add(kw)
     return out
 
@@ -105,8 +99,22 @@ class OptionIndex:
         Distinctive keywords; group ``i`` is ``kw_info[i - 1]``.
     """
 
-    __slots__ = ("n", "labels", "approval", "approve", "reject", "label_re", "label_has_digits", "label_vals", "single",
-                 "kw_re", "kw_info", "label_chars", "recommended", "modify")
+    __slots__ = (
+        "approval",
+        "approve",
+        "kw_info",
+        "kw_re",
+        "label_chars",
+        "label_has_digits",
+        "label_re",
+        "label_vals",
+        "labels",
+        "modify",
+        "n",
+        "recommended",
+        "reject",
+        "single",
+    )
 
     def __init__(self, options: tuple[str, ...], descriptions: tuple[str, ...], kind: str) -> None:
         n = self.n = len(options)

@@ -55,6 +55,7 @@ conditional answers are always confirmed. Clarifications carry 0.0-0.3.
 
 from __future__ import annotations
 
+import itertools
 import re
 from typing import Final
 
@@ -65,7 +66,7 @@ from ._decide import Outcome, decide, describe, positives
 from ._normalize import prep
 from ._options import OptionIndex, index_for
 from ._scanner import scan
-from ._tokens import Kind, Src, Token
+from ._tokens import KIND, SRC, Token
 
 __all__ = ["Analysis", "analyse", "fast_lane", "match_choice"]
 
@@ -140,7 +141,7 @@ def analyse(answer: str, context: ChoiceContext, *, lane: bool = True) -> Outcom
     return out
 
 
-_LANE_CHOICES: Final = frozenset((Kind.REF, Kind.RANGE, Kind.FIRSTN, Kind.LASTN))
+_LANE_CHOICES: Final = frozenset((KIND.REF, KIND.RANGE, KIND.FIRSTN, KIND.LASTN))
 
 
 def fast_lane(s: str, toks: list[Token], idx: OptionIndex) -> ChoiceResult | None:
@@ -158,11 +159,11 @@ def fast_lane(s: str, toks: list[Token], idx: OptionIndex) -> ChoiceResult | Non
         t = toks[0]
         if residue_words(s, 0, len(s), toks):
             return None
-        if t.kind is Kind.YES and t.strong and idx.approve is not None:
+        if t.kind is KIND.YES and t.strong and idx.approve is not None:
             return ChoiceResult(selected_options=[idx.approve], confidence=t.conf,
                                 reasoning=f"affirmative {s[t.start:t.end].strip()!r}", extracted_intent="approve",
                                 decided_by="pattern")
-        if t.kind is Kind.NEG and t.rej and idx.reject is not None:
+        if t.kind is KIND.NEG and t.rej and idx.reject is not None:
             return ChoiceResult(selected_options=[idx.reject], confidence=t.conf,
                                 reasoning=f"refusal {s[t.start:t.end].strip()!r}", extracted_intent="reject",
                                 decided_by="pattern")
@@ -175,9 +176,9 @@ def fast_lane(s: str, toks: list[Token], idx: OptionIndex) -> ChoiceResult | Non
             if t.amb:
                 return None
             choices.append(t)
-        elif k is Kind.ONLY:
+        elif k is KIND.ONLY:
             only = True
-        elif k is Kind.ALL:
+        elif k is KIND.ALL:
             every = True
         else:
             return None
@@ -188,21 +189,21 @@ def fast_lane(s: str, toks: list[Token], idx: OptionIndex) -> ChoiceResult | Non
                             extracted_intent="all", decided_by="pattern")
     if not choices:
         return None
-    for a, b in zip(choices, choices[1:]):
+    for a, b in itertools.pairwise(choices):
         if gap(s, a, b) != "list":
             return None
-        if a.src in (Src.LABEL, Src.KEYWORD, Src.DESCRIPTION) or b.src in (Src.LABEL, Src.KEYWORD, Src.DESCRIPTION):
+        if a.src in (SRC.LABEL, SRC.KEYWORD, SRC.DESCRIPTION) or b.src in (SRC.LABEL, SRC.KEYWORD, SRC.DESCRIPTION):
             return None
     if residue_words(s, 0, len(s), toks):
         return None
     sel, conf, used = positives(choices, idx.n)
     for t in choices:  # every reference must exist
         v = t.val
-        if t.kind is Kind.REF and not (isinstance(v, int) and 1 <= v <= idx.n):
+        if t.kind is KIND.REF and not (isinstance(v, int) and 1 <= v <= idx.n):
             return None
-        if t.kind is Kind.RANGE and not all(1 <= x <= idx.n for x in v):  # type: ignore[union-attr]
+        if t.kind is KIND.RANGE and not all(1 <= x <= idx.n for x in v):  # type: ignore[union-attr]
             return None
-        if t.kind in (Kind.FIRSTN, Kind.LASTN) and not (isinstance(v, int) and 1 <= v <= idx.n):
+        if t.kind in (KIND.FIRSTN, KIND.LASTN) and not (isinstance(v, int) and 1 <= v <= idx.n):
             return None
     out = sorted(sel)
     intent = ("only " if only else "select ") + ",".join(map(str, out))

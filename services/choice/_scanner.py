@@ -20,6 +20,7 @@ no token at all, so they stay in the unexplained residue.
 
 from __future__ import annotations
 
+import itertools
 import re
 from typing import Final
 
@@ -27,7 +28,7 @@ from . import _lexicon
 from ._lexicon_en import NW, NW_VAL, OW_VAL
 from ._lexicon_ja import JC_VAL, KD
 from ._options import OptionIndex
-from ._tokens import Kind, Src, Token
+from ._tokens import KIND, SRC, Token
 
 __all__ = ["MASK", "mask", "scan"]
 
@@ -82,50 +83,50 @@ _WEAK_YES_CONF: Final = {
     "お願いします": 0.8, "お願い": 0.8, "よろしく": 0.8, "よろしくお願いします": 0.8, "頼む": 0.8, "頼みます": 0.8,
     "please": 0.75, "please do": 0.85, "fine": 0.8, "good": 0.8, "great": 0.8, "perfect": 0.85, "cool": 0.8,
 }
-_NUMERIC: Final = (Src.NUMBER, Src.ORDINAL)
+_NUMERIC: Final = (SRC.NUMBER, SRC.ORDINAL)
 _FIRST_WORDS: Final = frozenset(("一番最初", "いちばん最初", "一番上", "最初", "はじめ", "初め", "始め", "先頭", "トップ"))
 _MIDDLE_WORDS: Final = frozenset(("真ん中", "まんなか", "中間", "middle", "center", "centre"))
-_VAGUE_SRC: Final = {"vague_unknown": (Src.UNKNOWN, 0.2), "vague_delegate": (Src.DELEGATE, 0.3),
-                     "vague_noise": (Src.NOISE, 0.1), "vague_pref": (Src.PREF, 0.3)}
+_VAGUE_SRC: Final = {"vague_unknown": (SRC.UNKNOWN, 0.2), "vague_delegate": (SRC.DELEGATE, 0.3),
+                     "vague_noise": (SRC.NOISE, 0.1), "vague_pref": (SRC.PREF, 0.3)}
 # lexicon entries that become a token of one kind with no further reading: name -> (kind, conf, src, pre, rej, strong)
 _SIMPLE: Final = {
-    "allx": (Kind.EXC, 0.9, Src.ALLX, True, False, False),
-    "exc_pre": (Kind.EXC, 0.88, Src.NONE, True, False, False),
-    "exc_post": (Kind.EXC, 0.88, Src.NONE, False, False, False),
-    "neg_pre": (Kind.NEG, 0.9, Src.NONE, True, False, False),
-    "neg_rej_en": (Kind.NEG, 0.95, Src.NONE, True, True, False),
-    "neg_post": (Kind.NEG, 0.9, Src.NONE, False, False, False),
-    "neg_rej_jp": (Kind.NEG, 0.95, Src.NONE, False, True, False),
-    "neg_strong": (Kind.NEG, 0.95, Src.NONE, True, True, False),
-    "neg_yet": (Kind.NEG, 0.85, Src.YET, False, False, False),
-    "yes_s": (Kind.YES, 0.95, Src.NONE, False, False, True),
-    "yesneg": (Kind.YES, 0.9, Src.NONE, False, False, True),
-    "yes_reluct": (Kind.YES, 0.7, Src.RELUCTANT, False, False, False),
-    "all": (Kind.ALL, 0.92, Src.NONE, False, False, False),
-    "compare": (Kind.COMPARE, 0.0, Src.NONE, True, False, False),
-    "recommend": (Kind.RECOMMEND, 0.0, Src.NONE, False, False, False),
-    "suggest": (Kind.SUGGEST, 0.0, Src.NONE, False, False, False),
-    "correct": (Kind.CORRECT, 0.0, Src.NONE, False, False, False),
-    "hold": (Kind.HOLD, 0.0, Src.NONE, False, False, False),
-    "oblig": (Kind.OBLIG, 0.0, Src.NONE, False, False, False),
-    "fill": (Kind.FILL, 0.0, Src.NONE, False, False, False),
-    "ambig": (Kind.AMBIG, 0.0, Src.NONE, False, False, False),
-    "question": (Kind.QUESTION, 0.0, Src.NONE, False, False, False),
-    "concern": (Kind.CONCERN, 0.0, Src.NONE, False, False, False),
-    "qmark": (Kind.QMARK, 0.0, Src.NONE, False, False, False),
-    "cond": (Kind.COND, 0.0, Src.NONE, False, False, False),
-    "reason_pre": (Kind.REASON_PRE, 0.0, Src.NONE, False, False, False),
-    "reason_post": (Kind.REASON_POST, 0.0, Src.NONE, False, False, False),
-    "condk_pre": (Kind.CONDK_PRE, 0.0, Src.NONE, False, False, False),
-    "condk_seq": (Kind.CONDK_SEQ, 0.0, Src.NONE, False, False, False),
-    "condk_post": (Kind.CONDK_POST, 0.0, Src.NONE, False, False, False),
-    "without": (Kind.WITHOUT, 0.0, Src.NONE, False, False, False),
-    "only": (Kind.ONLY, 0.0, Src.NONE, False, False, False),
-    "rest": (Kind.REST, 0.0, Src.NONE, False, False, False),
-    "hedge": (Kind.HEDGE, 0.0, Src.NONE, False, False, False),
-    "same": (Kind.SAME, 0.0, Src.NONE, False, False, False),
-    "sarcasm": (Kind.SARCASM, 0.0, Src.NONE, False, False, False),
-    "past": (Kind.PAST, 0.0, Src.NONE, False, False, False),
+    "allx": (KIND.EXC, 0.9, SRC.ALLX, True, False, False),
+    "exc_pre": (KIND.EXC, 0.88, SRC.NONE, True, False, False),
+    "exc_post": (KIND.EXC, 0.88, SRC.NONE, False, False, False),
+    "neg_pre": (KIND.NEG, 0.9, SRC.NONE, True, False, False),
+    "neg_rej_en": (KIND.NEG, 0.95, SRC.NONE, True, True, False),
+    "neg_post": (KIND.NEG, 0.9, SRC.NONE, False, False, False),
+    "neg_rej_jp": (KIND.NEG, 0.95, SRC.NONE, False, True, False),
+    "neg_strong": (KIND.NEG, 0.95, SRC.NONE, True, True, False),
+    "neg_yet": (KIND.NEG, 0.85, SRC.YET, False, False, False),
+    "yes_s": (KIND.YES, 0.95, SRC.NONE, False, False, True),
+    "yesneg": (KIND.YES, 0.9, SRC.NONE, False, False, True),
+    "yes_reluct": (KIND.YES, 0.7, SRC.RELUCTANT, False, False, False),
+    "all": (KIND.ALL, 0.92, SRC.NONE, False, False, False),
+    "compare": (KIND.COMPARE, 0.0, SRC.NONE, True, False, False),
+    "recommend": (KIND.RECOMMEND, 0.0, SRC.NONE, False, False, False),
+    "suggest": (KIND.SUGGEST, 0.0, SRC.NONE, False, False, False),
+    "correct": (KIND.CORRECT, 0.0, SRC.NONE, False, False, False),
+    "hold": (KIND.HOLD, 0.0, SRC.NONE, False, False, False),
+    "oblig": (KIND.OBLIG, 0.0, SRC.NONE, False, False, False),
+    "fill": (KIND.FILL, 0.0, SRC.NONE, False, False, False),
+    "ambig": (KIND.AMBIG, 0.0, SRC.NONE, False, False, False),
+    "question": (KIND.QUESTION, 0.0, SRC.NONE, False, False, False),
+    "concern": (KIND.CONCERN, 0.0, SRC.NONE, False, False, False),
+    "qmark": (KIND.QMARK, 0.0, SRC.NONE, False, False, False),
+    "cond": (KIND.COND, 0.0, SRC.NONE, False, False, False),
+    "reason_pre": (KIND.REASON_PRE, 0.0, SRC.NONE, False, False, False),
+    "reason_post": (KIND.REASON_POST, 0.0, SRC.NONE, False, False, False),
+    "condk_pre": (KIND.CONDK_PRE, 0.0, SRC.NONE, False, False, False),
+    "condk_seq": (KIND.CONDK_SEQ, 0.0, SRC.NONE, False, False, False),
+    "condk_post": (KIND.CONDK_POST, 0.0, SRC.NONE, False, False, False),
+    "without": (KIND.WITHOUT, 0.0, SRC.NONE, False, False, False),
+    "only": (KIND.ONLY, 0.0, SRC.NONE, False, False, False),
+    "rest": (KIND.REST, 0.0, SRC.NONE, False, False, False),
+    "hedge": (KIND.HEDGE, 0.0, SRC.NONE, False, False, False),
+    "same": (KIND.SAME, 0.0, SRC.NONE, False, False, False),
+    "sarcasm": (KIND.SARCASM, 0.0, SRC.NONE, False, False, False),
+    "past": (KIND.PAST, 0.0, SRC.NONE, False, False, False),
 }
 
 
@@ -213,7 +214,7 @@ def _lexicon_tokens(m: str, n: int, toks: list[Token], approval: bool) -> None:
         simple = _SIMPLE.get(name)  # type: ignore[arg-type]
         if simple is not None:
             kind, conf, src, pre, rej, strong = simple
-            if kind is Kind.YES and name == "yes_reluct":
+            if kind is KIND.YES and name == "yes_reluct":
                 pass
             add(Token(kind, st, en, None, conf, src, pre, rej, strong))
             continue
@@ -240,14 +241,14 @@ def _lexicon_tokens(m: str, n: int, toks: list[Token], approval: bool) -> None:
                     continue  # 3 files, 10分
             v = int(d)
             if cnt:
-                add(Token(Kind.CNT, st, en, v, 0.5, Src.COUNT))
+                add(Token(KIND.CNT, st, en, v, 0.5, SRC.COUNT))
                 continue
             if suf and suf.strip() == "番" and v == 1 and not pre_ and _superlative(m, en):
                 continue
             if approval and not pre_ and _NOUN_BEFORE.search(m, max(0, ds - 12), ds):
-                add(Token(Kind.PLANREF, st, en))  # "step 2", "ステップ2"
+                add(Token(KIND.PLANREF, st, en))  # "step 2", "ステップ2"
                 continue
-            add(Token(Kind.REF, st, en, v, 0.95, Src.NUMBER))
+            add(Token(KIND.REF, st, en, v, 0.95, SRC.NUMBER))
         elif name == "kanji":
             pre_ = mo.group("kn_p")
             suf = mo.group("kn_s")
@@ -258,22 +259,22 @@ def _lexicon_tokens(m: str, n: int, toks: list[Token], approval: bool) -> None:
                 nxt = m[en] if en < ln else " "
                 if _is_cjk(prev) or nxt not in _PARTICLE_NEXT:
                     continue  # 一緒, 十分, 統一 ...
-                add(Token(Kind.REF, st, en, v, 0.9, Src.NUMBER))
+                add(Token(KIND.REF, st, en, v, 0.9, SRC.NUMBER))
                 continue
             if cnt:
-                add(Token(Kind.CNT, st, en, v, 0.5, Src.COUNT))
+                add(Token(KIND.CNT, st, en, v, 0.5, SRC.COUNT))
                 continue
             if suf == "番" and v == 1 and not pre_ and _superlative(m, en):
                 continue
             if not pre_ and st and _is_cjk(m[st - 1]):
                 continue  # 統一番号 ...
-            add(Token(Kind.REF, st, en, v, 0.93, Src.NUMBER))
+            add(Token(KIND.REF, st, en, v, 0.93, SRC.NUMBER))
         elif name == "jc":
             v = JC_VAL[mo.group("jc_d")]
             if mo.group("jc_m"):
-                add(Token(Kind.REF, st, en, v, 0.93, Src.ORDINAL))
+                add(Token(KIND.REF, st, en, v, 0.93, SRC.ORDINAL))
             else:
-                add(Token(Kind.CNT, st, en, v, 0.5, Src.COUNT))
+                add(Token(KIND.CNT, st, en, v, 0.5, SRC.COUNT))
         elif name == "numword":
             w = mo.group("nw_d")
             pre_ = mo.group("nw_p")
@@ -285,7 +286,7 @@ def _lexicon_tokens(m: str, n: int, toks: list[Token], approval: bool) -> None:
                     _ONE_NEXT.match(m, en) or _ONE_PREV.search(m, 0, st) or (not m[:st].strip() and _ONE_WHOLE.match(m, en))
                 ):
                     continue  # "the safe one", "this one"
-            add(Token(Kind.REF, st, en, v, 0.9, Src.NUMBER))
+            add(Token(KIND.REF, st, en, v, 0.9, SRC.NUMBER))
         elif name == "ord_en":
             w = mo.group("oe_w")
             if w == "second" and m[max(0, st - 2) : st] == "a ":
@@ -293,9 +294,9 @@ def _lexicon_tokens(m: str, n: int, toks: list[Token], approval: bool) -> None:
             if w in ("first", "last") and not mo.group("oe_the") and not mo.group("oe_one") and _adverb(m, st):
                 continue  # "back up first", "do it last"
             if approval and not mo.group("oe_one") and _NOUN_AFTER.match(m, en):
-                add(Token(Kind.PLANREF, st, en))  # "the first step"
+                add(Token(KIND.PLANREF, st, en))  # "the first step"
                 continue
-            t = Token(Kind.REF, st, en, None, 0.92, Src.ORDINAL)
+            t = Token(KIND.REF, st, en, None, 0.92, SRC.ORDINAL)
             if w in ("last", "final"):
                 t.val = n
             elif w in ("former", "latter"):
@@ -308,9 +309,9 @@ def _lexicon_tokens(m: str, n: int, toks: list[Token], approval: bool) -> None:
         elif name == "ord_j":
             w = mo.group("oj_w")
             if approval and _NOUN_AFTER_J.match(m, en):
-                add(Token(Kind.PLANREF, st, en))  # "最初のステップ"
+                add(Token(KIND.PLANREF, st, en))  # "最初のステップ"
                 continue
-            t = Token(Kind.REF, st, en, None, 0.92, Src.ORDINAL)
+            t = Token(KIND.REF, st, en, None, 0.92, SRC.ORDINAL)
             if w in _FIRST_WORDS:
                 t.val = 1
             elif w in _MIDDLE_WORDS:
@@ -323,26 +324,26 @@ def _lexicon_tokens(m: str, n: int, toks: list[Token], approval: bool) -> None:
         elif name == "ordfrom_en":
             k = mo.group("ofe_k")
             back = 3 if k in ("third", "3rd") else 2
-            add(Token(Kind.REF, st, en, n - back + 1, 0.88, Src.ORDINAL))
+            add(Token(KIND.REF, st, en, n - back + 1, 0.88, SRC.ORDINAL))
         elif name == "ordfrom_j":
             v = _count_val(mo.group("ofj_v"))
             fwd = mo.group("ofj_dir") in ("上", "前", "頭", "最初")
-            add(Token(Kind.REF, st, en, v if fwd else n - v + 1, 0.9, Src.ORDINAL))
+            add(Token(KIND.REF, st, en, v if fwd else n - v + 1, 0.9, SRC.ORDINAL))
         elif name in ("firstn_en", "firstn_j"):
             v = _count_val(mo.group("fne_v" if name == "firstn_en" else "fnj_v"))
-            add(Token(Kind.FIRSTN, st, en, v, 0.9))
+            add(Token(KIND.FIRSTN, st, en, v, 0.9))
         elif name in ("lastn_en", "lastn_j"):
             v = _count_val(mo.group("lne_v" if name == "lastn_en" else "lnj_v"))
-            add(Token(Kind.LASTN, st, en, v, 0.9))
+            add(Token(KIND.LASTN, st, en, v, 0.9))
         elif name == "allcount":
             v = mo.group("ac_v") or mo.group("ac_j") or mo.group("ac_c")
-            add(Token(Kind.ALLCOUNT, st, en, _count_val(v) if v else 2, 0.92))
+            add(Token(KIND.ALLCOUNT, st, en, _count_val(v) if v else 2, 0.92))
         elif name == "yes_w":
             w = m[st:en]
-            add(Token(Kind.YES, st, en, None, _WEAK_YES_CONF.get(w, 0.75), Src.POLITE if w in _POLITE else Src.NONE))
+            add(Token(KIND.YES, st, en, None, _WEAK_YES_CONF.get(w, 0.75), SRC.POLITE if w in _POLITE else SRC.NONE))
         elif name in _VAGUE_SRC:
             src, c = _VAGUE_SRC[name]
-            add(Token(Kind.VAGUE, st, en, None, c, src))
+            add(Token(KIND.VAGUE, st, en, None, c, src))
         else:  # pragma: no cover - every ORDER entry is handled above
             raise AssertionError(f"unhandled lexicon entry {name}")
 
@@ -352,7 +353,7 @@ def mask(s: str, toks: list[Token], skip_yes: bool = False) -> str:
     parts: list[str] = []
     cur = 0
     for t in toks:
-        if skip_yes and t.kind is Kind.YES:
+        if skip_yes and t.kind is KIND.YES:
             continue
         if t.start >= cur:
             parts.append(s[cur : t.start])
@@ -386,14 +387,14 @@ def scan(s: str, idx: OptionIndex) -> list[Token]:
     core = s.strip(" ,、;。.!:?\"'「」()[]…~〜-")
     if core in idx.single:
         a = s.index(core)
-        toks.append(Token(Kind.REF, a, a + len(core), idx.single[core], 0.9, Src.LABEL))
+        toks.append(Token(KIND.REF, a, a + len(core), idx.single[core], 0.9, SRC.LABEL))
         m = s[:a] + MASK * len(core) + s[a + len(core) :]
     elif idx.label_re is not None:
         parts: list[str] = []
         cur = 0
         for mo in idx.label_re.finditer(s):
             a, b = mo.span()
-            toks.append(Token(Kind.REF, a, b, idx.label_vals[mo.group()], 0.9, Src.LABEL))
+            toks.append(Token(KIND.REF, a, b, idx.label_vals[mo.group()], 0.9, SRC.LABEL))
             parts.append(s[cur:a])
             parts.append(MASK * (b - a))
             cur = b
@@ -413,30 +414,30 @@ def scan(s: str, idx: OptionIndex) -> list[Token]:
         for mo in idx.kw_re.finditer(m2):
             opt, length, is_label = idx.kw_info[mo.lastindex - 1]  # type: ignore[operator]
             a, b = mo.span()
-            kw_toks.append(Token(Kind.REF, a, b, opt, 0.7, Src.KEYWORD if is_label else Src.DESCRIPTION))
+            kw_toks.append(Token(KIND.REF, a, b, opt, 0.7, SRC.KEYWORD if is_label else SRC.DESCRIPTION))
             if is_label:
                 cover[opt] = cover.get(opt, 0) + min(length, b - a)
         if kw_toks:
             for kt in kw_toks:
-                if kt.src is Src.KEYWORD:
+                if kt.src is SRC.KEYWORD:
                     v = kt.val
                     assert isinstance(v, int)
                     kt.conf = round(0.7 + 0.1 * min(1.0, cover.get(v, 0) / idx.label_chars[v - 1] * 1.5), 3)
             toks = [t for t in toks
-                    if not (t.kind is Kind.YES and any(k.start < t.end and t.start < k.end for k in kw_toks))]
+                    if not (t.kind is KIND.YES and any(k.start < t.end and t.start < k.end for k in kw_toks))]
             toks.extend(kw_toks)
             toks.sort(key=_start)
 
     # ranges: ref <range gap> ref
-    refs = [t for t in toks if t.kind is Kind.REF and t.src in _NUMERIC and t.val is not None and not t.amb] \
+    refs = [t for t in toks if t.kind is KIND.REF and t.src in _NUMERIC and t.val is not None and not t.amb] \
         if len(toks) >= 2 else ()
     if len(refs) >= 2:
         drop: set[int] = set()
-        for a, b in zip(refs, refs[1:]):
+        for a, b in itertools.pairwise(refs):
             if id(a) in drop:
                 continue
             if _gap_is_range(s, a, b):
-                toks.append(Token(Kind.RANGE, a.start, b.end, (a.val, b.val), 0.92))  # type: ignore[arg-type]
+                toks.append(Token(KIND.RANGE, a.start, b.end, (a.val, b.val), 0.92))  # type: ignore[arg-type]
                 drop.add(id(a))
                 drop.add(id(b))
         if drop:

@@ -14,7 +14,6 @@ from contextlib import asynccontextmanager
 
 import msgspec
 import pytest
-
 from tandem.actors import RouterActor
 from tandem.messages import ExecutionPlan, decoder
 from tandem.services.approval import Approval, approve_plan, ask_approval

@@ -9,7 +9,6 @@ out-of-range numbers, ambiguous answers, questions and conditions.
 from __future__ import annotations
 
 import pytest
-
 from tandem.messages.choice import ChoiceContext, ChoiceResult
 from tandem.services.choice import match_choice, normalize_answer
 

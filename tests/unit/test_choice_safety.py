@@ -15,7 +15,6 @@ from __future__ import annotations
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-
 from tandem.messages.choice import ChoiceContext, ChoiceResult
 from tandem.services.choice import CAP_UNEXPLAINED, analyse, match_choice
 
@@ -113,7 +112,7 @@ def test_sarcastic_pick_is_never_executed(pick, template, prefix, suffix) -> Non
 @given(st.sampled_from(PICKS), st.text(alphabet=st.sampled_from("abcdefghijklmnopqrstuvwxyz"), min_size=4, max_size=9))
 def test_unexplained_word_caps_below_acting(pick, word) -> None:
     """The totality rule: an unknown word next to a clear pick never lets it act."""
-    ctx, text, option = pick
+    ctx, text, _option = pick
     answer = f"{text} {word}zq"  # "zq": never a lexicon word
     out = analyse(answer, ctx)
     assert not acts(out.result), (answer, out.result)

@@ -5,9 +5,14 @@ from __future__ import annotations
 import re
 
 import pytest
-
 from tandem.messages.choice import ChoiceContext
-from tandem.services.choice import _lexicon, _lexicon_en, _lexicon_ja, analyse, normalize_answer
+from tandem.services.choice import (
+    _lexicon,
+    _lexicon_en,
+    _lexicon_ja,
+    analyse,
+    normalize_answer,
+)
 from tandem.services.choice._clauses import Flag, Role, read
 from tandem.services.choice._firstchars import first_chars
 from tandem.services.choice._options import index_for
