@@ -26,9 +26,11 @@ Bounds
 Plans are untrusted, so every command runs within :class:`Limits`:
 
 * every regular expression runs on the `regex`_ engine with a time budget: one
-  search may take ``regex_timeout_s``, and all of a step's regex work together
-  ``time_limit_s``; past either, :class:`RegexTimeout` (code ``regex_timeout``)
-  names the pattern;
+  search may take ``regex_timeout_s`` (CPU time, as the engine counts it), and
+  a whole step ``time_limit_s`` (wall-clock time); past either,
+  :class:`RegexTimeout` (code ``regex_timeout``) names the pattern;
+* patterns whose repeat counts would unroll past 100,000 nodes when compiled
+  (``((a{99}){99}){99}``) are refused before compiling, which no timeout bounds;
 * a step's output may not pass ``max_output_chars``, nor the plan's buffers
   together ``max_plan_chars``: :class:`OutputTooLarge` (``output_too_large``)
   is raised while the output grows, before it is built;
@@ -172,7 +174,11 @@ class Limits:
     ----------
     regex_timeout_s : float
         Longest one regex search may take (one ``grep`` line, one ``sed``
-        address test, all matches of one ``s///g`` on one line...).
+        address test, all matches of one ``s///g`` on one line...), in CPU
+        seconds of the process: the `regex` engine's ``timeout`` counts
+        ``clock()``, so on a machine busy with other work a search runs longer
+        in wall-clock time, and other busy threads of the process use the
+        budget up faster.
     time_limit_s : float
         Longest a whole step may take: its regex work together, and ``pandoc``.
     max_output_chars : int
@@ -188,10 +194,10 @@ class Limits:
     Examples
     --------
     >>> Limits(max_output_chars=1000).regex_timeout_s
-    0.5
+    0.3
     """
 
-    regex_timeout_s: float = 0.5
+    regex_timeout_s: float = 0.3
     time_limit_s: float = 30.0
     max_output_chars: int = 16 * 2**20
     max_plan_chars: int = 64 * 2**20
@@ -302,12 +308,12 @@ class _Regex:
         start = 0
         while True:
             timeout, limit = budget.regex_timeout()
-            renew = time.monotonic() + timeout / 2
+            renew = time.process_time() + timeout / 2  # the engine's clock: the process's CPU time
             restart = False
             try:
                 for n, m in enumerate(self.compiled.finditer(text, start, timeout=timeout)):
                     yield m
-                    if not n & 63 and m.end() > m.start() and time.monotonic() > renew:
+                    if not n & 63 and m.end() > m.start() and time.process_time() > renew:
                         start, restart = m.end(), True
                         break
             except TimeoutError as exc:

@@ -24,7 +24,7 @@ LINE_31 = "a" * 30 + "!"  # the issue's 31-character line
 LINE_1MB = "a" * 1_000_000 + "!"
 EXPONENTIAL = "(a|aa)+$"  # still exponential on the regex engine (unlike (a+)+$)
 LINE_41 = "a" * 40 + "!"  # 2^40-ish paths: no machine finishes it
-GENEROUS_S = 5.0  # the budget is 0.5 s; the engine checks its clock every so often, later on a loaded machine
+GENEROUS_S = 5.0  # the budget is 0.3 s of CPU time: longer in wall-clock time on a loaded machine
 
 
 def timed(fn, *args, **kwargs):
@@ -94,7 +94,7 @@ def test_long_line_with_many_matches_is_not_a_timeout() -> None:
     text = "ab" * 100_000 + "\n"
     expected = "xb" * 100_000 + "\n"
     assert run_command("sed", ["s/a/x/g"], text, limits=Limits(regex_timeout_s=0.05)) == expected
-    assert run_command("grep", ["-c", "-o", "a"], text, limits=Limits(regex_timeout_s=0.05)) == "1\n"
+    assert run_command("grep", ["-o", "a"], text, limits=Limits(regex_timeout_s=0.05)) == "a\n" * 100_000
 
 
 @pytest.mark.parametrize(
@@ -225,7 +225,7 @@ async def test_run_builtin_keeps_the_event_loop_serving() -> None:
         with pytest.raises(RegexTimeout):
             await run_builtin("grep", ["-E", "(a+)+$"], LINE_1MB)
         tg.cancel_scope.cancel()
-    assert ticks >= 10  # the loop went on ticking during the ~0.5 s search
+    assert ticks >= 10  # the loop went on ticking during the search (0.3 s of CPU time at least)
 
 
 async def test_run_builtin_results_and_errors_match_run_command() -> None:
