@@ -31,6 +31,7 @@ CAP_UNEXPLAINED: Final = 0.75
 """Highest confidence of an answer that is not a total parse (the default acting threshold is 0.8)."""
 
 _MODIFY_CONF: Final = 0.8
+_SUPERLATIVE_CONF: Final = 0.85
 _NAMED: Final = frozenset((SRC.LABEL, SRC.KEYWORD, SRC.DESCRIPTION))
 _NUMERIC: Final = frozenset((SRC.NUMBER, SRC.ORDINAL))
 
@@ -440,6 +441,11 @@ def decide(r: Reading, idx: OptionIndex, context: ChoiceContext) -> Outcome:
         return _outcome(r, _clarify(0.3, f"approval options are exclusive, got {_fmt(sel)}", "conflicting", mods))
 
     note: list[str] = []
+    words = r.unexplained
+    if (KIND.SUPERLATIVE in kinds and not words and len(pos) == 1 and pos[0].kind is KIND.REF
+            and pos[0].src in _NAMED and conf < _SUPERLATIVE_CONF):
+        conf = _SUPERLATIVE_CONF  # "the safest one", "一番安全なやつ": names one option through its quality
+        note.append("superlative")
     if vague:
         conf = min(conf, 0.6)
         note.append("hesitant")
@@ -452,7 +458,6 @@ def decide(r: Reading, idx: OptionIndex, context: ChoiceContext) -> Outcome:
     if bare and not approval:
         conf = min(conf, 0.6)
         note.append("contains an unscoped negation")
-    words = r.unexplained
     if approval and KIND.ONLY in kinds and words and not pos:
         return _outcome(r, _modify_reading(r, idx))  # "ファイル作成だけお願いします": a partial approval
     only_keywords = bool(pos) and all(t.kind is KIND.REF and t.src in (SRC.KEYWORD, SRC.DESCRIPTION) for t in pos)

@@ -32,7 +32,7 @@ _COMMON: Final = {
 }
 
 ORDER: Final = (
-    "sarcasm", "vague_unknown", "vague_delegate", "vague_noise", "vague_pref", "recommend", "suggest", "correct", "hold",
+    "sarcasm", "vague_unknown", "vague_delegate", "vague_noise", "vague_pref", "recommend", "superlative", "suggest", "correct", "hold",
     "neg_strong", "yesneg", "yes_reluct", "oblig", "fill", "ambig", "question", "concern", "qmark", "exc_pre", "cond",
     "exc_post", "allx", "allcount", "same", "past", "neg_yet", "neg_pre", "compare", "neg_rej_en", "neg_post",
     "neg_rej_jp", "yes_s", "yes_w", "all", "reason_pre", "reason_post", "condk_pre", "condk_seq", "condk_post",

@@ -9,15 +9,9 @@ from __future__ import annotations
 
 __all__ = ["ENTRIES", "FILLERS", "NW", "NW_VAL", "OW", "OW_VAL"]
 
-_NW_LIST = (
-    "one two three four five six seven eight nine ten eleven twelve thirteen fourteen "
-    "fifteen sixteen seventeen eighteen nineteen twenty"
-).split()
+_NW_LIST = ["one", "two", "three", "four", "five", "six", "seven", "eight", "nine", "ten", "eleven", "twelve", "thirteen", "fourteen", "fifteen", "sixteen", "seventeen", "eighteen", "nineteen", "twenty"]
 NW_VAL = {w: i + 1 for i, w in enumerate(_NW_LIST)}
-_OW_LIST = (
-    "first second third fourth fifth sixth seventh eighth ninth tenth eleventh twelfth thirteenth "
-    "fourteenth fifteenth sixteenth seventeenth eighteenth nineteenth twentieth"
-).split()
+_OW_LIST = ["first", "second", "third", "fourth", "fifth", "sixth", "seventh", "eighth", "ninth", "tenth", "eleventh", "twelfth", "thirteenth", "fourteenth", "fifteenth", "sixteenth", "seventeenth", "eighteenth", "nineteenth", "twentieth"]
 OW_VAL = {w: i + 1 for i, w in enumerate(_OW_LIST)}
 
 NW = "(?:" + "|".join(sorted(_NW_LIST, key=len, reverse=True)) + ")"
@@ -47,6 +41,7 @@ ENTRIES: dict[str, str] = {
         r"|\bthe\s+(?:best|right)\s+(?:option|choice)\b"
     ),
     "recommend": r"\brecommend(?:ed|ation)?\b|\bsuggested\b|\bdefault\b",
+    "superlative": r"\bthe\s+most\b|\bmost\b",
     "suggest": r"\b(?:how|what)\s+about\b",
     "correct": (
         r"\bno\s*,?\s*wait\b|\bwait\s*,?\s*no\b|\bi\s+mean\b|\bactually\b|\bon\s+second\s+thoughts?\b|\bscratch\s+that\b"

@@ -59,6 +59,7 @@ import itertools
 import re
 from typing import Final
 
+import msgspec
 from tandem.messages.choice import ChoiceContext, ChoiceResult
 
 from ._clauses import gap, read, residue_words
@@ -76,12 +77,14 @@ _FAST: Final = re.compile(
     re.ASCII,
 )
 _PUNCT_SPACE: Final = " ,、;。.!:?\"'「」()[]…~〜-"
+_LABEL_WORD: Final = re.compile(r"[a-z]{4,}")
+_TYPO_CONF: Final = 0.85
 
 Analysis = Outcome
 """What :func:`analyse` returns: the result, and the refused options, guards and unexplained words."""
 
 
-def analyse(answer: str, context: ChoiceContext, *, lane: bool = True) -> Outcome:
+def analyse(answer: str, context: ChoiceContext, *, lane: bool = True, typos: bool = True) -> Outcome:
     """Run the pattern path and keep what the safety rules need.
 
     Parameters
@@ -92,6 +95,8 @@ def analyse(answer: str, context: ChoiceContext, *, lane: bool = True) -> Outcom
     lane : bool
         Take the fast lane for plain answers (:func:`fast_lane`); ``False``
         runs every stage (the tests check both agree).
+    typos : bool
+        Read a label with one typo as the label (at most 0.85).
 
     Returns
     -------
@@ -138,7 +143,61 @@ def analyse(answer: str, context: ChoiceContext, *, lane: bool = True) -> Outcom
     out = decide(reading, idx, context)
     if out.result is None and not out.unexplained:
         out.unexplained = residue_words(s, 0, len(s), toks)
+    if typos and out.unexplained and not out.guards:
+        fixed = _read_typos(s, out, idx, context)
+        if fixed is not None:
+            return fixed
     return out
+
+
+def _near(a: str, b: str) -> bool:
+    """Whether ``a`` is ``b`` with one character substituted, inserted, deleted or two adjacent ones swapped."""
+    if a == b or abs(len(a) - len(b)) > 1:
+        return False
+    if len(a) == len(b):
+        diff = [i for i in range(len(a)) if a[i] != b[i]]
+        return len(diff) == 1 or (len(diff) == 2 and diff[1] == diff[0] + 1 and a[diff[0]] == b[diff[1]]
+                                  and a[diff[1]] == b[diff[0]])
+    short, long_ = (a, b) if len(a) < len(b) else (b, a)
+    i = 0
+    while i < len(short) and short[i] == long_[i]:
+        i += 1
+    return short[i:] == long_[i + 1 :]
+
+
+def _read_typos(s: str, out: Outcome, idx: OptionIndex, context: ChoiceContext) -> Outcome | None:
+    """A label with one typo ("deplyo", "ファイル作製"): read it as the label, at most at 0.85."""
+    words: dict[str, int] = {}
+    for i, label in enumerate(idx.labels, start=1):
+        for w in _LABEL_WORD.findall(label):
+            words[w] = 0 if w in words and words[w] != i else i
+    fixes: list[tuple[str, str]] = []
+    for bad in out.unexplained:
+        if len(bad) < 4:
+            continue
+        near = {w for w, opt in words.items() if opt and len(w) >= 4 and _near(bad, w)}
+        if len(near) == 1:
+            fixes.append((bad, near.pop()))
+    if not fixes:
+        for label in idx.labels:  # CJK: a whole label with one character substituted
+            if len(label) >= 4 and not label.isascii():
+                for j in range(len(s) - len(label) + 1):
+                    if _near(s[j : j + len(label)], label) and len(s[j : j + len(label)]) == len(label):
+                        fixes.append((s[j : j + len(label)], label))
+                        break
+    if not fixes:
+        return None
+    fixed = s
+    for bad, good in fixes:
+        fixed = re.sub(rf"(?<![a-z]){re.escape(bad)}(?![a-z])", good, fixed)
+    again = analyse(fixed, context, typos=False)
+    r = again.result
+    if r is None or not r.selected_options or r.clarification_needed or again.unexplained:
+        return None
+    why = ", ".join(f"{b!r} read as {g!r}" for b, g in fixes)
+    again.result = msgspec.structs.replace(r, confidence=min(r.confidence, _TYPO_CONF),
+                                          reasoning=f"{r.reasoning} (typo: {why})")
+    return again
 
 
 _LANE_CHOICES: Final = frozenset((KIND.REF, KIND.RANGE, KIND.FIRSTN, KIND.LASTN))

@@ -105,6 +105,7 @@ _SIMPLE: Final = {
     "all": (KIND.ALL, 0.92, SRC.NONE, False, False, False),
     "compare": (KIND.COMPARE, 0.0, SRC.NONE, True, False, False),
     "recommend": (KIND.RECOMMEND, 0.0, SRC.NONE, False, False, False),
+    "superlative": (KIND.SUPERLATIVE, 0.0, SRC.NONE, False, False, False),
     "suggest": (KIND.SUGGEST, 0.0, SRC.NONE, False, False, False),
     "correct": (KIND.CORRECT, 0.0, SRC.NONE, False, False, False),
     "hold": (KIND.HOLD, 0.0, SRC.NONE, False, False, False),
@@ -415,6 +416,8 @@ def scan(s: str, idx: OptionIndex) -> list[Token]:
             opt, length, is_label = idx.kw_info[mo.lastindex - 1]  # type: ignore[operator]
             a, b = mo.span()
             kw_toks.append(Token(KIND.REF, a, b, opt, 0.7, SRC.KEYWORD if is_label else SRC.DESCRIPTION))
+            if m2.endswith("est", a, b) and b - a > length:  # "safest", "fastest": a superlative of the keyword
+                toks.append(Token(KIND.SUPERLATIVE, b, b))  # zero-width: the keyword token keeps the text
             if is_label:
                 cover[opt] = cover.get(opt, 0) + min(length, b - a)
         if kw_toks:

@@ -54,6 +54,7 @@ class Kind(IntEnum):
     PAST = 35  # "last time", "前回", "だった"
     COMPARE = 36  # "than", "より"
     MENTION = 37  # a number that is not a choice: "-1", "3 files", "10分"
+    SUPERLATIVE = 38  # "the most", "一番" + adjective: names an option through a quality
 
 
 class Src(IntEnum):

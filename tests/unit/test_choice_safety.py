@@ -24,6 +24,7 @@ JP3 = ChoiceContext(available_options=["ファイル作成", "安全モード実
 EN5 = ChoiceContext(available_options=["Lint", "Test", "Build", "Package", "Deploy"])
 ENAPP = ChoiceContext(available_options=["Approve", "Reject"], kind="approval")
 PLAN = ChoiceContext(available_options=["承認", "却下", "修正要求"], kind="approval")
+EN3 = ChoiceContext(available_options=["Create the file", "Run in safe mode", "Full run"])
 
 
 def acts(result: ChoiceResult | None) -> bool:
@@ -157,7 +158,8 @@ NEVER_ACT = [
     (EN5, "as if"), (EN5, "yeah right, 2"), (JP3, "2番なわけない"), (JP3, "完全実行とかありえない"),
     (ENAPP, "I wouldn't say no"), (ENAPP, "don't not run it"), (ENAPP, "not no"), (PLAN, "ダメじゃない"),
     (PLAN, "やめなくていい"), (PLAN, "承認しないわけじゃない"), (PLAN, "却下しないでもない"),
-    (JP3, "3番は実行しないで"), (JP3, "2を実行しない"),
+    (JP3, "3番は実行しないで"), (JP3, "2を実行しない"), (EN5, "not deplyo"), (EN5, "deplyo? as if"),
+    (EN5, "the least safe one"),
     (ENAPP, "yeah right"), (ENAPP, "approve? as if"), (PLAN, "承認するわけないでしょ"),
 ]
 
@@ -190,6 +192,10 @@ CLEAR = [
     (EN5, "kidding — 5", [5]), (JP3, "1じゃなくて3", [3]), (JP3, "冗談、3番で", [3]), (JP3, "やっぱり2番", [2]),
     (EN5, "both of the first two", [1, 2]), (EN5, "both of the last two", [4, 5]), (JP3, "最初の2つ両方", [1, 2]),
     (EN5, "actually, make that 4", [4]),
+    # superlatives that name an option through its label or description
+    (EN3, "the safest one", [2]), (EN3, "the fullest", [3]), (JP3, "一番安全なやつで", [2]), (JP3, "いちばん安全なの", [2]),
+    # a typo in a label
+    (EN5, "deplyo", [5]), (EN5, "tset and biuld", [2, 3]), (JP3, "ファイル作製", [1]), (JP3, "安全モード実効で", [2]),
 ]
 
 

@@ -99,7 +99,7 @@ def test_lexicon_entry_wins_at_its_position(text: str, name: str) -> None:
     (EN5, "-1", []),  # a signed number is no option
     (EN5, "3 files", []),  # a quantity
     (EN5, "version 2.5", []),
-    (JP3, "一番安全なやつ", [(Kind.REF, Src.KEYWORD, 2)]),  # 一番 + adjective is a superlative
+    (JP3, "一番安全なやつ", [(Kind.SUPERLATIVE, Src.NONE, None), (Kind.REF, Src.KEYWORD, 2)]),  # not option 1
     (PLAN, "skip step 3", [(Kind.NEG, Src.NONE, None), (Kind.PLANREF, Src.NONE, None)]),
 ])
 def test_scanner_tokens(ctx: ChoiceContext, answer: str, kinds: list) -> None:
