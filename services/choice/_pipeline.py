@@ -47,7 +47,9 @@ Confidence
 ----------
 Numbers 0.95, ordinals 0.92, lists 0.93 (minus 0.02 per extra item), ranges
 and counts 0.9, ``all`` 0.92, exclusions 0.88, exact label 0.9, label keyword
-0.7-0.8 by coverage, description keyword 0.7. Hedges (``maybe``, ``かな``) and
+0.7-0.8 by coverage, description keyword 0.7, a superlative naming one option
+through its label or description ("the safest one", "一番安全なやつ") 0.85, a
+label with one typo ("deplyo") at most 0.85. Hedges (``maybe``, ``かな``) and
 a trailing ``?`` cap at 0.7, uncertainty (``わからないけど``) at 0.6, anything
 unexplained at 0.75. A condition subtracts 0.1 and caps at 0.75, so
 conditional answers are always confirmed. Clarifications carry 0.0-0.3.
