@@ -31,7 +31,7 @@ from tandem.messages.plan import (
 from tandem.services.bus import Bus
 from tandem.services.errors import RemoteError
 from tandem.services.textcmd import DEFAULT_LIMITS
-from tests.conftest import make_config
+from ..conftest import make_config
 
 LINE_31 = "a" * 30 + "!"
 LINE_1MB = "a" * 1_000_000 + "!"
