@@ -167,6 +167,15 @@ def _near(a: str, b: str) -> bool:
     return short[i:] == long_[i + 1 :]
 
 
+def _finds(s: str, sub: str) -> list[int]:
+    out = []
+    j = s.find(sub)
+    while j >= 0:
+        out.append(j)
+        j = s.find(sub, j + 1)
+    return out
+
+
 def _read_typos(s: str, out: Outcome, idx: OptionIndex, context: ChoiceContext) -> Outcome | None:
     """A label with one typo ("deplyo", "ファイル作製"): read it as the label, at most at 0.85."""
     words: dict[str, int] = {}
@@ -183,9 +192,11 @@ def _read_typos(s: str, out: Outcome, idx: OptionIndex, context: ChoiceContext) 
     if not fixes:
         for label in idx.labels:  # CJK: a whole label with one character substituted
             if len(label) >= 4 and not label.isascii():
-                for j in range(len(s) - len(label) + 1):
-                    if _near(s[j : j + len(label)], label) and len(s[j : j + len(label)]) == len(label):
-                        fixes.append((s[j : j + len(label)], label))
+                k = len(label)
+                starts = {j for j in _finds(s, label[:2])} | {j - k + 2 for j in _finds(s, label[-2:])}
+                for j in sorted(starts):
+                    if 0 <= j <= len(s) - k and _near(s[j : j + k], label):
+                        fixes.append((s[j : j + k], label))
                         break
     if not fixes:
         return None
