@@ -412,7 +412,7 @@ class PlannerActor(Actor):
         candidates = prefilter(await self.recipes.all(), request.task, request.inputs, commands)
         if not candidates:
             return None
-        listing = _listing(request.inputs)
+        listing = _listing(request.inputs, preview=False)  # a short prompt: the menu call is on the critical path
         menu = "\n".join(f"- {c.recipe.name}: {c.recipe.description}" for c in candidates)
         reply = await self._complete(request, [
             ChatMessage(role="system", content=_MENU_SYSTEM),
@@ -497,7 +497,9 @@ class _MenuAnswer(msgspec.Struct, frozen=True):
 _menu_answer = msgspec.json.Decoder(_MenuAnswer)
 
 
-def _listing(inputs: Sequence[InputInfo]) -> str:
+def _listing(inputs: Sequence[InputInfo], *, preview: bool = True) -> str:
     if not inputs:
         return "none"
+    if not preview:
+        return "\n".join(f"- fd:{i.fd} ({i.type}, {i.size} chars)" for i in inputs)
     return "\n".join(f"- fd:{i.fd} ({i.type}, {i.size} chars), starts with:\n{i.preview}" for i in inputs)
