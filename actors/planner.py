@@ -414,11 +414,16 @@ class PlannerActor(Actor):
             return None
         listing = _listing(request.inputs, preview=False)  # a short prompt: the menu call is on the critical path
         menu = "\n".join(f"- {c.recipe.name}: {c.recipe.description}" for c in candidates)
-        reply = await self._complete(request, [
-            ChatMessage(role="system", content=_MENU_SYSTEM),
-            ChatMessage(role="user", content=f"Task: {request.task}\nInputs:\n{listing}\nRecipes:\n{menu}\n"
-                                             f'- {NONE}: no recipe does this task\nAnswer {{"recipe": NAME}}.'),
-        ], menu_schema([c.recipe.name for c in candidates]), "recipe_choice", 40)
+        # max_tokens leaves room for the whitespace a small model pads grammar-constrained JSON with
+        try:
+            reply = await self._complete(request, [
+                ChatMessage(role="system", content=_MENU_SYSTEM),
+                ChatMessage(role="user", content=f"Task: {request.task}\nInputs:\n{listing}\nRecipes:\n{menu}\n"
+                                                 f'- {NONE}: no recipe does this task\nAnswer {{"recipe": NAME}}.'),
+            ], menu_schema([c.recipe.name for c in candidates]), "recipe_choice", 100)
+        except PlanningFailed as exc:  # e.g. JSON cut short: no recipe, write a plan instead
+            log.info("planner: recipe menu failed: %s", exc)
+            return None
         model, calls = reply.model, 1
         try:
             name = _menu_answer.decode(reply.content).recipe
@@ -454,7 +459,7 @@ class PlannerActor(Actor):
             ChatMessage(role="user", content=f"Task: {request.task}\nInputs:\n{listing}\n"
                                              f"Recipe: {chosen.recipe.name}: {chosen.recipe.description}\n"
                                              f"Parameters:\n{params}\nAnswer with a JSON object of the values."),
-        ], fill_schema(chosen), "recipe_params", 120)
+        ], fill_schema(chosen), "recipe_params", 200)
         try:
             values = msgspec.json.decode(reply.content)
         except msgspec.DecodeError as exc:

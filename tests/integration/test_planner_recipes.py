@@ -226,3 +226,13 @@ async def test_a_broken_stored_recipe_is_skipped(bus: Bus) -> None:
         await kv.put(KEY_PREFIX + "broken", b'{"name": "broken"}')
         names = [r.name for r in (await recipes(bus, ListRecipes())).recipes]
     assert names == ["grep-word"]
+
+
+async def test_a_menu_answer_cut_short_means_no_recipe_not_a_failed_plan(bus: Bus) -> None:
+    """SmolLM2 pads grammar-allowed whitespace; max_tokens can cut the JSON before its closing brace."""
+    model = MockModel(planner=lambda body: ('{\n  "recipe" :\n    "grep-word"\n  \t   \t  ' if schema_name(body) ==
+                                            "recipe_choice" else json.dumps(SCRATCH_PLAN)), writer=lambda b: "x")
+    async with planner(bus, model, recipes=[GREP_WORD]):
+        reply = await plan(bus, "Keep the lines about timeouts")
+    assert reply.recipe == "" and reply.plan.workflow[1].params.cmd == "sort"
+    assert model.requests[0]["max_tokens"] >= 100
