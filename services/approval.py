@@ -185,8 +185,10 @@ def edit_plan(plan: ExecutionPlan, keep: set[int]) -> tuple[ExecutionPlan | None
     return edited, []
 
 
-async def _parse(bus: Bus, answer: str, context: ChoiceContext, env: dict[str, str]) -> ChoiceResult:
-    reply = await bus.request(subjects.CHOICE_PARSE, ChoiceRequest(answer=answer, context=context, **env),
+async def _parse(bus: Bus, answer: str, context: ChoiceContext, env: dict[str, str], *,
+                 use_llm: bool = True) -> ChoiceResult:
+    reply = await bus.request(subjects.CHOICE_PARSE,
+                              ChoiceRequest(answer=answer, context=context, use_llm=use_llm, **env),
                               ChoiceReply, timeout=60)
     return reply.result
 
@@ -222,14 +224,30 @@ async def ask_approval(bus: Bus, plan: ExecutionPlan, answer: str, *, risk_level
         When the choice parser fails.
     """
     env = {"correlation_id": correlation_id, "conversation_id": conversation_id}
-    runnable = [s.step for s in plan.workflow if not isinstance(s, ErrorRecovery)]
-    verdict = await _parse(bus, answer, ChoiceContext(
-        kind="approval", available_options=["approve", "reject"], risk_level=risk_level,
+    verdict_context = ChoiceContext(
+        kind="approval", available_options=["approve", "reject"], risk_level=risk_level,  # type: ignore[arg-type]
         option_descriptions=["run the plan", "do not run the plan"],
-        current_plan=", ".join(f"{s.step}. {describe_step(s)}" for s in plan.workflow)), env)
+        current_plan=", ".join(f"{s.step}. {describe_step(s)}" for s in plan.workflow))
+    # patterns first; the model only when they cannot tell (it may take seconds)
+    verdict = await _parse(bus, answer, verdict_context, env, use_llm=False)
     if pending is not None and pending.proposed_steps:
+        if verdict.action != "execute":
+            verdict = await _parse(bus, answer, verdict_context, env)
         return await _answer_to_proposal(bus, plan, answer, verdict, pending, risk_level, env)
-    steps = await _parse(bus, _steps_answer(answer), _steps_context(plan, risk_level), env)
+    steps_context = _steps_context(plan, risk_level)
+    steps = await _parse(bus, _steps_answer(answer), steps_context, env, use_llm=False)
+    approval = _decide(plan, answer, verdict, steps, pending)
+    if approval.decision != "unclear" or approval.proposed_steps or approval.question.startswith("I cannot enforce"):
+        return approval
+    verdict = await _parse(bus, answer, verdict_context, env)
+    steps = await _parse(bus, _steps_answer(answer), steps_context, env)
+    return _decide(plan, answer, verdict, steps, pending)
+
+
+def _decide(plan: ExecutionPlan, answer: str, verdict: ChoiceResult, steps: ChoiceResult,
+            pending: Approval | None) -> Approval:
+    """The approval from the approve/reject reading and the per-step reading (see the module rules)."""
+    runnable = [s.step for s in plan.workflow if not isinstance(s, ErrorRecovery)]
     results = [verdict, steps]
     modifications = list(dict.fromkeys([*verdict.modifications, *steps.modifications]))
     excluded = sorted(({*steps.refused_options, *_skipped(answer)} & set(runnable))
