@@ -20,8 +20,8 @@ Failure rules (house style 8, hardened by issue 10: no single message can crash 
   does not crash, so such failures never spend a supervisor's restart budget;
 * error messages are cut to :data:`MAX_ERROR_CHARS` and a reply larger than the server's
   ``max_payload`` goes through the object store (``too_large`` when it cannot);
-* requests that ask for heartbeats (``Tandem-Heartbeat``) get one every
-  :data:`~tandem.services.bus.HEARTBEAT_INTERVAL` seconds while queued or running, so a
+* requests that ask for heartbeats (``Tandem-Heartbeat``) get one on receipt (the ack) and
+  every :data:`~tandem.services.bus.HEARTBEAT_INTERVAL` seconds while queued or running, so a
   caller can tell a slow replica from a dead one; a retry (``Tandem-Attempt`` > 1) is
   refused with ``bad_request`` unless the endpoint is declared ``idempotent``;
 * when the NATS connection closes for good the actor crashes with
@@ -247,11 +247,15 @@ class Actor:
     def _dispatcher(
         self, send: MemoryObjectSendStream[tuple[Msg, Endpoint]], ep: Endpoint
     ) -> Callable[[Msg], Awaitable[None]]:
-        waiting = self._waiting
+        waiting, bus = self._waiting, self.bus
 
         async def dispatch(msg: Msg) -> None:
             if msg.reply and msg.headers and HEARTBEAT_HEADER in msg.headers:
                 waiting[msg.reply] = anyio.current_time()
+                try:
+                    await bus.heartbeat(msg.reply)  # the ack: "received, and I send heartbeats"
+                except Exception as exc:  # the connection is going away: the reply would fail too
+                    log.debug("%s: ack to %s failed: %r", self.name, msg.reply, exc)
             # Hand over without yielding while there is room: messages that
             # arrived together are dispatched together, so their replies leave in
             # one socket write instead of one write each.

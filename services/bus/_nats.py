@@ -105,10 +105,12 @@ def _headers_size(headers: Mapping[str, str] | None) -> int:
 class _Pending:
     """One request waiting for its reply; heartbeats move ``alive_at`` forward."""
 
-    __slots__ = ("alive_at", "event", "lost", "msg")
+    __slots__ = ("acked", "alive_at", "event", "lost", "msg", "subject")
 
-    def __init__(self, now: float) -> None:
+    def __init__(self, now: float, subject: str) -> None:
+        self.subject = subject
         self.alive_at = now
+        self.acked = False  # a heartbeat came: the responder is an actor that heartbeats
         self.event = anyio.Event()
         self.msg: Msg | None = None
         self.lost = False  # the connection closed under it
@@ -157,6 +159,7 @@ class Bus:
         self._inbox_prefix: str | None = None
         self._inbox_sub: Subscription | None = None
         self._pending: dict[str, _Pending] = {}
+        self._acking: set[str] = set()  # subjects whose responders ack requests (actors)
         self._tokens = itertools.count()
         self.generation = 0
         """How many times the connection was reopened by :meth:`reconnect`."""
@@ -544,16 +547,28 @@ class Bus:
             return  # a late reply to an attempt already given up on
         if msg.headers and msg.headers.get(STATUS_HEADER) == STATUS_WORKING and not msg.data:
             pending.alive_at = anyio.current_time()
+            if not pending.acked:  # wake the waiter: from now on silence counts
+                pending.acked = True
+                self._acking.add(pending.subject)
+                woken, pending.event = pending.event, anyio.Event()
+                woken.set()
             return
         pending.msg = msg
         pending.event.set()
 
-    async def _attempt(self, subject: str, body: bytes, headers: dict[str, str], end: float) -> Msg | None:
-        """Send one attempt; return the reply, ``None`` on timeout; raise :class:`_Silent`."""
+    async def _attempt(self, subject: str, body: bytes, headers: dict[str, str], end: float, *,
+                       idempotent: bool) -> Msg | None:
+        """Send one attempt; return the reply, ``None`` on timeout; raise :class:`_Silent`.
+
+        Silence counts once this request was acked (actors ack on receipt), when the subject's
+        responders are known to ack (an earlier request there was acked: an unacked request
+        was lost on its way), or for an idempotent request (retrying it is harmless). A
+        responder that never acks (a plain subscription answering later) is waited for.
+        """
         await self._ensure_open()
         prefix = await self._ensure_inbox()
         token = str(next(self._tokens))
-        pending = self._pending[token] = _Pending(anyio.current_time())
+        pending = self._pending[token] = _Pending(anyio.current_time(), subject)
         try:
             await self.nc.publish(subject, body, reply=prefix + token, headers=headers)
             while pending.msg is None:
@@ -562,10 +577,13 @@ class Bus:
                     raise _Silent("the connection closed")
                 if now >= end:
                     return None
+                watched = pending.acked or idempotent or subject in self._acking
                 quiet = now - pending.alive_at
-                if quiet >= self.liveness:
-                    raise _Silent(f"no reply and no heartbeat for {quiet:.1f}s")
-                with anyio.move_on_after(min(end, pending.alive_at + self.liveness) - now):
+                if watched and quiet >= self.liveness:
+                    raise _Silent(f"no reply and no heartbeat for {quiet:.1f}s"
+                                  if pending.acked else f"not received within {quiet:.1f}s")
+                wake = min(end, pending.alive_at + self.liveness) if watched else end
+                with anyio.move_on_after(wake - now):
                     await pending.event.wait()
             return pending.msg
         finally:
@@ -666,7 +684,7 @@ class Bus:
         attempt = 1
         while True:
             try:
-                msg = await self._attempt(subject, body, headers, end)
+                msg = await self._attempt(subject, body, headers, end, idempotent=idempotent)
             except _Silent as exc:
                 if idempotent and end - anyio.current_time() > 0.05:
                     attempt += 1

@@ -7,10 +7,13 @@ header                 meaning
                        object store bucket ``<bucket>``, written as ``<bucket>/<name>``. Used for
                        requests, replies and events larger than the server's ``max_payload``.
 ``Tandem-Heartbeat``   On a request: "I am waiting; tell me you are still working on it". The
-                       serving actor then sends, every :data:`HEARTBEAT_INTERVAL` seconds until
-                       it replies, an empty message with ``Tandem-Status: working`` to the reply
-                       subject. A caller that hears nothing for its liveness window presumes the
-                       replica dead (:class:`~tandem.services.errors.ReplicaLost`).
+                       serving actor then sends, on receipt (the ack) and every
+                       :data:`HEARTBEAT_INTERVAL` seconds until it replies, an empty message with
+                       ``Tandem-Status: working`` to the reply subject. A caller that got the ack
+                       and then hears nothing for its liveness window presumes the replica dead
+                       (:class:`~tandem.services.errors.ReplicaLost`); an idempotent request
+                       without even an ack is sent again. A responder that never acks (a plain
+                       subscription) is waited for until the timeout, as before.
 ``Tandem-Status``      ``working`` on a heartbeat.
 ``Tandem-Attempt``     ``2``, ``3``…: the request is a retry of an idempotent request whose
                        replica went silent. Endpoints not declared ``idempotent`` refuse it

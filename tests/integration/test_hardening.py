@@ -212,3 +212,22 @@ async def test_credentials_in_the_url_are_not_printed(caplog) -> None:
         await Bus.connect(url, connect_timeout=0.3)
     assert "s3cret" not in str(info.value) and "tandem:***@127.0.0.1" in str(info.value)
     assert "s3cret" not in caplog.text
+
+
+async def test_a_plain_subscription_answering_late_is_waited_for(nats_url: str) -> None:
+    """Only actors ack and heartbeat; a responder that never acks is not presumed dead."""
+    client = await Bus.connect(nats_url, liveness=0.5)
+    try:
+        sub = await client.subscribe("test.plain")
+
+        async def answer_late() -> None:
+            msg = await sub.next_msg(timeout=5)
+            await anyio.sleep(1.5)  # three liveness windows
+            await client.respond(msg, Sized(text="late", received=0))
+
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(answer_late)
+            reply = await client.request("test.plain", Text(), Sized, timeout=5)
+        assert reply.text == "late"
+    finally:
+        await client.close()

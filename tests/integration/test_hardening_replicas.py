@@ -85,6 +85,7 @@ async def test_sigkill_of_one_replica_under_300_requests(idempotent: bool) -> No
             with anyio.fail_after(30):
                 for p in procs:
                     await _ready(p)
+            await bus.request(subjects.ROUTER_COMPLETE, _request(0), CompletionReply, timeout=5)  # acks seen
             started = time.monotonic()
             with anyio.fail_after(TIMEOUT - 5):  # nobody waits out the timeout
                 outcomes, waits = await _storm(bus, 300, idempotent=idempotent, kill=procs[0], kill_after=150)
