@@ -20,8 +20,9 @@ Failure rules (house style 8, hardened by issue 10: no single message can crash 
   does not crash, so such failures never spend a supervisor's restart budget;
 * error messages are cut to :data:`MAX_ERROR_CHARS` and a reply larger than the server's
   ``max_payload`` goes through the object store (``too_large`` when it cannot);
-* requests that ask for heartbeats (``Tandem-Heartbeat``) get one on receipt (the ack) and
-  every :data:`~tandem.services.bus.HEARTBEAT_INTERVAL` seconds while queued or running, so a
+* requests that ask for heartbeats (``Tandem-Heartbeat``) get one every
+  :data:`~tandem.services.bus.HEARTBEAT_INTERVAL` seconds while queued or running (and their
+  reply says ``Tandem-Status: done``), so a
   caller can tell a slow replica from a dead one; a retry (``Tandem-Attempt`` > 1) is
   refused with ``bad_request`` unless the endpoint is declared ``idempotent``;
 * when the NATS connection closes for good the actor crashes with
@@ -53,6 +54,8 @@ from tandem.services.bus import (
     HEARTBEAT_HEADER,
     HEARTBEAT_INTERVAL,
     PAYLOAD_HEADER,
+    STATUS_DONE,
+    STATUS_HEADER,
     Bus,
     deadline_from_headers,
     deadline_scope,
@@ -247,15 +250,11 @@ class Actor:
     def _dispatcher(
         self, send: MemoryObjectSendStream[tuple[Msg, Endpoint]], ep: Endpoint
     ) -> Callable[[Msg], Awaitable[None]]:
-        waiting, bus = self._waiting, self.bus
+        waiting = self._waiting
 
         async def dispatch(msg: Msg) -> None:
             if msg.reply and msg.headers and HEARTBEAT_HEADER in msg.headers:
                 waiting[msg.reply] = anyio.current_time()
-                try:
-                    await bus.heartbeat(msg.reply)  # the ack: "received, and I send heartbeats"
-                except Exception as exc:  # the connection is going away: the reply would fail too
-                    log.debug("%s: ack to %s failed: %r", self.name, msg.reply, exc)
             # Hand over without yielding while there is room: messages that
             # arrived together are dispatched together, so their replies leave in
             # one socket write instead of one write each.
@@ -346,7 +345,7 @@ class Actor:
                 await self._fail(msg, ep, request, exc, span, data)
                 return
             if msg.reply and reply is not None:
-                await self.bus.respond(msg, reply)
+                await self.bus.respond(msg, reply, _done(msg))
 
     @contextmanager
     def _cancellable(self, request: Message, enabled: bool) -> Iterator[anyio.CancelScope]:
@@ -373,7 +372,7 @@ class Actor:
         span.set_status(Status(StatusCode.ERROR, truncate_text(str(exc), 200)))
         error = self._error_reply(exc, request, ep)
         if msg.reply:
-            await self.bus.respond(msg, error)
+            await self.bus.respond(msg, error, _done(msg))
         else:  # nobody waits for an answer: keep the message and the reason, do not crash
             await self._dead_letter(msg, error, data)
 
@@ -395,7 +394,7 @@ class Actor:
         error = ErrorReply(code=code, message=text, path=path,
                            correlation_id=env.correlation_id or new_id(), conversation_id=env.conversation_id)
         if msg.reply:
-            await self.bus.respond(msg, error)
+            await self.bus.respond(msg, error, _done(msg))
         else:
             await self._dead_letter(msg, error, data)
 
@@ -423,6 +422,15 @@ class Actor:
             code=code, message=truncate_text(text, MAX_ERROR_CHARS), path=path if isinstance(path, str) else None,
             correlation_id=request.correlation_id, conversation_id=request.conversation_id,
         )
+
+
+def _done(msg: Msg) -> dict[str, str] | None:
+    """Reply headers: ``Tandem-Status: done`` tells a caller that asked for heartbeats that
+    this subject is served by actors, which heartbeat (so silence there means a lost request)."""
+    return _DONE if msg.headers and HEARTBEAT_HEADER in msg.headers else None
+
+
+_DONE = {STATUS_HEADER: STATUS_DONE}
 
 
 def _peek_envelope(data: bytes) -> _EnvelopeOnly:

@@ -11,6 +11,7 @@ from ._protocol import (
     HEARTBEAT_INTERVAL,
     PAYLOAD_BUCKET,
     PAYLOAD_HEADER,
+    STATUS_DONE,
     STATUS_HEADER,
     STATUS_WORKING,
 )
@@ -25,6 +26,7 @@ __all__ = [
     "MAX_SUBJECT_BYTES",
     "PAYLOAD_BUCKET",
     "PAYLOAD_HEADER",
+    "STATUS_DONE",
     "STATUS_HEADER",
     "STATUS_WORKING",
     "Bus",

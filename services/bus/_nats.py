@@ -61,6 +61,7 @@ from ._protocol import (
     HEARTBEAT_HEADER,
     PAYLOAD_BUCKET,
     PAYLOAD_HEADER,
+    STATUS_DONE,
     STATUS_HEADER,
     STATUS_WORKING,
     parse_payload_ref,
@@ -159,7 +160,7 @@ class Bus:
         self._inbox_prefix: str | None = None
         self._inbox_sub: Subscription | None = None
         self._pending: dict[str, _Pending] = {}
-        self._acking: set[str] = set()  # subjects whose responders ack requests (actors)
+        self._acking: set[str] = set()  # subjects served by actors (they heartbeat)
         self._tokens = itertools.count()
         self.generation = 0
         """How many times the connection was reopened by :meth:`reconnect`."""
@@ -553,6 +554,8 @@ class Bus:
                 woken, pending.event = pending.event, anyio.Event()
                 woken.set()
             return
+        if msg.headers and msg.headers.get(STATUS_HEADER) == STATUS_DONE:
+            self._acking.add(pending.subject)  # served by actors: silence there means a lost request
         pending.msg = msg
         pending.event.set()
 
@@ -560,10 +563,10 @@ class Bus:
                        idempotent: bool) -> Msg | None:
         """Send one attempt; return the reply, ``None`` on timeout; raise :class:`_Silent`.
 
-        Silence counts once this request was acked (actors ack on receipt), when the subject's
-        responders are known to ack (an earlier request there was acked: an unacked request
-        was lost on its way), or for an idempotent request (retrying it is harmless). A
-        responder that never acks (a plain subscription answering later) is waited for.
+        Silence counts once this request got a heartbeat, when the subject is known to be
+        served by actors (a heartbeat or a ``Tandem-Status: done`` reply was seen there), or
+        for an idempotent request (retrying it is harmless). A responder that never
+        heartbeats (a plain subscription answering later) is waited for.
         """
         await self._ensure_open()
         prefix = await self._ensure_inbox()

@@ -7,14 +7,15 @@ header                 meaning
                        object store bucket ``<bucket>``, written as ``<bucket>/<name>``. Used for
                        requests, replies and events larger than the server's ``max_payload``.
 ``Tandem-Heartbeat``   On a request: "I am waiting; tell me you are still working on it". The
-                       serving actor then sends, on receipt (the ack) and every
-                       :data:`HEARTBEAT_INTERVAL` seconds until it replies, an empty message with
-                       ``Tandem-Status: working`` to the reply subject. A caller that got the ack
-                       and then hears nothing for its liveness window presumes the replica dead
-                       (:class:`~tandem.services.errors.ReplicaLost`); an idempotent request
-                       without even an ack is sent again. A responder that never acks (a plain
+                       serving actor then sends, every :data:`HEARTBEAT_INTERVAL` seconds until
+                       it replies, an empty message with ``Tandem-Status: working`` to the reply
+                       subject, and its reply carries ``Tandem-Status: done``. Silence for the
+                       caller's liveness window on a subject known to be served by actors (a
+                       heartbeat or a ``done`` reply was seen there) means the request was lost
+                       with its replica (:class:`~tandem.services.errors.ReplicaLost`, or a
+                       retry when idempotent). A responder that never heartbeats (a plain
                        subscription) is waited for until the timeout, as before.
-``Tandem-Status``      ``working`` on a heartbeat.
+``Tandem-Status``      ``working`` on a heartbeat, ``done`` on an actor's reply.
 ``Tandem-Attempt``     ``2``, ``3``…: the request is a retry of an idempotent request whose
                        replica went silent. Endpoints not declared ``idempotent`` refuse it
                        with ``bad_request``.
@@ -31,6 +32,7 @@ __all__ = [
     "HEARTBEAT_INTERVAL",
     "PAYLOAD_BUCKET",
     "PAYLOAD_HEADER",
+    "STATUS_DONE",
     "STATUS_HEADER",
     "STATUS_WORKING",
     "payload_ref",
@@ -41,6 +43,7 @@ PAYLOAD_HEADER = "Tandem-Payload"
 HEARTBEAT_HEADER = "Tandem-Heartbeat"
 STATUS_HEADER = "Tandem-Status"
 STATUS_WORKING = "working"
+STATUS_DONE = "done"
 ATTEMPT_HEADER = "Tandem-Attempt"
 
 HEARTBEAT_INTERVAL = 1.0
