@@ -11,13 +11,15 @@ from .choice_parser import ChoiceParserActor
 from .executor import ExecutorActor
 from .planner import PlannerActor
 from .router import RouterActor
+from .task import TaskActor
 
-__all__ = ["ACTORS", "ChoiceParserActor", "Actor", "ActorCrashed", "Endpoint", "ExecutorActor", "PlannerActor", "RouterActor", "supervise"]
+__all__ = ["ACTORS", "ChoiceParserActor", "Actor", "ActorCrashed", "Endpoint", "ExecutorActor", "PlannerActor", "RouterActor", "TaskActor", "supervise"]
 
 ACTORS: dict[str, Callable[[Bus, Config], Actor]] = {
     "planner": PlannerActor,
     "router": RouterActor,
     "executor": ExecutorActor,
     "choice": ChoiceParserActor,
+    "task": TaskActor,
 }
 """Actor name → constructor ``(bus, config) -> Actor``."""

@@ -31,7 +31,9 @@ from tandem.messages import (
     ManualTransform,
     Output,
     ReadInput,
+    RunCheckpoint,
     SpawnCommand,
+    StepCheckpoint,
     StepEvent,
     StepOutcome,
     WorkflowStep,
@@ -42,7 +44,7 @@ from tandem.messages.plan import Condition
 from tandem.services.bus import Bus
 from tandem.services.config import Config
 from tandem.services.errors import ExecutionError, StepFailed, TandemError
-from tandem.services.textcmd import run_command
+from tandem.services.textcmd import buffered_chars, regex_search, run_builtin
 
 from ._base import Actor, Endpoint
 
@@ -93,6 +95,20 @@ class _Run:
         self.current = ""
         self.outputs: list[Output] = []
         self.outcomes: list[StepOutcome] = []
+        self.next_index = 0
+        if (resume := request.resume) is not None:
+            self.fds.update(resume.fds)
+            self.current = resume.current
+            self.outputs = list(resume.outputs)
+            self.outcomes = list(resume.steps)
+            self.next_index = resume.next_index
+
+    def checkpoint(self) -> RunCheckpoint:
+        """Return the state after the last finished step (buffers the inputs already hold are left out)."""
+        inputs = self.request.inputs
+        return RunCheckpoint(next_index=self.next_index, current=self.current,
+                             fds={fd: t for fd, t in self.fds.items() if inputs.get(fd) is not t},
+                             outputs=list(self.outputs), steps=list(self.outcomes))
 
     def text(self, fd: int | None) -> str:
         if fd is None:
@@ -122,27 +138,38 @@ class ExecutorActor(Actor):
                          timeout=self.config.nats.request_timeout_s)]
 
     async def execute(self, request: ExecuteRequest) -> ExecuteReply:
-        """Run the plan to the end.
+        """Run the plan to the end (from ``request.resume`` when given).
+
+        After every finished step, a :class:`~tandem.messages.StepCheckpoint` goes to
+        ``request.checkpoint_subject`` (when set), so the task actor can resume the plan there
+        if it has to run it again.
 
         Raises
         ------
         StepFailed
             When a step fails and no ``error_recovery`` saves it.
+        ExecutionError
+            When ``resume`` points outside the plan.
         """
         plan = request.plan
         run = _Run(request)
         index = plan.step_index()
         recovery = {n: s for s in plan.workflow if isinstance(s, ErrorRecovery) for n in s.params.covers}
         total = sum(1 for s in plan.workflow if not isinstance(s, ErrorRecovery))
-        i = 0
-        while i < len(plan.workflow):
-            step = plan.workflow[i]
-            i += 1
+        if not 0 <= run.next_index <= len(plan.workflow):
+            raise ExecutionError(f"resume.next_index {run.next_index} is outside the plan's {len(plan.workflow)} steps")
+        while run.next_index < len(plan.workflow):
+            step = plan.workflow[run.next_index]
+            run.next_index += 1
             if isinstance(step, ErrorRecovery):
                 continue
             jump = await self._run_step(run, step, recovery.get(step.step), total)
             if jump is not None:
-                i = index[jump]
+                run.next_index = index[jump]
+            if request.checkpoint_subject:
+                await self.bus.publish(request.checkpoint_subject, StepCheckpoint(
+                    task_id=request.correlation_id, checkpoint=run.checkpoint(),
+                    correlation_id=request.correlation_id, conversation_id=request.conversation_id))
         return ExecuteReply(correlation_id=request.correlation_id, conversation_id=request.conversation_id,
                             outputs=run.outputs, steps=run.outcomes)
 
@@ -211,7 +238,8 @@ class ExecutorActor(Actor):
                 run.store(run.request.inputs[fd], fd)
                 return f"{p.source}: {len(run.current)} chars", None
             case SpawnCommand(params=p):
-                result = run_command(p.cmd, p.args, run.text(p.input_fd))
+                held = buffered_chars([*run.fds.values(), run.current, *(o.text for o in run.outputs)])
+                result = await run_builtin(p.cmd, p.args, run.text(p.input_fd), held_chars=held)
                 run.store(result, p.output_fd)
                 return " ".join([p.cmd, *p.args]), None
             case ManualTransform(params=p):
@@ -229,7 +257,9 @@ class ExecutorActor(Actor):
                 run.outputs.append(Output(destination=p.destination, text=run.text(p.input_fd), format=p.format))
                 return p.destination, None
             case ConditionalBranch(params=p):
-                taken = evaluate_condition(p.condition, run.text(p.input_fd))
+                text = run.text(p.input_fd)
+                taken = (await regex_search(p.condition.value, text) if p.condition.kind == "matches"
+                         else evaluate_condition(p.condition, text))
                 target = p.then_step if taken else p.else_step
                 return f"{p.condition.kind} → {'then' if taken else 'else'} step {target or 'next'}", target
         raise AssertionError(step)

@@ -8,8 +8,8 @@ from . import subjects
 from ._base import ErrorReply, Message, decode_error_path, new_id, utcnow
 from ._codec import decoder, encode
 from .choice import ChoiceContext, ChoiceReply, ChoiceRequest, ChoiceResult
-from .control import Ping, PingReply, Pong
-from .execution import ExecuteReply, ExecuteRequest, ExecutorReply, Output, StepEvent, StepOutcome, TaskEvent
+from .control import CancelWork, Ping, PingReply, Pong
+from .execution import ExecuteReply, ExecuteRequest, ExecutorReply, Output, StepEvent, StepOutcome
 from .plan import (
     ConditionalBranch,
     ErrorRecovery,
@@ -24,6 +24,24 @@ from .plan import (
     plan_json_schema_compact,
 )
 from .planning import Ack, InputInfo, PlannerReply, PlanReply, PlanRequest, RememberPlan
+from .task import (
+    TERMINAL,
+    IntentResult,
+    RunCheckpoint,
+    StepCheckpoint,
+    TaskAnswer,
+    TaskAnswerReply,
+    TaskCancel,
+    TaskEvent,
+    TaskGet,
+    TaskList,
+    TaskListReply,
+    TaskReply,
+    TaskResult,
+    TaskState,
+    TaskSubmit,
+    TaskSummary,
+)
 from .routing import (
     Attempt,
     ChatMessage,
@@ -37,6 +55,7 @@ from .routing import (
 )
 
 __all__ = [
+    "CancelWork",
     "ChoiceContext",
     "ChoiceReply",
     "ChoiceRequest",
@@ -73,7 +92,22 @@ __all__ = [
     "SpawnCommand",
     "StepEvent",
     "StepOutcome",
+    "TERMINAL",
+    "IntentResult",
+    "RunCheckpoint",
+    "StepCheckpoint",
+    "TaskAnswer",
+    "TaskAnswerReply",
+    "TaskCancel",
     "TaskEvent",
+    "TaskGet",
+    "TaskList",
+    "TaskListReply",
+    "TaskReply",
+    "TaskResult",
+    "TaskState",
+    "TaskSubmit",
+    "TaskSummary",
     "TokenUsage",
     "WorkflowStep",
     "WriteOutput",

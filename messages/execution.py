@@ -9,25 +9,7 @@ import msgspec
 from ._base import ErrorReply, Message
 from .plan import ExecutionPlan
 
-__all__ = ["ExecuteReply", "ExecuteRequest", "ExecutorReply", "Output", "StepEvent", "StepOutcome", "TaskEvent"]
-
-
-class ExecuteRequest(Message, frozen=True, kw_only=True, tag="execute_request"):
-    """Run ``plan`` on ``inputs``.
-
-    Parameters
-    ----------
-    plan : ExecutionPlan
-    inputs : dict of int to str
-        Input texts by fd (``0`` stdin, ``3``… the ``--input`` files). The
-        executor never touches the file system: the CLI reads and writes files.
-    task : str
-        The user's task (context for ``manual_transform``).
-    """
-
-    plan: ExecutionPlan
-    inputs: dict[int, str] = {}
-    task: str = ""
+__all__ = ["ExecuteReply", "ExecuteRequest", "ExecutorReply", "Output", "RunCheckpoint", "StepEvent", "StepOutcome"]
 
 
 class Output(msgspec.Struct, frozen=True, kw_only=True):
@@ -56,6 +38,55 @@ class StepOutcome(msgspec.Struct, frozen=True, kw_only=True):
     status: Literal["ok", "skipped", "recovered", "failed"]
     duration_ms: float = 0.0
     detail: str = ""
+
+
+class RunCheckpoint(msgspec.Struct, frozen=True, kw_only=True):
+    """The executor's state after a finished step, so a redelivered task resumes there.
+
+    Parameters
+    ----------
+    next_index : int
+        Index in ``plan.workflow`` of the next step to run.
+    current : str
+        The current text.
+    fds : dict of int to str
+        Buffers written by steps (the inputs are not repeated).
+    outputs : list of Output
+    steps : list of StepOutcome
+        Outcomes so far, in the order run.
+    """
+
+    next_index: int
+    current: str = ""
+    fds: dict[int, str] = {}
+    outputs: list[Output] = []
+    steps: list[StepOutcome] = []
+
+
+class ExecuteRequest(Message, frozen=True, kw_only=True, tag="execute_request"):
+    """Run ``plan`` on ``inputs``.
+
+    Parameters
+    ----------
+    plan : ExecutionPlan
+    inputs : dict of int to str
+        Input texts by fd (``0`` stdin, ``3``… the ``--input`` files). The
+        executor never touches the file system: the CLI reads and writes files.
+    task : str
+        The user's task (context for ``manual_transform``).
+    checkpoint_subject : str
+        Where to publish a :class:`~tandem.messages.StepCheckpoint` after every finished
+        step (``""``: nowhere). The task actor keeps the latest one in its KV state.
+    resume : RunCheckpoint or None
+        Continue from this checkpoint: the steps before ``resume.next_index`` are not run
+        again (a task redelivered after its task-actor replica died).
+    """
+
+    plan: ExecutionPlan
+    inputs: dict[int, str] = {}
+    task: str = ""
+    checkpoint_subject: str = ""
+    resume: RunCheckpoint | None = None
 
 
 class ExecuteReply(Message, frozen=True, kw_only=True, tag="execute_reply"):
@@ -87,15 +118,6 @@ class StepEvent(Message, frozen=True, kw_only=True, tag="step_event"):
     status: Literal["started", "ok", "skipped", "recovered", "failed"]
     total_steps: int
     duration_ms: float = 0.0
-    detail: str = ""
-
-
-class TaskEvent(Message, frozen=True, kw_only=True, tag="task_event"):
-    """Task lifecycle, published on ``tandem.events.task.<status>``."""
-
-    task: str
-    status: Literal["started", "completed", "failed"]
-    mode: str = ""
     detail: str = ""
 
 

@@ -16,8 +16,15 @@ subject                                payload
 ``tandem.choice.parse``                ``ChoiceRequest`` → ``ChoiceReply``
 ``tandem.events.choice.parsed``        ``ChoiceReply`` (every parsed answer)
 ``tandem.<actor>.ping``                ``Ping`` → ``Pong`` (liveness / discovery)
+``tandem.control.cancel``              ``CancelWork`` (every actor; no queue group)
 ``tandem.events.executor.step``        ``StepEvent``
-``tandem.events.task.<status>``        ``TaskEvent``
+``tandem.task.submit``                 ``TaskSubmit`` (JetStream stream ``TANDEM_TASKS``)
+``tandem.task.get``                    ``TaskGet`` → ``TaskReply``
+``tandem.task.list``                   ``TaskList`` → ``TaskListReply``
+``tandem.task.cancel``                 ``TaskCancel`` → ``TaskReply``
+``tandem.task.answer``                 ``TaskAnswer`` → ``TaskAnswerReply``
+``tandem.events.task.<kind>.<id>``     ``TaskEvent``
+``tandem.events.dead_letter.<actor>``  ``DeadLetter``
 =====================================  ==========================================
 """
 
@@ -27,6 +34,20 @@ __all__ = [
     "EVENTS_ALL",
     "EVENT_STEP",
     "EVENT_TASK",
+    "EVENT_TASK_ALL",
+    "CONTROL_CANCEL",
+    "TASK_ANSWER",
+    "TASK_CANCEL",
+    "TASK_CANCEL_SIGNAL",
+    "TASK_GET",
+    "TASK_LIST",
+    "TASK_SUBMIT",
+    "TASK_STREAM",
+    "TASK_CONSUMER",
+    "TASK_BUCKET",
+    "TASK_DATA_BUCKET",
+    "task_answer_inbox",
+    "task_events",
     "EXECUTOR_EXECUTE",
     "CHOICE_PARSE",
     "EVENT_CHOICE",
@@ -54,13 +75,47 @@ EVENT_CHOICE = "tandem.events.choice.parsed"
 
 EVENTS_ALL = "tandem.events.>"
 EVENT_STEP = "tandem.events.executor.step"
-EVENT_TASK = "tandem.events.task.{status}"
-"""Template (``messaging.destination.template``) for task lifecycle events."""
+EVENT_TASK = "tandem.events.task.{kind}.{task_id}"
+"""Template (``messaging.destination.template``) for task events."""
+EVENT_TASK_ALL = "tandem.events.task.>"
+
+CONTROL_CANCEL = "tandem.control.cancel"
+"""Broadcast to every actor (no queue group): drop in-flight work of one correlation id."""
+
+TASK_SUBMIT = "tandem.task.submit"
+TASK_GET = "tandem.task.get"
+TASK_LIST = "tandem.task.list"
+TASK_CANCEL = "tandem.task.cancel"
+TASK_ANSWER = "tandem.task.answer"
+TASK_CANCEL_SIGNAL = "tandem.task.cancel_signal"
+"""Broadcast to every task-actor replica (no queue group): stop the task if you hold it."""
+TASK_STREAM = "TANDEM_TASKS"
+"""JetStream work-queue stream holding submitted tasks."""
+TASK_CONSUMER = "tandem_task"
+"""The durable pull consumer every task-actor replica fetches from."""
+TASK_BUCKET = "tandem_tasks"
+"""KV bucket: one :class:`~tandem.messages.TaskState` per task id."""
+TASK_DATA_BUCKET = "tandem_task_data"
+"""Object store: inputs and results too large for a message."""
 
 
-def event_task(status: str) -> str:
-    """Return the task event subject for ``status`` (``started``, ``completed``, ``failed``)."""
-    return EVENT_TASK.format(status=status)
+def event_task(kind: str, task_id: str = "*") -> str:
+    """Return the subject of task events: ``tandem.events.task.<kind>.<task_id>``.
+
+    ``kind`` and ``task_id`` may be ``*`` wildcards: ``event_task("succeeded")`` matches
+    every task's success, ``task_events(task_id)`` every event of one task.
+    """
+    return EVENT_TASK.format(kind=kind, task_id=task_id)
+
+
+def task_events(task_id: str) -> str:
+    """Return the subject matching every event of one task."""
+    return event_task("*", task_id)
+
+
+def task_answer_inbox(task_id: str) -> str:
+    """Return the subject on which the replica holding ``task_id`` takes approval answers."""
+    return f"{PREFIX}.task.answer.{task_id}"
 
 
 def ping(actor: str) -> str:

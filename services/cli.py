@@ -1,7 +1,8 @@
 """The ``tandem`` command line (typer + rich).
 
-Commands: ``run`` (one task, two-stage flow of design note 000), ``serve``
-(actors as a long-running process), ``trace`` (print a recorded trace).
+Commands: ``run`` (submit one task to the task loop and follow it), ``tasks`` and
+``task show|cancel|wait`` (tasks on a running Tandem), ``serve`` (actors as a long-running
+process), ``trace`` (print a recorded trace), ``choose``, ``usage``, ``config show|path``.
 """
 
 from __future__ import annotations
@@ -11,6 +12,7 @@ import os
 import signal
 import sys
 import tempfile
+import time
 from pathlib import Path
 from typing import Annotated, Optional
 
@@ -23,7 +25,7 @@ from rich.logging import RichHandler
 
 from tandem.messages import ExecutionPlan, StepEvent, decoder, subjects
 
-from .config import Config, load_config
+from .config import Config, load_config, redact_url
 from .errors import InputError, TandemError
 
 __all__ = ["app", "main"]
@@ -150,34 +152,44 @@ def run(
     no_cache: Annotated[bool, typer.Option("--no-cache", help="Do not use the plan cache.")] = False,
     approve: Annotated[bool, typer.Option("--approve", help="Show the plan and ask for approval in free text (per step: 'only 1 and 3', 'skip step 2', 'no').")] = False,
     answer: Annotated[list[str], typer.Option("--answer", help="With --approve: the answer(s) to give instead of asking on the terminal.")] = [],  # noqa: B006
+    timeout: Annotated[Optional[float], typer.Option("--timeout", help="Deadline of the whole task, seconds (default: the config's task.timeout_s).", min=0.1)] = None,
+    detach: Annotated[bool, typer.Option("--detach", "-d", help="Submit, print the task id and return at once (needs a task actor on --nats-url; follow with `tandem task wait ID`).")] = False,
     nats_url: NatsUrl = None,
     config_path: ConfigPath = None,
     verbose: Verbose = 0,
 ) -> None:
     """Run one task: judge its complexity, plan it (two stage) or not (single stage), execute, print the result.
 
-    Progress goes to stderr; the result to stdout or --output. The trace id is
-    printed at the end: `tandem trace` shows it.
+    The task is submitted to the task actor (durable, in JetStream) and followed through its
+    events; with no task actor on the bus, one runs in this process. Progress goes to
+    stderr, the result to stdout or --output; the trace id is printed at the end (`tandem
+    trace` shows it). Ctrl-C cancels the task.
     """
     _setup_logging(verbose)
     if single_stage and two_stage:
         raise typer.BadParameter("--single-stage and --two-stage exclude each other")
     if not task and execute_plan is None:
         raise typer.BadParameter("a TASK is needed (unless --execute-plan is given)")
+    if detach and (approve or output is not None):
+        raise typer.BadParameter("--detach returns at once: it cannot take --approve or --output (see `tandem task wait`)")
     try:
         config, url = _config(config_path, nats_url)
+        if detach and url is None:
+            raise InputError("--detach needs a running Tandem to leave the task with: pass --nats-url "
+                             "(start one with `tandem serve`)")
         inputs, types = _read_inputs(input)
         plan = _read_plan(execute_plan) if execute_plan else None
-        from .orchestrator import TaskSpec
+        from tandem.messages import TaskSubmit
 
-        spec = TaskSpec(task=task, inputs=inputs, input_types=types, plan=plan, plan_only=plan_only,
-                        use_cache=not no_cache, approve=approve,
-                        mode="single_stage" if single_stage else "two_stage" if two_stage else "auto")
+        submit = TaskSubmit(task=task, inputs=inputs, input_types=types, plan=plan, plan_only=plan_only,
+                            use_cache=not no_cache, approval="ask" if approve else "none",
+                            mode="single_stage" if single_stage else "two_stage" if two_stage else "auto",
+                            deadline=time.time() + timeout if timeout else 0.0)
         if approve and not answer and not sys.stdin.isatty():
             raise InputError("--approve needs a terminal to ask on, or --answer TEXT")
     except TandemError as exc:
         raise _fail(exc) from None
-    raise typer.Exit(_invoke(_run, config, url, spec, output, list(answer)))
+    raise typer.Exit(_invoke(_run, config, url, submit, output, list(answer), detach))
 
 
 def _approver(answers: list[str]):
@@ -196,11 +208,12 @@ def _approver(answers: list[str]):
     return approver
 
 
-async def _run(config: Config, url: str | None, spec, output: Path | None, answers: list[str] | None = None) -> int:
+async def _run(config: Config, url: str | None, submit, output: Path | None, answers: list[str],
+               detach: bool = False) -> int:
     from tandem.actors import ACTORS
 
-    from .orchestrator import run_task
     from .runtime import find_running, open_bus, start_actors
+    from .tasks import TaskClient
     from .telemetry import setup_tracing, shutdown_tracing
 
     provider = setup_tracing("tandem")
@@ -208,28 +221,78 @@ async def _run(config: Config, url: str | None, spec, output: Path | None, answe
         async with open_bus(url) as (bus, used_url):
             remote = await find_running(bus, ACTORS) if url else set()
             local = [n for n in ACTORS if n not in remote]
+            if detach and "task" in local:
+                raise InputError(f"--detach needs a task actor serving on {redact_url(used_url)} "
+                                 "(tandem serve task --nats-url …); one in this process would stop with it")
             if remote:
-                err.print(f"[dim]using running actors: {', '.join(sorted(remote))} on {used_url}[/]")
-            shown: set[tuple[int, str]] = set()
-            async with start_actors(bus, config, local), anyio.create_task_group() as tg:
-                await tg.start(_progress, bus, spec.task_id, shown)
-                result = await run_task(bus, config, spec, approver=_approver(answers or []))
-                tg.cancel_scope.cancel()
-            for s in result.steps:  # events still in flight when the task ended
-                if (s.step, s.status) not in shown:
-                    _print_step(s.step, s.action, s.status, s.detail, s.duration_ms)
+                err.print(f"using running actors: {', '.join(sorted(remote))} on {redact_url(used_url)}",
+                          style="dim", highlight=False, markup=False)
+            client = TaskClient(bus, inline_input_bytes=config.task.inline_input_bytes,
+                                max_submit_bytes=config.task.max_submit_bytes)
+            async with start_actors(bus, config, local):
+                if detach:
+                    await client.submit(submit)
+                    sys.stdout.write(submit.task_id + "\n")
+                    err.print(f"submitted; follow it with: tandem task wait {submit.task_id}", style="dim",
+                              highlight=False, markup=False)
+                    return 0
+                shown: set[tuple[int, str]] = set()
+                state = None
+                async with anyio.create_task_group() as tg:
+                    await tg.start(_progress, bus, submit.task_id, shown)
+                    tg.start_soon(_cancel_on_signal, client, submit.task_id, tg.cancel_scope)
+                    state = await client.run(submit, approver=_approver(answers))
+                    tg.cancel_scope.cancel()
+                if state is None:  # cancelled on a signal: report what the task says now
+                    state = await client.get(submit.task_id)
     finally:
         shutdown_tracing(provider)
-    if result.mode == "not_run":
+    return _report(state, submit.plan_only, output, shown)
+
+
+async def _cancel_on_signal(client, task_id: str, following: anyio.CancelScope) -> None:
+    """Ctrl-C / SIGTERM cancel the task (every actor drops its work on it), then stop following it."""
+    with anyio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
+        async for signum in signals:
+            err.print(f"{signal.Signals(signum).name}: cancelling task {task_id} …", highlight=False, markup=False)
+            with anyio.CancelScope(shield=True), anyio.move_on_after(10):
+                try:
+                    await client.cancel(task_id)
+                except TandemError as exc:
+                    err.print(f"cancel: {exc}", highlight=False, markup=False)
+            following.cancel()
+            return
+
+
+def _report(state, plan_only: bool, output: Path | None, shown: set[tuple[int, str]]) -> int:
+    """Print a finished task's result (stdout / --output) and summary (stderr); return the exit code."""
+    result = state.result
+    for s in (result.steps if result else []):  # steps whose events were still in flight when the task ended
+        if (s.step, s.status) not in shown:
+            _print_step(s.step, s.action, s.status, s.detail, s.duration_ms)
+    trace_line = f"trace {state.trace_id}  (tandem trace {state.trace_id[:8]})" if state.trace_id else ""
+    if result is not None and result.mode == "not_run":
         what = {"rejected": "plan rejected", "unclear": "no clear approval"}.get(result.approval, result.approval)
-        err.print(f"{what}: nothing was run" + (f" ({result.fallback})" if result.fallback else ""))
-        err.print(f"[dim]trace {result.trace_id}[/]", soft_wrap=True)
+        err.print(f"{what}: nothing was run" + (f" ({result.fallback})" if result.fallback else ""),
+                  highlight=False, markup=False)
+        err.print(trace_line, style="dim", soft_wrap=True, highlight=False, markup=False)
         return 0 if result.approval == "rejected" else 1
+    if state.status != "succeeded" or result is None:
+        if state.status == "cancelled":
+            err.print(f"task {state.task_id} cancelled: nothing was written", highlight=False, markup=False)
+            code = 130
+        else:
+            error = state.error
+            err.print(f"error: {error.code}: {error.message}" if error else f"task {state.status}",
+                      style="bold red", highlight=False, markup=False, soft_wrap=True)
+            code = 1
+        err.print(trace_line, style="dim", soft_wrap=True, highlight=False, markup=False)
+        return code
     if result.modifications:
-        err.print("conditions noted (not enforced): " + "; ".join(result.modifications), highlight=False)
-    if spec.plan_only:
-        text = msgspec.json.format(msgspec.json.encode(result.plan), indent=2).decode() + "\n"
-        stdout = [text]
+        err.print("conditions noted (not enforced): " + "; ".join(result.modifications), highlight=False,
+                  markup=False)
+    if plan_only:
+        stdout = [msgspec.json.format(msgspec.json.encode(state.plan), indent=2).decode() + "\n"]
     else:
         stdout = [o.text for o in result.outputs if o.destination == "fd:1"]
         for o in result.outputs:
@@ -246,19 +309,27 @@ async def _run(config: Config, url: str | None, spec, output: Path | None, answe
         how += " (cached plan)"
     if result.fallback:
         how += f" — fell back: {result.fallback}"
-    err.print(f"[dim]{how} · complexity {result.complexity:.2f}[/]", soft_wrap=True)
+    err.print(f"{how} · complexity {result.complexity:.2f}", style="dim", soft_wrap=True, highlight=False,
+              markup=False)
     if result.shape_reason:
-        err.print(f"[dim]why: {result.shape_reason}[/]", soft_wrap=True, markup=True)
-    err.print(f"[dim]trace {result.trace_id}  (tandem trace {result.trace_id[:8]})[/]", soft_wrap=True)
+        err.print(f"why: {result.shape_reason}", style="dim", soft_wrap=True, highlight=False, markup=False)
+    err.print(trace_line, style="dim", soft_wrap=True, highlight=False, markup=False)
     return 0
 
 
-_MARKS = {"ok": "[green]✓[/]", "skipped": "[yellow]↷[/]", "recovered": "[yellow]✓[/]", "failed": "[red]✗[/]"}
+_MARKS = {"ok": ("✓", "green"), "skipped": ("↷", "yellow"), "recovered": ("✓", "yellow"), "failed": ("✗", "red")}
 
 
 def _print_step(step: int, action: str, status: str, detail: str, ms: float) -> None:
-    err.print(f"  {_MARKS.get(status, '·')} step {step} {action} [dim]{detail[:80]} ({ms:.1f} ms)[/]",
-              highlight=False, markup=True)
+    """One progress line; ``detail`` comes from the plan, so it is printed as text, never as markup."""
+    from rich.text import Text
+
+    mark, colour = _MARKS.get(status, ("·", ""))
+    line = Text("  ")
+    line.append(mark, style=colour)
+    line.append(f" step {step} {action} ")
+    line.append(f"{detail[:80]} ({ms:.1f} ms)", style="dim")
+    err.print(line, highlight=False)
 
 
 async def _progress(bus, task_id: str, shown: set[tuple[int, str]], *,
@@ -278,7 +349,8 @@ async def _progress(bus, task_id: str, shown: set[tuple[int, str]], *,
                 continue
             if ev.status == "started":
                 if ev.action == "manual_transform":
-                    err.print(f"  … step {ev.step}/{ev.total_steps} {ev.action} (asking the model)", highlight=False)
+                    err.print(f"  … step {ev.step}/{ev.total_steps} {ev.action} (asking the model)",
+                              highlight=False, markup=False)
                 continue
             shown.add((ev.step, ev.status))
             _print_step(ev.step, ev.action, ev.status, ev.detail, ev.duration_ms)
@@ -289,7 +361,7 @@ async def _progress(bus, task_id: str, shown: set[tuple[int, str]], *,
 
 @app.command()
 def serve(
-    names: Annotated[Optional[list[str]], typer.Argument(help="Actors to serve: planner, router, executor (default: all).")] = None,
+    names: Annotated[Optional[list[str]], typer.Argument(help="Actors to serve: planner, router, executor, choice, task (default: all).")] = None,
     nats_url: NatsUrl = None,
     config_path: ConfigPath = None,
     verbose: Verbose = 0,
@@ -418,6 +490,129 @@ def usage(
             out.print(table)
     except TandemError as exc:
         raise _fail(exc) from None
+
+
+task_app = typer.Typer(name="task", help="Show, cancel or wait for one task (needs --nats-url: a running Tandem).",
+                       no_args_is_help=True)
+app.add_typer(task_app)
+
+
+def _task_config(config_path: Path | None, nats_url: str | None) -> tuple[Config, str]:
+    config, url = _config(config_path, nats_url)
+    if url is None:
+        raise InputError("tasks live on a running Tandem: pass --nats-url (or set TANDEM_NATS_URL); "
+                         "an embedded server would start empty")
+    return config, url
+
+
+async def _with_client(url: str, fn, *args):
+    from .runtime import open_bus
+    from .tasks import TaskClient
+
+    async with open_bus(url, name="tandem-task") as (bus, _):
+        return await fn(TaskClient(bus), *args)
+
+
+def _age(moment) -> str:
+    from tandem.messages import utcnow
+
+    seconds = max(0, int((utcnow() - moment).total_seconds()))
+    for unit, size in (("d", 86400), ("h", 3600), ("m", 60)):
+        if seconds >= size:
+            return f"{seconds // size}{unit}"
+    return f"{seconds}s"
+
+
+@app.command("tasks")
+def tasks_cmd(
+    limit: Annotated[int, typer.Option("--limit", "-n", help="How many, newest first.", min=1, max=1000)] = 20,
+    status: Annotated[Optional[str], typer.Option("--status", help="Only tasks with this status (running, failed …).")] = None,
+    nats_url: NatsUrl = None,
+    config_path: ConfigPath = None,
+) -> None:
+    """List recent tasks with their status and age."""
+    from rich.table import Table
+
+    try:
+        _, url = _task_config(config_path, nats_url)
+        rows = _invoke(_with_client, url, lambda c: c.list(limit=limit, status=status))
+    except TandemError as exc:
+        raise _fail(exc) from None
+    table = Table("task", "status", "age", "updated", "task text", box=None, highlight=False)
+    for t in rows:
+        table.add_row(t.task_id, t.status, _age(t.submitted_at), _age(t.updated_at), t.task[:60].replace("\n", " "))
+    Console(highlight=False).print(table)
+
+
+def _print_state(state, *, full: bool) -> None:
+    out = Console(highlight=False)
+    out.print(f"task     {state.task_id}", markup=False)
+    out.print(f"status   {state.status}" + (f"  ({state.error.code}: {state.error.message})" if state.error else ""),
+              markup=False)
+    out.print(f"task     {state.task[:200]}", markup=False)
+    out.print(f"age      {_age(state.submitted_at)}   attempts {state.attempts}   trace {state.trace_id}", markup=False)
+    if state.question:
+        out.print(f"question {state.question}", markup=False)
+    if state.plan is not None and full:
+        from tandem.services.approval import describe_step
+
+        out.print("plan", markup=False)
+        done = {s.step: s for s in (state.result.steps if state.result and state.result.steps else
+                                    state.checkpoint.steps if state.checkpoint else [])}
+        for s in state.plan.workflow:
+            mark = done[s.step].status if s.step in done else ""
+            out.print(f"  {s.step}. {describe_step(s)}  {mark}", markup=False)
+    if state.result is not None and full:
+        for o in state.result.outputs:
+            out.print(f"--- output {o.destination} ({len(o.text)} chars)", markup=False)
+            out.print(o.text, markup=False, end="" if o.text.endswith("\n") else "\n")
+
+
+@task_app.command("show")
+def task_show(
+    task_id: Annotated[str, typer.Argument(help="The task id.")],
+    nats_url: NatsUrl = None,
+    config_path: ConfigPath = None,
+) -> None:
+    """Status, plan, steps and result of one task."""
+    try:
+        _, url = _task_config(config_path, nats_url)
+        state = _invoke(_with_client, url, lambda c: c.get(task_id))
+    except TandemError as exc:
+        raise _fail(exc) from None
+    _print_state(state, full=True)
+
+
+@task_app.command("cancel")
+def task_cancel(
+    task_id: Annotated[str, typer.Argument(help="The task id.")],
+    nats_url: NatsUrl = None,
+    config_path: ConfigPath = None,
+) -> None:
+    """Cancel a task wherever it is (queued, planning, awaiting approval, running)."""
+    try:
+        _, url = _task_config(config_path, nats_url)
+        state = _invoke(_with_client, url, lambda c: c.cancel(task_id))
+    except TandemError as exc:
+        raise _fail(exc) from None
+    err.print(f"task {task_id}: {state.status}", highlight=False, markup=False)
+    raise typer.Exit(0 if state.status == "cancelled" else 1)
+
+
+@task_app.command("wait")
+def task_wait(
+    task_id: Annotated[str, typer.Argument(help="The task id.")],
+    output: Annotated[Optional[Path], typer.Option("--output", "-o", help="Write the result here instead of stdout.")] = None,
+    nats_url: NatsUrl = None,
+    config_path: ConfigPath = None,
+) -> None:
+    """Wait until a task ends; print its result like `tandem run` does."""
+    try:
+        _, url = _task_config(config_path, nats_url)
+        state = _invoke(_with_client, url, lambda c: c.wait(task_id))
+    except TandemError as exc:
+        raise _fail(exc) from None
+    raise typer.Exit(_report(state, state.result is not None and state.result.mode == "plan_only", output, set()))
 
 
 config_app = typer.Typer(name="config", help="Show the effective configuration and where it comes from.",

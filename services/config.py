@@ -36,6 +36,7 @@ __all__ = [
     "RouterConfig",
     "SkillConfig",
     "StatusPolicy",
+    "TaskLoopConfig",
     "TaskOverride",
     "ConfigSource",
     "config_source",
@@ -326,6 +327,50 @@ class ChoiceConfig(_Conf, frozen=True, kw_only=True):
     llm_timeout_s: float = 30.0
 
 
+class TaskLoopConfig(_Conf, frozen=True, kw_only=True):
+    """The task loop: the task actor, its JetStream stream, consumer, KV bucket and object store.
+
+    Parameters
+    ----------
+    timeout_s : float
+        Default deadline of a task, seconds from when a task actor first takes it
+        (``tandem run --timeout``).
+    ack_wait_s : float
+        JetStream ``ack_wait``: a replica that stops sending ``in_progress`` heartbeats
+        for this long is presumed dead and the task is redelivered. Heartbeats go every third.
+    max_attempts : int
+        Deliveries a task may use; one more delivery dead-letters it (``max_deliver`` is
+        ``max_attempts + 1``).
+    concurrency : int
+        Tasks one replica runs at once.
+    max_queued : int
+        Tasks the stream holds; a submission beyond that is refused (``queue_full``).
+    max_submit_bytes : int
+        Largest stream message (``max_msg_size``); inputs beyond ``inline_input_bytes`` go
+        to the object store.
+    inline_input_bytes : int
+        An input larger than this travels as an object-store reference.
+    max_state_bytes : int
+        Largest task state kept in KV; a result beyond it goes to the object store.
+    retention_s : float
+        How long finished tasks' state and data are kept (KV and object-store TTL).
+    """
+
+    timeout_s: float = 600.0
+    ack_wait_s: float = 30.0
+    max_attempts: int = 3
+    concurrency: int = 32
+    max_queued: int = 100_000
+    max_submit_bytes: int = 1024 * 1024
+    inline_input_bytes: int = 256 * 1024
+    max_state_bytes: int = 512 * 1024
+    retention_s: float = 7 * 24 * 3600.0
+
+    def __post_init__(self) -> None:
+        if self.ack_wait_s < 1 or self.timeout_s <= 0 or self.max_attempts < 1 or self.concurrency < 1:
+            raise ValueError("task: ack_wait_s ≥ 1, timeout_s > 0, max_attempts ≥ 1 and concurrency ≥ 1 are needed")
+
+
 class Config(_Conf, frozen=True, kw_only=True):
     """The whole configuration (``configs/default.yaml``).
 
@@ -349,6 +394,8 @@ class Config(_Conf, frozen=True, kw_only=True):
         Thresholds and cache of the choice parser.
     plan_cache_bucket : str
         JetStream KV bucket of the plan cache.
+    task : TaskLoopConfig
+        The task loop (deadline, redelivery, concurrency, size limits).
     """
 
     nats: NatsConfig = NatsConfig()
@@ -362,6 +409,7 @@ class Config(_Conf, frozen=True, kw_only=True):
     router: RouterConfig = RouterConfig()
     choice: ChoiceConfig = ChoiceConfig()
     plan_cache_bucket: str = "tandem_plans"
+    task: TaskLoopConfig = TaskLoopConfig()
 
     def __post_init__(self) -> None:
         for key, model in self.models.items():

@@ -9,6 +9,7 @@ from collections.abc import AsyncIterator, Callable
 from typing import Any
 
 import httpx
+import msgspec
 import pytest
 from opentelemetry import trace
 from opentelemetry.propagate import set_global_textmap
@@ -19,6 +20,7 @@ from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapProp
 
 from tandem.services.bus import Bus, EmbeddedNats
 from tandem.services.config import Config, ModelConfig, NatsConfig, ProviderConfig, TwoStageConfig
+from tandem.services.errors import RemoteError
 
 # keep the suite's usage log out of the user's home
 os.environ.setdefault("TANDEM_USAGE_LOG", os.path.join(tempfile.mkdtemp(prefix="tandem-test-"), "llm_usage.jsonl"))
@@ -107,3 +109,43 @@ def make_config(**two_stage: Any) -> Config:
         tasks={"planning": "planning", "manual_transform": "execution", "single_stage": "execution"},
         plan_cache_bucket="test_plans",
     )
+
+
+class Ran(msgspec.Struct, kw_only=True):
+    """A finished task flattened for assertions: its state, result and trace id."""
+
+    task_id: str
+    status: str
+    trace_id: str
+    mode: str = ""
+    complexity: float = 0.0
+    plan: Any = None
+    plan_cached: bool = False
+    fallback: str = ""
+    shape_reason: str = ""
+    outputs: list = []
+    steps: list = []
+    approval: str = ""
+    approved_steps: list = []
+    modifications: list = []
+    planning_model: str = ""
+
+
+async def run_task(bus: Bus, submit: Any, *, approver: Callable | None = None, config: Config | None = None) -> Ran:
+    """Run ``submit`` through the task actor (which must be running) like ``tandem run`` does.
+
+    Raises
+    ------
+    RemoteError
+        When the task failed, with its error's code and message.
+    """
+    from tandem.services.tasks import TaskClient
+
+    state = await TaskClient(bus).run(submit, approver=approver)
+    if state.status in ("failed", "dead_lettered") and state.error is not None and state.result is None:
+        raise RemoteError(state.error.code, state.error.message, path=state.error.path)
+    if state.status == "failed" and state.error is not None and state.result is not None \
+            and state.result.mode != "not_run":
+        raise RemoteError(state.error.code, state.error.message, path=state.error.path)
+    result = msgspec.structs.asdict(state.result) if state.result is not None else {}
+    return Ran(task_id=state.task_id, status=state.status, trace_id=state.trace_id, plan=state.plan, **result)

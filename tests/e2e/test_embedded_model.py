@@ -61,7 +61,7 @@ def test_run_on_a_real_document_with_the_embedded_model(tmp_path: Path) -> None:
     assert "two stage" in out.stderr or "fell back" in out.stderr  # judged complex; planned or fell back honestly
     spans = find_trace(load_spans(tmp_path / "traces.jsonl"), trace_id_of(out.stderr))
     names = {s.name for s in spans}
-    assert {"invoke_agent tandem", "process tandem.planner.plan", "process tandem.router.complete",
+    assert {"invoke_agent task", "process tandem.planner.plan", "process tandem.router.complete",
             "process tandem.executor.execute", "chat smollm2-135m-instruct"} <= names
     chat = next(s for s in spans if s.name == "chat smollm2-135m-instruct")
     assert chat.attributes["gen_ai.provider.name"] == "llama_cpp"
@@ -94,7 +94,7 @@ async def test_router_in_a_second_process_takes_the_work(tmp_path: Path, nats_ur
     by_name = {s.name: s for s in spans}
     assert by_name["process tandem.router.complete"].service_name == "tandem-router"
     assert by_name["chat smollm2-135m-instruct"].service_name == "tandem-router"
-    assert by_name["invoke_agent tandem"].service_name == "tandem"
+    assert by_name["invoke_agent task"].service_name == "tandem"
     assert by_name["process tandem.executor.execute"].service_name == "tandem"
 
 

@@ -14,10 +14,10 @@ from tandem.messages import ChoiceContext, ChoiceReply, ChoiceRequest, Execution
 from tandem.services.approval import ask_approval, edit_plan
 from tandem.services.bus import Bus
 from tandem.services.config import Config
-from tandem.services.orchestrator import TaskSpec, run_task
+from tandem.messages import TaskSubmit
 from tandem.services.runtime import start_actors
 
-from ..conftest import MockModel, make_config
+from ..conftest import run_task, MockModel, make_config
 
 OPTIONS = ["ファイル作成", "安全モード実行", "完全実行"]
 
@@ -34,7 +34,7 @@ async def parser(bus: Bus, model: MockModel | None = None) -> AsyncIterator[Conf
     cfg = config()
     model = model or MockModel(planner=lambda b: "{}", writer=lambda b: "")
     factories = {"router": lambda b, c: RouterActor(b, c, transport=model.transport)}
-    async with start_actors(bus, cfg, ["choice", "router", "planner", "executor"], factories=factories):
+    async with start_actors(bus, cfg, ["choice", "router", "planner", "executor", "task"], factories=factories):
         yield cfg
 
 
@@ -169,10 +169,10 @@ async def test_approve_drives_run_end_to_end_in_one_trace(bus: Bus, spans) -> No
         return "skip step 3"
 
     async with parser(bus) as cfg:
-        result = await run_task(bus, cfg, TaskSpec(task="count lines", inputs={3: "b\na\nb\n"}, plan=plan(),
-                                                   approve=True), approver=approver)
-        rejected = await run_task(bus, cfg, TaskSpec(task="count lines", inputs={3: "b\na\nb\n"}, plan=plan(),
-                                                     approve=True), approver=lambda q: _const("いいえ、実行しないで"))
+        result = await run_task(bus, TaskSubmit(task="count lines", inputs={3: "b\na\nb\n"}, plan=plan(),
+                                                approval="ask"), approver=approver)
+        rejected = await run_task(bus, TaskSubmit(task="count lines", inputs={3: "b\na\nb\n"}, plan=plan(),
+                                                  approval="ask"), approver=lambda q: _const("いいえ、実行しないで"))
     assert "1. read fd:3" in asked[0]
     assert result.approval == "partial" and result.approved_steps == [1, 2, 4]
     assert result.outputs[0].text == "a\nb\nb\n"  # sorted, step 3 (uniq -c) skipped
@@ -180,8 +180,8 @@ async def test_approve_drives_run_end_to_end_in_one_trace(bus: Bus, spans) -> No
     finished = spans.get_finished_spans()
     trace_ids = {s.context.trace_id for s in finished if s.name in (
         "process tandem.choice.parse", "process tandem.executor.execute")}
-    assert len({s.context.trace_id for s in finished if s.name == "invoke_agent tandem"}) == 2
-    first = next(s for s in finished if s.name == "invoke_agent tandem").context.trace_id
+    assert len({s.context.trace_id for s in finished if s.name == "invoke_agent task"}) == 2
+    first = next(s for s in finished if s.name == "invoke_agent task").context.trace_id
     assert first in trace_ids
     choice_spans = [s for s in finished if s.name == "process tandem.choice.parse" and s.context.trace_id == first]
     assert len(choice_spans) == 2  # approve/reject reading and the step reading, inside the task's trace

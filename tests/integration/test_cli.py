@@ -71,11 +71,11 @@ def test_execute_plan_converts_markdown_to_textile(tmp_path: Path, env: dict[str
 
     shown = tandem("trace", env=env)
     assert shown.returncode == 0, shown.stderr
-    for name in ("invoke_agent tandem", "send tandem.executor.execute", "process tandem.executor.execute",
+    for name in ("invoke_agent task", "send tandem.executor.execute", "process tandem.executor.execute",
                  "execute_tool sed", "step=5"):
         assert name in shown.stdout, name
     listing = tandem("trace", "--list", env=env)
-    assert listing.stdout.count("invoke_agent tandem") == 2
+    assert listing.stdout.count("invoke_agent task") == 2
 
 
 def test_missing_input_is_one_line_error(tmp_path: Path, env: dict[str, str]) -> None:
@@ -155,7 +155,9 @@ def test_errors_inside_task_groups_are_one_line(tmp_path: Path, env: dict[str, s
                  env=env)
     assert out.returncode == 1
     lines = out.stderr.strip().splitlines()
-    assert len(lines) == 1 and lines[0].startswith("error: ") and "cannot reach" in lines[0], out.stderr
+    # one error line, then the trace that explains it (a failed task has a trace like any other)
+    assert len(lines) == 2 and lines[0].startswith("error: ") and "cannot reach" in lines[0], out.stderr
+    assert lines[1].startswith("trace "), out.stderr
 
 
 def test_fallback_chain_end_to_end_over_real_http(tmp_path: Path, env: dict[str, str]) -> None:
@@ -242,7 +244,7 @@ def test_run_approve_per_step_in_free_text(tmp_path: Path, env: dict[str, str]) 
                 env=env)
     assert no.returncode == 0 and no.stdout == "" and "plan rejected: nothing was run" in no.stderr
     shown = tandem("trace", env=env).stdout
-    assert shown.count("process tandem.choice.parse") >= 1 and "invoke_agent tandem" in shown
+    assert shown.count("process tandem.choice.parse") >= 1 and "invoke_agent task" in shown
 
 
 def test_serve_stops_cleanly_on_ctrl_c_and_takes_its_nats_server_along(env: dict[str, str]) -> None:

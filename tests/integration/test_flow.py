@@ -9,15 +9,15 @@ from contextlib import asynccontextmanager
 import httpx
 import pytest
 
-from tandem.actors import RouterActor
+from tandem.actors import PlannerActor, RouterActor
 from tandem.messages import ExecutionPlan, decoder
 from tandem.services.bus import Bus
 from tandem.services.config import Config
 from tandem.services.errors import RemoteError
-from tandem.services.orchestrator import TaskSpec, run_task
+from tandem.messages import TaskSubmit
 from tandem.services.runtime import start_actors
 
-from ..conftest import MockModel, make_config
+from ..conftest import MockModel, make_config, run_task
 
 DOC = "# Title\n\nSome **bold** text.\n\n## Part\n\n- one\n- two\n"
 
@@ -41,19 +41,20 @@ def writer(body: dict) -> str:
 @asynccontextmanager
 async def tandem(bus: Bus, model: MockModel, config: Config | None = None) -> AsyncIterator[Config]:
     config = config or make_config()
-    router = {"router": lambda b, c: RouterActor(b, c, transport=model.transport)}
-    async with start_actors(bus, config, ["planner", "router", "executor"], factories=router):
+    factories = {"router": lambda b, c: RouterActor(b, c, transport=model.transport),
+                 "planner": lambda b, c: PlannerActor(b, c, recipes=[])}  # these tests script the written plan
+    async with start_actors(bus, config, ["planner", "router", "executor", "task"], factories=factories):
         yield config
 
 
-def spec(**kw) -> TaskSpec:
-    return TaskSpec(task="Convert this Markdown to Textile", inputs={3: DOC}, input_types={3: "markdown"}, **kw)
+def spec(**kw) -> TaskSubmit:
+    return TaskSubmit(task="Convert this Markdown to Textile", inputs={3: DOC}, input_types={3: "markdown"}, **kw)
 
 
 async def test_two_stage_runs_plan_in_one_trace(bus: Bus, spans) -> None:
     model = MockModel(planner=lambda body: json.dumps(PLAN), writer=writer)
     async with tandem(bus, model) as config:
-        result = await run_task(bus, config, spec(mode="two_stage"))
+        result = await run_task(bus, spec(mode="two_stage"))
     assert result.mode == "two_stage" and not result.plan_cached and result.fallback == ""
     assert result.outputs[0].text == "# Title\n\nSome *bold* text.\n\nh2. Part\n\n- one\n- two\n"
     assert [s.status for s in result.steps] == ["ok"] * 4
@@ -68,7 +69,7 @@ async def test_two_stage_runs_plan_in_one_trace(bus: Bus, spans) -> None:
     finished = spans.get_finished_spans()
     assert {format(s.context.trace_id, "032x") for s in finished} == {result.trace_id}  # one task, one trace
     names = [s.name for s in finished]
-    for expected in ("invoke_agent tandem", "send tandem.planner.plan", "process tandem.planner.plan",
+    for expected in ("invoke_agent task", "send tandem.planner.plan", "process tandem.planner.plan",
                      "send tandem.router.complete", "process tandem.router.complete", "chat planner-model",
                      "chat writer-model", "process tandem.executor.execute", "execute_tool sed"):
         assert expected in names, expected
@@ -93,10 +94,10 @@ async def test_two_stage_runs_plan_in_one_trace(bus: Bus, spans) -> None:
 async def test_successful_plan_is_cached_and_reused(bus: Bus) -> None:
     model = MockModel(planner=lambda body: json.dumps(PLAN), writer=writer)
     async with tandem(bus, model) as config:
-        first = await run_task(bus, config, spec(mode="two_stage"))
-        second = await run_task(bus, config, TaskSpec(task="  convert this markdown   to TEXTILE", inputs={3: "# x\n"},
+        first = await run_task(bus, spec(mode="two_stage"))
+        second = await run_task(bus, TaskSubmit(task="  convert this markdown   to TEXTILE", inputs={3: "# x\n"},
                                                       input_types={3: "markdown"}, mode="two_stage"))
-        bypass = await run_task(bus, config, spec(mode="two_stage", use_cache=False))
+        bypass = await run_task(bus, spec(mode="two_stage", use_cache=False))
     assert not first.plan_cached and second.plan_cached and not bypass.plan_cached
     assert second.plan == first.plan
     assert sum("response_format" in r for r in model.requests) == 2  # planned twice, not three times
@@ -107,7 +108,7 @@ async def test_invalid_plan_is_retried_with_feedback_then_falls_back_to_single_s
     bad["workflow"][1]["params"]["cmd"] = "bash"
     model = MockModel(planner=lambda body: json.dumps(bad), writer=lambda body: "SINGLE")
     async with tandem(bus, model) as config:
-        result = await run_task(bus, config, spec(mode="two_stage"))
+        result = await run_task(bus, spec(mode="two_stage"))
     assert result.mode == "single_stage"
     assert "planning failed" in result.fallback and "$.workflow[1].params.cmd" in result.fallback
     planning = [r for r in model.requests if "response_format" in r]
@@ -120,15 +121,15 @@ async def test_useless_plan_is_rejected(bus: Bus) -> None:
     useless = {"version": "1.0", "workflow": [{"step": 1, "action": "write_output"}]}
     model = MockModel(planner=lambda body: json.dumps(useless), writer=lambda body: "SINGLE")
     async with tandem(bus, model) as config:
-        result = await run_task(bus, config, spec(mode="two_stage"))
+        result = await run_task(bus, spec(mode="two_stage"))
     assert result.mode == "single_stage" and "no read_input" in result.fallback
 
 
 async def test_auto_mode_uses_complexity_threshold(bus: Bus) -> None:
     model = MockModel(planner=lambda body: json.dumps(PLAN), writer=lambda body: "ANSWER")
     async with tandem(bus, model) as config:
-        simple = await run_task(bus, config, TaskSpec(task="What is the capital of France?"))
-        hard = await run_task(bus, config, spec())
+        simple = await run_task(bus, TaskSubmit(task="What is the capital of France?"))
+        hard = await run_task(bus, spec())
     assert simple.mode == "single_stage" and simple.complexity < config.two_stage.complexity_threshold
     assert simple.outputs[0].text == "ANSWER"
     assert hard.mode == "two_stage" and hard.complexity >= config.two_stage.complexity_threshold
@@ -137,10 +138,10 @@ async def test_auto_mode_uses_complexity_threshold(bus: Bus) -> None:
 async def test_plan_only_and_execute_plan(bus: Bus) -> None:
     model = MockModel(planner=lambda body: json.dumps(PLAN), writer=writer)
     async with tandem(bus, model) as config:
-        planned = await run_task(bus, config, spec(plan_only=True))
+        planned = await run_task(bus, spec(plan_only=True))
         assert planned.mode == "plan_only" and planned.outputs == [] and planned.plan is not None
         calls = len(model.requests)
-        ran = await run_task(bus, config, spec(plan=planned.plan))
+        ran = await run_task(bus, spec(plan=planned.plan))
     assert ran.mode == "execute_plan"
     assert "h2. Part" in ran.outputs[0].text
     assert sum("response_format" in r for r in model.requests[calls:]) == 0  # no planning
@@ -157,7 +158,7 @@ async def test_failed_step_without_recovery_fails_task_with_typed_error(bus: Bus
              {"step": 3, "action": "write_output"})
     async with tandem(bus, model) as config:
         with pytest.raises(RemoteError) as info:
-            await run_task(bus, config, spec(plan=p))
+            await run_task(bus, spec(plan=p))
     assert info.value.code == "step_failed" and "step 2" in info.value.message
 
 
@@ -171,8 +172,8 @@ async def test_error_recovery_and_conditional_branch(bus: Bus) -> None:
                                                                "instructions": "fix it"}},
              {"step": 5, "action": "write_output"})
     async with tandem(bus, model) as config:
-        result = await run_task(bus, config, spec(plan=p))
-        skipped = await run_task(bus, config, TaskSpec(task="t", inputs={3: "plain"}, plan=p))
+        result = await run_task(bus, spec(plan=p))
+        skipped = await run_task(bus, TaskSubmit(task="t", inputs={3: "plain"}, plan=p))
     assert [(s.step, s.status) for s in result.steps] == [(1, "ok"), (2, "ok"), (3, "recovered"), (5, "ok")]
     assert result.outputs[0].text == "RECOVERED"
     assert [s.step for s in skipped.steps] == [1, 2, 5]  # branch jumped over step 3
@@ -187,7 +188,7 @@ async def test_unreachable_model_is_a_typed_failure(bus: Bus) -> None:
     model.transport = httpx.MockTransport(refuse)
     async with tandem(bus, model) as config:
         with pytest.raises(RemoteError) as info:
-            await run_task(bus, config, TaskSpec(task="hello", mode="single_stage"))
+            await run_task(bus, TaskSubmit(task="hello", mode="single_stage"))
     assert info.value.code == "step_failed" and "cannot reach" in info.value.message
 
 
@@ -201,7 +202,7 @@ async def test_failed_recovery_fails_the_step_and_reports_it(bus: Bus) -> None:
     await bus.flush()
     async with tandem(bus, model) as config:
         with pytest.raises(RemoteError) as info:
-            await run_task(bus, config, spec(plan=p))
+            await run_task(bus, spec(plan=p))
     assert "recovery retry failed" in info.value.message
     seen = []
     while True:
@@ -215,7 +216,7 @@ async def test_failed_recovery_fails_the_step_and_reports_it(bus: Bus) -> None:
 async def test_single_stage_with_several_inputs_gives_the_model_all_of_them(bus: Bus) -> None:
     model = MockModel(planner=lambda body: "{}", writer=lambda body: "MERGED")
     async with tandem(bus, model) as config:
-        result = await run_task(bus, config, TaskSpec(task="Merge these", inputs={3: "first doc", 4: "second doc"},
+        result = await run_task(bus, TaskSubmit(task="Merge these", inputs={3: "first doc", 4: "second doc"},
                                                       mode="single_stage"))
     assert result.outputs[0].text == "MERGED"
     prompt = model.requests[-1]["messages"][-1]["content"]

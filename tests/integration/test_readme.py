@@ -37,11 +37,12 @@ async def test_follow_task_events_example(nats_url: str, capsys) -> None:
             for n in range(10_000):
                 if len(received) == 2:
                     break
-                await publisher.publish(subjects.event_task("completed"),
-                                        encode(TaskEvent(task=f"t-{n}", status="completed", detail="ok")))
+                await publisher.publish(subjects.event_task("succeeded", f"t-{n}"),
+                                        encode(TaskEvent(task_id=f"t-{n}", kind="succeeded", status="succeeded",
+                                                         detail="ok")))
                 await anyio.sleep(0.01)
         await publisher.close()
     first, second = received
-    assert isinstance(first, TaskEvent) and first.status == second.status == "completed"
-    assert int(second.task[2:]) == int(first.task[2:]) + 1  # consecutive: nothing lost once subscribed
-    assert f"{second.task} completed ok" in capsys.readouterr().out
+    assert isinstance(first, TaskEvent) and first.kind == second.kind == "succeeded"
+    assert int(second.task_id[2:]) == int(first.task_id[2:]) + 1  # consecutive: nothing lost once subscribed
+    assert f"{second.task_id} succeeded ok" in capsys.readouterr().out

@@ -31,11 +31,11 @@ from tandem.services.config import (
     StatusPolicy,
 )
 from tandem.services.errors import RemoteError
-from tandem.services.orchestrator import TaskSpec, run_task
+from tandem.messages import TaskSubmit
 from tandem.services.runtime import start_actors
 from tandem.services.usage import load_usage, summarize_usage
 
-from ..conftest import chat_response
+from ..conftest import run_task, chat_response
 
 MODELS = ("alpha", "beta", "gamma")
 
@@ -302,8 +302,8 @@ async def test_run_completes_through_a_failing_chain_in_one_trace(bus: Bus, tmp_
     script = Script(alpha=[status(429)], beta=[status(503)], gamma=["Bonjour"])
     cfg = config(tmp_path, fallback=FallbackPolicy(max_retries_per_model=0))
     factory = {"router": lambda b, c: RouterActor(b, c, transport=script.transport)}
-    async with start_actors(bus, cfg, ["planner", "router", "executor"], factories=factory):
-        result = await run_task(bus, cfg, TaskSpec(task="Say hello in French", mode="single_stage"))
+    async with start_actors(bus, cfg, ["planner", "router", "executor", "task"], factories=factory):
+        result = await run_task(bus, TaskSubmit(task="Say hello in French", mode="single_stage"))
     assert result.outputs[0].text == "Bonjour"
     finished = spans.get_finished_spans()
     router_span = next(s for s in finished if s.name == "process tandem.router.complete")

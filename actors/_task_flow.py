@@ -1,0 +1,269 @@
+"""The two-stage flow of design note 000, as the task actor runs it: judge → plan → approve → execute.
+
+::
+
+    complexity ≥ threshold ──► planner ──► (approval) ──► executor ──► remember plan (cache)
+          │                      │ planning failed              │ execution failed and
+          ▼                      ▼                              ▼ fallback_strategy allows
+    single stage ◄───────────────┴──────────────────────────────┘
+
+Single stage is itself a plan — ``read_input → manual_transform → write_output`` — so the
+executor runs both modes and every task looks the same in a trace.
+
+Every transition goes through :class:`FlowHost` (implemented by the task actor), which
+records it in the task's KV state and publishes the task event; a redelivered task calls
+:func:`run_flow` again with the state recorded so far and continues where it stood: an
+approved or chosen plan is not planned again, and finished steps are not run again.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+from typing import Protocol
+
+import msgspec
+
+from tandem.messages import (
+    Ack,
+    ExecuteReply,
+    ExecuteRequest,
+    ExecutionPlan,
+    InputInfo,
+    ManualTransform,
+    PlanMetadata,
+    PlanReply,
+    PlanRequest,
+    ReadInput,
+    RememberPlan,
+    ShapeDecision,
+    ShapeRequest,
+    TaskResult,
+    TaskState,
+    TaskSubmit,
+    WriteOutput,
+    subjects,
+)
+from tandem.messages.plan import ManualTransformParams, ReadInputParams
+from tandem.services.approval import Approval, describe_step
+from tandem.services.bus import Bus
+from tandem.services.config import Config
+from tandem.services.errors import RemoteError, TandemError
+
+__all__ = ["FlowHost", "Rejected", "input_infos", "judge_complexity", "run_flow", "single_stage_plan"]
+
+log = logging.getLogger("tandem.task")
+
+_TRANSFORM = re.compile(
+    r"\b(convert|transform|translate|extract|rewrite|reformat|summari[sz]e|filter|sort|count|replace|clean|parse)\b"
+    r"|変換|抽出|翻訳|要約|整形|置換",
+    re.IGNORECASE,
+)
+_SEQUENCE = re.compile(r"\b(then|after that|and then|finally|each|every|for all)\b|その後|次に|それぞれ", re.IGNORECASE)
+
+
+def judge_complexity(task: str, inputs: list[InputInfo]) -> float:
+    """Return a 0–1 complexity score deciding single vs two stage (note 000, phase 4 "複雑性自動判定").
+
+    A cheap, deterministic heuristic (no model call): transformations of given inputs,
+    multi-step wording, several inputs, long inputs and long task descriptions each add
+    to a base of 0.2.
+
+    Examples
+    --------
+    >>> judge_complexity("What is the capital of France?", [])
+    0.2
+    >>> judge_complexity("Convert this Markdown to Textile", [InputInfo(fd=3, type="markdown", size=4000)])
+    0.7
+    """
+    score = 0.2
+    if _TRANSFORM.search(task):
+        score += 0.3
+    if inputs:
+        score += 0.2
+    if len(inputs) > 1:
+        score += 0.1
+    if any(i.size > 20_000 for i in inputs):
+        score += 0.1
+    score += min(0.2, 0.1 * len(_SEQUENCE.findall(task)))
+    if len(task) > 300:
+        score += 0.1
+    return round(min(score, 1.0), 2)
+
+
+def single_stage_plan(inputs: list[InputInfo]) -> ExecutionPlan:
+    """Return the single-stage plan: one execution-tier call does the whole task.
+
+    The ``manual_transform`` has no instructions of its own, so the executor gives the
+    model the user's task verbatim; with several inputs, the first is the text to work on
+    and the others go along as context.
+    """
+    steps: list = [ReadInput(step=i, params=ReadInputParams(source=f"fd:{x.fd}", type=x.type))
+                   for i, x in enumerate(inputs, start=1)]
+    transform = ManualTransformParams(input_fd=inputs[0].fd, context_fds=[x.fd for x in inputs[1:]]) if inputs \
+        else ManualTransformParams()
+    steps.append(ManualTransform(step=len(steps) + 1, params=transform))
+    steps.append(WriteOutput(step=len(steps) + 1))
+    return ExecutionPlan(
+        metadata=PlanMetadata(task_type="single_stage", complexity="low", estimated_steps=len(steps),
+                              fallback_strategy="abort"),
+        workflow=steps,
+    )
+
+
+def input_infos(inputs: dict[int, str], types: dict[int, str]) -> list[InputInfo]:
+    """Describe the inputs for the planner: fd, type, size and the first lines (never a path)."""
+    return [
+        InputInfo(fd=fd, type=types.get(fd, "text"), size=len(text), preview="\n".join(text.splitlines()[:8])[:600])
+        for fd, text in sorted(inputs.items())
+    ]
+
+
+class Rejected(Exception):
+    """Raised when the approver rejected the plan, or no clear approval came."""
+
+    def __init__(self, approval: Approval) -> None:
+        super().__init__(approval.decision)
+        self.approval = approval
+
+
+class FlowHost(Protocol):
+    """What the flow needs from the task actor that runs it."""
+
+    bus: Bus
+    config: Config
+
+    async def transition(self, state: TaskState, **changes: object) -> TaskState:
+        """Record ``changes`` in the task's KV state (revision-checked) and return the new state."""
+        ...
+
+    async def announce(self, state: TaskState, kind: str, detail: str = "", **fields: object) -> None:
+        """Publish ``tandem.events.task.<kind>.<id>``."""
+        ...
+
+    async def approve(self, state: TaskState, plan: ExecutionPlan, question: str) -> Approval:
+        """Wait for answers on ``tandem.task.answer`` until the plan is approved (raises :class:`Rejected`)."""
+        ...
+
+    def checkpoint_subject(self, state: TaskState) -> str:
+        """Where the executor sends step checkpoints of this task."""
+        ...
+
+
+async def run_flow(host: FlowHost, state: TaskState, submit: TaskSubmit, inputs: dict[int, str]) -> TaskResult:
+    """Run (or continue) one task and return its result.
+
+    Parameters
+    ----------
+    host : FlowHost
+    state : TaskState
+        The state recorded so far (``pending`` for a new task).
+    submit : TaskSubmit
+    inputs : dict of int to str
+        Input texts, object-store references already resolved.
+
+    Raises
+    ------
+    TandemError
+        ``RemoteError`` (e.g. ``step_failed``) when execution failed and no fallback
+        applied, ``DeadlineExceeded``, bus errors.
+    Rejected
+        When approval was asked and the plan was rejected or no clear answer came.
+    """
+    infos = input_infos(inputs, submit.input_types)
+    result = state.result or TaskResult(mode="", complexity=judge_complexity(submit.task, infos))
+    env = {"correlation_id": submit.task_id, "conversation_id": submit.conversation_id}
+    timeout = host.config.nats.request_timeout_s
+
+    # resume: the plan to run is already chosen (and approved, when approval was asked)
+    if state.status == "running" and state.plan is not None:
+        return await _execute(host, state, submit, inputs, infos, state.plan, result)
+
+    if state.status == "awaiting_approval" and state.plan is not None:
+        return await _execute(host, state, submit, inputs, infos, state.plan, result, approved=False)
+
+    if submit.plan is not None:
+        result = msgspec.structs.replace(result, mode="execute_plan", shape_reason="saved plan")
+        return await _execute(host, state, submit, inputs, infos, submit.plan, result, approved=False)
+
+    if submit.plan_only or submit.mode == "two_stage":
+        two_stage, why = True, "two stage requested"
+    elif submit.mode == "single_stage":
+        two_stage, why = False, "single stage requested"
+    elif submit.intent is not None and submit.intent.kind == "direct_response":
+        two_stage, why = False, "the chat loop read it as a direct question"
+    else:  # the pipeline shape is a routing decision (design note 004): ask the router, keep its reason
+        size = sum(i.size for i in infos) + len(submit.task)
+        decision = await host.bus.request(
+            subjects.ROUTER_SHAPE,
+            ShapeRequest(task=submit.task, complexity=result.complexity, prompt_tokens=size // 4, **env),
+            ShapeDecision, timeout=10)
+        two_stage, why = decision.mode == "two_stage", decision.reason
+    result = msgspec.structs.replace(result, shape_reason=why)
+    if not two_stage:
+        result = msgspec.structs.replace(result, mode="single_stage")
+        return await _execute(host, state, submit, inputs, infos, single_stage_plan(infos), result, approved=False)
+
+    state = await host.transition(state, status="planning", result=result)
+    try:
+        planned = await host.bus.request(
+            subjects.PLANNER_PLAN, PlanRequest(task=submit.task, inputs=infos, use_cache=submit.use_cache, **env),
+            PlanReply, timeout=timeout)
+    except RemoteError as exc:
+        if submit.plan_only or exc.code not in ("planning_failed", "plan_invalid"):
+            raise
+        log.warning("task %s: planning failed, falling back to single stage: %s", submit.task_id, exc.message)
+        result = msgspec.structs.replace(result, mode="single_stage", fallback=f"planning failed: {exc.message}")
+        return await _execute(host, state, submit, inputs, infos, single_stage_plan(infos), result, approved=False)
+    result = msgspec.structs.replace(result, mode="two_stage", plan_cached=planned.cached,
+                                     planning_model=planned.model)
+    state = await host.transition(state, plan=planned.plan, plan_fingerprint=planned.fingerprint, result=result)
+    await host.announce(state, "planned", "cached plan" if planned.cached else f"planned by {planned.model}",
+                        plan=planned.plan, total_steps=len(planned.plan.workflow))
+    if submit.plan_only:
+        return msgspec.structs.replace(result, mode="plan_only")
+    return await _execute(host, state, submit, inputs, infos, planned.plan, result, approved=False)
+
+
+async def _execute(host: FlowHost, state: TaskState, submit: TaskSubmit, inputs: dict[int, str],
+                   infos: list[InputInfo], plan: ExecutionPlan, result: TaskResult, *,
+                   approved: bool = True) -> TaskResult:
+    env = {"correlation_id": submit.task_id, "conversation_id": submit.conversation_id}
+    if submit.approval == "ask" and not approved:
+        steps = "\n".join(f"  {s.step}. {describe_step(s)}" for s in plan.workflow)
+        question = f"Plan:\n{steps}\nApprove it? (yes / no / which steps, in your own words)"
+        state = await host.transition(state, status="awaiting_approval", plan=plan, question=question, result=result)
+        approval = await host.approve(state, plan, question)
+        if approval.decision not in ("approved", "partial") or approval.plan is None:
+            raise Rejected(approval)
+        plan = approval.plan or plan
+        result = msgspec.structs.replace(result, approval=approval.decision, approved_steps=approval.kept_steps,
+                                         modifications=approval.modifications)
+    state = await host.transition(state, status="running", plan=plan, question="", result=result)
+    try:
+        reply = await host.bus.request(
+            subjects.EXECUTOR_EXECUTE,
+            ExecuteRequest(plan=plan, inputs=inputs, task=submit.task, resume=state.checkpoint,
+                           checkpoint_subject=host.checkpoint_subject(state), **env),
+            ExecuteReply, timeout=host.config.nats.request_timeout_s)
+    except RemoteError as exc:
+        fallback_ok = (result.mode == "two_stage" and plan.metadata.fallback_strategy != "abort"
+                       and submit.approval != "ask")  # never run what was not approved
+        if not fallback_ok:
+            raise
+        log.warning("task %s: plan execution failed, falling back to single stage: %s", submit.task_id, exc.message)
+        result = msgspec.structs.replace(result, mode="single_stage", fallback=f"plan execution failed: {exc.message}")
+        state = await host.transition(state, checkpoint=None, plan=None, result=result)
+        return await _execute(host, state, submit, inputs, infos, single_stage_plan(infos), result)
+    if result.mode == "two_stage" and not result.plan_cached and state.plan_fingerprint:
+        await _remember(host, state, plan, env)
+    return msgspec.structs.replace(result, outputs=reply.outputs, steps=reply.steps)
+
+
+async def _remember(host: FlowHost, state: TaskState, plan: ExecutionPlan, env: dict[str, str]) -> None:
+    """Cache a plan that ran; a failed cache write never fails a task whose result is ready."""
+    try:
+        await host.bus.request(subjects.PLANNER_REMEMBER,
+                               RememberPlan(fingerprint=state.plan_fingerprint, plan=plan, **env), Ack, timeout=10)
+    except TandemError as exc:
+        log.warning("task %s: the plan ran but could not be cached: %s", state.task_id, exc)

@@ -1,0 +1,686 @@
+"""Task actor: the task loop of design note 003 — durable, cancellable, deadline-bound tasks.
+
+A client publishes a :class:`~tandem.messages.TaskSubmit` to the JetStream work-queue
+stream ``TANDEM_TASKS`` (subject ``tandem.task.submit``, ``Nats-Msg-Id`` = task id, so a
+retried submission runs once). Every replica of this actor pulls from the one durable
+consumer ``tandem_task``:
+
+* explicit ack when the task has ended, ``in_progress`` every ``ack_wait / 3`` while it runs;
+  a replica that dies stops heartbeating and JetStream redelivers the task to another one
+  after ``ack_wait``; delivery ``max_attempts + 1`` dead-letters it
+  (``tandem.events.dead_letter.task`` and status ``dead_lettered``), never silently;
+* the state lives in the KV bucket ``tandem_tasks`` (one key per task, revision-checked
+  updates): status, plan, the executor's checkpoint after every finished step, result,
+  error. A redelivered task continues from there: a chosen plan is not planned again and
+  finished steps — ``manual_transform`` model calls included — are not run again;
+* one absolute deadline per task (``TaskSubmit.deadline`` or ``task.timeout_s`` from the
+  first take) bounds every hop: requests carry it in the ``Tandem-Deadline`` header;
+* ``tandem.task.cancel`` marks the task in KV and broadcasts ``tandem.task.cancel_signal``;
+  the replica holding it cancels its scope, and ``tandem.control.cancel`` makes every actor
+  drop in-flight work of that task (the router's HTTP call to the model included);
+* approval questions go out as ``tandem.events.task.awaiting_approval.<id>`` and answers
+  come back on ``tandem.task.answer`` from any client, parsed by the choice parser.
+
+Inputs and results too large for a message go through the object store ``tandem_task_data``.
+The whole task is one trace (the submitter's ``traceparent`` travels in the stream
+message, so a redelivery joins the same trace) with an ``invoke_agent task`` span.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable
+from contextlib import AsyncExitStack
+from typing import Any
+
+import anyio
+import anyio.abc
+import msgspec
+import nats.errors
+import nats.js.errors
+from anyio.abc import TaskStatus
+from nats.aio.msg import Msg
+from nats.js.api import AckPolicy, ConsumerConfig, DiscardPolicy, RetentionPolicy, StreamConfig
+from opentelemetry import trace
+from opentelemetry.semconv._incubating.attributes import gen_ai_attributes as G
+from opentelemetry.trace import Status, StatusCode
+
+from tandem.messages import (
+    TERMINAL,
+    ErrorReply,
+    ExecutionPlan,
+    StepCheckpoint,
+    TaskAnswer,
+    TaskAnswerReply,
+    TaskCancel,
+    TaskEvent,
+    TaskGet,
+    TaskList,
+    TaskListReply,
+    TaskReply,
+    TaskResult,
+    TaskState,
+    TaskSubmit,
+    TaskSummary,
+    decode_error_path,
+    decoder,
+    encode,
+    subjects,
+    utcnow,
+)
+from tandem.messages.control import CancelWork
+from tandem.services.approval import Approval, approve_plan
+from tandem.services.bus import Bus, deadline_scope, extract_context, messaging_attributes
+from tandem.services.bus._tracing import PROCESS, tracer as bus_tracer
+from tandem.services.config import Config, TaskLoopConfig
+from tandem.services.errors import BusError, DeadlineExceeded, RemoteError, TandemError
+
+from ._base import Actor, DeadLetter, Endpoint
+from ._task_flow import Rejected, run_flow
+
+__all__ = ["TaskActor", "TaskStore", "ensure_task_stream"]
+
+log = logging.getLogger("tandem.task")
+tracer = trace.get_tracer("tandem.task")
+
+_submit_decoder = decoder(TaskSubmit)
+_answer_decoder = decoder(TaskAnswer)
+_checkpoint_decoder = decoder(StepCheckpoint)
+_state_decoder = msgspec.json.Decoder(TaskState)
+
+
+class TaskNotFound(TandemError):
+    """Raised when no task has the given id."""
+
+    code = "not_found"
+
+
+class TaskConflict(TandemError):
+    """Raised when a request does not fit the task's status (cancelling a finished task …)."""
+
+    code = "conflict"
+
+
+async def ensure_task_stream(bus: Bus, loop: TaskLoopConfig) -> None:
+    """Create (or update) the stream ``TANDEM_TASKS`` and its durable consumer ``tandem_task``.
+
+    Raises
+    ------
+    BusError
+        When JetStream is not available.
+    """
+    js = bus.jetstream
+    stream = StreamConfig(
+        name=subjects.TASK_STREAM, subjects=[subjects.TASK_SUBMIT], retention=RetentionPolicy.WORK_QUEUE,
+        max_msgs=loop.max_queued, max_msg_size=loop.max_submit_bytes, discard=DiscardPolicy.NEW,
+        duplicate_window=120.0, max_age=loop.retention_s,
+    )
+    consumer = ConsumerConfig(
+        durable_name=subjects.TASK_CONSUMER, ack_policy=AckPolicy.EXPLICIT, ack_wait=loop.ack_wait_s,
+        max_deliver=loop.max_attempts + 1, max_ack_pending=max(1000, loop.concurrency * 8),
+        filter_subject=subjects.TASK_SUBMIT,
+    )
+    try:
+        try:
+            await js.stream_info(subjects.TASK_STREAM)
+            await js.update_stream(stream)
+        except nats.js.errors.NotFoundError:
+            await js.add_stream(stream)
+        await js.add_consumer(subjects.TASK_STREAM, consumer)
+    except nats.errors.Error as exc:
+        raise BusError(f"cannot set up the task stream {subjects.TASK_STREAM} (is JetStream enabled?): {exc}") from exc
+
+
+class TaskStore:
+    """Task states in the KV bucket ``tandem_tasks``; bulky data in the object store ``tandem_task_data``.
+
+    Every write is revision-checked: :meth:`update` re-reads and re-applies its change on a
+    conflict, so concurrent writers (the replica running the task, a cancel request) never
+    lose each other's changes.
+    """
+
+    def __init__(self, bus: Bus, loop: TaskLoopConfig) -> None:
+        self.bus = bus
+        self.loop = loop
+        self._kv: Any = None
+        self._objects: Any = None
+
+    async def open(self) -> TaskStore:
+        """Open (creating when missing) the KV bucket and the object store."""
+        self._kv = await self.bus.key_value(subjects.TASK_BUCKET, ttl=self.loop.retention_s)
+        self._objects = await _object_store(self.bus, subjects.TASK_DATA_BUCKET, ttl=self.loop.retention_s)
+        return self
+
+    async def get(self, task_id: str) -> tuple[TaskState, int] | None:
+        """Return the state and its revision, or ``None`` for an unknown task."""
+        try:
+            entry = await self._kv.get(task_id)
+        except (nats.js.errors.KeyNotFoundError, nats.js.errors.KeyDeletedError):
+            return None
+        if entry.value is None:
+            return None
+        return _state_decoder.decode(entry.value), entry.revision
+
+    async def create(self, state: TaskState) -> bool:
+        """Store a new task; ``False`` when the id exists already."""
+        try:
+            await self._kv.create(state.task_id, await self._encode(state))
+        except nats.js.errors.KeyWrongLastSequenceError:
+            return False
+        return True
+
+    async def update(self, task_id: str, change: Callable[[TaskState | None], TaskState | None]) -> TaskState | None:
+        """Apply ``change`` to the current state (``None`` if absent) and store its result.
+
+        ``change`` returning ``None`` writes nothing. Retries on a revision conflict.
+
+        Returns
+        -------
+        TaskState or None
+            What is stored now.
+        """
+        for _ in range(50):
+            current = await self.get(task_id)
+            state, revision = current if current is not None else (None, 0)
+            new = change(state)
+            if new is None:
+                return state
+            new = msgspec.structs.replace(new, updated_at=utcnow())
+            try:
+                if current is None:
+                    await self._kv.create(task_id, await self._encode(new))
+                else:
+                    await self._kv.update(task_id, await self._encode(new), last=revision)
+            except nats.js.errors.KeyWrongLastSequenceError:
+                continue  # someone wrote in between: read again, apply again
+            return new
+        raise BusError(f"task {task_id}: state kept changing under 50 updates")
+
+    async def list(self, limit: int, status: str | None) -> list[TaskSummary]:
+        """Return up to ``limit`` tasks, newest first (``status`` filters)."""
+        try:
+            keys = await self._kv.keys()
+        except nats.js.errors.NoKeysError:
+            return []
+        states = []
+        for key in keys[-5000:]:
+            found = await self.get(key)
+            if found is not None and (status is None or found[0].status == status):
+                states.append(found[0])
+        states.sort(key=lambda s: s.submitted_at, reverse=True)
+        return [TaskSummary(task_id=s.task_id, status=s.status, task=s.task[:200], submitted_at=s.submitted_at,
+                            updated_at=s.updated_at) for s in states[:limit]]
+
+    async def put_object(self, name: str, data: bytes) -> str:
+        await self._objects.put(name, data)
+        return name
+
+    async def get_object(self, name: str) -> bytes:
+        try:
+            return (await self._objects.get(name)).data
+        except nats.js.errors.NotFoundError as exc:
+            raise TaskNotFound(f"object {name} is gone from {subjects.TASK_DATA_BUCKET}") from exc
+
+    async def _encode(self, state: TaskState) -> bytes:
+        data = encode(state)
+        if len(data) <= self.loop.max_state_bytes:
+            return data
+        if state.result is not None and state.result.outputs:  # the bulky part: keep it beside the state
+            ref = await self.put_object(f"{state.task_id}/result", encode(state.result))
+            state = msgspec.structs.replace(state, result=msgspec.structs.replace(state.result, outputs=[]),
+                                            result_ref=ref)
+            data = encode(state)
+        if len(data) > self.loop.max_state_bytes and state.checkpoint is not None:
+            log.warning("task %s: checkpoint of %d bytes exceeds task.max_state_bytes; a redelivery re-runs "
+                        "from the previous one", state.task_id, len(encode(state.checkpoint)))
+            data = encode(msgspec.structs.replace(state, checkpoint=None))
+        return data
+
+
+async def _object_store(bus: Bus, bucket: str, *, ttl: float) -> Any:
+    from nats.js.api import ObjectStoreConfig
+
+    js = bus.jetstream
+    try:
+        try:
+            return await js.object_store(bucket)
+        except nats.js.errors.NotFoundError:
+            return await js.create_object_store(bucket, ObjectStoreConfig(bucket=bucket, ttl=ttl))
+    except nats.errors.Error as exc:
+        raise BusError(f"JetStream object store {bucket!r} unavailable: {exc}") from exc
+
+
+class TaskActor(Actor):
+    """Serve the task loop: the pull consumer of ``TANDEM_TASKS`` and ``tandem.task.*``.
+
+    Parameters
+    ----------
+    bus : Bus
+    config : Config
+        ``task`` (deadline, redelivery, concurrency, size limits) and ``nats.request_timeout_s``.
+    """
+
+    name = "task"
+
+    def __init__(self, bus: Bus, config: Config, *, concurrency: int = 64) -> None:
+        super().__init__(bus, concurrency=concurrency)
+        self.config = config
+        self.loop = config.task
+        self.store = TaskStore(bus, config.task)
+        self._running: dict[str, anyio.CancelScope] = {}
+
+    def endpoints(self) -> list[Endpoint]:
+        return [
+            Endpoint(subjects.TASK_GET, TaskGet, self.get, timeout=10),
+            Endpoint(subjects.TASK_LIST, TaskList, self.list, timeout=30),
+            Endpoint(subjects.TASK_CANCEL, TaskCancel, self.cancel, timeout=10),
+            Endpoint(subjects.TASK_ANSWER, TaskAnswer, self.answer, timeout=60),
+            Endpoint(subjects.TASK_CANCEL_SIGNAL, TaskCancel, self._cancel_signal, timeout=5, queue=False),
+        ]
+
+    async def setup(self, stack: AsyncExitStack) -> None:
+        await ensure_task_stream(self.bus, self.loop)
+        await self.store.open()
+
+    async def run(self, *, task_status: TaskStatus[None] = anyio.TASK_STATUS_IGNORED) -> None:
+        """Serve the endpoints and pull tasks until cancelled."""
+        async with anyio.create_task_group() as tg:
+            await tg.start(super().run)
+            psub = await self.bus.jetstream.pull_subscribe_bind(durable=subjects.TASK_CONSUMER,
+                                                                stream=subjects.TASK_STREAM)
+            task_status.started()
+            try:
+                await self._consume(psub, tg)
+            finally:
+                with anyio.CancelScope(shield=True):
+                    try:
+                        await psub.unsubscribe()
+                    except (nats.errors.Error, OSError):
+                        log.debug("task consumer unsubscribe failed", exc_info=True)
+
+    # ------------------------------------------------------------------ requests
+
+    async def get(self, request: TaskGet) -> TaskReply:
+        """Return the state of one task.
+
+        Raises
+        ------
+        TaskNotFound
+        """
+        found = await self.store.get(request.task_id)
+        if found is None:
+            raise TaskNotFound(f"no task {request.task_id}")
+        return TaskReply(state=found[0], correlation_id=request.correlation_id)
+
+    async def list(self, request: TaskList) -> TaskListReply:
+        """Return the most recent tasks, newest first."""
+        return TaskListReply(tasks=await self.store.list(request.limit, request.status),
+                             correlation_id=request.correlation_id)
+
+    async def cancel(self, request: TaskCancel) -> TaskReply:
+        """Stop a task wherever it is; reply with its state once it has stopped (within a few seconds).
+
+        Raises
+        ------
+        TaskNotFound
+        TaskConflict
+            When the task has already ended.
+        """
+        task_id = request.task_id
+        found = await self.store.get(task_id)
+        if found is None:
+            raise TaskNotFound(f"no task {task_id}")
+        if found[0].status in TERMINAL:
+            raise TaskConflict(f"task {task_id} has already {found[0].status.replace('_', ' ')}; nothing to cancel")
+
+        def mark(state: TaskState | None) -> TaskState | None:
+            if state is None or state.status in TERMINAL:
+                return None
+            if not state.worker:  # queued, nobody holds it: cancelled right here
+                return msgspec.structs.replace(state, cancel_requested=True, status="cancelled")
+            return msgspec.structs.replace(state, cancel_requested=True)
+
+        state = await self.store.update(task_id, mark)
+        if state is not None and state.status == "cancelled" and not state.worker:
+            await self.announce(state, "cancelled", "cancelled while queued")
+        else:
+            await self.bus.publish(subjects.TASK_CANCEL_SIGNAL, TaskCancel(task_id=task_id))
+            await self.bus.publish(subjects.CONTROL_CANCEL, CancelWork(correlation_id=task_id))
+            with anyio.move_on_after(5):
+                while state is not None and state.status not in TERMINAL:
+                    await anyio.sleep(0.02)
+                    found = await self.store.get(task_id)
+                    state = found[0] if found else None
+        assert state is not None
+        return TaskReply(state=state, correlation_id=request.correlation_id)
+
+    async def answer(self, request: TaskAnswer) -> TaskAnswerReply:
+        """Pass a free-text answer to the replica holding the task, which parses it.
+
+        Raises
+        ------
+        TaskNotFound
+        TaskConflict
+            When the task is not awaiting approval.
+        """
+        found = await self.store.get(request.task_id)
+        if found is None:
+            raise TaskNotFound(f"no task {request.task_id}")
+        if found[0].status != "awaiting_approval":
+            raise TaskConflict(f"task {request.task_id} is {found[0].status.replace('_', ' ')}, "
+                               "not awaiting approval")
+        return await self.bus.request(subjects.task_answer_inbox(request.task_id), request, TaskAnswerReply,
+                                      timeout=55)
+
+    async def _cancel_signal(self, request: TaskCancel) -> None:
+        scope = self._running.get(request.task_id)
+        if scope is not None:
+            scope.cancel()
+
+    # ------------------------------------------------------------------ FlowHost
+
+    async def transition(self, state: TaskState, **changes: object) -> TaskState:
+        """Record ``changes`` (revision-checked); a cancel that came in between cancels the task."""
+        def apply(current: TaskState | None) -> TaskState:
+            base = current or state
+            return msgspec.structs.replace(base, **changes)
+
+        new = await self.store.update(state.task_id, apply)
+        assert new is not None
+        if new.cancel_requested and (scope := self._running.get(state.task_id)) is not None:
+            scope.cancel()
+            await anyio.lowlevel.checkpoint()
+        return new
+
+    async def announce(self, state: TaskState, kind: str, detail: str = "", **fields: Any) -> None:
+        """Publish ``tandem.events.task.<kind>.<id>``."""
+        with anyio.CancelScope(shield=True):
+            await self.bus.publish(
+                subjects.event_task(kind, state.task_id),
+                TaskEvent(task_id=state.task_id, kind=kind, status=state.status, detail=detail[:2000],
+                          correlation_id=state.task_id, conversation_id=state.conversation_id, **fields),
+                template=subjects.EVENT_TASK)
+
+    async def approve(self, state: TaskState, plan: ExecutionPlan, question: str) -> Approval:
+        """Ask for approval; read answers from this task's answer inbox (:func:`approve_plan`, 3 answers at most).
+
+        Each question goes out as an ``awaiting_approval`` event; each answer gets a
+        :class:`TaskAnswerReply` saying what it was read as (and the next question when unclear).
+
+        Raises
+        ------
+        Rejected
+            When the plan was rejected, or no answer was clear.
+        """
+        sub = await self.bus.subscribe(subjects.task_answer_inbox(state.task_id))
+        await self.bus.flush()
+        waiting: list[Msg] = []  # the answer whose reading is not replied yet
+        current = state
+
+        async def approver(text: str) -> str:
+            nonlocal current
+            if waiting:  # the previous answer was unclear: tell its sender, ask again
+                await self.bus.respond(waiting.pop(), TaskAnswerReply(decision="unclear", question=text))
+                current = await self.transition(current, question=text)
+            await self.announce(current, "awaiting_approval", "approval needed", question=text, plan=plan,
+                                total_steps=len(plan.workflow))
+            async for msg in sub.messages:
+                try:
+                    answer = _answer_decoder.decode(msg.data)
+                except msgspec.DecodeError as exc:
+                    message, path = decode_error_path(exc)
+                    await self.bus.respond(msg, ErrorReply(code="bad_request", message=message, path=path))
+                    continue
+                waiting.append(msg)
+                return answer.text
+            raise AssertionError("the answer subscription ended")
+
+        try:
+            approval = await approve_plan(self.bus, plan, approver, correlation_id=state.task_id,
+                                          conversation_id=state.conversation_id)
+            decided = approval.decision in ("approved", "partial") and approval.plan is not None
+            if waiting:
+                await self.bus.respond(waiting.pop(), TaskAnswerReply(
+                    decision=approval.decision if decided or approval.decision == "rejected" else "unclear"))
+        finally:
+            with anyio.CancelScope(shield=True):
+                try:
+                    await sub.unsubscribe()
+                except (nats.errors.Error, OSError):
+                    log.debug("unsubscribe of the answer inbox failed", exc_info=True)
+        if not decided:
+            raise Rejected(approval)
+        return approval
+
+    def checkpoint_subject(self, state: TaskState) -> str:
+        return f"tandem.task.checkpoint.{self.instance_id}.{state.task_id}"
+
+    # ------------------------------------------------------------------ the pull loop
+
+    async def _consume(self, psub: Any, tg: anyio.abc.TaskGroup) -> None:
+        slots = anyio.Semaphore(self.loop.concurrency)
+        while True:
+            await slots.acquire()
+            try:
+                msgs = await psub.fetch(1, timeout=5)
+            except nats.errors.TimeoutError:
+                slots.release()
+                continue
+            except BaseException:
+                slots.release()
+                raise
+            tg.start_soon(self._deliver, msgs[0], slots)
+
+    async def _deliver(self, msg: Msg, slots: anyio.Semaphore) -> None:
+        """Run one delivery of a submission; ack once the task has ended (or was dead-lettered)."""
+        ctx, links = extract_context(msg.headers)
+        attempt = msg.metadata.num_delivered if msg.metadata else 1
+        try:
+            with bus_tracer.start_as_current_span(
+                f"process {subjects.TASK_SUBMIT}", context=ctx, kind=PROCESS, links=links,
+                attributes=messaging_attributes("process", msg.subject, message_id=msg.headers.get("Nats-Msg-Id", "")
+                                                if msg.headers else "", consumer_group=subjects.TASK_CONSUMER,
+                                                actor=self.name),
+            ):
+                submit: TaskSubmit | None = None
+                try:
+                    submit = _submit_decoder.decode(msg.data)
+                except (msgspec.DecodeError, RecursionError) as exc:
+                    text, path = decode_error_path(exc) if isinstance(exc, msgspec.DecodeError) else (
+                        "nesting too deep", None)
+                    await self._dead_letter(msg, None, f"malformed submission: {text}", path)
+                if submit is not None and attempt > self.loop.max_attempts:
+                    await self._dead_letter(msg, submit, f"exhausted {self.loop.max_attempts} deliveries")
+                elif submit is not None:
+                    async with anyio.create_task_group() as beats:
+                        beats.start_soon(self._heartbeat, msg)
+                        await self._run_task(submit, attempt)
+                        beats.cancel_scope.cancel()
+            await msg.ack()
+        except Exception:
+            # not acked: JetStream redelivers after ack_wait, and the last delivery dead-letters it
+            log.exception("task delivery %s failed; it will be redelivered", attempt)
+        finally:
+            slots.release()
+
+    async def _heartbeat(self, msg: Msg) -> None:
+        while True:
+            await anyio.sleep(self.loop.ack_wait_s / 3)
+            await msg.in_progress()
+
+    async def _dead_letter(self, msg: Msg, submit: TaskSubmit | None, reason: str, path: str | None = None) -> None:
+        task_id = submit.task_id if submit else (msg.headers or {}).get("Nats-Msg-Id", "")
+        log.warning("task %s dead-lettered: %s", task_id or "?", reason)
+        error = ErrorReply(code="dead_lettered", message=reason, path=path, correlation_id=task_id or "")
+        await self.bus.publish(f"tandem.events.dead_letter.{self.name}", DeadLetter(
+            subject=msg.subject, error=reason, path=path, payload=msg.data[:64 * 1024].decode("utf-8", "replace"),
+            correlation_id=task_id or ""))
+        if submit is None:
+            return
+        state = await self.store.update(task_id, lambda s: msgspec.structs.replace(
+            s or TaskState(task_id=task_id, task=submit.task[:2000], conversation_id=submit.conversation_id),
+            status="dead_lettered", error=error) if s is None or s.status not in TERMINAL else None)
+        if state is not None and state.status == "dead_lettered":
+            await self.announce(state, "dead_lettered", reason, error=error)
+
+    async def _take(self, submit: TaskSubmit, attempt: int) -> TaskState:
+        """Record that this replica holds the task (creating its state on the first delivery)."""
+        def take(state: TaskState | None) -> TaskState | None:
+            if state is not None and state.status in TERMINAL:
+                return None
+            deadline = (state.deadline if state and state.deadline else
+                        submit.deadline or time.time() + self.loop.timeout_s)
+            base = state or TaskState(task_id=submit.task_id, task=submit.task[:2000],
+                                      conversation_id=submit.conversation_id, submitted_at=submit.sent_at)
+            return msgspec.structs.replace(base, worker=self.instance_id, attempts=attempt, deadline=deadline)
+
+        state = await self.store.update(submit.task_id, take)
+        assert state is not None
+        return state
+
+    async def _run_task(self, submit: TaskSubmit, attempt: int) -> None:
+        task_id = submit.task_id
+        scope = anyio.CancelScope()
+        self._running[task_id] = scope  # before the take: a cancel from now on finds it
+        try:
+            state = await self._take(submit, attempt)
+            if state.status in TERMINAL:
+                return  # a duplicate delivery of a task that has ended
+            if state.cancel_requested:
+                await self._finish(state, "cancelled", detail="cancelled before it started")
+                return
+            with tracer.start_as_current_span(
+                "invoke_agent task",
+                attributes={G.GEN_AI_OPERATION_NAME: "invoke_agent", G.GEN_AI_AGENT_NAME: "task",
+                            G.GEN_AI_PROVIDER_NAME: "tandem", "tandem.task.id": task_id,
+                            "tandem.task.attempt": attempt,
+                            **({G.GEN_AI_CONVERSATION_ID: submit.conversation_id} if submit.conversation_id else {})},
+                record_exception=False, set_status_on_exception=False,
+            ) as span:
+                trace_id = format(span.get_span_context().trace_id, "032x")
+                if not state.trace_id:
+                    state = await self.transition(state, trace_id=trace_id)
+                if attempt == 1:
+                    await self.announce(state, "submitted", f"taken by {self.name} {self.instance_id}")
+                await self._supervise_flow(state, submit, scope, span)
+        finally:
+            self._running.pop(task_id, None)
+
+    async def _supervise_flow(self, state: TaskState, submit: TaskSubmit, scope: anyio.CancelScope,
+                              span: trace.Span) -> None:
+        """Run the flow under the task's deadline and cancel scope; record how it ended."""
+        checkpoints = await self.bus.subscribe(self.checkpoint_subject(state))
+        followed = [len(state.checkpoint.steps) if state.checkpoint else 0]  # steps announced so far
+        try:
+            async with anyio.create_task_group() as tg:
+                tg.start_soon(self._follow_checkpoints, state, checkpoints, followed)
+                outcome = await self._outcome(state, submit, scope)
+                if outcome[0] == "succeeded":  # checkpoints sent before the reply may still be in flight
+                    with anyio.move_on_after(2):
+                        while followed[0] < len(outcome[1].steps):
+                            await anyio.sleep(0.005)
+                tg.cancel_scope.cancel()
+        finally:
+            with anyio.CancelScope(shield=True):
+                try:
+                    await checkpoints.unsubscribe()
+                except (nats.errors.Error, OSError):
+                    log.debug("checkpoint unsubscribe failed", exc_info=True)
+        with anyio.CancelScope(shield=True):
+            await self._record(state.task_id, outcome, span)
+
+    async def _outcome(self, state: TaskState, submit: TaskSubmit, scope: anyio.CancelScope) -> tuple[str, Any]:
+        """Run the flow; return how it ended: succeeded, rejected, cancelled, deadline or failed (never raises
+        but for the actor's own cancellation)."""
+        try:
+            with scope, deadline_scope(state.deadline):
+                with anyio.fail_after(max(0.0, state.deadline - time.time())):
+                    inputs = await self._inputs(submit)
+                    return "succeeded", await run_flow(self, state, submit, inputs)
+            return "cancelled", None
+        except Rejected as rejected:
+            return "rejected", rejected.approval
+        except TimeoutError as exc:
+            return "deadline", exc
+        except TandemError as exc:
+            return ("deadline" if exc.code == "deadline_exceeded" else "failed"), exc
+        except Exception as exc:  # a bug: the task fails with the reason, the actor keeps serving
+            log.exception("task %s failed unexpectedly", state.task_id)
+            return "failed", exc
+
+    async def _record(self, task_id: str, outcome: tuple[str, Any], span: trace.Span) -> None:
+        kind, value = outcome
+        found = await self.store.get(task_id)
+        state = found[0] if found else TaskState(task_id=task_id)
+        if kind == "succeeded":
+            await self._finish(state, "succeeded", result=value, detail=value.mode.replace("_", " "))
+        elif kind == "rejected":
+            a: Approval = value
+            result = TaskResult(mode="not_run", approval=a.decision, modifications=a.modifications,
+                                fallback="; ".join(a.problems))
+            if a.decision == "rejected":
+                await self._finish(state, "cancelled", result=result, detail="plan rejected: nothing was run")
+            else:
+                await self._finish(state, "failed", result=result, error=ErrorReply(
+                    code="approval_unclear", message="no clear approval: nothing was run", correlation_id=task_id))
+        elif kind == "cancelled":
+            await self._finish(state, "cancelled", detail=f"cancelled while {state.status.replace('_', ' ')}")
+        else:
+            if kind == "deadline":
+                where = state.status.replace("_", " ")
+                if state.status == "running" and state.checkpoint is not None and state.plan is not None:
+                    nxt = state.checkpoint.next_index
+                    if nxt < len(state.plan.workflow):
+                        s = state.plan.workflow[nxt]
+                        where += f", step {s.step} {s.__struct_config__.tag}"
+                elif state.status == "running" and state.plan is not None and state.plan.workflow:
+                    s = state.plan.workflow[0]
+                    where += f", step {s.step} {s.__struct_config__.tag}"
+                error = ErrorReply(code="deadline_exceeded", message=f"deadline passed while {where}",
+                                   correlation_id=task_id)
+            else:
+                exc: Exception = value
+                code = getattr(exc, "code", "internal") if isinstance(exc, TandemError) else "internal"
+                message = exc.message if isinstance(exc, RemoteError) else str(exc) or type(exc).__name__
+                error = ErrorReply(code=code, message=message, path=getattr(exc, "path", None), correlation_id=task_id)
+            span.set_status(Status(StatusCode.ERROR, error.message))
+            span.set_attribute("error.type", error.code)
+            await self._finish(state, "failed", error=error, detail=error.message)
+
+    async def _finish(self, state: TaskState, status: str, *, result: TaskResult | None = None,
+                      error: ErrorReply | None = None, detail: str = "") -> None:
+        def end(current: TaskState | None) -> TaskState | None:
+            base = current or state
+            if base.status in TERMINAL:
+                return None
+            return msgspec.structs.replace(base, status=status, result=result or base.result, error=error,
+                                           question="")
+
+        new = await self.store.update(state.task_id, end)
+        if new is not None and new.status == status:
+            await self.announce(new, status, detail, error=error)
+
+    async def _follow_checkpoints(self, state: TaskState, sub: Any, followed: list[int]) -> None:
+        """Keep the executor's latest checkpoint in the state; announce each finished step."""
+        last = followed[0]
+        async for msg in sub.messages:
+            try:
+                cp = _checkpoint_decoder.decode(msg.data).checkpoint
+            except msgspec.DecodeError:
+                log.warning("task %s: malformed checkpoint ignored", state.task_id)
+                continue
+            try:
+                state = await self.transition(state, checkpoint=cp)
+            except TandemError as exc:  # the task goes on; a redelivery would re-run from an older checkpoint
+                log.warning("task %s: checkpoint not stored: %s", state.task_id, exc)
+            for outcome in cp.steps[last:]:
+                await self.announce(state, "step", outcome.detail, step=outcome,
+                                    total_steps=len(state.plan.workflow) if state.plan else 0)
+            last = followed[0] = len(cp.steps)
+
+    async def _inputs(self, submit: TaskSubmit) -> dict[int, str]:
+        inputs = dict(submit.inputs)
+        for fd, ref in submit.input_refs.items():
+            inputs[fd] = (await self.store.get_object(ref)).decode("utf-8")
+        return inputs

@@ -1,0 +1,332 @@
+"""Client of the task loop: submit, follow, answer, cancel and read tasks — from the CLI or any service.
+
+::
+
+    client = TaskClient(bus)
+    async with client.follow(task_id) as events:       # subscribe first: no event is missed
+        await client.submit(TaskSubmit(task_id=task_id, task="...", inputs={3: text}))
+        async for event in events:
+            ...                                        # TaskEvent: submitted, planned, step, …, succeeded
+    state = await client.get(task_id)                  # TaskState; result outputs resolved
+
+Submission is a JetStream publish to the work-queue stream ``TANDEM_TASKS`` with
+``Nats-Msg-Id`` = task id, so publishing the same submission twice runs it once.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import AsyncIterator, Awaitable, Callable
+from typing import Any
+from contextlib import asynccontextmanager
+
+import anyio
+import msgspec
+import nats.errors
+import nats.js.errors
+from nats.js.api import ObjectStoreConfig
+from opentelemetry.semconv._incubating.attributes import gen_ai_attributes as G
+from opentelemetry.trace import SpanKind
+
+from tandem.messages import (
+    TERMINAL,
+    TaskAnswer,
+    TaskAnswerReply,
+    TaskCancel,
+    TaskEvent,
+    TaskGet,
+    TaskList,
+    TaskListReply,
+    TaskReply,
+    TaskResult,
+    TaskState,
+    TaskSubmit,
+    TaskSummary,
+    decoder,
+    encode,
+    subjects,
+)
+
+from .bus import Bus, inject_headers
+from .bus._tracing import SEND, messaging_attributes, tracer
+from .errors import BusError, NoResponders, RequestTimeout, TandemError
+
+__all__ = ["Approver", "QueueFull", "SubmissionTooLarge", "TaskClient", "TaskEvents"]
+
+Approver = Callable[[str], Awaitable[str]]
+"""``async (question) -> answer``: how a client answers a task's approval question."""
+
+log = logging.getLogger("tandem.tasks")
+
+_event_decoder = decoder(TaskEvent)
+_result_decoder = msgspec.json.Decoder(TaskResult)
+
+
+class SubmissionTooLarge(TandemError):
+    """Raised when a submission exceeds the stream's message limit even with inputs moved out."""
+
+    code = "too_large"
+
+
+class QueueFull(TandemError):
+    """Raised when the task stream holds ``task.max_queued`` tasks already."""
+
+    code = "queue_full"
+
+
+class TaskEvents:
+    """Async iterator of decoded :class:`TaskEvent` from one subscription.
+
+    Not an async generator on purpose: a wait on it may be cancelled (``move_on_after``)
+    and iterated again, which would close a generator for good.
+    """
+
+    def __init__(self, sub: Any) -> None:
+        self._messages = sub.messages
+
+    def __aiter__(self) -> TaskEvents:
+        return self
+
+    async def __anext__(self) -> TaskEvent:
+        while True:
+            msg = await self._messages.__anext__()
+            try:
+                return _event_decoder.decode(msg.data)
+            except msgspec.DecodeError as exc:
+                log.warning("malformed task event on %s ignored: %s", msg.subject, exc)
+
+    async def next(self, *, timeout: float) -> TaskEvent | None:
+        """Return the next event, or ``None`` after ``timeout`` seconds without one.
+
+        Raises
+        ------
+        BusError
+            When the subscription has ended (the connection closed).
+        """
+        with anyio.move_on_after(timeout):
+            try:
+                return await self.__anext__()
+            except StopAsyncIteration:
+                raise BusError("the task event subscription ended (connection closed?)") from None
+        return None
+
+
+class TaskClient:
+    """Talk to the task actor over ``bus``.
+
+    Parameters
+    ----------
+    bus : Bus
+    inline_input_bytes : int
+        Inputs larger than this go to the object store ``tandem_task_data`` and the
+        submission carries their names (config ``task.inline_input_bytes``).
+    max_submit_bytes : int
+        Largest submission (config ``task.max_submit_bytes``, the stream's ``max_msg_size``).
+    timeout : float
+        Seconds to wait for replies of ``get`` / ``list`` / ``cancel`` / ``answer``.
+    """
+
+    def __init__(self, bus: Bus, *, inline_input_bytes: int = 256 * 1024, max_submit_bytes: int = 1024 * 1024,
+                 timeout: float = 10.0) -> None:
+        self.bus = bus
+        self.inline_input_bytes = inline_input_bytes
+        self.max_submit_bytes = max_submit_bytes
+        self.timeout = timeout
+
+    async def submit(self, submit: TaskSubmit) -> TaskSubmit:
+        """Publish ``submit`` to the task stream; return it as sent (large inputs moved out).
+
+        Raises
+        ------
+        NoResponders
+            When no task actor has ever set up the stream on this server.
+        SubmissionTooLarge
+        QueueFull
+        BusError
+        """
+        submit = await self._move_large_inputs(submit)
+        payload = encode(submit)
+        if len(payload) > self.max_submit_bytes:
+            raise SubmissionTooLarge(f"task submission of {len(payload)} bytes exceeds {self.max_submit_bytes} "
+                                     "(task.max_submit_bytes), even with large inputs in the object store")
+        await self._record_pending(submit)
+        with tracer.start_as_current_span(
+            f"send {subjects.TASK_SUBMIT}", kind=SEND,
+            attributes=messaging_attributes("send", subjects.TASK_SUBMIT, message_id=submit.task_id,
+                                            conversation_id=submit.conversation_id, body_size=len(payload)),
+        ):
+            # the span's own context goes into the headers: the task's spans hang under it
+            headers = inject_headers({"Nats-Msg-Id": submit.task_id})
+            try:
+                await self.bus.jetstream.publish(subjects.TASK_SUBMIT, payload, headers=headers, timeout=self.timeout)
+            except nats.errors.NoRespondersError as exc:
+                raise NoResponders(f"no task stream on this server: start a task actor (tandem serve task)") from exc
+            except nats.js.errors.APIError as exc:
+                text = str(exc.description or exc)
+                if "maximum" in text and "size" in text:
+                    raise SubmissionTooLarge(f"task submission of {len(payload)} bytes: {text}") from exc
+                if "maximum messages" in text:
+                    raise QueueFull(f"the task queue is full: {text}") from exc
+                raise BusError(f"task submission refused: {text}") from exc
+            except nats.errors.TimeoutError as exc:
+                raise RequestTimeout(f"the task stream did not acknowledge within {self.timeout:g}s") from exc
+        return submit
+
+    async def _record_pending(self, submit: TaskSubmit) -> None:
+        """Create the task's state (``pending``) so a queued task can be read and cancelled; an
+        existing state (a retried submission) is left as it is."""
+        try:
+            kv = await self.bus.key_value(subjects.TASK_BUCKET)
+            await kv.create(submit.task_id, encode(TaskState(
+                task_id=submit.task_id, task=submit.task[:2000], conversation_id=submit.conversation_id,
+                submitted_at=submit.sent_at)))
+        except nats.js.errors.KeyWrongLastSequenceError:
+            pass
+
+    async def get(self, task_id: str, *, resolve: bool = True) -> TaskState:
+        """Return the state of ``task_id`` (with ``resolve``, a result kept in the object store is fetched).
+
+        Raises
+        ------
+        RemoteError
+            ``not_found`` for an unknown id.
+        """
+        reply = await self.bus.request(subjects.TASK_GET, TaskGet(task_id=task_id), TaskReply, timeout=self.timeout)
+        state = reply.state
+        if resolve and state.result_ref:
+            data = await self._object(state.result_ref)
+            state = msgspec.structs.replace(state, result=_result_decoder.decode(data), result_ref="")
+        return state
+
+    async def list(self, *, limit: int = 20, status: str | None = None) -> list[TaskSummary]:
+        """Return the most recent tasks, newest first."""
+        reply = await self.bus.request(subjects.TASK_LIST, TaskList(limit=limit, status=status), TaskListReply,
+                                       timeout=self.timeout)
+        return reply.tasks
+
+    async def cancel(self, task_id: str) -> TaskState:
+        """Cancel ``task_id``; return its state once stopped.
+
+        Raises
+        ------
+        RemoteError
+            ``not_found``, or ``conflict`` when the task has already ended.
+        """
+        reply = await self.bus.request(subjects.TASK_CANCEL, TaskCancel(task_id=task_id),
+                                       TaskReply, timeout=self.timeout)
+        return reply.state
+
+    async def answer(self, task_id: str, text: str) -> TaskAnswerReply:
+        """Answer the approval question of ``task_id`` in free text.
+
+        Raises
+        ------
+        RemoteError
+            ``conflict`` when the task is not awaiting approval.
+        """
+        return await self.bus.request(subjects.TASK_ANSWER, TaskAnswer(task_id=task_id, text=text,
+                                                                       correlation_id=task_id),
+                                      TaskAnswerReply, timeout=60)
+
+    @asynccontextmanager
+    async def follow(self, task_id: str = "*") -> AsyncIterator[TaskEvents]:
+        """Subscribe to the events of one task (``*``: all tasks); iterate the yielded :class:`TaskEvents`.
+
+        The subscription is live when the block starts, so submit inside it. Malformed events
+        (another publisher's) are skipped with a warning.
+        """
+        sub = await self.bus.subscribe(subjects.task_events(task_id))
+        await self.bus.flush()
+        try:
+            yield TaskEvents(sub)
+        finally:
+            with anyio.CancelScope(shield=True):
+                try:
+                    await sub.unsubscribe()
+                except (nats.errors.Error, OSError):
+                    log.debug("unsubscribe failed", exc_info=True)
+
+    async def run(self, submit: TaskSubmit, *, approver: Approver | None = None,
+                  on_event: Callable[[TaskEvent], Awaitable[None]] | None = None, poll: float = 2.0) -> TaskState:
+        """Submit ``submit``, follow its events until it ends, answer approvals; return the final state.
+
+        The whole exchange is one trace: an ``invoke_agent task`` CLIENT span around the
+        submission (whose context the task actor continues), the answers and the reads.
+
+        Parameters
+        ----------
+        submit : TaskSubmit
+        approver : callable or None
+            ``async (question) -> answer`` for ``awaiting_approval`` events; without one, the
+            task waits for an answer from another client.
+        on_event : callable or None
+            Called with every event of the task, in order (progress display).
+        poll : float
+            Seconds without an event after which the state is read (a missed event never hangs).
+
+        Raises
+        ------
+        TandemError
+            Submission and bus errors; a task that *fails* is returned, not raised.
+        """
+        with tracer.start_as_current_span(
+            "invoke_agent task", kind=SpanKind.CLIENT,
+            attributes={G.GEN_AI_OPERATION_NAME: "invoke_agent", G.GEN_AI_AGENT_NAME: "task",
+                        G.GEN_AI_PROVIDER_NAME: "tandem", "tandem.task.id": submit.task_id,
+                        **({G.GEN_AI_CONVERSATION_ID: submit.conversation_id} if submit.conversation_id else {})},
+        ):
+            async with self.follow(submit.task_id) as events:
+                await self.submit(submit)
+                while True:
+                    event = await events.next(timeout=poll)
+                    if event is None:  # quiet for a while: read the state in case an event was missed
+                        if (await self.get(submit.task_id, resolve=False)).status in TERMINAL:
+                            break
+                        continue
+                    if on_event is not None:
+                        await on_event(event)
+                    if event.kind == "awaiting_approval" and approver is not None:
+                        await self.answer(submit.task_id, await approver(event.question))
+                    if event.status in TERMINAL:
+                        break
+            return await self.get(submit.task_id)
+
+    async def wait(self, task_id: str, *, poll: float = 0.5) -> TaskState:
+        """Wait until ``task_id`` has ended; return its final state (result resolved)."""
+        async with self.follow(task_id) as events:
+            state = await self.get(task_id, resolve=False)
+            while state.status not in TERMINAL:
+                event = await events.next(timeout=poll)  # an event, or a poll in case one was missed
+                if event is None or event.status in TERMINAL:
+                    state = await self.get(task_id, resolve=False)
+        return await self.get(task_id)
+
+    async def _move_large_inputs(self, submit: TaskSubmit) -> TaskSubmit:
+        large = {fd: text for fd, text in submit.inputs.items() if len(text.encode()) > self.inline_input_bytes}
+        if not large:
+            return submit
+        store = await self._store()
+        refs = dict(submit.input_refs)
+        for fd, text in large.items():
+            name = f"{submit.task_id}/input/{fd}"
+            await store.put(name, text.encode())
+            refs[fd] = name
+        inputs = {fd: t for fd, t in submit.inputs.items() if fd not in large}
+        return msgspec.structs.replace(submit, inputs=inputs, input_refs=refs)
+
+    async def _store(self):
+        js = self.bus.jetstream
+        try:
+            try:
+                return await js.object_store(subjects.TASK_DATA_BUCKET)
+            except nats.js.errors.NotFoundError:
+                return await js.create_object_store(subjects.TASK_DATA_BUCKET,
+                                                    ObjectStoreConfig(bucket=subjects.TASK_DATA_BUCKET))
+        except nats.errors.Error as exc:
+            raise BusError(f"object store {subjects.TASK_DATA_BUCKET} unavailable: {exc}") from exc
+
+    async def _object(self, name: str) -> bytes:
+        try:
+            return (await (await self._store()).get(name)).data
+        except nats.errors.Error as exc:
+            raise BusError(f"cannot read {name} from {subjects.TASK_DATA_BUCKET}: {exc}") from exc
