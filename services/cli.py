@@ -644,6 +644,9 @@ def config_path_cmd(config_path: ConfigPath = None) -> None:
     err.print(f"(from {source.origin})", highlight=False)
 
 
+# Sub-commands defined in their own modules: one registration line each, below.
+
+
 def main() -> None:
     """Console-script entry point."""
     app()
