@@ -18,7 +18,7 @@ def test_default_config_is_valid_and_embedded() -> None:
     assert config.router.fallback.per_status[429].max_retries == 0
     first = config.models[config.tiers[config.tier_for("planning")][0]]
     assert config.providers[first.provider].kind == "llamacpp_embedded"
-    assert first.structured_output == "json_object_schema"
+    assert first.structured_output == "json_schema"
 
 
 def test_unknown_field_names_its_path(tmp_path: Path) -> None:
