@@ -216,9 +216,12 @@ async def run_flow(host: FlowHost, state: TaskState, submit: TaskSubmit, inputs:
         result = msgspec.structs.replace(result, mode="single_stage", fallback=f"planning failed: {exc.message}")
         return await _execute(host, state, submit, inputs, infos, single_stage_plan(infos), result, approved=False)
     result = msgspec.structs.replace(result, mode="two_stage", plan_cached=planned.cached,
-                                     planning_model=planned.model)
+                                     planning_model=planned.model, recipe=planned.recipe,
+                                     recipe_params=dict(planned.recipe_params))
     state = await host.transition(state, plan=planned.plan, plan_fingerprint=planned.fingerprint, result=result)
-    await host.announce(state, "planned", "cached plan" if planned.cached else f"planned by {planned.model}",
+    how = "cached plan" if planned.cached else f"recipe {planned.recipe}" if planned.recipe else \
+        f"planned by {planned.model}"
+    await host.announce(state, "planned", how,
                         plan=planned.plan, total_steps=len(planned.plan.workflow))
     if submit.plan_only:
         return msgspec.structs.replace(result, mode="plan_only")

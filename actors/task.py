@@ -427,7 +427,10 @@ class TaskActor(Actor):
                                 total_steps=len(plan.workflow))
             async for msg in sub.messages:
                 try:
-                    answer = _answer_decoder.decode(msg.data)
+                    answer = _answer_decoder.decode(await self.bus.payload_of(msg))
+                except TandemError as exc:
+                    await self.bus.respond(msg, ErrorReply(code=exc.code, message=str(exc)))
+                    continue
                 except msgspec.DecodeError as exc:
                     message, path = decode_error_path(exc)
                     await self.bus.respond(msg, ErrorReply(code="bad_request", message=message, path=path))
@@ -666,9 +669,9 @@ class TaskActor(Actor):
         last = followed[0]
         async for msg in sub.messages:
             try:
-                cp = _checkpoint_decoder.decode(msg.data).checkpoint
-            except msgspec.DecodeError:
-                log.warning("task %s: malformed checkpoint ignored", state.task_id)
+                cp = _checkpoint_decoder.decode(await self.bus.payload_of(msg)).checkpoint
+            except (msgspec.DecodeError, TandemError) as exc:
+                log.warning("task %s: unreadable checkpoint ignored: %s", state.task_id, exc)
                 continue
             try:
                 state = await self.transition(state, checkpoint=cp)

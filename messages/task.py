@@ -71,12 +71,20 @@ class IntentResult(msgspec.Struct, frozen=True, kw_only=True):
     reasoning : str
     confidence : float
         0–1.
+    source : {"", "rules", "model", "fallback"}
+        How it was understood: the chat loop's rules, the router's ``intent`` task, or a
+        fallback when the model could not answer.
+    command : str
+        With ``control``: ``tasks``, ``cancel``, ``status``, ``history``, ``context``,
+        ``policy``, ``set`` (``text`` holds its argument).
     """
 
     kind: Literal["direct_response", "task", "control", "answer"]
     text: str = ""
     reasoning: str = ""
     confidence: Annotated[float, Meta(ge=0.0, le=1.0)] = 1.0
+    source: str = ""
+    command: str = ""
 
 
 class TaskSubmit(Message, frozen=True, kw_only=True, tag="task_submit"):
@@ -148,6 +156,10 @@ class TaskResult(msgspec.Struct, frozen=True, kw_only=True):
     approval : {"", "approved", "partial", "rejected", "unclear"}
     approved_steps : list of int
     modifications : list of str
+    recipe : str
+        The vetted plan (recipe) the planner used, ``""`` when it wrote the plan itself.
+    recipe_params : dict of str to str
+        The values it filled in (e.g. ``{"from": "gfm", "to": "textile"}``).
     """
 
     mode: str
@@ -161,6 +173,8 @@ class TaskResult(msgspec.Struct, frozen=True, kw_only=True):
     approval: str = ""
     approved_steps: list[int] = []
     modifications: list[str] = []
+    recipe: str = ""
+    recipe_params: dict[str, str] = {}
 
 
 class StepCheckpoint(Message, frozen=True, kw_only=True, tag="step_checkpoint"):

@@ -59,8 +59,11 @@ def _setup_logging(verbose: int) -> None:
                         handlers=[RichHandler(console=err, show_path=False, rich_tracebacks=verbose > 1)])
 
 
-def _fail(exc: BaseException, code: int = 1) -> typer.Exit:
-    err.print(f"[bold red]error:[/] {exc}", markup=True, highlight=False, soft_wrap=True)
+def _fail(exc: BaseException | str, code: int = 1) -> typer.Exit:
+    from rich.text import Text
+
+    # the message may quote a plan or a remote error: print it as text, never as markup
+    err.print(Text.assemble(("error:", "bold red"), f" {exc}"), highlight=False, soft_wrap=True)
     return typer.Exit(code)
 
 
@@ -305,6 +308,9 @@ def _report(state, plan_only: bool, output: Path | None, shown: set[tuple[int, s
             sys.stdout.write(text)
         sys.stdout.flush()
     how = result.mode.replace("_", " ")
+    if result.recipe:
+        params = ", ".join(f"{k}={v}" for k, v in result.recipe_params.items())
+        how += f" · recipe {result.recipe}" + (f" ({params})" if params else "")
     if result.plan_cached:
         how += " (cached plan)"
     if result.fallback:
@@ -390,7 +396,8 @@ async def _serve(config: Config, url: str | None, names: list[str]) -> None:
         async with open_bus(url, name="tandem-serve") as (bus, used_url), start_actors(bus, config, names):
             # SIGTERM (docker stop, process managers) and SIGINT stop cleanly: spans flushed, server stopped
             with anyio.open_signal_receiver(signal.SIGTERM, signal.SIGINT) as signals:
-                err.print(f"serving {', '.join(names)} on {used_url} (Ctrl-C to stop)")
+                err.print(f"serving {', '.join(names)} on {redact_url(used_url)} (Ctrl-C to stop)",
+                          highlight=False, markup=False)
                 async for signum in signals:
                     err.print(f"stopping on {signal.Signals(signum).name}")
                     break
@@ -492,6 +499,87 @@ def usage(
         raise _fail(exc) from None
 
 
+plans_app = typer.Typer(name="plans", help="Vetted plans (recipes) the planner offers a model before it writes a plan.",
+                        no_args_is_help=True)
+app.add_typer(plans_app)
+
+
+async def _recipes(config: Config, url: str | None, request):
+    from tandem.messages import Ack
+    from tandem.messages.recipes import PLANNER_RECIPES, RecipeList, RecipeReply
+
+    from .runtime import find_running, open_bus, start_actors
+
+    async with open_bus(url, name="tandem-plans") as (bus, _):
+        remote = await find_running(bus, ["planner"]) if url else set()
+        async with start_actors(bus, config, [] if remote else ["planner"]):
+            return await bus.request(PLANNER_RECIPES, request, RecipeList | RecipeReply | Ack, timeout=30)
+
+
+def _plans_call(config_path: Path | None, nats_url: str | None, request):
+    try:
+        config, url = _config(config_path, nats_url)
+        if url is None:
+            err.print("note: without --nats-url the recipe library lives in an embedded server that stops with "
+                      "this command", style="dim", highlight=False, markup=False)
+        return _invoke(_recipes, config, url, request)
+    except TandemError as exc:
+        raise _fail(exc) from None
+
+
+@plans_app.command("list")
+def plans_list(nats_url: NatsUrl = None, config_path: ConfigPath = None) -> None:
+    """List the recipes: name, shipped or added, description."""
+    from rich.table import Table
+    from rich.text import Text
+
+    from tandem.messages.recipes import ListRecipes
+
+    reply = _plans_call(config_path, nats_url, ListRecipes())
+    table = Table("recipe", "origin", "description", box=None, highlight=False)
+    for r in reply.recipes:
+        table.add_row(Text(r.name), "shipped" if r.shipped else "added", Text(r.description))
+    Console(highlight=False).print(table)
+
+
+@plans_app.command("show")
+def plans_show(name: Annotated[str, typer.Argument(help="Recipe name.")], nats_url: NatsUrl = None,
+               config_path: ConfigPath = None) -> None:
+    """Print one recipe as JSON."""
+    from tandem.messages.recipes import ShowRecipe
+
+    reply = _plans_call(config_path, nats_url, ShowRecipe(name=name))
+    sys.stdout.write(msgspec.json.format(msgspec.json.encode(reply.recipe), indent=2).decode() + "\n")
+
+
+@plans_app.command("add")
+def plans_add(path: Annotated[Path, typer.Argument(help="Recipe file, JSON or YAML.")],
+              replace: Annotated[bool, typer.Option("--replace", help="Overwrite a recipe of the same name.")] = False,
+              nats_url: NatsUrl = None, config_path: ConfigPath = None) -> None:
+    """Add a recipe (validated like a plan first)."""
+    from tandem.actors._recipes import decode_recipe
+    from tandem.messages.recipes import AddRecipe
+
+    try:
+        recipe = decode_recipe(path.read_bytes(), yaml=path.suffix in (".yaml", ".yml"))
+    except OSError as exc:
+        raise _fail(f"cannot read {path}: {exc.strerror or exc}") from None
+    except TandemError as exc:
+        raise _fail(exc) from None
+    reply = _plans_call(config_path, nats_url, AddRecipe(recipe=recipe, replace=replace))
+    err.print(f"added recipe {reply.recipe.name}", highlight=False, markup=False)
+
+
+@plans_app.command("remove")
+def plans_remove(name: Annotated[str, typer.Argument(help="Recipe name.")], nats_url: NatsUrl = None,
+                 config_path: ConfigPath = None) -> None:
+    """Remove a recipe (a removed shipped recipe stays removed)."""
+    from tandem.messages.recipes import RemoveRecipe
+
+    _plans_call(config_path, nats_url, RemoveRecipe(name=name))
+    err.print(f"removed recipe {name}", highlight=False, markup=False)
+
+
 task_app = typer.Typer(name="task", help="Show, cancel or wait for one task (needs --nats-url: a running Tandem).",
                        no_args_is_help=True)
 app.add_typer(task_app)
@@ -532,6 +620,7 @@ def tasks_cmd(
 ) -> None:
     """List recent tasks with their status and age."""
     from rich.table import Table
+    from rich.text import Text
 
     try:
         _, url = _task_config(config_path, nats_url)
@@ -540,7 +629,8 @@ def tasks_cmd(
         raise _fail(exc) from None
     table = Table("task", "status", "age", "updated", "task text", box=None, highlight=False)
     for t in rows:
-        table.add_row(t.task_id, t.status, _age(t.submitted_at), _age(t.updated_at), t.task[:60].replace("\n", " "))
+        table.add_row(t.task_id, t.status, _age(t.submitted_at), _age(t.updated_at),
+                      Text(t.task[:60].replace("\n", " ")))
     Console(highlight=False).print(table)
 
 
@@ -641,7 +731,7 @@ def config_path_cmd(config_path: ConfigPath = None) -> None:
 
     source = config_source(config_path)
     sys.stdout.write(f"{source.location}\n")
-    err.print(f"(from {source.origin})", highlight=False)
+    err.print(f"(from {source.origin})", highlight=False, markup=False)
 
 
 # Sub-commands defined in their own modules: one registration line each, below.

@@ -81,8 +81,9 @@ class TaskEvents:
     and iterated again, which would close a generator for good.
     """
 
-    def __init__(self, sub: Any) -> None:
+    def __init__(self, sub: Any, bus: Bus) -> None:
         self._messages = sub.messages
+        self._bus = bus
 
     def __aiter__(self) -> TaskEvents:
         return self
@@ -91,8 +92,8 @@ class TaskEvents:
         while True:
             msg = await self._messages.__anext__()
             try:
-                return _event_decoder.decode(msg.data)
-            except msgspec.DecodeError as exc:
+                return _event_decoder.decode(await self._bus.payload_of(msg))  # large events: object store
+            except (msgspec.DecodeError, TandemError) as exc:
                 log.warning("malformed task event on %s ignored: %s", msg.subject, exc)
 
     async def next(self, *, timeout: float) -> TaskEvent | None:
@@ -238,7 +239,7 @@ class TaskClient:
         sub = await self.bus.subscribe(subjects.task_events(task_id))
         await self.bus.flush()
         try:
-            yield TaskEvents(sub)
+            yield TaskEvents(sub, self.bus)
         finally:
             with anyio.CancelScope(shield=True):
                 try:
