@@ -7,13 +7,15 @@ from tandem.services.config import Config
 
 from ._base import Actor, Endpoint
 from ._supervisor import ActorCrashed, supervise
+from .chat import ChatActor
 from .choice_parser import ChoiceParserActor
+from .context import ContextActor
 from .executor import ExecutorActor
 from .planner import PlannerActor
 from .router import RouterActor
 from .task import TaskActor
 
-__all__ = ["ACTORS", "ChoiceParserActor", "Actor", "ActorCrashed", "Endpoint", "ExecutorActor", "PlannerActor", "RouterActor", "TaskActor", "supervise"]
+__all__ = ["ACTORS", "ChatActor", "ContextActor", "ChoiceParserActor", "Actor", "ActorCrashed", "Endpoint", "ExecutorActor", "PlannerActor", "RouterActor", "TaskActor", "supervise"]
 
 ACTORS: dict[str, Callable[[Bus, Config], Actor]] = {
     "planner": PlannerActor,
@@ -21,5 +23,7 @@ ACTORS: dict[str, Callable[[Bus, Config], Actor]] = {
     "executor": ExecutorActor,
     "choice": ChoiceParserActor,
     "task": TaskActor,
+    "context": ContextActor,
+    "chat": ChatActor,
 }
 """Actor name → constructor ``(bus, config) -> Actor``."""

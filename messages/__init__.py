@@ -7,7 +7,40 @@ Every message is a frozen, keyword-only msgspec Struct carrying the envelope
 from . import subjects
 from ._base import ErrorReply, Message, decode_error_path, new_id, utcnow
 from ._codec import decoder, encode
+from .chat import (
+    ChatPolicy,
+    ChatReply,
+    ChatSend,
+    ChatSession,
+    ChatSessionGet,
+    ChatSessionReply,
+    PendingApproval,
+    TaskLine,
+)
 from .choice import ChoiceContext, ChoiceReply, ChoiceRequest, ChoiceResult
+from .context import (
+    SESSION_ID_PATTERN,
+    ContextAppend,
+    ContextAppended,
+    ContextDelete,
+    ContextDeleted,
+    ContextEntry,
+    ContextExport,
+    ContextExportReply,
+    ContextGet,
+    ContextHistory,
+    ContextHistoryReply,
+    ContextList,
+    ContextListReply,
+    ConversationInfo,
+    ModelContext,
+    SharedContext,
+    SharedGet,
+    SharedReply,
+    SharedUpdate,
+    Summary,
+    TaskNote,
+)
 from .control import CancelWork, Ping, PingReply, Pong
 from .execution import ExecuteReply, ExecuteRequest, ExecutorReply, Output, StepEvent, StepOutcome
 from .plan import (
@@ -55,6 +88,35 @@ from .routing import (
 )
 
 __all__ = [
+    "ChatPolicy",
+    "ChatReply",
+    "ChatSend",
+    "ChatSession",
+    "ChatSessionGet",
+    "ChatSessionReply",
+    "PendingApproval",
+    "TaskLine",
+    "SESSION_ID_PATTERN",
+    "ContextAppend",
+    "ContextAppended",
+    "ContextDelete",
+    "ContextDeleted",
+    "ContextEntry",
+    "ContextExport",
+    "ContextExportReply",
+    "ContextGet",
+    "ContextHistory",
+    "ContextHistoryReply",
+    "ContextList",
+    "ContextListReply",
+    "ConversationInfo",
+    "ModelContext",
+    "SharedContext",
+    "SharedGet",
+    "SharedReply",
+    "SharedUpdate",
+    "Summary",
+    "TaskNote",
     "CancelWork",
     "ChoiceContext",
     "ChoiceReply",

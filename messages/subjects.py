@@ -25,6 +25,11 @@ subject                                payload
 ``tandem.task.answer``                 ``TaskAnswer`` → ``TaskAnswerReply``
 ``tandem.events.task.<kind>.<id>``     ``TaskEvent``
 ``tandem.events.dead_letter.<actor>``  ``DeadLetter``
+``tandem.context.<op>``                ``Context*`` requests (append, get, history, list,
+                                       delete, export, shared.get, shared.update)
+``tandem.history.<session>``           ``ContextEntry`` (JetStream stream ``TANDEM_CONTEXT``)
+``tandem.chat.send``                   ``ChatSend`` → ``ChatReply``
+``tandem.chat.session``                ``ChatSessionGet`` → ``ChatSessionReply``
 =====================================  ==========================================
 """
 
@@ -60,6 +65,21 @@ __all__ = [
     "event_task",
     "ping",
     "queue_group",
+    "CONTEXT_APPEND",
+    "CONTEXT_GET",
+    "CONTEXT_HISTORY",
+    "CONTEXT_LIST",
+    "CONTEXT_DELETE",
+    "CONTEXT_EXPORT",
+    "CONTEXT_SHARED_GET",
+    "CONTEXT_SHARED_UPDATE",
+    "CONTEXT_STREAM",
+    "CONTEXT_BUCKET",
+    "HISTORY_ALL",
+    "history",
+    "CHAT_SEND",
+    "CHAT_SESSION",
+    "CHAT_BUCKET",
 ]
 
 PREFIX = "tandem"
@@ -97,6 +117,30 @@ TASK_BUCKET = "tandem_tasks"
 """KV bucket: one :class:`~tandem.messages.TaskState` per task id."""
 TASK_DATA_BUCKET = "tandem_task_data"
 """Object store: inputs and results too large for a message."""
+
+
+CONTEXT_APPEND = "tandem.context.append"
+CONTEXT_GET = "tandem.context.get"
+CONTEXT_HISTORY = "tandem.context.history"
+CONTEXT_LIST = "tandem.context.list"
+CONTEXT_DELETE = "tandem.context.delete"
+CONTEXT_EXPORT = "tandem.context.export"
+CONTEXT_SHARED_GET = "tandem.context.shared.get"
+CONTEXT_SHARED_UPDATE = "tandem.context.shared.update"
+CONTEXT_STREAM = "TANDEM_CONTEXT"
+"""JetStream stream holding every conversation's history, one subject per conversation."""
+CONTEXT_BUCKET = "tandem_context"
+"""KV bucket: ``summary.<session>`` and ``shared.<session>`` per conversation."""
+HISTORY_ALL = "tandem.history.>"
+CHAT_SEND = "tandem.chat.send"
+CHAT_SESSION = "tandem.chat.session"
+CHAT_BUCKET = "tandem_chat"
+"""KV bucket: one :class:`~tandem.messages.chat.ChatSession` per session."""
+
+
+def history(session: str) -> str:
+    """Return the history subject of a conversation: ``tandem.history.<session>``."""
+    return f"{PREFIX}.history.{session}"
 
 
 def event_task(kind: str, task_id: str = "*") -> str:
