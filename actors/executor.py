@@ -7,19 +7,43 @@ starts and ends. ``spawn_command`` runs Tandem's built-in text commands on
 in-memory text (never a shell or a subprocess); ``manual_transform`` asks the
 execution tier through the router. A failed step goes to the
 ``error_recovery`` step that covers it, or fails the task with
-:class:`~tandem.services.errors.StepFailed`.
+:class:`~tandem.services.errors.StepFailed` (whose ``cause`` is the failing
+error's code, e.g. ``regex_timeout`` or ``truncated_output``).
+
+Model calls (``manual_transform``, and single stage, which is one):
+
+* routed as ``single_stage`` when the plan is the single-stage plan
+  (``metadata.task_type == "single_stage"``), else as ``manual_transform``, so
+  the usage log shows the tier that ran;
+* ``max_tokens`` from :func:`~tandem.actors._guards.execution_budget` within the
+  smallest context of the tier's models (``input_too_large`` before the call
+  when the prompt does not fit; the step's detail says when the context leaves
+  less than ``two_stage.max_execution_tokens``);
+* an answer with ``finish_reason == "length"`` fails the step with
+  :class:`~tandem.services.errors.TruncatedOutput` naming the limit, never
+  written out as a result; a degenerate one with ``degenerate_output``;
+* a skill from the task analyser (:func:`~tandem.actors.router.match_skill`,
+  then the optional model stage) goes along with the request; the step's
+  detail and the span say which and why.
+
+Built-in commands run under one :class:`~tandem.services.textcmd.Limits` built
+from the ``builtins:`` config. Every executed two-stage plan is recorded in
+:class:`~tandem.actors.router.TwoStageHealth` (the router's "performing
+poorly" fallback reads it).
 """
 
 from __future__ import annotations
 
+import logging
 import re
 import time
+from contextlib import AsyncExitStack
 
 import anyio
+import msgspec
 from opentelemetry import trace
 from opentelemetry.semconv._incubating.attributes import gen_ai_attributes as G
 from opentelemetry.trace import Status, StatusCode
-
 from tandem.messages import (
     ChatMessage,
     CompletionReply,
@@ -43,14 +67,26 @@ from tandem.messages import (
 from tandem.messages.plan import Condition
 from tandem.services.bus import Bus
 from tandem.services.config import Config
-from tandem.services.errors import ExecutionError, StepFailed, TandemError
-from tandem.services.textcmd import buffered_chars, regex_search, run_builtin
+from tandem.services.errors import (
+    ExecutionError,
+    StepFailed,
+    TandemError,
+    TruncatedOutput,
+)
+from tandem.services.textcmd import Limits, buffered_chars, regex_search, run_builtin
 
 from ._base import Actor, Endpoint
+from ._guards import check_degenerate, execution_budget
+from .router import SkillMatch, TwoStageHealth, match_skill, skill_schema
 
 __all__ = ["ExecutorActor", "evaluate_condition"]
 
 tracer = trace.get_tracer("tandem.executor")
+log = logging.getLogger("tandem.executor")
+
+
+class _SkillAnswer(msgspec.Struct, frozen=True):
+    skill: str
 
 _TRANSFORM_SYSTEM = (
     "You rewrite text exactly as instructed. Answer with the rewritten text only: "
@@ -96,6 +132,8 @@ class _Run:
         self.outputs: list[Output] = []
         self.outcomes: list[StepOutcome] = []
         self.next_index = 0
+        self.skill: SkillMatch | None | bool = False  # False: not analysed yet
+        self.single_stage = request.plan.metadata.task_type == "single_stage"
         if (resume := request.resume) is not None:
             self.fds.update(resume.fds)
             self.current = resume.current
@@ -132,6 +170,17 @@ class ExecutorActor(Actor):
     def __init__(self, bus: Bus, config: Config, *, concurrency: int = 32) -> None:
         super().__init__(bus, concurrency=concurrency)
         self.config = config
+        b = config.builtins
+        self.limits = Limits(regex_timeout_s=b.regex_timeout_s, time_limit_s=b.time_limit_s,
+                             max_output_chars=b.max_output_chars, max_plan_chars=b.max_plan_chars,
+                             max_threads=b.max_threads, pandoc_max_heap_mb=b.pandoc_max_heap_mb)
+        self.health = TwoStageHealth(None, config)
+
+    async def setup(self, stack: AsyncExitStack) -> None:
+        try:
+            self.health.kv = await self.bus.key_value(self.config.two_stage.fallback.bucket)
+        except TandemError as exc:  # advisory numbers: run plans without them
+            log.warning("executor: two-stage health bucket unavailable: %s", exc)
 
     def endpoints(self) -> list[Endpoint]:
         return [Endpoint(subjects.EXECUTOR_EXECUTE, ExecuteRequest, self.execute,
@@ -163,13 +212,20 @@ class ExecutorActor(Actor):
             run.next_index += 1
             if isinstance(step, ErrorRecovery):
                 continue
-            jump = await self._run_step(run, step, recovery.get(step.step), total)
+            try:
+                jump = await self._run_step(run, step, recovery.get(step.step), total)
+            except StepFailed:
+                if not run.single_stage:
+                    await self.health.record_plan(False)
+                raise
             if jump is not None:
                 run.next_index = index[jump]
             if request.checkpoint_subject:
                 await self.bus.publish(request.checkpoint_subject, StepCheckpoint(
                     task_id=request.correlation_id, checkpoint=run.checkpoint(),
                     correlation_id=request.correlation_id, conversation_id=request.conversation_id))
+        if not run.single_stage:
+            await self.health.record_plan(True)
         return ExecuteReply(correlation_id=request.correlation_id, conversation_id=request.conversation_id,
                             outputs=run.outputs, steps=run.outcomes)
 
@@ -194,7 +250,7 @@ class ExecutorActor(Actor):
                 if handler is None or handler.params.strategy == "abort":
                     span.set_status(Status(StatusCode.ERROR, str(exc)))
                     await self._finish(run, step, action, "failed", started, str(exc), total)
-                    raise StepFailed(step.step, action, str(exc)) from exc
+                    raise StepFailed(step.step, action, str(exc), cause=exc.code) from exc
                 span.set_attribute("tandem.plan.recovery", handler.params.strategy)
                 try:
                     status, detail = await self._recover(run, step, handler, exc)
@@ -222,12 +278,13 @@ class ExecutorActor(Actor):
             case "manual_transform":
                 instructions = p.instructions or f"Do what this failed step meant to do: {step}"
                 try:
-                    run.store(await self._transform(run, instructions, run.current), None)
+                    run.store((await self._transform(run, instructions, run.current))[0], None)
                 except TandemError as exc:
                     error = exc
                 else:
                     return "recovered", f"recovered by manual_transform after: {error}"
-        raise StepFailed(step.step, step.__struct_config__.tag, f"{error} (recovery {p.strategy} failed)")
+        raise StepFailed(step.step, step.__struct_config__.tag, f"{error} (recovery {p.strategy} failed)",
+                         cause=error.code)
 
     async def _dispatch(self, run: _Run, step: WorkflowStep) -> tuple[str, int | None]:
         match step:
@@ -239,7 +296,7 @@ class ExecutorActor(Actor):
                 return f"{p.source}: {len(run.current)} chars", None
             case SpawnCommand(params=p):
                 held = buffered_chars([*run.fds.values(), run.current, *(o.text for o in run.outputs)])
-                result = await run_builtin(p.cmd, p.args, run.text(p.input_fd), held_chars=held)
+                result = await run_builtin(p.cmd, p.args, run.text(p.input_fd), held_chars=held, limits=self.limits)
                 run.store(result, p.output_fd)
                 return " ".join([p.cmd, *p.args]), None
             case ManualTransform(params=p):
@@ -251,35 +308,104 @@ class ExecutorActor(Actor):
                 if p.context_fds:
                     context = "\n\n".join(f"[context fd:{fd}]\n{run.text(fd)}" for fd in p.context_fds)
                     instructions = f"{instructions or run.request.task}\n\nFurther inputs for context:\n{context}"
-                run.store(await self._transform(run, instructions or run.request.task, text), p.output_fd)
-                return p.type, None
+                output, note = await self._transform(run, instructions or run.request.task, text,
+                                                     task="single_stage" if run.single_stage else "manual_transform")
+                run.store(output, p.output_fd)
+                return "; ".join(x for x in (p.type, note) if x), None
             case WriteOutput(params=p):
                 run.outputs.append(Output(destination=p.destination, text=run.text(p.input_fd), format=p.format))
                 return p.destination, None
             case ConditionalBranch(params=p):
                 text = run.text(p.input_fd)
-                taken = (await regex_search(p.condition.value, text) if p.condition.kind == "matches"
+                taken = (await regex_search(p.condition.value, text, limits=self.limits) if p.condition.kind == "matches"
                          else evaluate_condition(p.condition, text))
                 target = p.then_step if taken else p.else_step
                 return f"{p.condition.kind} → {'then' if taken else 'else'} step {target or 'next'}", target
         raise AssertionError(step)
 
-    async def _transform(self, run: _Run, instructions: str, text: str) -> str:
+    async def _transform(self, run: _Run, instructions: str, text: str, *,
+                         task: str = "manual_transform") -> tuple[str, str]:
+        """Ask the model to rewrite ``text``; return the answer and a note for the step's detail.
+
+        Raises
+        ------
+        InputTooLarge
+            When the prompt does not fit the smallest context of the task's models.
+        TruncatedOutput
+            When the answer stopped at its token limit.
+        DegenerateOutput
+            When the answer repeats itself far beyond the input.
+        """
         req = run.request
+        user = f"Instructions: {instructions}\n\nText:\n{text}"
+        configured = self.config.two_stage.max_execution_tokens
+        context = self.config.context_tokens(task)
+        budget = execution_budget(len(text), len(_TRANSFORM_SYSTEM) + len(user), configured=configured,
+                                  context_tokens=context)
+        notes = []
+        if budget.max_tokens < configured:
+            notes.append(f"max_tokens {budget.max_tokens}: the model's context of {context} tokens leaves no room "
+                         f"for max_execution_tokens {configured}")
+        skill = await self._skill(run, task)
+        if skill is not None:
+            notes.append(f"skill {skill.skill} ({skill.reason})")
+            trace.get_current_span().set_attributes({"tandem.skill": skill.skill, "tandem.skill.reason": skill.reason})
         reply = await self.bus.request(
             subjects.ROUTER_COMPLETE,
             CompletionRequest(
-                task="manual_transform",
+                task=task,
                 correlation_id=req.correlation_id, conversation_id=req.conversation_id,
                 messages=[ChatMessage(role="system", content=_TRANSFORM_SYSTEM),
-                          ChatMessage(role="user", content=f"Instructions: {instructions}\n\nText:\n{text}")],
-                max_tokens=self.config.two_stage.max_execution_tokens,
+                          ChatMessage(role="user", content=user)],
+                max_tokens=budget.max_tokens,
                 timeout_s=self.config.nats.request_timeout_s,
+                skill=skill.skill if skill is not None else "",
             ),
             CompletionReply,
             timeout=self.config.nats.request_timeout_s,
         )
-        return reply.content
+        if reply.finish_reason == "length":
+            why = f"; {notes[0]}" if budget.max_tokens < configured else ""
+            raise TruncatedOutput(
+                f"truncated_output: the answer of {reply.model} stopped at the token limit "
+                f"(max_tokens {budget.max_tokens}, {reply.usage.output_tokens or '?'} tokens written){why}; "
+                "nothing of it was used: raise two_stage.max_execution_tokens or use a model with a larger context",
+                max_tokens=budget.max_tokens)
+        check_degenerate(reply.content, source=text)
+        return reply.content, "; ".join(notes)
+
+    async def _skill(self, run: _Run, task: str) -> SkillMatch | None:
+        """The task analyser (note 002), once per run: rules, then (optionally) a cheap model."""
+        if run.skill is not False:
+            return run.skill  # type: ignore[return-value]
+        found = match_skill(self.config, run.request.task, router_task=task)
+        analyser = self.config.analyser
+        if found is None and analyser.enabled and analyser.use_model and self.config.skills:
+            found = await self._classify(run, task)
+        run.skill = found
+        return found
+
+    async def _classify(self, run: _Run, task: str) -> SkillMatch | None:
+        """Model stage of the analyser: one skill name (or ``none``) under a JSON Schema enum."""
+        req = run.request
+        menu = "\n".join(f"- {name}: {s.description or s.category}" for name, s in self.config.skills.items()
+                         if task in s.tasks)
+        try:
+            reply = await self.bus.request(subjects.ROUTER_COMPLETE, CompletionRequest(
+                task=self.config.analyser.task, correlation_id=req.correlation_id,
+                conversation_id=req.conversation_id, max_tokens=60, schema_name="skill_choice",
+                response_schema=skill_schema(self.config), timeout_s=min(30.0, self.config.nats.request_timeout_s),
+                messages=[ChatMessage(role="system", content="Classify the task into one skill. Answer JSON."),
+                          ChatMessage(role="user", content=f"Task: {req.task[:2000]}\nSkills:\n{menu}\n"
+                                                           '- none: no skill fits\nAnswer {"skill": NAME}.')]),
+                CompletionReply, timeout=min(30.0, self.config.nats.request_timeout_s))
+            name = msgspec.json.decode(reply.content, type=_SkillAnswer).skill
+        except (TandemError, msgspec.DecodeError) as exc:  # the analyser is optional: route by tier
+            log.info("executor: skill classification failed: %s", exc)
+            return None
+        if name not in self.config.skills or task not in self.config.skills[name].tasks:
+            return None
+        return SkillMatch(skill=name, reason=f"model: {reply.model} classified the task")
 
     async def _finish(self, run: _Run, step: WorkflowStep, action: str, status: str, started: float,
                       detail: str, total: int) -> None:

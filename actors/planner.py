@@ -76,7 +76,7 @@ from tandem.messages.recipes import (
 )
 from tandem.services.bus import Bus
 from tandem.services.config import Config
-from tandem.services.errors import PlanningFailed, PlanValidationError, TandemError
+from tandem.services.errors import PlanningFailed, PlanTruncated, PlanValidationError, TandemError
 from tandem.services.textcmd import CommandInfo, available_commands
 
 from ._base import Actor, Endpoint
@@ -341,8 +341,15 @@ class PlannerActor(Actor):
         attempts = self.config.two_stage.planning_attempts
         error: Exception | None = None
         for attempt in range(1, attempts + 1):
-            reply = await self._complete(request, messages, schema, "execution_plan",
-                                         self.config.two_stage.max_planning_tokens)
+            limit = self._planning_budget(messages)
+            reply = await self._complete(request, messages, schema, "execution_plan", limit)
+            if reply.finish_reason == "length":  # cut off: not "invalid JSON", and retrying the same cap won't help
+                configured = self.config.two_stage.max_planning_tokens
+                why = (f" (the planning model's context leaves room for {limit} of max_planning_tokens {configured})"
+                       if limit < configured else "")
+                raise PlanTruncated(
+                    f"truncated_output: the plan of {reply.model} was cut off at max_planning_tokens {limit}{why}; "
+                    "reasoning models count hidden reasoning against it: raise two_stage.max_planning_tokens")
             try:
                 plan = decode_plan(reply.content)
                 check_plan_inputs(plan, fds)
@@ -384,6 +391,12 @@ class PlannerActor(Actor):
                 await self.recipes.remove(name)
                 return Ack(**env)
         raise AssertionError(request)
+
+    def _planning_budget(self, messages: list[ChatMessage]) -> int:
+        """``max_planning_tokens``, or what the planning models' context leaves after the prompt when smaller."""
+        prompt = sum(len(m.content) for m in messages) // 4 + 16
+        room = self.config.context_tokens("planning") - prompt
+        return max(64, min(self.config.two_stage.max_planning_tokens, room))
 
     async def _complete(self, request: PlanRequest, messages: list[ChatMessage], schema: dict[str, Any],
                         schema_name: str, max_tokens: int) -> CompletionReply:

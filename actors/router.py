@@ -21,6 +21,26 @@ The chain, for one request::
 
 No provider retries on its own (no hidden SDK retries). A model that keeps
 failing is put in cooldown in a JetStream KV bucket that every replica watches.
+
+A rejected credential (401/403, :class:`~tandem.services.errors.CredentialRejected`)
+still moves on to the next candidate, but loudly: an error-level log line on
+stderr naming the provider and its key's environment variable (once per
+provider and process), ``credential_rejected`` in the usage log (a column of
+``tandem usage``); the same model is never retried on it.
+
+A structured-output answer that stopped at its token limit (``finish_reason
+== "length"``) is returned as it is, with that finish reason, instead of failing
+the JSON check: the caller reports it as truncated (the planner's
+:class:`~tandem.services.errors.PlanTruncated`).
+
+Skills (design note 002): :func:`match_skill` is the task analyser's rule
+stage (task text → skill, with why); the executor adds the optional model stage
+and sends the skill along; :func:`rank_by_skill` is the skill matcher's ranking.
+
+The pipeline shape (:meth:`RouterActor.shape`) is single stage when
+``two_stage.enabled`` is false, or when :class:`TwoStageHealth` finds two stage
+performing poorly (note 000, fallback 3): too many recent plan runs failed, or
+planning calls were too slow on average; the reason says which.
 """
 
 from __future__ import annotations
@@ -35,9 +55,10 @@ from contextlib import AsyncExitStack
 import anyio
 import httpx
 import msgspec
+import nats.errors
+import nats.js.errors
 from nats.js.kv import KeyValue
 from opentelemetry import trace
-
 from tandem.messages import (
     Attempt,
     CompletionReply,
@@ -52,19 +73,30 @@ from tandem.messages import (
 from tandem.services.bus import Bus
 from tandem.services.config import Config, ModelConfig, ProviderConfig
 from tandem.services.errors import (
+    CredentialRejected,
     FallbackExhausted,
     LLMError,
     MalformedResponse,
     NoCandidate,
     ProviderStatusError,
     ProviderTimeout,
+    TandemError,
 )
-from tandem.services.llm import AzureOpenAIProvider, GeminiProvider, LlamaCppProvider, LocalModelServer, OpenAIChatProvider, Provider, normalize, unmet_needs
+from tandem.services.llm import (
+    AzureOpenAIProvider,
+    GeminiProvider,
+    LlamaCppProvider,
+    LocalModelServer,
+    OpenAIChatProvider,
+    Provider,
+    normalize,
+    unmet_needs,
+)
 from tandem.services.usage import UsageLog, UsageRecord, usage_log_path
 
 from ._base import Actor, Endpoint
 
-__all__ = ["Cooldown", "RouterActor", "make_provider", "rank_by_skill"]
+__all__ = ["Cooldown", "RouterActor", "SkillMatch", "TwoStageHealth", "make_provider", "match_skill", "rank_by_skill"]
 
 log = logging.getLogger("tandem.router")
 
@@ -109,6 +141,138 @@ def rank_by_skill(config: Config, skill: str) -> list[str]:
         return s.performance_weight * config.models[key].performance + s.cost_weight * (1 - prices[key] / top)
 
     return sorted(keys, key=score, reverse=True)
+
+
+class SkillMatch(msgspec.Struct, frozen=True, kw_only=True):
+    """The task analyser's answer: a skill and why (``rule: …`` or ``model: …``)."""
+
+    skill: str
+    reason: str
+    score: int = 0
+
+
+def match_skill(config: Config, task: str, *, router_task: str = "manual_transform") -> SkillMatch | None:
+    """Rule stage of the task analyser (note 002): the skill whose keyword rules hit ``task`` most.
+
+    Each skill's ``keywords`` are case-insensitive regular expressions; a skill's
+    score is the number of rules that match, plus one for each of its
+    ``capabilities`` named in the task (``format_conversion`` as "format
+    conversion"). Ties go to the skill listed first. Skills that do not apply to
+    ``router_task`` are left out.
+
+    Returns
+    -------
+    SkillMatch or None
+        ``None`` when the analyser is off or no skill reaches ``analyser.min_score``.
+
+    Examples
+    --------
+    >>> from tandem.services.config import ModelConfig, ProviderConfig, SkillConfig
+    >>> c = Config(providers={"p": ProviderConfig()}, models={"m": ModelConfig(provider="p", model="m")},
+    ...            skills={"conversion": SkillConfig(preferred="m", keywords=[r"\\bconvert"])})
+    >>> match_skill(c, "Convert this to Textile").reason
+    "rule: 'Convert' matches conversion"
+    """
+    if not config.analyser.enabled:
+        return None
+    best: SkillMatch | None = None
+    for name, skill in config.skills.items():
+        if router_task not in skill.tasks:
+            continue
+        hits: list[str] = []
+        for rule in skill.keywords:
+            m = re.search(rule, task, re.IGNORECASE)
+            if m:
+                hits.append(m.group(0).strip())
+        lowered = task.lower()
+        hits += [c for c in skill.capabilities if c.replace("_", " ") in lowered]
+        if len(hits) >= config.analyser.min_score and (best is None or len(hits) > best.score):
+            shown = ", ".join(repr(h) for h in hits[:3])
+            best = SkillMatch(skill=name, score=len(hits),
+                              reason=f"rule: {shown} match{'es' if len(hits) == 1 else ''} {name}")
+    return best
+
+
+def skill_schema(config: Config) -> dict:
+    """JSON Schema of the analyser's model stage: one of the skill names, or ``none``."""
+    return {"type": "object", "properties": {"skill": {"type": "string", "enum": [*config.skills, "none"]}},
+            "required": ["skill"], "additionalProperties": False}
+
+
+class TwoStageHealth:
+    """Recent two-stage outcomes in a JetStream KV bucket, shared by every replica (note 000, fallback 3).
+
+    The executor records each executed plan (ok or failed) under ``plans``, the
+    router each planning call's latency under ``planning``; :meth:`verdict` says
+    why new tasks should run single stage, or ``None``. Writes are
+    revision-checked and best effort: the numbers are advisory, a lost update
+    never fails a task.
+    """
+
+    def __init__(self, kv: KeyValue | None, config: Config) -> None:
+        self.kv = kv
+        self.policy = config.two_stage.fallback
+
+    async def _get(self, key: str) -> tuple[list, int]:
+        assert self.kv is not None
+        try:
+            entry = await self.kv.get(key)
+        except (nats.js.errors.KeyNotFoundError, nats.js.errors.KeyDeletedError):  # nothing recorded yet
+            return [], 0
+        try:
+            values = msgspec.json.decode(entry.value or b"[]")
+        except msgspec.DecodeError:
+            values = []
+        return values if isinstance(values, list) else [], entry.revision or 0
+
+    async def _append(self, key: str, value: object) -> None:
+        if self.kv is None:
+            return
+        for _ in range(5):
+            values, revision = await self._get(key)
+            new = msgspec.json.encode([*values, value][-self.policy.window:])
+            try:
+                if revision:
+                    await self.kv.update(key, new, last=revision)
+                else:
+                    await self.kv.create(key, new)
+            except nats.js.errors.KeyWrongLastSequenceError:  # somebody wrote in between: read again
+                log.debug("two-stage health: %s changed under the update", key)
+                continue
+            except (nats.errors.Error, TandemError) as exc:  # advisory numbers: never fail a task on them
+                log.info("two-stage health: %s not recorded: %s", key, exc)
+                return
+            return
+        log.info("two-stage health: %s not recorded (kept changing)", key)
+
+    async def record_plan(self, ok: bool) -> None:
+        """Record one executed two-stage plan."""
+        await self._append("plans", ok)
+
+    async def record_planning(self, latency_s: float) -> None:
+        """Record one planning call's latency, seconds."""
+        await self._append("planning", round(latency_s, 3))
+
+    async def verdict(self) -> str | None:
+        """Return why two stage performs poorly now, or ``None``."""
+        if self.kv is None:
+            return None
+        p = self.policy
+        plans, _ = await self._get("plans")
+        if len(plans) >= max(p.min_runs, 1):
+            failed = sum(1 for ok in plans if not ok)
+            if failed / len(plans) >= p.max_failure_rate:
+                return (f"two stage performing poorly: {failed} of the last {len(plans)} plans failed "
+                        f"(two_stage.fallback.max_failure_rate {p.max_failure_rate:g})")
+        if p.max_planning_latency_s is not None:
+            latencies, _ = await self._get("planning")
+            if len(latencies) >= max(p.min_runs, 1):
+                mean = sum(latencies) / len(latencies)
+                if mean > p.max_planning_latency_s:
+                    return (f"two stage performing poorly: planning took {mean:.1f}s on average over the last "
+                            f"{len(latencies)} calls (two_stage.fallback.max_planning_latency_s "
+                            f"{p.max_planning_latency_s:g})")
+        return None
 
 
 _KV_KEY = re.compile(r"[^-/_=.a-zA-Z0-9]")
@@ -204,6 +368,8 @@ class RouterActor(Actor):
                                  window_s=config.router.cooldown.window_s, cooldown_s=config.router.cooldown.cooldown_s)
         self._stack: AsyncExitStack | None = None
         self._start_lock = anyio.Lock()
+        self.health = TwoStageHealth(None, config)
+        self.rejected_credentials: set[str] = set()
 
     def endpoints(self) -> list[Endpoint]:
         return [
@@ -221,6 +387,7 @@ class RouterActor(Actor):
         self.usage = UsageLog(usage_log_path(self.config.router.usage_log))
         stack.callback(self.usage.close)
         self.cooldown.kv = await self.bus.key_value(self.config.router.cooldown.bucket)
+        self.health.kv = await self.bus.key_value(self.config.two_stage.fallback.bucket)
         tg = await stack.enter_async_context(anyio.create_task_group())
         stack.callback(tg.cancel_scope.cancel)
         await tg.start(self.cooldown.watch)
@@ -300,11 +467,13 @@ class RouterActor(Actor):
                         with anyio.fail_after(left):
                             result = await provider.chat(model, params, timeout=left,
                                                          conversation_id=request.conversation_id)
-                        if params.schema is not None:
-                            _check_json(key, result.content)
+                        if params.schema is not None and result.finish_reason != "length":
+                            _check_json(key, result.content)  # a cut-off answer goes back as such
                     except (LLMError, TimeoutError) as raw:
                         exc = raw if isinstance(raw, LLMError) else ProviderTimeout(f"{key}: deadline reached")
                         attempts.append(self._failed(request, tier, key, model, attempts, exc, started, wait))
+                        if isinstance(exc, CredentialRejected):
+                            self._credential_rejected(key, model, exc)
                         if not self._transient(exc):
                             break  # never retry the same model on a non-transient error
                         await self.cooldown.failed(key, type(exc).__name__)
@@ -319,6 +488,8 @@ class RouterActor(Actor):
                         continue
                     usage = TokenUsage(input_tokens=result.input_tokens, output_tokens=result.output_tokens)
                     cost = call_cost(model, usage)
+                    if request.task == "planning":
+                        self.start_soon(self.health.record_planning, result.latency_ms / 1000)
                     attempts.append(Attempt(model=key, ok=True, latency_ms=round(result.latency_ms, 3), waited_s=wait))
                     self.usage.write(UsageRecord(
                         ts=utcnow(), task=request.task, tier=tier, model=key, provider=model.provider,
@@ -340,6 +511,17 @@ class RouterActor(Actor):
                 task=request.task, tier=tier, skill=request.skill, attempts=attempts,
                 model=attempts[-1].model if attempts and attempts[-1].ok else "",
                 ok=bool(attempts) and attempts[-1].ok))
+
+    def _credential_rejected(self, key: str, model: ModelConfig, exc: CredentialRejected) -> None:
+        """Say it loudly, once per provider and process: a wrong key must not hide behind a fallback."""
+        if model.provider in self.rejected_credentials:
+            return
+        self.rejected_credentials.add(model.provider)
+        env = self.config.providers[model.provider].api_key_env
+        where = f"check {env}" if env else "the provider sets no api_key_env; check its headers"
+        log.error("credential rejected: provider %r refused the key for model %s (%s); %s. "
+                  "Moving on to the next candidate.", model.provider, key,
+                  str(exc)[:200], where)
 
     def _transient(self, exc: LLMError) -> bool:
         policy = self.config.router.fallback
@@ -375,7 +557,7 @@ class RouterActor(Actor):
             ts=utcnow(), task=request.task, tier=tier, model=key, provider=model.provider,
             fallback_chain=[*[a.model for a in attempts], key], attempt=len(attempts) + 1, latency_ms=ms,
             request_id=request.correlation_id, ok=False, error=str(exc)[:300], error_class=type(exc).__name__,
-            status_code=status, skill=request.skill))
+            status_code=status, skill=request.skill, credential_rejected=isinstance(exc, CredentialRejected)))
         return Attempt(model=key, ok=False, latency_ms=ms, error_class=type(exc).__name__, status_code=status,
                        error=str(exc)[:300], waited_s=waited)
 
@@ -393,6 +575,10 @@ class RouterActor(Actor):
         reason = (f"complexity {request.complexity:.2f} {'≥' if two else '<'} threshold {threshold:.2f}; "
                   f"planning on {plan_key} ≈ ${planning:.4f} + execution on {exec_key} ≈ ${single:.4f} "
                   f"vs single stage ≈ ${single:.4f}")
+        if not cfg.two_stage.enabled:
+            two, reason = False, "two stage is off (two_stage.enabled: false)"
+        elif two and (poor := await self.health.verdict()) is not None:
+            two, reason = False, f"{poor}; {reason}"
         return ShapeDecision(correlation_id=request.correlation_id, conversation_id=request.conversation_id,
                              mode="two_stage" if two else "single_stage", reason=reason,
                              planning_model=plan_key, execution_model=exec_key,

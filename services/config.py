@@ -12,33 +12,38 @@ import importlib.resources
 import os
 import re
 from pathlib import Path
-from urllib.parse import urlsplit, urlunsplit
 from typing import Any, Literal
+from urllib.parse import urlsplit, urlunsplit
 
 import msgspec
-
 from tandem.messages import decode_error_path
 
 from .errors import ConfigError
 
 __all__ = [
-    "Config",
-    "ModelConfig",
-    "NatsConfig",
-    "ProviderConfig",
-    "TwoStageConfig",
-    "ChoiceConfig",
     "AllowedParams",
+    "AnalyserConfig",
+    "BuiltinsConfig",
     "Capabilities",
+    "ChoiceConfig",
+    "Config",
+    "ConfigSource",
     "CooldownPolicy",
     "FallbackPolicy",
+    "ModelConfig",
+    "NatsConfig",
+    "NoteLLMConfig",
+    "NoteTwoStage",
     "Price",
+    "ProviderConfig",
     "RouterConfig",
     "SkillConfig",
     "StatusPolicy",
     "TaskLoopConfig",
     "TaskOverride",
-    "ConfigSource",
+    "TwoStageConfig",
+    "TwoStageFallback",
+    "apply_note_spelling",
     "config_source",
     "default_config_path",
     "load_config",
@@ -55,10 +60,51 @@ class _Conf(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=Tru
 
 
 class NatsConfig(_Conf, frozen=True, kw_only=True):
-    """Where NATS is: ``url`` ``None`` starts an embedded ``nats-server``."""
+    """Where NATS is: ``url`` ``None`` starts an embedded ``nats-server``.
+
+    Parameters
+    ----------
+    url : str or None
+    request_timeout_s : float
+    store : {"persistent", "ephemeral"}
+        The embedded server's JetStream store: ``persistent`` keeps it (the plan
+        cache, task states) under ``store_dir`` across runs; ``ephemeral`` uses a
+        temporary directory removed on exit. ``TANDEM_EPHEMERAL=1`` forces
+        ``ephemeral``.
+    store_dir : str or None
+        Where the persistent store lives; ``None``: ``$XDG_STATE_HOME/tandem/nats``
+        (``~/.local/state/tandem/nats``). ``$TANDEM_STORE_DIR`` overrides.
+    """
 
     url: str | None = None
     request_timeout_s: float = 300.0
+    store: Literal["persistent", "ephemeral"] = "persistent"
+    store_dir: str | None = None
+
+
+class TwoStageFallback(_Conf, frozen=True, kw_only=True):
+    """Switch to single stage when two stage performs poorly (design note 000, "パフォーマンス問題").
+
+    Parameters
+    ----------
+    window : int
+        Recent two-stage runs (plans executed) and planning calls looked at.
+    min_runs : int
+        Runs needed in the window before the failure rate counts.
+    max_failure_rate : float
+        Share of failed plan runs at or above which new tasks run single stage.
+    max_planning_latency_s : float or None
+        Mean planning-call latency above which new tasks run single stage;
+        ``None``: latency is not judged.
+    bucket : str
+        JetStream KV bucket holding the recent outcomes (shared by replicas).
+    """
+
+    window: int = 10
+    min_runs: int = 3
+    max_failure_rate: float = 0.5
+    max_planning_latency_s: float | None = None
+    bucket: str = "tandem_two_stage_health"
 
 
 class TwoStageConfig(_Conf, frozen=True, kw_only=True):
@@ -73,12 +119,26 @@ class TwoStageConfig(_Conf, frozen=True, kw_only=True):
     planning_attempts : int
         Planning calls before falling back to single stage (a plan that
         decodes but breaks an invariant is retried with the error as feedback).
+    enabled : bool
+        ``False``: every task runs single stage (no planning call).
+    fallback : TwoStageFallback
+        When two stage performs poorly, new tasks run single stage (note 000,
+        fallback strategy 3).
+
+    Notes
+    -----
+    The token defaults follow note 000 (2000 planning, 8000 execution). A
+    model whose context is smaller gets what fits: the executor asks for
+    ``min(max_execution_tokens, context left after the prompt)`` and says so
+    in the step's detail.
     """
 
     complexity_threshold: float = 0.7
-    max_planning_tokens: int = 700
-    max_execution_tokens: int = 2000
+    max_planning_tokens: int = 2000
+    max_execution_tokens: int = 8000
     planning_attempts: int = 2
+    enabled: bool = True
+    fallback: TwoStageFallback = TwoStageFallback()
 
 
 class ProviderConfig(_Conf, frozen=True, kw_only=True):
@@ -272,12 +332,74 @@ class SkillConfig(_Conf, frozen=True, kw_only=True):
     cost_weight, performance_weight : float
         Candidates are ranked by ``performance_weight * performance +
         cost_weight * (1 - relative price)``.
+    category : str
+        Note 002 ``skill_category`` (``conversion``, ``analysis``, ``creative`` …).
+    capabilities : list of str
+        Note 002 ``capabilities``; shown with the skill, matched against task words too.
+    description : str
+    keywords : list of str
+        Rules of the task analyser: regular expressions (case-insensitive) whose
+        hits in the task text score this skill.
+    tasks : list of str
+        Router tasks the skill applies to (planning keeps its tier).
     """
 
     preferred: str
     fallback: list[str] = []
     cost_weight: float = 0.5
     performance_weight: float = 0.5
+    category: str = ""
+    capabilities: list[str] = []
+    description: str = ""
+    keywords: list[str] = []
+    tasks: list[str] = msgspec.field(default_factory=lambda: ["manual_transform", "single_stage"])
+
+
+class AnalyserConfig(_Conf, frozen=True, kw_only=True):
+    """The task analyser (design note 002 "Task Analyzer"): task text → skill.
+
+    Parameters
+    ----------
+    enabled : bool
+        ``False``: no skill is chosen (tiers route every call).
+    use_model : bool
+        When no rule matches, ask a cheap model to classify the task with
+        constrained output (one of the skill names or ``none``).
+    task : str
+        Router task of that classification call (its tier: ``tasks.skill_analysis``,
+        else the task name as a tier).
+    min_score : int
+        Keyword hits a skill needs for the rules to pick it.
+    """
+
+    enabled: bool = True
+    use_model: bool = False
+    task: str = "skill_analysis"
+    min_score: int = 1
+
+
+class NoteTwoStage(_Conf, frozen=True, kw_only=True):
+    """``llm.two_stage`` of note 000's spelling."""
+
+    enabled: bool | None = None
+    complexity_threshold: float | None = None
+
+
+class NoteLLMConfig(_Conf, frozen=True, kw_only=True):
+    """Design note 000's "Configuration Extension" spelling, mapped onto the tiers.
+
+    ``planning_model`` / ``execution_model`` name a model key of ``models`` (or a
+    provider model id one of them uses); the model goes first in the tier the
+    ``planning`` (resp. ``manual_transform`` and ``single_stage``) task uses, the
+    tier's other models stay behind it as fallbacks. The token limits and
+    ``two_stage`` settings set ``two_stage.*``; values given here win.
+    """
+
+    two_stage: NoteTwoStage = NoteTwoStage()
+    planning_model: str | None = None
+    execution_model: str | None = None
+    max_planning_tokens: int | None = None
+    max_execution_tokens: int | None = None
 
 
 class TaskOverride(_Conf, frozen=True, kw_only=True):
@@ -325,6 +447,36 @@ class ChoiceConfig(_Conf, frozen=True, kw_only=True):
     confirm_threshold: float = 0.6
     cache_size: int = 1024
     llm_timeout_s: float = 30.0
+
+
+class BuiltinsConfig(_Conf, frozen=True, kw_only=True):
+    """Bounds on built-in text commands (:class:`tandem.services.textcmd.Limits`).
+
+    Parameters
+    ----------
+    regex_timeout_s : float
+        CPU seconds one regex search may take.
+    time_limit_s : float
+        Seconds one built-in step may take.
+    max_output_chars, max_plan_chars : int
+        Largest output of one step; largest total of a plan's buffers.
+    max_threads : int
+        Built-in commands running at once (worker threads).
+    pandoc_max_heap_mb : int
+    """
+
+    regex_timeout_s: float = 0.3
+    time_limit_s: float = 30.0
+    max_output_chars: int = 16 * 2**20
+    max_plan_chars: int = 64 * 2**20
+    max_threads: int = 4
+    pandoc_max_heap_mb: int = 1024
+
+    def __post_init__(self) -> None:
+        if not (self.regex_timeout_s > 0 and self.time_limit_s > 0):
+            raise ValueError("builtins: regex_timeout_s and time_limit_s must be positive")
+        if min(self.max_output_chars, self.max_plan_chars, self.max_threads, self.pandoc_max_heap_mb) < 1:
+            raise ValueError("builtins: max_output_chars, max_plan_chars, max_threads and pandoc_max_heap_mb must be >= 1")
 
 
 class TaskLoopConfig(_Conf, frozen=True, kw_only=True):
@@ -396,6 +548,13 @@ class Config(_Conf, frozen=True, kw_only=True):
         JetStream KV bucket of the plan cache.
     task : TaskLoopConfig
         The task loop (deadline, redelivery, concurrency, size limits).
+    builtins : BuiltinsConfig
+        Bounds on built-in text commands.
+    analyser : AnalyserConfig
+        The task analyser choosing a skill (note 002).
+    llm : NoteLLMConfig or None
+        Note 000's spelling (``llm: {two_stage, planning_model, …}``), mapped by
+        :func:`load_config` onto ``two_stage`` and the tiers.
     """
 
     nats: NatsConfig = NatsConfig()
@@ -410,6 +569,9 @@ class Config(_Conf, frozen=True, kw_only=True):
     choice: ChoiceConfig = ChoiceConfig()
     plan_cache_bucket: str = "tandem_plans"
     task: TaskLoopConfig = TaskLoopConfig()
+    builtins: BuiltinsConfig = BuiltinsConfig()
+    analyser: AnalyserConfig = AnalyserConfig()
+    llm: NoteLLMConfig | None = None
 
     def __post_init__(self) -> None:
         for key, model in self.models.items():
@@ -432,6 +594,26 @@ class Config(_Conf, frozen=True, kw_only=True):
             for key in [skill.preferred, *skill.fallback]:
                 if key not in self.models:
                     raise ValueError(f"skill {name!r} names unknown model {key!r} [at skills.{name}]")
+            for i, rule in enumerate(skill.keywords):
+                try:
+                    re.compile(rule)
+                except re.error as exc:
+                    raise ValueError(f"skill {name!r}: bad keyword rule {rule!r}: {exc} [at skills.{name}.keywords[{i}]]") from None
+
+    def context_tokens(self, task: str, tier: str = "") -> int:
+        """Return the smallest context window among the models that may serve ``task``.
+
+        The override's models, else the tier's; 8192 when none is configured.
+        """
+        override = self.task_overrides.get(task)
+        if override is not None and override.models:
+            keys = override.models
+        else:
+            try:
+                keys = self.tiers[self.tier_for(task, tier)]
+            except ConfigError:
+                keys = []
+        return min((self.models[k].capabilities.context_length for k in keys), default=8192)
 
     def tier_for(self, task: str, tier: str = "") -> str:
         """Return the tier for ``task`` (an explicit ``tier`` wins).
@@ -555,9 +737,72 @@ def load_config(path: Path | None = None) -> Config:
     path = Path(where_from)
     path = path or default_config_path()
     try:
-        return msgspec.yaml.decode(data, type=Config)
+        config = msgspec.yaml.decode(data, type=Config)
     except msgspec.ValidationError as exc:
         text, where = decode_error_path(exc)
         raise ConfigError(f"{path}: {text}" + (f" (at {where})" if where else "")) from exc
     except (msgspec.DecodeError, ValueError) as exc:
         raise ConfigError(f"{path}: not valid YAML: {exc}") from exc
+    try:
+        return apply_note_spelling(config)
+    except ConfigError as exc:
+        raise ConfigError(f"{path}: {exc}") from exc
+
+
+def _model_key(config: Config, name: str, field: str) -> str:
+    if name in config.models:
+        return name
+    keys = [k for k, m in config.models.items() if m.model == name]
+    if len(keys) == 1:
+        return keys[0]
+    why = "several models use that id: " + ", ".join(keys) if keys else "no model key or model id is " + repr(name)
+    raise ConfigError(f"llm.{field}: {why}; known models: {', '.join(config.models) or '(none)'}")
+
+
+def apply_note_spelling(config: Config) -> Config:
+    """Map note 000's ``llm:`` section onto ``two_stage`` and the tiers (identity without one).
+
+    ``planning_model`` goes first in a tier ``llm_planning`` used by the
+    ``planning`` task, followed by the models of the tier that task used before;
+    ``execution_model`` likewise in ``llm_execution`` for ``manual_transform``
+    and ``single_stage``.
+
+    Raises
+    ------
+    ConfigError
+        When a model name matches no model (or several).
+
+    Examples
+    --------
+    >>> c = Config(providers={"p": ProviderConfig()}, models={"big": ModelConfig(provider="p", model="gpt-4o")},
+    ...            tiers={"t": ["big"]}, llm=NoteLLMConfig(planning_model="gpt-4o", max_execution_tokens=4000))
+    >>> m = apply_note_spelling(c)
+    >>> m.tasks["planning"], m.tiers["llm_planning"], m.two_stage.max_execution_tokens
+    ('llm_planning', ['big'], 4000)
+    """
+    note = config.llm
+    if note is None:
+        return config
+    two = config.two_stage
+    changes = {k: v for k, v in {
+        "enabled": note.two_stage.enabled, "complexity_threshold": note.two_stage.complexity_threshold,
+        "max_planning_tokens": note.max_planning_tokens, "max_execution_tokens": note.max_execution_tokens,
+    }.items() if v is not None}
+    tiers, tasks = dict(config.tiers), dict(config.tasks)
+    for field, tier, uses in (("planning_model", "llm_planning", ("planning",)),
+                              ("execution_model", "llm_execution", ("manual_transform", "single_stage"))):
+        name = getattr(note, field)
+        if name is None:
+            continue
+        key = _model_key(config, name, field)
+        before: list[str] = []
+        for task in uses:
+            try:
+                before += config.tiers[config.tier_for(task)]
+            except ConfigError:
+                pass
+        tiers[tier] = list(dict.fromkeys([key, *before]))
+        for task in uses:
+            tasks[task] = tier
+    return msgspec.structs.replace(config, two_stage=msgspec.structs.replace(two, **changes), tiers=tiers,
+                                   tasks=tasks, llm=None)

@@ -21,19 +21,32 @@ boundary with ``raise ... from exc``, so callers never need to string-match.
     ├── RemoteError                  a peer answered with an ``ErrorReply``
     ├── PlanError                    an execution plan is unusable
     │   ├── PlanValidationError        the plan JSON fails decoding/invariants
-    │   └── PlanningFailed             the planner could not produce a plan
+    │   ├── PlanningFailed             the planner could not produce a plan
+    │   │   └── PlanTruncated              the plan was cut off at max_planning_tokens ("planning_failed")
+    │   └── RecipeError                a plan recipe is unusable (actors/_recipes.py)
+    │       ├── RecipeNotFound             no recipe of that name ("not_found")
+    │       └── RecipeInvalid              a recipe fails vetting ("recipe_invalid")
     ├── ExecutionError               running a plan failed
-    │   ├── StepFailed                 a step failed and had no recovery
+    │   ├── StepFailed                 a step failed and had no recovery (``cause`` = the error's code)
+    │   ├── TruncatedOutput            a model answer stopped at its token limit ("truncated_output")
+    │   ├── DegenerateOutput           the model repeated itself (actors/_guards.py)
+    │   ├── InputTooLarge              a prompt does not fit the model's context (actors/_guards.py)
     │   └── CommandError               a built-in text command was misused
+    │       ├── RegexTimeout               one regex search ran past its CPU budget (services/textcmd.py)
+    │       ├── OutputTooLarge             a step's output or the plan's buffers grew past their cap
+    │       ├── CommandTimeout             a step (its regex work, pandoc) ran past its time limit
+    │       └── CommandUnavailable         the command needs a program that is not installed (pandoc)
     ├── LLMError                     a model call failed
     │   ├── ProviderUnavailable        connection refused / DNS / reset
     │   ├── ProviderTimeout            the provider did not answer in time
     │   ├── ProviderStatusError        the provider answered 4xx/5xx
+    │   │   └── CredentialRejected         401/403: the API key was refused ("llm_auth")
     │   ├── MalformedResponse          the body is not the documented shape
     │   ├── NoCandidate                no configured model fits the request
     │   └── FallbackExhausted          every candidate failed within the budget
     ├── CancelledWork                the work was cancelled (``tandem.control.cancel``)
-    └── InputError                   a user-supplied file is missing or unreadable
+    ├── InputError                   a user-supplied file is missing or unreadable
+    └── StoreBusy                    the persistent embedded store is held by another process
 """
 
 from __future__ import annotations
@@ -45,8 +58,9 @@ __all__ = [
     "BusError",
     "CancelledWork",
     "CommandError",
-    "DeadlineExceeded",
     "ConfigError",
+    "CredentialRejected",
+    "DeadlineExceeded",
     "ExecutionError",
     "FallbackExhausted",
     "InputError",
@@ -55,9 +69,10 @@ __all__ = [
     "MalformedResponse",
     "NoCandidate",
     "NoResponders",
-    "PlanError",
-    "PlanValidationError",
     "PayloadTooLarge",
+    "PlanError",
+    "PlanTruncated",
+    "PlanValidationError",
     "PlanningFailed",
     "ProviderStatusError",
     "ProviderTimeout",
@@ -66,7 +81,9 @@ __all__ = [
     "ReplicaLost",
     "RequestTimeout",
     "StepFailed",
+    "StoreBusy",
     "TandemError",
+    "TruncatedOutput",
 ]
 
 
@@ -234,6 +251,14 @@ class PlanningFailed(PlanError):
     code = "planning_failed"
 
 
+class PlanTruncated(PlanningFailed):
+    """Raised when the planning model's answer stopped at ``max_planning_tokens``.
+
+    Keeps the code ``planning_failed`` (so the flow still falls back to single
+    stage); the message starts with ``truncated_output`` and names the limit.
+    """
+
+
 class ExecutionError(TandemError):
     """Raised when running a plan fails."""
 
@@ -251,15 +276,40 @@ class StepFailed(ExecutionError):
         The step's action, e.g. ``spawn_command``.
     reason : str
         Why it failed.
+    cause : str
+        The ``code`` of the error that failed the step (``regex_timeout``,
+        ``truncated_output`` …), ``""`` when unknown. The error's own code stays
+        ``step_failed``; the message starts its reason with the cause's code, so
+        a client reading ``ErrorReply.message`` sees it too.
     """
 
     code = "step_failed"
 
-    def __init__(self, step: int, action: str, reason: str) -> None:
+    def __init__(self, step: int, action: str, reason: str, *, cause: str = "") -> None:
         self.step = step
         self.action = action
+        self.cause = cause
+        if cause and cause not in reason:
+            reason = f"{cause}: {reason}"
         self.reason = reason
         super().__init__(f"step {step} ({action}) failed: {reason}")
+
+
+class TruncatedOutput(ExecutionError):
+    """Raised when a model answer stopped at its output token limit (``finish_reason == "length"``).
+
+    Parameters
+    ----------
+    message : str
+    max_tokens : int
+        The limit the answer ran into.
+    """
+
+    code = "truncated_output"
+
+    def __init__(self, message: str, *, max_tokens: int) -> None:
+        self.max_tokens = max_tokens
+        super().__init__(message)
 
 
 class CommandError(ExecutionError):
@@ -317,6 +367,28 @@ class ProviderStatusError(LLMError):
         super().__init__(f"HTTP {status_code}: {message}")
 
 
+class CredentialRejected(ProviderStatusError):
+    """Raised when a provider refuses the API key (HTTP 401 or 403).
+
+    Parameters
+    ----------
+    status_code : int
+    message : str
+    provider : str
+        The provider key in the config.
+    api_key_env : str or None
+        The environment variable the key came from.
+    """
+
+    code = "llm_auth"
+
+    def __init__(self, status_code: int, message: str, *, provider: str = "", api_key_env: str | None = None,
+                 retry_after: float | None = None) -> None:
+        super().__init__(status_code, message, retry_after=retry_after)
+        self.provider = provider
+        self.api_key_env = api_key_env
+
+
 class MalformedResponse(LLMError):
     """Raised when a provider's body is not the documented shape."""
 
@@ -356,3 +428,9 @@ class InputError(TandemError):
     """Raised when a user-supplied input or plan file is missing or unreadable."""
 
     code = "input"
+
+
+class StoreBusy(TandemError):
+    """Raised when the persistent embedded NATS store is locked by another Tandem process."""
+
+    code = "store_busy"

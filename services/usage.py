@@ -3,7 +3,10 @@
 Every call the router makes, success or failure, appends a :class:`UsageRecord`
 to a JSONL file: ``task, tier, model, provider, fallback_chain, latency_ms,
 usage{input_tokens, output_tokens}, cost_usd, request_id`` and on failure
-``error, error_class, status_code``. ``tandem usage`` aggregates it.
+``error, error_class, status_code`` and ``credential_rejected`` (HTTP 401/403:
+the provider refused the API key). ``tandem usage`` aggregates it; its "key
+refused" column counts those calls, so a wrong key does not hide behind a
+working fallback.
 """
 
 from __future__ import annotations
@@ -17,7 +20,6 @@ from typing import IO
 
 import msgspec
 from rich.table import Table
-
 from tandem.messages import TokenUsage
 
 from .errors import InputError
@@ -47,6 +49,8 @@ class UsageRecord(msgspec.Struct, frozen=True, kw_only=True, omit_defaults=True)
     error, error_class : str
     status_code : int or None
     skill : str
+    credential_rejected : bool
+        The provider refused the API key (HTTP 401/403).
     """
 
     ts: datetime
@@ -65,6 +69,7 @@ class UsageRecord(msgspec.Struct, frozen=True, kw_only=True, omit_defaults=True)
     error_class: str = ""
     status_code: int | None = None
     skill: str = ""
+    credential_rejected: bool = False
 
 
 _encoder = msgspec.json.Encoder()
@@ -130,6 +135,7 @@ class Group(msgspec.Struct, kw_only=True):
 
     calls: int = 0
     failures: int = 0
+    credential_rejected: int = 0
     latency_mean_ms: float = 0.0
     latency_p95_ms: float = 0.0
     input_tokens: int = 0
@@ -152,6 +158,7 @@ def _group(records: list[UsageRecord]) -> Group:
     return Group(
         calls=len(records),
         failures=sum(not r.ok for r in records),
+        credential_rejected=sum(r.credential_rejected or r.status_code in (401, 403) for r in records),
         latency_mean_ms=statistics.fmean(latencies) if latencies else 0.0,
         latency_p95_ms=p95,
         input_tokens=sum(r.usage.input_tokens for r in records),
@@ -189,11 +196,12 @@ def render_usage(summary: UsageSummary) -> list[Table]:
     tables = []
     for title, groups in (("per model", summary.by_model), ("per task", summary.by_task)):
         table = Table(title=f"LLM usage {title}", title_justify="left")
-        for col in ("", "calls", "failed", "mean ms", "p95 ms", "in tok", "out tok", "cost $"):
+        for col in ("", "calls", "failed", "key refused", "mean ms", "p95 ms", "in tok", "out tok", "cost $"):
             table.add_column(col, justify="left" if not col else "right")
         for name, g in groups.items():
-            table.add_row(name, str(g.calls), str(g.failures), f"{g.latency_mean_ms:.1f}", f"{g.latency_p95_ms:.1f}",
-                          str(g.input_tokens), str(g.output_tokens), f"{g.cost_usd:.4f}")
+            refused = f"{g.credential_rejected} ✗" if g.credential_rejected else "0"
+            table.add_row(name, str(g.calls), str(g.failures), refused, f"{g.latency_mean_ms:.1f}",
+                          f"{g.latency_p95_ms:.1f}", str(g.input_tokens), str(g.output_tokens), f"{g.cost_usd:.4f}")
         tables.append(table)
     chains = Table(title=f"fallback chains ({summary.requests} requests)", title_justify="left")
     chains.add_column("chain")

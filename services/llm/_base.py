@@ -14,7 +14,13 @@ from opentelemetry.semconv._incubating.attributes import gen_ai_attributes as G
 from opentelemetry.trace import SpanKind, Status, StatusCode
 
 from ..config import ModelConfig, ProviderConfig
-from ..errors import ConfigError, ProviderStatusError, ProviderTimeout, ProviderUnavailable
+from ..errors import (
+    ConfigError,
+    CredentialRejected,
+    ProviderStatusError,
+    ProviderTimeout,
+    ProviderUnavailable,
+)
 from ._params import ChatParams
 
 __all__ = ["Completion", "Provider"]
@@ -149,6 +155,7 @@ class Provider:
         Raises
         ------
         ProviderTimeout, ProviderUnavailable, ProviderStatusError, MalformedResponse
+            ``CredentialRejected`` (a ``ProviderStatusError``) for 401/403.
         """
         path, body, query = self.build_request(model, params)
         attrs: dict[str, Any] = {
@@ -199,6 +206,9 @@ class Provider:
             raise ProviderTimeout(f"{self.name}: no answer within the timeout ({type(exc).__name__})") from exc
         except httpx.TransportError as exc:
             raise ProviderUnavailable(f"{self.name}: cannot reach {self.base_url}: {exc}") from exc
+        if response.status_code in (401, 403):
+            raise CredentialRejected(response.status_code, error_message(response), provider=self.name,
+                                     api_key_env=self.config.api_key_env)
         if response.status_code >= 400:
             raise ProviderStatusError(response.status_code, error_message(response), retry_after=self.retry_after(response))
         return response.content
