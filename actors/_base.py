@@ -46,6 +46,7 @@ from anyio.abc import TaskStatus
 from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStream
 from nats.aio.msg import Msg
 from nats.aio.subscription import Subscription
+from opentelemetry import context as otel_context
 from opentelemetry.trace import Span, Status, StatusCode
 
 from tandem.messages import CancelWork, ErrorReply, Message, Ping, Pong, decode_error_path, decoder, new_id, subjects
@@ -59,12 +60,10 @@ from tandem.services.bus import (
     Bus,
     deadline_from_headers,
     deadline_scope,
-    extract_context,
-    messaging_attributes,
     remaining,
     truncate_text,
 )
-from tandem.services.bus._tracing import PROCESS, tracer
+from tandem.services.bus._tracing import HopAttributes, activate, extract_span_context, start_process
 from tandem.services.errors import BadRequest, BusClosed, CancelledWork, DeadlineExceeded, TandemError
 
 __all__ = ["MAX_DEAD_LETTER_PAYLOAD_CHARS", "MAX_ERROR_CHARS", "Actor", "DeadLetter", "Endpoint"]
@@ -171,6 +170,7 @@ class Actor:
         self._tg: anyio.abc.TaskGroup | None = None
         self._waiting: dict[str, float] = {}  # reply subject -> when received, for requests asking for heartbeats
         self._inflight: dict[str, set[anyio.CancelScope]] = {}
+        self._hops: dict[str, HopAttributes] = {}  # process span name and fixed attributes per endpoint
 
     def endpoints(self) -> list[Endpoint]:
         """Return the endpoints to serve (besides ``tandem.<name>.ping``)."""
@@ -291,7 +291,7 @@ class Actor:
                         self._waiting.pop(msg.reply, None)
 
     async def _handle_one(self, msg: Msg, ep: Endpoint) -> None:
-        ctx, links = extract_context(msg.headers)
+        parent = extract_span_context(msg.headers)
         error: Exception | None = None
         data = msg.data
         try:
@@ -302,50 +302,56 @@ class Actor:
             env: Message | _EnvelopeOnly = request
         except Exception as exc:  # DecodeError, RecursionError (deep nesting), a payload that cannot be fetched
             env, error = _peek_envelope(data), exc
-        with tracer.start_as_current_span(
-            f"process {ep.subject}",
-            context=ctx,
-            kind=PROCESS,
-            links=links,
-            attributes=messaging_attributes(
-                "process", msg.subject, message_id=env.correlation_id, conversation_id=env.conversation_id,
-                consumer_group=subjects.queue_group(self.name) if ep.queue else None, actor=self.name,
-            ),
-            record_exception=False,
-            set_status_on_exception=False,
-        ) as span:
-            if error is not None:
-                await self._reject(msg, env, error, span, data)
-                return
-            attempt = msg.headers.get(ATTEMPT_HEADER) if msg.headers else None
-            if attempt not in (None, "1") and not ep.idempotent:
-                exc = BadRequest(f"{ep.subject} is not idempotent: retry {attempt[:10]!r} refused")
+        hop = self._hops.get(ep.subject)
+        if hop is None:
+            hop = self._hops[ep.subject] = HopAttributes(
+                "process", ep.subject, consumer_group=subjects.queue_group(self.name) if ep.queue else None,
+                actor=self.name)
+        span = start_process(hop, hop.build(subject=msg.subject, correlation_id=env.correlation_id,
+                                            conversation_id=env.conversation_id, body_size=len(data)),
+                             parent, provider=self.bus.tracer_provider)
+        token = activate(span)
+        try:
+            with span:
+                await self._serve(msg, ep, span, data, env, error)
+        finally:
+            otel_context.detach(token)
+
+    async def _serve(self, msg: Msg, ep: Endpoint, span: Span, data: bytes, env: Any, error: Exception | None) -> None:
+        """Answer one decoded message (``env``) or its decoding ``error``, inside its ``process`` span."""
+        request = env
+        if error is not None:
+            await self._reject(msg, env, error, span, data)
+            return
+        attempt = msg.headers.get(ATTEMPT_HEADER) if msg.headers else None
+        if attempt not in (None, "1") and not ep.idempotent:
+            exc = BadRequest(f"{ep.subject} is not idempotent: retry {attempt[:10]!r} refused")
+            await self._fail(msg, ep, request, exc, span, data)
+            return
+        try:
+            # the request's deadline (Tandem-Deadline header) bounds the handler and every
+            # request it makes on the same work
+            with deadline_scope(deadline_from_headers(msg.headers)), \
+                    self._cancellable(request, bool(msg.reply)) as cancel:
+                budget = remaining(ep.timeout)
+                assert budget is not None
+                by_deadline = budget < ep.timeout
+                with anyio.fail_after(max(budget, 0.0)):
+                    reply = await ep.handler(request)
+            if cancel.cancelled_caught:  # tandem.control.cancel for this correlation id
+                exc = CancelledWork(f"{self.name}: {ep.subject} cancelled")
                 await self._fail(msg, ep, request, exc, span, data)
                 return
-            try:
-                # the request's deadline (Tandem-Deadline header) bounds the handler and every
-                # request it makes on the same work
-                with deadline_scope(deadline_from_headers(msg.headers)), \
-                        self._cancellable(request, bool(msg.reply)) as cancel:
-                    budget = remaining(ep.timeout)
-                    assert budget is not None
-                    by_deadline = budget < ep.timeout
-                    with anyio.fail_after(max(budget, 0.0)):
-                        reply = await ep.handler(request)
-                if cancel.cancelled_caught:  # tandem.control.cancel for this correlation id
-                    exc = CancelledWork(f"{self.name}: {ep.subject} cancelled")
-                    await self._fail(msg, ep, request, exc, span, data)
-                    return
-            except TimeoutError as exc:
-                if by_deadline:
-                    exc = DeadlineExceeded(f"{self.name}: deadline reached in {ep.subject}", step=ep.subject)
-                await self._fail(msg, ep, request, exc, span, data)
-                return
-            except Exception as exc:
-                await self._fail(msg, ep, request, exc, span, data)
-                return
-            if msg.reply and reply is not None:
-                await self.bus.respond(msg, reply, _done(msg))
+        except TimeoutError as exc:
+            if by_deadline:
+                exc = DeadlineExceeded(f"{self.name}: deadline reached in {ep.subject}", step=ep.subject)
+            await self._fail(msg, ep, request, exc, span, data)
+            return
+        except Exception as exc:
+            await self._fail(msg, ep, request, exc, span, data)
+            return
+        if msg.reply and reply is not None:
+            await self.bus.respond(msg, reply, _done(msg))
 
     @contextmanager
     def _cancellable(self, request: Message, enabled: bool) -> Iterator[anyio.CancelScope]:

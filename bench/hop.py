@@ -32,21 +32,36 @@ Examples
 from __future__ import annotations
 
 import argparse
+import os
 import subprocess
 import sys
 import tempfile
 from collections.abc import Awaitable, Callable
 from pathlib import Path
+from typing import Any
 
 import anyio
 import msgspec
 import nats
-from _measure import Layout, Side, add_common_arguments, alternate_rounds, file_exporter_only, flush_spans, print_medians, tracing, warm_up
+from _measure import (
+    Layout,
+    Side,
+    add_common_arguments,
+    attribute_profile,
+    export_statistics,
+    file_exporter_only,
+    flush_spans,
+    print_medians,
+    run_round,
+    tracing,
+    warm_up,
+)
 
 from tandem.actors import Actor, Endpoint
 from tandem.messages import Message
 from tandem.services.bus import Bus, EmbeddedNats
 from tandem.services.errors import NoResponders, RequestTimeout
+from tandem.services.telemetry import setup_tracing, shutdown_tracing
 
 TANDEM_SUBJECT = "bench.echo"
 FLUSH_SUBJECT = "bench.echo.flush"
@@ -92,14 +107,16 @@ class EchoActor(Actor):
 
     name = "bench_echo"
 
-    def __init__(self, bus: Bus, *, flush: Callable[[], object], concurrency: int = 64) -> None:
+    def __init__(self, bus: Bus, *, flush: Callable[[], object], concurrency: int = 64,
+                 subject: str = TANDEM_SUBJECT) -> None:
         super().__init__(bus, concurrency=concurrency)
         self._flush = flush
+        self.subject = subject
 
     def endpoints(self) -> list[Endpoint]:
         return [
-            Endpoint(TANDEM_SUBJECT, EchoRequest, self.echo, timeout=5),
-            Endpoint(FLUSH_SUBJECT, FlushRequest, self.flush, timeout=30),
+            Endpoint(self.subject, EchoRequest, self.echo, timeout=5),
+            Endpoint(f"{self.subject}.flush", FlushRequest, self.flush, timeout=30),
         ]
 
     async def echo(self, request: EchoRequest) -> EchoReply:
@@ -119,16 +136,82 @@ async def _wait_stdin_eof() -> None:
     await anyio.to_thread.run_sync(sys.stdin.buffer.read)
 
 
-async def serve_tandem(url: str, trace_file: Path | None) -> None:
-    with tracing("bench.hop.responder", trace_file) as provider:
-        bus = await Bus.connect(url, name="bench-tandem-responder")
+SAMPLER_ENV = {"OTEL_TRACES_SAMPLER": "parentbased_traceidratio", "OTEL_TRACES_SAMPLER_ARG": "0.01"}
+"""The head sampler of the ``sampled`` side, set the standard way (the client's root decides)."""
+
+SUBJECTS = {"tandem": TANDEM_SUBJECT, "untraced": "bench.echo_untraced", "sampled": "bench.echo_sampled"}
+FLUSH_SUBJECTS = {kind: f"{subject}.flush" for kind, subject in SUBJECTS.items()}
+
+
+async def serve_tandem(url: str, trace_file: Path | None, kind: str = "tandem") -> None:
+    if kind == "sampled":
+        os.environ.update(SAMPLER_ENV)
+    with tracing("bench.hop.responder", None if kind == "untraced" else trace_file) as provider:
+        bus = await Bus.connect(url, name=f"bench-{kind}-responder")
         try:
             async with anyio.create_task_group() as tg:
-                await tg.start(EchoActor(bus, flush=provider.force_flush if provider else lambda: None).run)
+                await tg.start(EchoActor(bus, flush=provider.force_flush if provider else lambda: None,
+                                         subject=SUBJECTS[kind]).run)
                 await _wait_stdin_eof()
                 tg.cancel_scope.cancel()
         finally:
             await bus.close()
+
+
+FASTSTREAM_SUBJECTS = {"faststream": "bench.fs_echo", "faststream-otel": "bench.fs_echo_otel"}
+
+
+def faststream_installed() -> bool:
+    """Whether FastStream (the ``bench`` extra: ``faststream[nats,otel]``) can be imported."""
+    try:
+        import faststream.nats  # noqa: F401
+    except ImportError:
+        return False
+    return True
+
+
+def _faststream_broker(url: str, traced: bool, provider: object, name: str) -> Any:
+    from faststream.nats import NatsBroker
+
+    middlewares = ()
+    if traced:
+        from faststream.nats.opentelemetry import NatsTelemetryMiddleware
+
+        middlewares = (NatsTelemetryMiddleware(tracer_provider=provider),)
+    return NatsBroker(url, middlewares=middlewares, name=name)
+
+
+def _echo_model() -> Any:
+    import pydantic
+
+    class FsEcho(pydantic.BaseModel):
+        seq: int = 0
+        text: str = ""
+
+    return FsEcho
+
+
+async def serve_faststream(url: str, trace_file: Path | None, kind: str) -> None:
+    traced = kind == "faststream-otel"
+    with tracing("bench.hop.responder", trace_file if traced else None) as provider:
+        model = _echo_model()
+        broker = _faststream_broker(url, traced, provider, f"bench-{kind}-responder")
+
+        @broker.subscriber(FASTSTREAM_SUBJECTS[kind])
+        async def echo(msg: model) -> model:  # type: ignore[valid-type]
+            return msg
+
+        @broker.subscriber(FASTSTREAM_SUBJECTS[kind] + ".flush")
+        async def flush(_: dict) -> dict:
+            if provider is not None:
+                await anyio.to_thread.run_sync(provider.force_flush)
+            return {}
+
+        await broker.start()
+        try:
+            await _wait_stdin_eof()
+        finally:
+            await broker.stop()
 
 
 async def serve_raw(url: str) -> None:
@@ -183,74 +266,153 @@ async def stop(process: anyio.abc.Process, log: Path) -> None:
         print(f"responder exited with {process.returncode}:\n{tail}", file=sys.stderr)
 
 
+def _kinds(args: argparse.Namespace) -> list[str]:
+    """The responder processes of this run."""
+    kinds = ["raw", "tandem"] if not args.no_tracing else ["raw", "untraced"]
+    if not args.no_tracing and not args.traced_only:
+        kinds += ["untraced", "sampled"]
+        if faststream_installed():
+            kinds += ["faststream", "faststream-otel"]
+    return kinds
+
+
 async def bench(args: argparse.Namespace) -> None:
     with tempfile.TemporaryDirectory(prefix="tandem-bench-hop-") as tmp:
         trace_file = None if args.no_tracing else Path(tmp) / "traces.jsonl"
         with tracing("bench.hop.client", trace_file) as provider:
             async with EmbeddedNats() as server:
-                tandem_proc = await spawn("tandem", server.url, trace_file, Path(tmp) / "tandem.log", args.profile)
-                raw_proc = await spawn("raw", server.url, trace_file, Path(tmp) / "raw.log", args.profile)
+                kinds = _kinds(args)
+                procs = {kind: await spawn(kind, server.url, trace_file, Path(tmp) / f"{kind}.log", args.profile)
+                         for kind in kinds}
                 try:
-                    await _compare(args, server.url, provider)
+                    await _compare(args, server.url, provider, trace_file, kinds)
                 finally:
-                    await stop(tandem_proc, Path(tmp) / "tandem.log")
-                    await stop(raw_proc, Path(tmp) / "raw.log")
+                    for kind, proc in procs.items():
+                        await stop(proc, Path(tmp) / f"{kind}.log")
+            for st in export_statistics(provider):
+                print(f"client span export: {st.exported} exported, {st.dropped} dropped, "
+                      f"export thread CPU {st.export_cpu_seconds * 1e6 / max(st.exported, 1):.1f} µs/span")
         if trace_file is None:
             print("tracing OFF (--no-tracing): diagnostic run, not the benchmark's configuration")
         else:
             spans = sum(1 for _ in trace_file.open("rb")) if trace_file.exists() else 0
-            print(f"spans written to the trace file: {spans} (tracing was active in both processes)")
+            print(f"spans written to the trace file: {spans} (tracing was active in the traced sides)")
+        if args.profile is not None:
+            _print_profiles(args.profile, kinds)
 
 
-async def _compare(args: argparse.Namespace, url: str, provider: object) -> None:
-    bus = await Bus.connect(url, name="bench-tandem-client")
+async def _compare(args: argparse.Namespace, url: str, provider: Any, trace_file: Path | None,
+                   kinds: list[str]) -> None:
+    from opentelemetry.trace import NoOpTracerProvider
+
+    timeout = args.timeout
+    sides: dict[str, Side] = {}
+    closers: list[Callable[[], Awaitable[object]]] = []
+    payload_struct = EchoRequest(seq=0, text=TEXT)
+    raw_payload = msgspec.json.encode(payload_struct)  # same bytes on the wire as Tandem's request body
+
     nc = await nats.connect(url, name="bench-raw-client")
+    closers.append(nc.drain)
+
+    async def raw_call(i: int) -> None:
+        msg = await nc.request(RAW_SUBJECT, raw_payload, timeout=timeout)
+        assert len(msg.data) == len(raw_payload)
+
+    async def raw_settle() -> None:
+        await nc.flush()
+
+    sides["raw"] = Side("raw", raw_call, raw_settle)
+
+    for kind in ("tandem", "untraced", "sampled"):
+        if kind not in kinds:
+            continue
+        tp: Any = None  # the global provider: traced
+        if kind == "untraced":
+            tp = NoOpTracerProvider()
+        elif kind == "sampled":
+            saved = {k: os.environ.get(k) for k in SAMPLER_ENV}
+            os.environ.update(SAMPLER_ENV)
+            try:
+                tp = setup_tracing("bench.hop.client.sampled", trace_file=trace_file, install_global=False)
+            finally:
+                for k, v in saved.items():
+                    os.environ.pop(k) if v is None else os.environ.__setitem__(k, v)
+            closers.append(lambda tp=tp: anyio.to_thread.run_sync(shutdown_tracing, tp))
+        bus = await Bus.connect(url, name=f"bench-{kind}-client", tracer_provider=tp)
+        closers.append(bus.close)
+        subject, flush_subject = SUBJECTS[kind], FLUSH_SUBJECTS[kind]
+
+        def make(bus: Bus, subject: str, flush_subject: str, tp: Any) -> Side:
+            async def call(i: int) -> None:
+                reply = await bus.request(subject, EchoRequest(seq=i, text=TEXT), EchoReply, timeout=timeout)
+                assert reply.seq == i
+
+            async def settle() -> None:
+                await bus.request(flush_subject, FlushRequest(), FlushReply, timeout=30)
+                await flush_spans(tp if hasattr(tp, "force_flush") else provider)
+
+            return Side(kind, call, settle)
+
+        sides[kind] = make(bus, subject, flush_subject, tp)
+
+    for kind in ("faststream", "faststream-otel"):
+        if kind not in kinds:
+            continue
+        traced = kind == "faststream-otel"
+        model = _echo_model()
+        broker = _faststream_broker(url, traced, provider, f"bench-{kind}-client")
+        await broker.start()
+        closers.append(broker.stop)
+
+        def make_fs(broker: Any, subject: str, traced: bool) -> Side:
+            async def call(i: int) -> None:
+                msg = await broker.request(model(seq=i, text=TEXT), subject, timeout=timeout)
+                reply = model.model_validate(await msg.decode())
+                assert reply.seq == i
+
+            async def settle() -> None:
+                await broker.request({}, subject + ".flush", timeout=30)
+                if traced:
+                    await flush_spans(provider)
+
+            return Side(kind, call, settle)
+
+        sides[kind] = make_fs(broker, FASTSTREAM_SUBJECTS[kind], traced)
+
     try:
-        payload_struct = EchoRequest(seq=0, text=TEXT)
-        raw_payload = msgspec.json.encode(payload_struct)  # same bytes on the wire as Tandem's request body
-        timeout = args.timeout
-
-        async def tandem_call(i: int) -> None:
-            reply = await bus.request(TANDEM_SUBJECT, EchoRequest(seq=i, text=TEXT), EchoReply, timeout=timeout)
-            assert reply.seq == i
-
-        async def raw_call(i: int) -> None:
-            msg = await nc.request(RAW_SUBJECT, raw_payload, timeout=timeout)
-            assert len(msg.data) == len(raw_payload)
-
-        async def tandem_settle() -> None:
-            await bus.request(FLUSH_SUBJECT, FlushRequest(), FlushReply, timeout=30)
-            await flush_spans(provider)
-
-        async def raw_settle() -> None:
-            await nc.flush()
-
-        await wait_answering(lambda: tandem_call(0), "tandem")
-        await wait_answering(lambda: raw_call(0), "raw")
-
-        tandem = Side("tandem", tandem_call, tandem_settle)
-        raw = Side("raw", raw_call, raw_settle)
-        await warm_up((raw, tandem), args.warmup)
-
+        for side in sides.values():
+            await wait_answering(lambda side=side: side.call(0), side.name)
+        order = list(sides.values())
+        await warm_up(order, args.warmup)
         print(f"hop: {args.rounds} rounds; latency {args.latency_requests} sequential requests, "
-              f"throughput {args.throughput_requests} requests with {args.in_flight} in flight", flush=True)
-        await alternate_rounds(raw, tandem, args, LAYOUT)
+              f"throughput {args.throughput_requests} requests with {args.in_flight} in flight; "
+              f"sides {', '.join(sides)}", flush=True)
+        for r in range(args.rounds):  # rotate the order every round
+            shift = r % len(order)
+            for side in order[shift:] + order[:shift]:
+                await run_round(side, args, LAYOUT)
     finally:
-        await bus.close()
-        await nc.drain()
+        for close in reversed(closers):
+            await close()
 
-    (r50, r99, rrps), (t50, t99, trps) = print_medians([(s.name, s) for s in (raw, tandem)], LAYOUT)
-    ratio_p50, ratio_p99, ratio_rps = t50 / r50, t99 / r99, trps / rrps
+    rows = [(name, side) for name, side in sides.items()]
+    medians = dict(zip(sides, print_medians(rows, LAYOUT), strict=True))
+    r50, r99, rrps = medians["raw"]
     print()
-    print(f"tandem/raw p50 latency  {ratio_p50:.2f}x  (target <= {P50_TARGET:.1f}x: "
-          f"{'met' if ratio_p50 <= P50_TARGET else 'NOT met'})")
-    print(f"tandem/raw p99 latency  {ratio_p99:.2f}x")
-    print(f"tandem/raw throughput   {ratio_rps:.2f}x  (target >= {THROUGHPUT_TARGET:.0%}: "
-          f"{'met' if ratio_rps >= THROUGHPUT_TARGET else 'NOT met'})")
-    print(f"tandem overhead per hop (p50) {t50 - r50:.1f} µs")
-    _bench_result.append(ratio_p50)
+    print(f"{'ratio to raw (same run)':<24} {'p50':>7} {'p99':>7} {'req/s':>7}   targets (p50 / throughput)")
+    for name, (p50, p99, rps) in medians.items():
+        if name == "raw":
+            continue
+        target = TARGETS.get(name, "")
+        print(f"{name:<24} {p50 / r50:6.2f}x {p99 / r99:6.2f}x {rps / rrps:6.2f}x   {target}")
+    if "untraced" in medians and "sampled" in medians:
+        print(f"sampled/untraced p50 {medians['sampled'][0] / medians['untraced'][0]:.2f}x, "
+              f"throughput {medians['sampled'][2] / medians['untraced'][2]:.2f}x (target: within 5%)")
+    main_side = "tandem" if "tandem" in medians else "untraced"
+    _bench_result.append(medians[main_side][0] / r50)
 
 
+TARGETS = {"tandem": "<= 1.6x / >= 0.5x", "untraced": "<= 1.2x / >= 0.8x"}
 _bench_result: list[float] = []
 
 
@@ -268,14 +430,18 @@ def _profiled(fn: Callable[[], None], directory: Path | None, name: str) -> None
         profiler.dump_stats(directory / f"{name}.prof")
 
 
-def _print_profiles(directory: Path, top: int = 25) -> None:
+def _print_profiles(directory: Path, kinds: list[str], top: int = 20) -> None:
     import pstats
 
-    for name in ("client", "responder-tandem"):
+    for name in ("client", *(f"responder-{kind}" for kind in kinds if kind != "raw")):
         path = directory / f"{name}.prof"
-        if path.exists():
-            print(f"\n--- cProfile {name} (top {top} by own time; main thread only) ---")
-            pstats.Stats(str(path)).sort_stats("tottime").print_stats(top)
+        if not path.exists():
+            continue
+        stats = pstats.Stats(str(path))
+        print(f"\n--- {name}: where the main thread's time goes (cProfile own time; all sides of the client) ---")
+        attribute_profile(stats)
+        print(f"\n--- cProfile {name} (top {top} by own time; main thread only) ---")
+        stats.sort_stats("tottime").print_stats(top)
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -291,19 +457,26 @@ def main(argv: list[str] | None = None) -> None:
         profile_metavar="DIR", profile_help="diagnostic: write cProfile stats of the client and both responders to DIR",
         profile_top=None,
     )
-    parser.add_argument("--serve", choices=("tandem", "raw"), help=argparse.SUPPRESS)
+    parser.add_argument("--traced-only", action="store_true",
+                        help="only raw and traced Tandem (no untraced, sampled or FastStream sides)")
+    parser.add_argument("--serve", choices=("raw", *SUBJECTS, *FASTSTREAM_SUBJECTS), help=argparse.SUPPRESS)
     parser.add_argument("--url", help=argparse.SUPPRESS)
     parser.add_argument("--trace-file", type=Path, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
 
     if args.serve:
-        run = (lambda: anyio.run(serve_tandem, args.url, args.trace_file)) if args.serve == "tandem" \
-            else (lambda: anyio.run(serve_raw, args.url))
+        if args.serve in SUBJECTS:
+            def run() -> None:
+                anyio.run(serve_tandem, args.url, args.trace_file, args.serve)
+        elif args.serve in FASTSTREAM_SUBJECTS:
+            def run() -> None:
+                anyio.run(serve_faststream, args.url, args.trace_file, args.serve)
+        else:
+            def run() -> None:
+                anyio.run(serve_raw, args.url)
         _profiled(run, args.profile, f"responder-{args.serve}")
         return
     _profiled(lambda: anyio.run(bench, args), args.profile, "client")
-    if args.profile is not None:
-        _print_profiles(args.profile)
     print(f"ratio p50 {_bench_result[0]:.2f}" if _bench_result else "ratio p50 nan")
 
 

@@ -37,6 +37,7 @@ from nats.js import JetStreamContext
 from nats.js.api import KeyValueConfig, ObjectStoreConfig
 from nats.js.errors import BucketNotFoundError
 from nats.js.object_store import ObjectStore
+from opentelemetry import trace
 from opentelemetry.trace import Status, StatusCode
 
 from tandem.messages import ErrorReply, Message, decoder, encode, new_id
@@ -67,7 +68,7 @@ from ._protocol import (
     parse_payload_ref,
     payload_ref,
 )
-from ._tracing import SEND, inject_headers, messaging_attributes, tracer
+from ._tracing import HopAttributes, inject_span, start_send
 
 __all__ = ["Bus", "redact_url"]
 
@@ -136,6 +137,9 @@ class Bus:
         Largest payload sent or accepted through the object store.
     payload_ttl : float
         Seconds an offloaded payload is kept when nobody deletes it.
+    tracer_provider : TracerProvider or None
+        Where this bus's messaging spans go (and its actors' ``process`` spans); the
+        global provider when None. A ``NoOpTracerProvider`` turns them off for this bus.
 
     Notes
     -----
@@ -144,8 +148,10 @@ class Bus:
     """
 
     def __init__(self, nc: Client, *, liveness: float = 5.0, max_object_bytes: int = 64 * 1024 * 1024,
-                 payload_ttl: float = 3600.0) -> None:
+                 payload_ttl: float = 3600.0, tracer_provider: Any | None = None) -> None:
         self.nc = nc
+        self.tracer_provider = tracer_provider
+        self._send_hops: dict[tuple[str, str | None], HopAttributes] = {}
         self.liveness = liveness
         self.max_object_bytes = max_object_bytes
         self.payload_ttl = payload_ttl
@@ -178,7 +184,8 @@ class Bus:
             Client name shown by the server.
         connect_timeout : float
         **options
-            Passed to :class:`Bus` (``liveness``, ``max_object_bytes``, ``payload_ttl``).
+            Passed to :class:`Bus` (``liveness``, ``max_object_bytes``, ``payload_ttl``,
+            ``tracer_provider``).
 
         Raises
         ------
@@ -512,22 +519,27 @@ class Bus:
         """
         validate_subject(subject)
         payload = encode(message)
-        name = template or subject
-        with tracer.start_as_current_span(
-            f"send {name}",
-            kind=SEND,
-            attributes=messaging_attributes(
-                "send", subject, message_id=message.correlation_id,
-                conversation_id=message.conversation_id, body_size=len(payload), template=template,
-            ),
-        ):
+        hop = self._send_hop(subject, template)
+        span = start_send(hop, hop.build(subject=subject, correlation_id=message.correlation_id,
+                                         conversation_id=message.conversation_id, body_size=len(payload)),
+                          provider=self.tracer_provider)
+        with span:
             await self._ensure_open()
-            headers = inject_headers()
+            headers = inject_span(span, {})
             body, _ = await self._outgoing(payload, headers)
             try:
-                await self.nc.publish(subject, body, headers=headers)
+                await self.nc.publish(subject, body, headers=headers or None)
             except nats.errors.Error as exc:
                 raise BusError(f"publish to {subject} failed: {exc!r}") from exc
+
+    def _send_hop(self, subject: str, template: str | None = None) -> HopAttributes:
+        key = (subject if template is None else template, template)
+        hop = self._send_hops.get(key)
+        if hop is None:
+            if len(self._send_hops) > 4096:  # subjects with ids in them: keep the cache bounded
+                self._send_hops.clear()
+            hop = self._send_hops[key] = HopAttributes("send", subject, template=template)
+        return hop
 
     async def _ensure_inbox(self) -> str:
         if self._inbox_prefix is not None:
@@ -643,15 +655,12 @@ class Bus:
         if deadline is not None and wait <= 0:
             raise DeadlineExceeded(f"deadline passed before the request to {subject}", step=subject)
         payload = encode(message)
-        with tracer.start_as_current_span(
-            f"send {subject}",
-            kind=SEND,
-            attributes=messaging_attributes(
-                "send", subject, message_id=message.correlation_id,
-                conversation_id=message.conversation_id, body_size=len(payload),
-            ),
-        ) as span:
-            headers = inject_headers()  # inside the send span: the process span is its child
+        hop = self._send_hop(subject)
+        span = start_send(hop, hop.build(correlation_id=message.correlation_id,
+                                         conversation_id=message.conversation_id, body_size=len(payload)),
+                          provider=self.tracer_provider)
+        with span:
+            headers = inject_span(span, {})  # the process span is the send span's child
             if deadline is not None:
                 headers[DEADLINE_HEADER] = f"{deadline:.3f}"
             headers[HEARTBEAT_HEADER] = "1"
@@ -723,6 +732,9 @@ class Bus:
     async def respond(self, msg: Msg, reply: Message, headers: Mapping[str, str] | None = None) -> None:
         """Send ``reply`` to the reply subject of request ``msg`` (headers are not echoed).
 
+        The reply carries the current span's context (``traceparent``): inside an actor,
+        the ``process`` span that produced it.
+
         A reply larger than ``max_payload`` goes through the object store; when that
         is impossible (too large for it too, or no JetStream) the caller gets
         ``ErrorReply(code="too_large")`` instead.
@@ -739,6 +751,7 @@ class Bus:
         validate_subject(msg.reply)
         data = encode(reply)
         hdrs = dict(headers) if headers else {}
+        inject_span(trace.get_current_span(), hdrs)  # the reply carries the span that answered (process)
         try:
             body, _ = await self._outgoing(data, hdrs)
         except BusError as exc:

@@ -2,25 +2,90 @@
 
 * ``send <subject>`` — PRODUCER, its context injected as W3C ``traceparent``
   into the NATS message headers;
-* ``process <subject>`` — CONSUMER, child of the extracted context and linked to it.
+* ``process <subject>`` — CONSUMER, child of the extracted producer context and
+  linked to it;
+* replies carry the ``process`` span's context (``traceparent``), so a caller
+  can tell which span answered.
 
 Reply subjects (``_INBOX.*``) are temporary and never used as span names.
+
+The hop path
+------------
+Every request makes two of these spans, so they skip the SDK's generic path
+(:meth:`Tracer.start_as_current_span`): :func:`start_send` and
+:func:`start_process` build a :class:`_HopSpan`, a real
+``opentelemetry.sdk.trace.Span`` subclass, from attributes that are already
+clean (:class:`HopAttributes`, built once per endpoint), with the provider's
+own sampler, id generator, resource and span processors, without context
+attach/detach around it and with ``traceparent`` written and parsed directly
+when the global propagator is W3C TraceContext (the one :func:`setup_tracing
+<tandem.services.telemetry.setup_tracing>` installs). Every exporter and
+``SpanProcessor`` sees the same spans as before (``on_start`` and ``on_end``
+are called; the span passed to ``on_end`` is itself a ``ReadableSpan``).
+
+Without an SDK tracer provider (tracing off), no span is made at all; an
+incoming context is still passed on, so an untraced process in the middle
+does not cut a trace. With another provider implementation, the generic API
+is used.
+
+Sampling is the provider's: ``OTEL_TRACES_SAMPLER`` /
+``OTEL_TRACES_SAMPLER_ARG`` (e.g. ``parentbased_traceidratio`` and ``0.01``)
+decide at a task's root span and every hop follows the parent's flag, so a
+sampled task is complete and an unsampled one costs no span anywhere.
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+import re
+from collections.abc import Mapping, MutableMapping
+from typing import Any
 
+from opentelemetry import context as otel_context
 from opentelemetry import propagate, trace
+from opentelemetry.attributes import BoundedAttributes
 from opentelemetry.context import Context
+from opentelemetry.sdk import trace as sdk_trace
+from opentelemetry.sdk.util import BoundedList
+from opentelemetry.semconv._incubating.attributes import gen_ai_attributes as G
 from opentelemetry.semconv._incubating.attributes import messaging_attributes as M
-from opentelemetry.trace import Link, SpanKind
+from opentelemetry.trace import INVALID_SPAN, Link, NonRecordingSpan, SpanContext, SpanKind, TraceFlags
+from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
+from opentelemetry.trace.span import TraceState
+from opentelemetry.trace.status import Status, StatusCode
+from time import time_ns as _time_ns
 
-__all__ = ["MESSAGING_SYSTEM", "extract_context", "inject_headers", "messaging_attributes", "tracer"]
+__all__ = [
+    "MESSAGING_SYSTEM",
+    "HopAttributes",
+    "activate",
+    "extract_context",
+    "extract_span_context",
+    "inject_headers",
+    "inject_span",
+    "messaging_attributes",
+    "start_process",
+    "start_send",
+    "tracer",
+]
 
 MESSAGING_SYSTEM = "nats"
 
 tracer = trace.get_tracer("tandem.bus")
+
+SEND = SpanKind.PRODUCER
+PROCESS = SpanKind.CONSUMER
+
+TRACEPARENT = "traceparent"
+TRACESTATE = "tracestate"
+_TRACEPARENT = re.compile(r"00-([0-9a-f]{32})-([0-9a-f]{16})-([0-9a-f]{2})")
+_ZERO_TRACE = "0" * 32
+_ZERO_SPAN = "0" * 16
+_UNSET = Status(StatusCode.UNSET)
+_NO_ATTRIBUTES = BoundedAttributes(immutable=True)
+
+LINK_PARENT = True
+"""Whether a ``process`` span also links to the producer span it is parented on (kept while
+``tests/integration/test_flow.py`` asserts the link; the conventions want the parent alone)."""
 
 
 def messaging_attributes(
@@ -28,6 +93,7 @@ def messaging_attributes(
     subject: str,
     *,
     message_id: str = "",
+    correlation_id: str = "",
     conversation_id: str = "",
     body_size: int | None = None,
     template: str | None = None,
@@ -42,8 +108,14 @@ def messaging_attributes(
         ``messaging.operation.type``; also used as ``messaging.operation.name``.
     subject : str
         ``messaging.destination.name``.
-    message_id, conversation_id : str
-        The envelope's ``correlation_id`` and ``conversation_id``.
+    message_id : str
+        ``messaging.message.id``: an identifier of this one message (``Nats-Msg-Id``
+        for JetStream), never the shared correlation id. Core NATS messages have none.
+    correlation_id : str
+        The envelope's ``correlation_id``, shared by a request, its reply and its
+        events: ``messaging.message.conversation_id``.
+    conversation_id : str
+        The envelope's ``conversation_id`` (the user conversation): ``gen_ai.conversation.id``.
     body_size : int or None
         Payload size in bytes.
     template : str or None
@@ -52,6 +124,11 @@ def messaging_attributes(
         The NATS queue group (``messaging.consumer.group.name``).
     actor : str or None
         The consuming actor (``tandem.actor``).
+
+    Examples
+    --------
+    >>> messaging_attributes("send", "agents.planner.plan", correlation_id="c1")["messaging.message.conversation_id"]
+    'c1'
     """
     attrs: dict[str, str | int] = {
         M.MESSAGING_SYSTEM: MESSAGING_SYSTEM,
@@ -61,8 +138,10 @@ def messaging_attributes(
     }
     if message_id:
         attrs[M.MESSAGING_MESSAGE_ID] = message_id
+    if correlation_id:
+        attrs[M.MESSAGING_MESSAGE_CONVERSATION_ID] = correlation_id
     if conversation_id:
-        attrs[M.MESSAGING_MESSAGE_CONVERSATION_ID] = conversation_id
+        attrs[G.GEN_AI_CONVERSATION_ID] = conversation_id
     if body_size is not None:
         attrs[M.MESSAGING_MESSAGE_BODY_SIZE] = body_size
     if template:
@@ -74,11 +153,274 @@ def messaging_attributes(
     return attrs
 
 
+class HopAttributes:
+    """The fixed attributes and span name of one endpoint's messaging spans, built once.
+
+    Parameters
+    ----------
+    operation : {"send", "process"}
+    subject : str
+        The subject, or the subscription's subject for ``process`` spans.
+    **fixed
+        ``template``, ``consumer_group``, ``actor`` as :func:`messaging_attributes`.
+    """
+
+    __slots__ = ("attributes", "name", "subject")
+
+    def __init__(self, operation: str, subject: str, *, template: str | None = None,
+                 consumer_group: str | None = None, actor: str | None = None) -> None:
+        self.subject = subject
+        self.name = f"{operation} {template or subject}"
+        self.attributes = messaging_attributes(operation, subject, template=template,
+                                               consumer_group=consumer_group, actor=actor)
+
+    def build(self, *, subject: str | None = None, correlation_id: str = "", conversation_id: str = "",
+              body_size: int | None = None, message_id: str = "") -> dict[str, Any]:
+        """Return a fresh attribute dict for one message (the fixed ones plus the message's own)."""
+        attrs: dict[str, Any] = self.attributes.copy()
+        if subject is not None and subject != self.subject:
+            attrs[M.MESSAGING_DESTINATION_NAME] = subject
+        if message_id:
+            attrs[M.MESSAGING_MESSAGE_ID] = message_id
+        if correlation_id:
+            attrs[M.MESSAGING_MESSAGE_CONVERSATION_ID] = correlation_id
+        if conversation_id:
+            attrs[G.GEN_AI_CONVERSATION_ID] = conversation_id
+        if body_size is not None:
+            attrs[M.MESSAGING_MESSAGE_BODY_SIZE] = body_size
+        return attrs
+
+
+# --------------------------------------------------------------------------- the lean span
+
+
+class _HopSpan(sdk_trace.Span):
+    """An SDK ``Span`` started without the generic bookkeeping a hop does not need.
+
+    Its attributes come in already clean (a plain dict, turned into the SDK's
+    ``BoundedAttributes`` on the first later change); ``end`` hands the span
+    itself, now read-only, to the processors as the ``ReadableSpan``.
+    """
+
+    def __init__(self, name: str, context: SpanContext, parent: SpanContext | None, kind: SpanKind,
+                 attributes: dict[str, Any], links: tuple[Link, ...], hop: _Sdk, *, record_exception: bool) -> None:
+        # ReadableSpan's fields, then Span's (no super().__init__: it cleans every attribute again)
+        self._name = name
+        self._context = context
+        self._kind = kind
+        self._instrumentation_info = hop.instrumentation_info
+        self._instrumentation_scope = hop.instrumentation_scope
+        self._parent = parent
+        self._start_time = None
+        self._end_time = None
+        self._attributes = attributes
+        self._resource = hop.resource
+        self._status = _UNSET
+        self._sampler = hop.sampler
+        self._trace_config = None
+        self._record_exception = record_exception
+        self._set_status_on_exception = record_exception
+        self._span_processor = hop.processor
+        self._limits = hop.limits
+        self._lock = hop.lock
+        self._events = BoundedList(hop.limits.max_events)
+        self._links = BoundedList.from_seq(hop.limits.max_links, links) if links else BoundedList(hop.limits.max_links)
+        self._record_end_metrics = None
+
+    def _bounded(self) -> None:
+        if not isinstance(self._attributes, BoundedAttributes):
+            self._attributes = BoundedAttributes(self._limits.max_span_attributes, self._attributes, immutable=False,
+                                                 max_value_len=self._limits.max_span_attribute_length)
+
+    def set_attribute(self, key: str, value: Any) -> None:
+        self._bounded()
+        super().set_attribute(key, value)
+
+    def set_attributes(self, attributes: Mapping[str, Any]) -> None:
+        self._bounded()
+        super().set_attributes(attributes)
+
+    def end(self, end_time: int | None = None) -> None:
+        if self._end_time is not None:
+            return
+        self._end_time = end_time if end_time is not None else _time_ns()
+        if isinstance(self._attributes, BoundedAttributes):
+            self._attributes._immutable = True
+        processor = self._span_processor
+        on_ending = getattr(processor, "_on_ending", None)
+        if on_ending is not None:
+            on_ending(self)
+        processor.on_end(self)
+
+    def _readable_span(self) -> sdk_trace.ReadableSpan:
+        return self  # ended spans are read-only
+
+
+class _Sdk:
+    """What the hop path needs from an SDK tracer, looked up once per provider."""
+
+    __slots__ = ("id_generator", "instrumentation_info", "instrumentation_scope", "limits", "lock", "processor",
+                 "provider", "resource", "sampler", "tracer")
+
+    def __init__(self, provider: sdk_trace.TracerProvider) -> None:
+        import threading
+
+        t = provider.get_tracer("tandem.bus")
+        self.provider = provider
+        self.tracer = t
+        self.sampler = t.sampler
+        self.id_generator = t.id_generator
+        self.processor = t.span_processor
+        self.resource = t.resource
+        self.instrumentation_info = getattr(t, "instrumentation_info", None)
+        self.instrumentation_scope = getattr(t, "_instrumentation_scope", None)
+        self.limits = t._span_limits
+        self.lock = threading.Lock()  # spans of a hop are touched by one task; the SDK only needs *a* lock
+
+    def enabled(self) -> bool:
+        check = getattr(self.tracer, "_is_enabled", None)
+        return check() if check is not None else True
+
+
+_sdk_cache: list[Any] = [None, None]  # [provider, _Sdk | None]
+
+
+def _sdk(provider: Any) -> _Sdk | None:
+    if _sdk_cache[0] is provider:
+        return _sdk_cache[1]
+    hop: _Sdk | None = None
+    if isinstance(provider, sdk_trace.TracerProvider):
+        try:
+            hop = _Sdk(provider)
+        except AttributeError:  # an SDK without these fields: use the generic path
+            hop = None
+    _sdk_cache[:] = [provider, hop]
+    return hop
+
+
+def _is_api_only(provider: Any) -> bool:
+    return isinstance(provider, (trace.NoOpTracerProvider, trace.ProxyTracerProvider))
+
+
+def _start(name: str, kind: SpanKind, attributes: dict[str, Any], parent: SpanContext | None,
+           provider: Any | None, *, record_exception: bool, links: tuple[Link, ...] = ()) -> trace.Span:
+    if provider is None:
+        provider = trace.get_tracer_provider()
+    hop = _sdk(provider)
+    if hop is None:
+        if _is_api_only(provider):  # tracing off: pass the parent's context on, record nothing
+            return NonRecordingSpan(parent) if parent is not None else INVALID_SPAN
+        ctx = trace.set_span_in_context(NonRecordingSpan(parent)) if parent is not None else Context()
+        return provider.get_tracer("tandem.bus").start_span(name, context=ctx, kind=kind, attributes=attributes,
+                                                            links=links, record_exception=record_exception,
+                                                            set_status_on_exception=record_exception)
+    if not hop.enabled():
+        return NonRecordingSpan(parent) if parent is not None else INVALID_SPAN
+    parent_ctx = trace.set_span_in_context(NonRecordingSpan(parent)) if parent is not None else None
+    if parent is None:
+        trace_id = hop.id_generator.generate_trace_id()
+    else:
+        trace_id = parent.trace_id
+    result = hop.sampler.should_sample(parent_ctx, trace_id, name, kind, attributes, links)
+    decision = result.decision
+    flags = TraceFlags.SAMPLED if decision.is_sampled() else TraceFlags.DEFAULT
+    span_context = SpanContext(trace_id, hop.id_generator.generate_span_id(), is_remote=False,
+                               trace_flags=TraceFlags(flags), trace_state=result.trace_state)
+    if not decision.is_recording():
+        return NonRecordingSpan(span_context)
+    if len(result.attributes) != len(attributes):  # the sampler added attributes of its own
+        attributes = dict(result.attributes)
+    span = _HopSpan(name, span_context, parent, kind, attributes, links, hop, record_exception=record_exception)
+    span._start_time = _time_ns()
+    hop.processor.on_start(span, parent_context=parent_ctx)
+    return span
+
+
+def start_send(hop: HopAttributes, attributes: dict[str, Any], *, provider: Any | None = None) -> trace.Span:
+    """Start a ``send`` span (PRODUCER) under the current span; end it with ``span.end()``.
+
+    The span is not made current (nothing runs under it but the send itself):
+    pass it to :func:`inject_span` to write its context into the headers.
+
+    Parameters
+    ----------
+    hop : HopAttributes
+        The endpoint's name and fixed attributes.
+    attributes : dict
+        ``hop.build(...)`` for this message (taken over by the span).
+    provider : TracerProvider or None
+        The global provider when None.
+    """
+    parent = trace.get_current_span().get_span_context()
+    return _start(hop.name, SEND, attributes, parent if parent.is_valid else None, provider, record_exception=True)
+
+
+def start_process(hop: HopAttributes, attributes: dict[str, Any], parent: SpanContext | None, *,
+                  provider: Any | None = None) -> trace.Span:
+    """Start a ``process`` span (CONSUMER), child of the producer's context ``parent``.
+
+    Make it current for the handler with :func:`activate`; end it with ``span.end()``.
+    Exceptions are not recorded automatically (the actor records them itself).
+    """
+    links = (Link(parent, _NO_ATTRIBUTES),) if parent is not None and LINK_PARENT else ()
+    return _start(hop.name, PROCESS, attributes, parent, provider, record_exception=False, links=links)
+
+
+def activate(span: trace.Span) -> object:
+    """Make ``span`` the current span; return the token for ``opentelemetry.context.detach``."""
+    return otel_context.attach(trace.set_span_in_context(span))
+
+
+# --------------------------------------------------------------------------- propagation
+
+
+def _fast_propagation() -> bool:
+    return type(propagate.get_global_textmap()) is TraceContextTextMapPropagator
+
+
+def inject_span(span: trace.Span, headers: MutableMapping[str, str]) -> MutableMapping[str, str]:
+    """Write ``span``'s context into ``headers`` (``traceparent``/``tracestate``) and return them.
+
+    Nothing is written for an invalid context (tracing off and no incoming trace).
+    """
+    sc = span.get_span_context()
+    if not sc.is_valid:
+        return headers
+    if _fast_propagation():
+        headers[TRACEPARENT] = f"00-{sc.trace_id:032x}-{sc.span_id:016x}-{sc.trace_flags:02x}"
+        if sc.trace_state:
+            headers[TRACESTATE] = sc.trace_state.to_header()
+    else:
+        propagate.inject(headers, context=trace.set_span_in_context(span))
+    return headers
+
+
 def inject_headers(headers: dict[str, str] | None = None) -> dict[str, str]:
     """Inject the current context (``traceparent``/``tracestate``) into NATS headers."""
     carrier: dict[str, str] = {} if headers is None else headers
     propagate.inject(carrier)
     return carrier
+
+
+def extract_span_context(headers: Mapping[str, str] | None) -> SpanContext | None:
+    """Return the producer's span context carried by NATS ``headers`` (None when there is none)."""
+    if not headers:
+        return None
+    if _fast_propagation():
+        value = headers.get(TRACEPARENT)
+        if value is None:
+            return None
+        match = _TRACEPARENT.fullmatch(value)
+        if match is not None:
+            trace_id, span_id, flags = match.groups()
+            if trace_id == _ZERO_TRACE or span_id == _ZERO_SPAN:
+                return None
+            state = headers.get(TRACESTATE)
+            return SpanContext(int(trace_id, 16), int(span_id, 16), is_remote=True,
+                               trace_flags=TraceFlags(int(flags, 16)),
+                               trace_state=TraceState.from_header([state]) if state else None)
+    remote = trace.get_current_span(propagate.extract(headers)).get_span_context()
+    return remote if remote.is_valid else None
 
 
 def extract_context(headers: Mapping[str, str] | None) -> tuple[Context, list[Link]]:
@@ -90,10 +432,7 @@ def extract_context(headers: Mapping[str, str] | None) -> tuple[Context, list[Li
         The context to parent a ``process`` span on, and a link to the
         producer's span (empty when the message carried no ``traceparent``).
     """
-    ctx = propagate.extract(headers or {})
-    remote = trace.get_current_span(ctx).get_span_context()
-    return ctx, ([Link(remote)] if remote.is_valid else [])
-
-
-SEND = SpanKind.PRODUCER
-PROCESS = SpanKind.CONSUMER
+    remote = extract_span_context(headers)
+    if remote is None:
+        return Context(), []
+    return trace.set_span_in_context(NonRecordingSpan(remote)), [Link(remote)]

@@ -23,9 +23,14 @@ produces, e.g. (wrapped here)::
 
 from __future__ import annotations
 
+import collections
 import datetime
+import logging
+import math
 import os
 import pathlib
+import threading
+import time
 import uuid
 from collections.abc import Sequence
 from typing import Any, TextIO
@@ -35,14 +40,17 @@ import msgspec
 from opentelemetry import trace
 from opentelemetry.propagate import set_global_textmap
 from opentelemetry.sdk.resources import PROCESS_PID, SERVICE_INSTANCE_ID, SERVICE_NAME, Resource
-from opentelemetry.sdk.trace import ReadableSpan, TracerProvider
-from opentelemetry.sdk.trace.export import BatchSpanProcessor, ConsoleSpanExporter, SpanExporter, SpanExportResult
+from opentelemetry.context import Context
+from opentelemetry.sdk.trace import ReadableSpan, Span, SpanProcessor, TracerProvider
+from opentelemetry.sdk.trace.export import ConsoleSpanExporter, SpanExporter, SpanExportResult
 from opentelemetry.trace import SpanContext, SpanKind
 from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
 
 from tandem.services.errors import ConfigError
 
-__all__ = ["default_trace_file", "setup_tracing", "shutdown_tracing"]
+__all__ = ["ExportStatistics", "QueuedSpanProcessor", "default_trace_file", "setup_tracing", "shutdown_tracing"]
+
+log = logging.getLogger("tandem.telemetry")
 
 TRACE_FILE_ENV = "TANDEM_TRACE_FILE"
 """Environment variable that overrides the trace file location."""
@@ -104,10 +112,21 @@ _KIND = {kind: str(kind) for kind in SpanKind}
 _resources: dict[int, tuple[Any, dict[str, Any]]] = {}
 
 
+_second: list[Any] = [None, ""]  # the last whole second formatted, and its text
+
+
 def _iso(ns: int | None) -> str | None:
     if ns is None:
         return None
-    return datetime.datetime.fromtimestamp(ns / 1e9, tz=datetime.UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+    # the SDK's rounding (datetime.fromtimestamp(ns / 1e9)), with one strftime per second of spans
+    frac, whole = math.modf(ns / 1e9)
+    us = round(frac * 1e6)
+    if us >= 1_000_000:
+        whole, us = whole + 1, us - 1_000_000
+    sec = int(whole)
+    if _second[0] != sec:
+        _second[:] = [sec, datetime.datetime.fromtimestamp(sec, tz=datetime.UTC).strftime("%Y-%m-%dT%H:%M:%S")]
+    return f"{_second[1]}.{us:06d}Z"
 
 
 def _context(ctx: SpanContext) -> dict[str, str]:
@@ -149,6 +168,142 @@ def span_to_json_line(span: ReadableSpan) -> str:
         "resource": _resource(span),
     }
     return _encode(doc).decode() + "\n"
+
+
+class ExportStatistics(msgspec.Struct, frozen=True, kw_only=True):
+    """What a :class:`QueuedSpanProcessor` did so far (its :meth:`~QueuedSpanProcessor.statistics`).
+
+    Parameters
+    ----------
+    queued : int
+        Spans waiting for export now.
+    exported : int
+        Spans handed to the exporter.
+    dropped : int
+        Spans dropped because the queue was full (export never blocks a hop).
+    export_cpu_seconds : float
+        CPU time the export thread spent encoding and writing (the GIL it held).
+    """
+
+    queued: int
+    exported: int
+    dropped: int
+    export_cpu_seconds: float
+
+
+class QueuedSpanProcessor(SpanProcessor):
+    """Export finished spans off the hot path: a bounded queue, a thread, batches, counted drops.
+
+    ``on_end`` only appends the span to a bounded deque (or counts it as dropped when
+    the queue is full: a hop never waits for export and memory never grows without
+    bound). A daemon thread wakes every ``schedule_delay`` seconds, or as soon as
+    ``batch_size`` spans are queued, and hands them to the exporter in batches, so the
+    GIL is taken for export once per batch rather than once per span.
+
+    Parameters
+    ----------
+    exporter : SpanExporter
+    max_queue_size : int
+        Spans kept waiting at most; beyond it new spans are dropped and counted.
+    batch_size : int
+        Spans per ``export`` call, and the queue length that wakes the thread early.
+    schedule_delay : float
+        Seconds between two exports when the queue stays short.
+
+    Notes
+    -----
+    Drops are logged once per export round with their running total, and at shutdown.
+    """
+
+    def __init__(self, exporter: SpanExporter, *, max_queue_size: int = 8192, batch_size: int = 512,
+                 schedule_delay: float = 0.5) -> None:
+        self.exporter = exporter
+        self.max_queue_size = max_queue_size
+        self.batch_size = batch_size
+        self.schedule_delay = schedule_delay
+        self._queue: collections.deque[ReadableSpan] = collections.deque()
+        self._wake = threading.Event()
+        self._idle = threading.Condition()
+        self._exported = 0
+        self._dropped = 0
+        self._reported_drops = 0
+        self._flushes = 0  # flush requests seen by the thread
+        self._flushes_done = 0
+        self._cpu = 0.0
+        self._stopped = False
+        self._pid = os.getpid()
+        self._thread = threading.Thread(target=self._run, name="tandem-span-export", daemon=True)
+        self._thread.start()
+
+    def on_start(self, span: Span, parent_context: Context | None = None) -> None:
+        pass
+
+    def on_end(self, span: ReadableSpan) -> None:
+        if not span.context.trace_flags.sampled or self._stopped:
+            return
+        queue = self._queue
+        if len(queue) >= self.max_queue_size:
+            self._dropped += 1
+            return
+        queue.append(span)
+        if len(queue) == self.batch_size:
+            self._wake.set()
+
+    def statistics(self) -> ExportStatistics:
+        """Return the counts so far (queued, exported, dropped, export CPU time)."""
+        return ExportStatistics(queued=len(self._queue), exported=self._exported, dropped=self._dropped,
+                                export_cpu_seconds=self._cpu)
+
+    def _export_all(self) -> None:
+        queue = self._queue
+        started = time.thread_time()
+        while queue:
+            batch = [queue.popleft() for _ in range(min(self.batch_size, len(queue)))]
+            try:
+                self.exporter.export(batch)
+            except Exception:  # an exporter must not kill the export thread
+                log.exception("span export failed; %d spans lost", len(batch))
+            self._exported += len(batch)
+        self._cpu += time.thread_time() - started
+        if self._dropped != self._reported_drops:
+            log.warning("span export queue full: %d spans dropped so far", self._dropped)
+            self._reported_drops = self._dropped
+
+    def _run(self) -> None:
+        while True:
+            self._wake.wait(self.schedule_delay)
+            self._wake.clear()
+            with self._idle:
+                flushes = self._flushes
+            self._export_all()
+            with self._idle:
+                self._flushes_done = flushes
+                self._idle.notify_all()
+            if self._stopped:
+                return
+
+    def force_flush(self, timeout_millis: int = 30_000) -> bool:
+        """Export every queued span; return False when ``timeout_millis`` passed first."""
+        if not self._thread.is_alive():
+            self._export_all()
+            return True
+        with self._idle:
+            self._flushes += 1
+            wanted = self._flushes
+            self._wake.set()
+            return self._idle.wait_for(lambda: self._flushes_done >= wanted or not self._thread.is_alive(),
+                                       timeout_millis / 1000)
+
+    def shutdown(self) -> None:
+        if self._stopped:
+            return
+        self.force_flush()
+        self._stopped = True
+        self._wake.set()
+        self._thread.join(timeout=30)
+        if self._dropped:
+            log.warning("span export: %d spans dropped in all (queue of %d full)", self._dropped, self.max_queue_size)
+        self.exporter.shutdown()
 
 
 def _otlp_exporter(otlp_endpoint: str | None) -> SpanExporter:
@@ -195,7 +350,10 @@ def setup_tracing(
     Returns
     -------
     opentelemetry.sdk.trace.TracerProvider
-        The provider, with one ``BatchSpanProcessor``. Its resource carries
+        The provider, with one :class:`QueuedSpanProcessor` (export off the hot path,
+        bounded queue, counted drops) and the sampler the standard variables name
+        (``OTEL_TRACES_SAMPLER=parentbased_traceidratio``, ``OTEL_TRACES_SAMPLER_ARG=0.01``;
+        parent-based always-on by default). Its resource carries
         ``service.name``, ``service.instance.id`` (a fresh ``uuid4().hex``)
         and ``process.pid``. Call :func:`shutdown_tracing` (or
         ``provider.shutdown()``) at exit to flush; the SDK also does so
@@ -242,8 +400,8 @@ def setup_tracing(
             raise ConfigError(f"cannot open trace file {path} for appending: {exc.strerror or exc}") from exc
         exporter = _JsonLinesExporter(out)
 
-    provider = TracerProvider(resource=resource)
-    provider.add_span_processor(BatchSpanProcessor(exporter))
+    provider = TracerProvider(resource=resource)  # its sampler comes from OTEL_TRACES_SAMPLER[_ARG]
+    provider.add_span_processor(QueuedSpanProcessor(exporter))
     set_global_textmap(TraceContextTextMapPropagator())
     if install_global:
         trace.set_tracer_provider(provider)
