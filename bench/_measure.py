@@ -181,6 +181,7 @@ def print_profile(profiler: Any, path: Path, what: str, note: str, top: int) -> 
 
 # cProfile own time by where it is spent: (category, substrings of "file:function"), first match wins
 PROFILE_CATEGORIES: list[tuple[str, tuple[str, ...]]] = [
+    ("idle: waiting in epoll (not a cost)", ("'poll' of 'select.epoll'", "'select' of 'select")),
     ("header injection/extraction (W3C traceparent)", ("propagat", "tracecontext", ":inject_span", ":extract_span_context",
                                                        ":inject_headers", ":extract_context", "tracestate")),
     ("span context attach/detach", ("opentelemetry/context", ":activate", "use_span")),

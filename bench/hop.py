@@ -298,7 +298,7 @@ async def bench(args: argparse.Namespace) -> None:
             spans = sum(1 for _ in trace_file.open("rb")) if trace_file.exists() else 0
             print(f"spans written to the trace file: {spans} (tracing was active in the traced sides)")
         if args.profile is not None:
-            _print_profiles(args.profile, kinds)
+            _print_profiles(args.profile, [kind for kind in kinds if kind != "raw"])
 
 
 async def _compare(args: argparse.Namespace, url: str, provider: Any, trace_file: Path | None,
@@ -433,7 +433,8 @@ def _profiled(fn: Callable[[], None], directory: Path | None, name: str) -> None
 def _print_profiles(directory: Path, kinds: list[str], top: int = 20) -> None:
     import pstats
 
-    for name in ("client", *(f"responder-{kind}" for kind in kinds if kind != "raw")):
+    for name in kinds:
+        name = name if name == "client" else f"responder-{name}"
         path = directory / f"{name}.prof"
         if not path.exists():
             continue
@@ -477,6 +478,8 @@ def main(argv: list[str] | None = None) -> None:
         _profiled(run, args.profile, f"responder-{args.serve}")
         return
     _profiled(lambda: anyio.run(bench, args), args.profile, "client")
+    if args.profile is not None:
+        _print_profiles(args.profile, ["client"])
     print(f"ratio p50 {_bench_result[0]:.2f}" if _bench_result else "ratio p50 nan")
 
 
