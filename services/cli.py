@@ -735,6 +735,7 @@ def config_path_cmd(config_path: ConfigPath = None) -> None:
 
 
 # Sub-commands defined in their own modules: one registration line each, below.
+app.add_typer(__import__("tandem.services.cache_cli", fromlist=["cache_app"]).cache_app)  # tandem cache list|clear
 
 
 def main() -> None:

@@ -3,25 +3,45 @@
 from __future__ import annotations
 
 import logging
+import os
 from collections.abc import AsyncIterator, Callable, Iterable
 from contextlib import AsyncExitStack, asynccontextmanager
+from pathlib import Path
 
 import anyio
-
 from tandem.messages import Ping, Pong, subjects
 
 from .bus import Bus, EmbeddedNats
 from .config import Config
 from .errors import NoResponders, RequestTimeout
 
-__all__ = ["find_running", "open_bus", "start_actors"]
+__all__ = ["ephemeral_requested", "find_running", "open_bus", "start_actors"]
 
 log = logging.getLogger("tandem.runtime")
 
 
+def ephemeral_requested(store: str = "persistent") -> bool:
+    """Whether the embedded server should use a temporary store: ``TANDEM_EPHEMERAL=1`` or ``store == "ephemeral"``."""
+    return os.environ.get("TANDEM_EPHEMERAL", "").strip().lower() in ("1", "true", "yes") or store == "ephemeral"
+
+
 @asynccontextmanager
-async def open_bus(url: str | None, *, name: str = "tandem") -> AsyncIterator[tuple[Bus, str]]:
+async def open_bus(url: str | None, *, name: str = "tandem", store: str = "persistent",
+                   store_dir: str | Path | None = None) -> AsyncIterator[tuple[Bus, str]]:
     """Connect to ``url``, or start an embedded ``nats-server`` when ``url`` is ``None``.
+
+    Parameters
+    ----------
+    url : str or None
+    name : str
+        Client name.
+    store : {"persistent", "ephemeral"}
+        The embedded server's store (``nats.store``): ``persistent`` keeps
+        JetStream (plan cache, tasks) under ``store_dir`` across runs;
+        ``TANDEM_EPHEMERAL=1`` forces ``ephemeral``. When another process holds
+        the persistent store, this one runs on a temporary store with a warning.
+    store_dir : str, Path or None
+        ``nats.store_dir``; ``None``: :func:`~tandem.services.bus.default_store_dir`.
 
     Yields
     ------
@@ -37,9 +57,11 @@ async def open_bus(url: str | None, *, name: str = "tandem") -> AsyncIterator[tu
     """
     async with AsyncExitStack() as stack:
         if url is None:
-            server = await stack.enter_async_context(EmbeddedNats())
+            persistent = not ephemeral_requested(store)
+            server = await stack.enter_async_context(EmbeddedNats(
+                persistent=persistent, store_dir=Path(store_dir).expanduser() if store_dir and persistent else None))
             url = server.url
-            log.info("embedded nats-server on %s", url)
+            log.info("embedded nats-server on %s (store: %s)", url, server.store or "temporary")
         bus = await Bus.connect(url, name=name)
         stack.push_async_callback(bus.close)
         yield bus, url
