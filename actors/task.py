@@ -145,6 +145,8 @@ class TaskStore:
         self.loop = loop
         self._kv: Any = None
         self._objects: Any = None
+        self._known: dict[str, tuple[TaskState, int]] = {}  # last state and revision this replica wrote
+        self._known_max = max(256, loop.concurrency * 4)
 
     async def open(self) -> TaskStore:
         """Open (creating when missing) the KV bucket and the object store."""
@@ -161,6 +163,10 @@ class TaskStore:
         if entry.value is None:
             return None
         return _state_decoder.decode(entry.value), entry.revision
+
+    def forget(self, task_id: str) -> None:
+        """Drop the cached revision of a task this replica no longer holds."""
+        self._known.pop(task_id, None)
 
     async def create(self, state: TaskState) -> bool:
         """Store a new task; ``False`` when the id exists already."""
@@ -181,7 +187,8 @@ class TaskStore:
             What is stored now.
         """
         for _ in range(50):
-            current = await self.get(task_id)
+            # the holder of a task is nearly always the last writer: try its cached revision first
+            current = self._known.get(task_id) or await self.get(task_id)
             state, revision = current if current is not None else (None, 0)
             new = change(state)
             if new is None:
@@ -189,11 +196,15 @@ class TaskStore:
             new = msgspec.structs.replace(new, updated_at=utcnow())
             try:
                 if current is None:
-                    await self._kv.create(task_id, await self._encode(new))
+                    revision = await self._kv.create(task_id, await self._encode(new))
                 else:
-                    await self._kv.update(task_id, await self._encode(new), last=revision)
+                    revision = await self._kv.update(task_id, await self._encode(new), last=revision)
             except nats.js.errors.KeyWrongLastSequenceError:
-                continue  # someone wrote in between: read again, apply again
+                self._known.pop(task_id, None)  # someone wrote in between: read again, apply again
+                continue
+            self._known[task_id] = (new, revision)
+            if len(self._known) > self._known_max:  # bounded: the oldest entry goes (dicts keep insertion order)
+                self._known.pop(next(iter(self._known)))
             return new
         raise BusError(f"task {task_id}: state kept changing under 50 updates")
 
@@ -569,6 +580,7 @@ class TaskActor(Actor):
                 await self._supervise_flow(state, submit, scope, span)
         finally:
             self._running.pop(task_id, None)
+            self.store.forget(task_id)
 
     async def _supervise_flow(self, state: TaskState, submit: TaskSubmit, scope: anyio.CancelScope,
                               span: trace.Span) -> None:

@@ -1,8 +1,16 @@
 """Orchestration overhead of one whole two-stage task, with a zero-latency model.
 
-``tandem.services.orchestrator.run_task`` (``mode="two_stage"``, ``use_cache=False``)
-runs against planner, router and executor started in this process with
-:func:`tandem.services.runtime.start_actors` on an embedded ``nats-server``. The
+Three contenders, in alternating rounds of one run:
+
+* ``durable``: the task submitted to the task actor (JetStream work queue, KV state, checkpoints,
+  events) and followed by :meth:`tandem.services.tasks.TaskClient.run`, as ``tandem run`` does;
+* ``client-side``: the same flow (:func:`tandem.actors._task_flow.run_flow`) run in the calling
+  process without the task actor — the pre-task-actor way, no durability;
+* ``baseline``: the same work without NATS or actors (below).
+
+Both flows use ``mode="two_stage"`` and ``use_cache=False`` against planner, router and executor
+started in this process with :func:`tandem.services.runtime.start_actors` on an embedded
+``nats-server``. The
 router's provider client gets an ``httpx.MockTransport`` that answers at once:
 the planning call (its body has ``response_format`` and a ``Task:`` message)
 gets a fixed valid :class:`~messages.ExecutionPlan` (``read_input fd:3 →
@@ -15,9 +23,9 @@ used. Tracing is on (JSON-lines file in a temporary directory), as in
 The in-run baseline does the same work without NATS or actors: the planning
 POST through an ``httpx.AsyncClient`` on the same mock transport, decoding
 the plan, ``tandem.services.textcmd.run_command`` sed on the same input and the
-transform POST. ``overhead = flow p50 − baseline p50``. Nothing here asserts
-on timings: the target (≤ 4 ms p50 overhead) is printed, never enforced. The
-last line printed is ``overhead p50 <x> ms``.
+transform POST. ``overhead = durable p50 − baseline p50``; the durable path's cost is
+``durable − client-side`` (target ≤ 1 ms p50, ≥ 250 tasks/s). Nothing here asserts on
+timings: targets are printed, never enforced. The last line printed is ``overhead p50 <x> ms``.
 
 Examples
 --------
@@ -41,17 +49,22 @@ from typing import Any
 import anyio
 import httpx
 import msgspec
-from _measure import Layout, Side, add_common_arguments, alternate_rounds, file_exporter_only, flush_spans, print_medians, print_profile, tracing, warm_up
+from _measure import Layout, Side, add_common_arguments, file_exporter_only, flush_spans, print_medians, print_profile, tracing, warm_up
 
-from tandem.actors import RouterActor
-from tandem.messages import ExecutionPlan, decoder, plan_json_schema_compact
+from _measure import run_round
+
+from tandem.actors import PlannerActor, RouterActor
+from tandem.actors._task_flow import run_flow
+from tandem.messages import ExecutionPlan, TaskResult, TaskState, TaskSubmit, decoder, plan_json_schema_compact
 from tandem.services.bus import Bus, EmbeddedNats
 from tandem.services.config import Config, ModelConfig, NatsConfig, ProviderConfig
-from tandem.services.orchestrator import TaskResult, TaskSpec, run_task
 from tandem.services.runtime import start_actors
+from tandem.services.tasks import TaskClient
 from tandem.services.textcmd import describe_commands, run_command
 
 OVERHEAD_TARGET_MS = 4.0
+DURABLE_TARGET_MS = 1.0
+DURABLE_RATE_TARGET = 250.0
 LAYOUT = Layout(
     ns_per_unit=1e6,  # ms
     round_line="  round {n} {name:<8}  p50 {p50:7.3f} ms  p99 {p99:7.3f} ms  {rate:8.1f} tasks/s",
@@ -140,11 +153,48 @@ def bench_config() -> Config:
 # --------------------------------------------------------------------------- the two contenders
 
 
-def make_flow(bus: Bus, config: Config) -> Callable[[int], Awaitable[None]]:
+def _submit() -> TaskSubmit:
+    return TaskSubmit(task=TASK, inputs={3: CSV}, input_types={3: "csv"}, mode="two_stage", use_cache=False)
+
+
+def make_durable(bus: Bus) -> Callable[[int], Awaitable[None]]:
+    client = TaskClient(bus)
+
     async def one(_: int) -> None:
-        spec = TaskSpec(task=TASK, inputs={3: CSV}, input_types={3: "csv"}, mode="two_stage", use_cache=False)
-        result = await run_task(bus, config, spec)
-        _check(result)
+        state = await client.run(_submit())
+        if state.status != "succeeded" or state.result is None:
+            raise SystemExit(f"flow.py: task {state.status}: {state.error}")
+        _check(state.result)
+
+    return one
+
+
+class _InProcessHost:
+    """The flow's host without the task actor: no KV, no events, no checkpoints (the old client-side flow)."""
+
+    def __init__(self, bus: Bus, config: Config) -> None:
+        self.bus = bus
+        self.config = config
+
+    async def transition(self, state: TaskState, **changes: object) -> TaskState:
+        return msgspec.structs.replace(state, **changes)
+
+    async def announce(self, state: TaskState, kind: str, detail: str = "", **fields: object) -> None:
+        pass
+
+    async def approve(self, state: TaskState, plan: ExecutionPlan, question: str) -> Any:
+        raise NotImplementedError
+
+    def checkpoint_subject(self, state: TaskState) -> str:
+        return ""
+
+
+def make_client_side(bus: Bus, config: Config) -> Callable[[int], Awaitable[None]]:
+    host = _InProcessHost(bus, config)
+
+    async def one(_: int) -> None:
+        submit = _submit()
+        _check(await run_flow(host, TaskState(task_id=submit.task_id), submit, submit.inputs))
 
     return one
 
@@ -193,31 +243,50 @@ def make_baseline(client: httpx.AsyncClient) -> Callable[[int], Awaitable[None]]
 async def bench(args: argparse.Namespace, provider: Any) -> float:
     config = bench_config()
     model = ZeroLatencyModel()
-    factories = {"router": lambda bus, config, **kw: RouterActor(bus, config, transport=model.transport, **kw)}
+    factories = {"router": lambda bus, config, **kw: RouterActor(bus, config, transport=model.transport, **kw),
+                 "planner": lambda bus, config, **kw: PlannerActor(bus, config, recipes=[], **kw)}
     settle = partial(flush_spans, provider)
 
     async with EmbeddedNats() as server:
         bus = await Bus.connect(server.url, name="bench-flow")
         try:
-            async with start_actors(bus, config, ["planner", "router", "executor"], factories=factories), \
+            async with start_actors(bus, config, ["planner", "router", "executor", "task"], factories=factories), \
                     httpx.AsyncClient(base_url="http://mock.invalid/v1/", transport=model.transport) as client:
-                flow = Side("flow", make_flow(bus, config), settle)
+                flow = Side("durable", make_durable(bus), settle)
+                direct = Side("client", make_client_side(bus, config), settle)
                 base = Side("baseline", make_baseline(client), settle)
-                await warm_up((base, flow), args.warmup)
+                sides = (base, direct, flow)
+                await warm_up(sides, args.warmup)
                 print(f"flow: {args.rounds} rounds; latency {args.latency_requests} sequential tasks, throughput "
                       f"{args.throughput_requests} tasks with {args.in_flight} in flight; tracing "
                       f"{'off (diagnostic)' if provider is None else 'on'}", flush=True)
-                profiler = await alternate_rounds(base, flow, args, LAYOUT, profiled=flow)
+                profiler = None
+                if args.profile is not None:
+                    import cProfile
+
+                    profiler = cProfile.Profile()
+                for r in range(args.rounds):  # the order rotates, so no side always runs on a warm machine
+                    for side in sides[r % 3:] + sides[:r % 3]:
+                        if profiler is not None and side is flow:
+                            profiler.enable()
+                        await run_round(side, args, LAYOUT)
+                        if profiler is not None and side is flow:
+                            profiler.disable()
         finally:
             await bus.close()
 
-    (b50, b99, brate), (f50, f99, frate) = print_medians(
-        [("baseline (no NATS)", base), ("flow (run_task)", flow)], LAYOUT)
+    (b50, b99, brate), (c50, c99, crate), (f50, f99, frate) = print_medians(
+        [("baseline (no NATS)", base), ("client-side flow", direct), ("durable (task actor)", flow)], LAYOUT)
     overhead = f50 - b50
+    durable = f50 - c50
     print()
-    print(f"orchestration overhead per task: p50 {overhead:.3f} ms, p99 {f99 - b99:.3f} ms "
-          f"(flow − baseline)")
-    print(f"flow/baseline p50 {f50 / b50:.1f}x; throughput flow/baseline {frate / brate:.3f}x")
+    print(f"orchestration overhead per task: p50 {overhead:.3f} ms, p99 {f99 - b99:.3f} ms (durable − baseline); "
+          f"client-side flow: p50 {c50 - b50:.3f} ms")
+    print(f"durable/baseline p50 {f50 / b50:.1f}x; client-side/baseline p50 {c50 / b50:.1f}x; "
+          f"throughput durable/baseline {frate / brate:.3f}x")
+    print(f"durable path adds p50 {durable:.3f} ms over the client-side flow (target <= {DURABLE_TARGET_MS:g} ms: "
+          f"{'met' if durable <= DURABLE_TARGET_MS else 'NOT met'}); {frate:.0f} tasks/s "
+          f"(target >= {DURABLE_RATE_TARGET:g}: {'met' if frate >= DURABLE_RATE_TARGET else 'NOT met'})")
     print(f"target: overhead p50 <= {OVERHEAD_TARGET_MS:g} ms: {'met' if overhead <= OVERHEAD_TARGET_MS else 'NOT met'}")
     print(f"model calls: {model.planning_calls} planning, {model.other_calls} other (baseline included)")
     if profiler is not None:

@@ -149,3 +149,18 @@ async def run_task(bus: Bus, submit: Any, *, approver: Callable | None = None, c
         raise RemoteError(state.error.code, state.error.message, path=state.error.path)
     result = msgspec.structs.asdict(state.result) if state.result is not None else {}
     return Ran(task_id=state.task_id, status=state.status, trace_id=state.trace_id, plan=state.plan, **result)
+
+
+def package_readme(package: str) -> str:
+    """The long description (README) of an installed package, read from its METADATA file.
+
+    Read as text rather than through ``importlib.metadata.metadata(...).get_payload()``, which
+    returned an empty body under some (lowest-allowed) dependency sets.
+    """
+    import importlib.metadata
+
+    try:
+        raw = importlib.metadata.distribution(package).read_text("METADATA") or ""
+    except importlib.metadata.PackageNotFoundError:
+        return ""
+    return raw.partition("\n\n")[2]

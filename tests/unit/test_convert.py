@@ -8,6 +8,8 @@ import sys
 
 import pytest
 
+from ..conftest import package_readme
+
 from tandem.services import convert
 from tandem.services.errors import CommandError
 from tandem.services.textcmd import (
@@ -257,7 +259,7 @@ def _real_readmes() -> list[tuple[str, str]]:
             meta = importlib.metadata.metadata(dist)
         except importlib.metadata.PackageNotFoundError:
             continue
-        body = meta.get_payload() or ""
+        body = package_readme(dist)
         if meta.get("Description-Content-Type", "").startswith("text/markdown") and len(body) > 2000:
             found.append((dist, body))
     return found

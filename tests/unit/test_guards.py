@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
-import importlib.metadata
 
 import pytest
+
+from ..conftest import package_readme
 
 from tandem.actors._guards import (
     DegenerateOutput,
@@ -20,7 +21,7 @@ INVENTED = ("HTTPX is a fully featured HTTP client for Python 3, which provides 
 
 
 def readme(package: str) -> str:
-    return importlib.metadata.metadata(package).get_payload() or ""
+    return package_readme(package)
 
 
 def test_one_paragraph_repeated_25_times_is_degenerate() -> None:
