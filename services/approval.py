@@ -50,7 +50,8 @@ from tandem.messages import (
 
 from .bus import Bus
 
-__all__ = ["Approval", "Approver", "approve_plan", "ask_approval", "describe_step", "edit_plan"]
+__all__ = ["Approval", "Approver", "Risk", "approve_plan", "ask_approval", "assess_risk", "describe_step",
+           "edit_plan", "plan_details"]
 
 Approver = Callable[[str], Awaitable[str]]
 """``async (question) -> answer``: how the flow asks the user (stdin, a chat UI, a test)."""
@@ -118,6 +119,89 @@ def describe_step(step: WorkflowStep) -> str:
         case ErrorRecovery(params=p):
             return f"on failure of {p.covers}: {p.strategy}"
     return step.__struct_config__.tag
+
+
+class Risk(msgspec.Struct, frozen=True, kw_only=True):
+    """A plan's risk level and the rules that raised it."""
+
+    level: Literal["low", "medium", "high", "critical"]
+    reasons: list[str] = []
+
+
+LARGE_INPUT_CHARS = 20_000
+
+
+def assess_risk(plan: ExecutionPlan, *, input_sizes: dict[int, int] | None = None, writes_file: bool = False) -> Risk:
+    """Assess a plan's risk from its steps (issue 16.3). Points add up; the level follows the total.
+
+    Rules:
+
+    * +2 the result goes to a file at a user path (``writes_file``: ``tandem run -o``);
+    * +1 more than 8 steps, +2 more than 16;
+    * +1 a model step (``manual_transform``: the model writes text the user gets),
+      +2 more when it works on a large input (``expected_size: large`` or over
+      20 000 characters in ``input_sizes``);
+    * +1 a recovery that hands a failed step to the model;
+    * +1 ``pandoc`` (an external program, sandboxed).
+
+    0 → ``low``, 1–2 → ``medium``, 3 → ``high``, 4 or more → ``critical``.
+
+    Examples
+    --------
+    >>> from tandem.messages import decoder
+    >>> plan = decoder(ExecutionPlan).decode(b'{"metadata": {"task_type": "t", "complexity": "low", '
+    ...     b'"estimated_steps": 2}, "workflow": [{"step": 1, "action": "read_input", "params": {"source": "fd:3"}},'
+    ...     b'{"step": 2, "action": "spawn_command", "params": {"cmd": "sort"}},'
+    ...     b'{"step": 3, "action": "write_output", "params": {}}]}')
+    >>> assess_risk(plan).level
+    'low'
+    >>> assess_risk(plan, writes_file=True).reasons
+    ['writes to a user path (+2)']
+    """
+    sizes = input_sizes or {}
+    points, reasons = 0, []
+
+    def add(n: int, why: str) -> None:
+        nonlocal points
+        points += n
+        reasons.append(f"{why} (+{n})")
+
+    if writes_file:
+        add(2, "writes to a user path")
+    runnable = [s for s in plan.workflow if not isinstance(s, ErrorRecovery)]
+    if len(runnable) > 16:
+        add(2, f"{len(runnable)} steps")
+    elif len(runnable) > 8:
+        add(1, f"{len(runnable)} steps")
+    large = {s.params.source for s in plan.workflow if isinstance(s, ReadInput) and s.params.expected_size == "large"}
+    large |= {f"fd:{fd}" for fd, n in sizes.items() if n > LARGE_INPUT_CHARS}
+    models = [s for s in plan.workflow if isinstance(s, ManualTransform)]
+    if models:
+        add(1, "a model writes text" if len(models) == 1 else f"{len(models)} model steps write text")
+        reads = {f"fd:{s.params.input_fd}" for s in models if s.params.input_fd is not None}
+        if large and (reads & large or any(s.params.input_fd is None for s in models)):
+            add(2, "a model step on a large input")
+    if any(isinstance(s, ErrorRecovery) and s.params.strategy == "manual_transform" for s in plan.workflow):
+        add(1, "a failed step is handed to the model")
+    if any(isinstance(s, SpawnCommand) and s.params.cmd == "pandoc" for s in plan.workflow):
+        add(1, "runs pandoc")
+    level = "low" if points == 0 else "medium" if points <= 2 else "high" if points == 3 else "critical"
+    return Risk(level=level, reasons=reasons)  # type: ignore[arg-type]
+
+
+def plan_details(plan: ExecutionPlan) -> str:
+    """Every step with its command and parameters (the critical approval's "details")."""
+    lines = []
+    for s in plan.workflow:
+        params = msgspec.json.encode(s.params).decode()
+        lines.append(f"  {s.step}. {s.__struct_config__.tag}: {params}")
+    return "\n".join(lines)
+
+
+_DETAILS = re.compile(r"^\s*(?:4|d|details?|show(?: me)?(?: the)? details?|詳細(?:確認)?(?:を見せて|して)?)\s*[.!?。]?\s*$",
+                      re.IGNORECASE)
+_ALTERNATIVE = re.compile(r"^\s*(?:3|alternatives?|choose (?:an )?alternative|other|代替案(?:選択)?|別の案)\s*[.!?。]?\s*$",
+                          re.IGNORECASE)
 
 
 _FULLWIDTH = str.maketrans("０１２３４５６７８９", "0123456789")
@@ -224,6 +308,8 @@ async def ask_approval(bus: Bus, plan: ExecutionPlan, answer: str, *, risk_level
         When the choice parser fails.
     """
     env = {"correlation_id": correlation_id, "conversation_id": conversation_id}
+    if pending is not None and pending.proposed_steps and risk_level == "critical":
+        risk_level = "high"  # the reply to the confirmation question is the confirmation critical asks for
     verdict_context = ChoiceContext(
         kind="approval", available_options=["approve", "reject"], risk_level=risk_level,  # type: ignore[arg-type]
         option_descriptions=["run the plan", "do not run the plan"],
@@ -336,7 +422,8 @@ async def _answer_to_proposal(bus: Bus, plan: ExecutionPlan, answer: str, verdic
 
 
 async def approve_plan(bus: Bus, plan: ExecutionPlan, approver: Approver, *, attempts: int = 3,
-                       risk_level: str = "medium", correlation_id: str = "", conversation_id: str = "") -> Approval:
+                       risk_level: str | None = None, correlation_id: str = "", conversation_id: str = "",
+                       input_sizes: dict[int, int] | None = None, writes_file: bool = False) -> Approval:
     """Ask until the answer is clear (at most ``attempts`` answers), carrying each proposal to the next answer.
 
     Parameters
@@ -346,6 +433,13 @@ async def approve_plan(bus: Bus, plan: ExecutionPlan, approver: Approver, *, att
     approver : Approver
         ``async (question) -> answer``.
     attempts : int
+    risk_level : str or None
+        ``None``: :func:`assess_risk` from the plan's steps (``input_sizes``,
+        ``writes_file`` feed its rules). A ``critical`` plan gets the note 001
+        four-option question — 実行 run / 却下 reject / 代替案選択 choose the
+        steps / 詳細確認 details — where "details" shows every step's command
+        and parameters and asks again (not counted as an answer), and a clear
+        "run" is confirmed once more.
 
     Returns
     -------
@@ -360,12 +454,35 @@ async def approve_plan(bus: Bus, plan: ExecutionPlan, approver: Approver, *, att
         if approval.decision in ("approved", "partial") and approval.plan is not None:
             run(approval.plan)
     """
+    risk = Risk(level=risk_level) if risk_level else assess_risk(plan, input_sizes=input_sizes,  # type: ignore[arg-type]
+                                                                 writes_file=writes_file)
     steps = "\n".join(f"  {s.step}. {describe_step(s)}" for s in plan.workflow)
-    question = f"Plan:\n{steps}\nApprove it? (yes / no / which steps, in your own words)"
+    if risk.level == "critical":
+        why = f" ({'; '.join(risk.reasons)})" if risk.reasons else ""
+        question = (f"Plan (risk: critical{why}):\n{steps}\n"
+                    "1. 実行 run it  2. 却下 reject  3. 代替案選択 choose the steps to run  4. 詳細確認 show details")
+    else:
+        question = f"Plan:\n{steps}\nApprove it? (yes / no / which steps, in your own words)"
     approval: Approval | None = None
-    for _ in range(attempts):
+    answered = shown = 0
+    while answered < attempts:
         answer = await approver(question)
-        approval = await ask_approval(bus, plan, answer, risk_level=risk_level, correlation_id=correlation_id,
+        if risk.level == "critical" and approval is None:
+            if _DETAILS.match(answer) and shown < 3:
+                shown += 1
+                question = (f"Plan details:\n{plan_details(plan)}\n"
+                            "1. 実行 run it  2. 却下 reject  3. 代替案選択 choose the steps to run")
+                continue
+            if _ALTERNATIVE.match(answer):
+                answered += 1
+                question = "Which steps should run? Name them (e.g. 'only 1 and 2', 'skip 3'), or say no."
+                continue
+            if answer.strip() in ("1", "１"):
+                answer = "yes"
+            elif answer.strip() in ("2", "２"):
+                answer = "no"
+        answered += 1
+        approval = await ask_approval(bus, plan, answer, risk_level=risk.level, correlation_id=correlation_id,
                                       conversation_id=conversation_id,
                                       pending=approval)
         if approval.decision == "rejected" or approval.decision in ("approved", "partial") and approval.plan:
