@@ -383,21 +383,22 @@ class ChatActor(Actor):
             return ChatReply(session=session, kind="task_queued", intent=intent, task_id=submit.task_id,
                              tasks=state.running,
                              text=f"queued task {submit.task_id}: it starts when {running[0].task_id} ends")
-        cancelled = []
-        if running and policy == "interrupt":
-            for task in running:
-                try:
-                    await self.tasks.cancel(task.task_id)
-                    cancelled.append(task.task_id)
-                except RemoteError as exc:
-                    if exc.code not in ("conflict", "not_found"):
-                        raise
+        # the new task takes the running slot first, so the cancelled task's end does not start the queue
+        replaced = [t.task_id for t in running] if policy == "interrupt" else []
 
         def start(s: ChatSession) -> ChatSession:
-            kept = [t for t in s.running if t.task_id not in cancelled]
+            kept = [t for t in s.running if t.task_id not in replaced]
             return msgspec.structs.replace(s, running=[*kept, line])
 
         state = await self._update_session(session, start)
+        cancelled = []
+        for task_id in replaced:
+            try:
+                await self.tasks.cancel(task_id)
+                cancelled.append(task_id)
+            except RemoteError as exc:
+                if exc.code not in ("conflict", "not_found"):
+                    raise
         task_trace = await self._submit(submit, span)
         note = f" (cancelled {', '.join(cancelled)})" if cancelled else ""
         return ChatReply(session=session, kind="task_submitted", intent=intent, task_id=submit.task_id,
