@@ -50,6 +50,8 @@ ConfigPath = Annotated[Optional[Path], typer.Option("--config", "-c",
                        help="YAML config. Default: $TANDEM_CONFIG, else the default.yaml shipped with Tandem "
                             "(see `tandem config path`).")]
 Verbose = Annotated[int, typer.Option("--verbose", "-v", count=True, help="More logging on stderr (-vv for debug).")]
+Ephemeral = Annotated[bool, typer.Option("--ephemeral", help="Embedded server only: a throwaway JetStream store instead of "
+                                         "the persistent one (plan cache, tasks, recipes; also TANDEM_EPHEMERAL=1).")]
 
 
 def _setup_logging(verbose: int) -> None:
@@ -89,9 +91,18 @@ def _invoke(fn, *args):
         raise
 
 
-def _config(path: Path | None, nats_url: str | None) -> tuple[Config, str | None]:
+def _config(path: Path | None, nats_url: str | None, *, ephemeral: bool = False) -> tuple[Config, str | None]:
     config = load_config(path)
+    if ephemeral:
+        config = msgspec.structs.replace(config, nats=msgspec.structs.replace(config.nats, store="ephemeral"))
     return config, nats_url or config.nats.url
+
+
+def _open_bus(config: Config, url: str | None, name: str = "tandem"):
+    """Connect to ``url``, or start the embedded server on the config's store (persistent unless ephemeral)."""
+    from .runtime import open_bus
+
+    return open_bus(url, name=name, store=config.nats.store, store_dir=config.nats.store_dir)
 
 
 def _read_inputs(paths: list[Path]) -> tuple[dict[int, str], dict[int, str]]:
@@ -157,6 +168,7 @@ def run(
     answer: Annotated[list[str], typer.Option("--answer", help="With --approve: the answer(s) to give instead of asking on the terminal.")] = [],  # noqa: B006
     timeout: Annotated[Optional[float], typer.Option("--timeout", help="Deadline of the whole task, seconds (default: the config's task.timeout_s).", min=0.1)] = None,
     detach: Annotated[bool, typer.Option("--detach", "-d", help="Submit, print the task id and return at once (needs a task actor on --nats-url; follow with `tandem task wait ID`).")] = False,
+    ephemeral: Ephemeral = False,
     nats_url: NatsUrl = None,
     config_path: ConfigPath = None,
     verbose: Verbose = 0,
@@ -176,7 +188,7 @@ def run(
     if detach and (approve or output is not None):
         raise typer.BadParameter("--detach returns at once: it cannot take --approve or --output (see `tandem task wait`)")
     try:
-        config, url = _config(config_path, nats_url)
+        config, url = _config(config_path, nats_url, ephemeral=ephemeral)
         if detach and url is None:
             raise InputError("--detach needs a running Tandem to leave the task with: pass --nats-url "
                              "(start one with `tandem serve`)")
@@ -215,13 +227,13 @@ async def _run(config: Config, url: str | None, submit, output: Path | None, ans
                detach: bool = False) -> int:
     from tandem.actors import ACTORS
 
-    from .runtime import find_running, open_bus, start_actors
+    from .runtime import find_running, start_actors
     from .tasks import TaskClient
     from .telemetry import setup_tracing, shutdown_tracing
 
     provider = setup_tracing("tandem")
     try:
-        async with open_bus(url) as (bus, used_url):
+        async with _open_bus(config, url) as (bus, used_url):
             remote = await find_running(bus, ACTORS) if url else set()
             local = [n for n in ACTORS if n not in remote]
             if detach and "task" in local:
@@ -368,6 +380,7 @@ async def _progress(bus, task_id: str, shown: set[tuple[int, str]], *,
 @app.command()
 def serve(
     names: Annotated[Optional[list[str]], typer.Argument(help="Actors to serve: planner, router, executor, choice, task (default: all).")] = None,
+    ephemeral: Ephemeral = False,
     nats_url: NatsUrl = None,
     config_path: ConfigPath = None,
     verbose: Verbose = 0,
@@ -381,19 +394,19 @@ def serve(
     if unknown:
         raise typer.BadParameter(f"unknown actor(s) {', '.join(unknown)}; choose from {', '.join(ACTORS)}")
     try:
-        config, url = _config(config_path, nats_url)
+        config, url = _config(config_path, nats_url, ephemeral=ephemeral)
     except TandemError as exc:
         raise _fail(exc) from None
     _invoke(_serve, config, url, names)
 
 
 async def _serve(config: Config, url: str | None, names: list[str]) -> None:
-    from .runtime import open_bus, start_actors
+    from .runtime import start_actors
     from .telemetry import setup_tracing, shutdown_tracing
 
     provider = setup_tracing("tandem-" + "-".join(names))
     try:
-        async with open_bus(url, name="tandem-serve") as (bus, used_url), start_actors(bus, config, names):
+        async with _open_bus(config, url, "tandem-serve") as (bus, used_url), start_actors(bus, config, names):
             # SIGTERM (docker stop, process managers) and SIGINT stop cleanly: spans flushed, server stopped
             with anyio.open_signal_receiver(signal.SIGTERM, signal.SIGINT) as signals:
                 err.print(f"serving {', '.join(names)} on {redact_url(used_url)} (Ctrl-C to stop)",
@@ -463,12 +476,12 @@ def choose(
 async def _choose(config: Config, url: str | None, request):
     from tandem.messages import ChoiceReply
 
-    from .runtime import find_running, open_bus, start_actors
+    from .runtime import find_running, start_actors
     from .telemetry import setup_tracing, shutdown_tracing
 
     provider = setup_tracing("tandem")
     try:
-        async with open_bus(url) as (bus, _):
+        async with _open_bus(config, url) as (bus, _):
             needed = ["choice", "router"] if request.use_llm else ["choice"]
             remote = await find_running(bus, needed) if url else set()
             async with start_actors(bus, config, [n for n in needed if n not in remote]):
@@ -508,9 +521,9 @@ async def _recipes(config: Config, url: str | None, request):
     from tandem.messages import Ack
     from tandem.messages.recipes import PLANNER_RECIPES, RecipeList, RecipeReply
 
-    from .runtime import find_running, open_bus, start_actors
+    from .runtime import find_running, start_actors
 
-    async with open_bus(url, name="tandem-plans") as (bus, _):
+    async with _open_bus(config, url, "tandem-plans") as (bus, _):
         remote = await find_running(bus, ["planner"]) if url else set()
         async with start_actors(bus, config, [] if remote else ["planner"]):
             return await bus.request(PLANNER_RECIPES, request, RecipeList | RecipeReply | Ack, timeout=30)
@@ -519,9 +532,6 @@ async def _recipes(config: Config, url: str | None, request):
 def _plans_call(config_path: Path | None, nats_url: str | None, request):
     try:
         config, url = _config(config_path, nats_url)
-        if url is None:
-            err.print("note: without --nats-url the recipe library lives in an embedded server that stops with "
-                      "this command", style="dim", highlight=False, markup=False)
         return _invoke(_recipes, config, url, request)
     except TandemError as exc:
         raise _fail(exc) from None
@@ -593,12 +603,21 @@ def _task_config(config_path: Path | None, nats_url: str | None) -> tuple[Config
     return config, url
 
 
-async def _with_client(url: str, fn, *args):
+async def _with_client(url: str, fn):
     from .runtime import open_bus
     from .tasks import TaskClient
 
     async with open_bus(url, name="tandem-task") as (bus, _):
-        return await fn(TaskClient(bus), *args)
+        return await fn(TaskClient(bus))
+
+
+def _task_call(config_path: Path | None, nats_url: str | None, fn):
+    """Run ``await fn(TaskClient)`` against the Tandem at ``--nats-url``; errors become one line and exit 1."""
+    try:
+        _, url = _task_config(config_path, nats_url)
+        return _invoke(_with_client, url, fn)
+    except TandemError as exc:
+        raise _fail(exc) from None
 
 
 def _age(moment) -> str:
@@ -622,11 +641,7 @@ def tasks_cmd(
     from rich.table import Table
     from rich.text import Text
 
-    try:
-        _, url = _task_config(config_path, nats_url)
-        rows = _invoke(_with_client, url, lambda c: c.list(limit=limit, status=status))
-    except TandemError as exc:
-        raise _fail(exc) from None
+    rows = _task_call(config_path, nats_url, lambda c: c.list(limit=limit, status=status))
     table = Table("task", "status", "age", "updated", "task text", box=None, highlight=False)
     for t in rows:
         table.add_row(t.task_id, t.status, _age(t.submitted_at), _age(t.updated_at),
@@ -665,11 +680,7 @@ def task_show(
     config_path: ConfigPath = None,
 ) -> None:
     """Status, plan, steps and result of one task."""
-    try:
-        _, url = _task_config(config_path, nats_url)
-        state = _invoke(_with_client, url, lambda c: c.get(task_id))
-    except TandemError as exc:
-        raise _fail(exc) from None
+    state = _task_call(config_path, nats_url, lambda c: c.get(task_id))
     _print_state(state, full=True)
 
 
@@ -680,11 +691,7 @@ def task_cancel(
     config_path: ConfigPath = None,
 ) -> None:
     """Cancel a task wherever it is (queued, planning, awaiting approval, running)."""
-    try:
-        _, url = _task_config(config_path, nats_url)
-        state = _invoke(_with_client, url, lambda c: c.cancel(task_id))
-    except TandemError as exc:
-        raise _fail(exc) from None
+    state = _task_call(config_path, nats_url, lambda c: c.cancel(task_id))
     err.print(f"task {task_id}: {state.status}", highlight=False, markup=False)
     raise typer.Exit(0 if state.status == "cancelled" else 1)
 
@@ -697,11 +704,7 @@ def task_wait(
     config_path: ConfigPath = None,
 ) -> None:
     """Wait until a task ends; print its result like `tandem run` does."""
-    try:
-        _, url = _task_config(config_path, nats_url)
-        state = _invoke(_with_client, url, lambda c: c.wait(task_id))
-    except TandemError as exc:
-        raise _fail(exc) from None
+    state = _task_call(config_path, nats_url, lambda c: c.wait(task_id))
     raise typer.Exit(_report(state, state.result is not None and state.result.mode == "plan_only", output, set()))
 
 
@@ -736,6 +739,7 @@ def config_path_cmd(config_path: ConfigPath = None) -> None:
 
 # Sub-commands defined in their own modules: one registration line each, below.
 app.add_typer(__import__("tandem.services.cache_cli", fromlist=["cache_app"]).cache_app)  # tandem cache list|clear
+app.command("chat")(__import__("tandem.services.chat_cli", fromlist=["chat_command"]).chat_command)  # tandem chat
 
 
 def main() -> None:

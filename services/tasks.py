@@ -47,14 +47,12 @@ from tandem.messages import (
     subjects,
 )
 
+from .approval import Approver
 from .bus import Bus, inject_headers
 from .bus._tracing import SEND, messaging_attributes, tracer
 from .errors import BusError, NoResponders, RequestTimeout, TandemError
 
 __all__ = ["Approver", "QueueFull", "SubmissionTooLarge", "TaskClient", "TaskEvents"]
-
-Approver = Callable[[str], Awaitable[str]]
-"""``async (question) -> answer``: how a client answers a task's approval question."""
 
 log = logging.getLogger("tandem.tasks")
 

@@ -22,8 +22,9 @@ from tandem.services.bus import Bus, EmbeddedNats
 from tandem.services.config import Config, ModelConfig, NatsConfig, ProviderConfig, TwoStageConfig
 from tandem.services.errors import RemoteError
 
-# keep the suite's usage log out of the user's home
+# keep the suite's usage log and JetStream store out of the user's home (CLI subprocesses inherit these)
 os.environ.setdefault("TANDEM_USAGE_LOG", os.path.join(tempfile.mkdtemp(prefix="tandem-test-"), "llm_usage.jsonl"))
+os.environ.setdefault("TANDEM_EPHEMERAL", "1")
 
 _exporter = InMemorySpanExporter()
 _provider = TracerProvider()
@@ -129,6 +130,8 @@ class Ran(msgspec.Struct, kw_only=True):
     approved_steps: list = []
     modifications: list = []
     planning_model: str = ""
+    recipe: str = ""
+    recipe_params: dict = {}
 
 
 async def run_task(bus: Bus, submit: Any, *, approver: Callable | None = None, config: Config | None = None) -> Ran:
