@@ -238,6 +238,7 @@ class ExecutorActor(Actor):
         with tracer.start_as_current_span(
             f"execute_tool {tool}",
             attributes={G.GEN_AI_OPERATION_NAME: "execute_tool", G.GEN_AI_TOOL_NAME: tool,
+                        G.GEN_AI_TOOL_TYPE: "extension",  # run agent-side, by the executor
                         "tandem.plan.step": step.step, "tandem.plan.action": action},
             record_exception=False, set_status_on_exception=False,
         ) as span:

@@ -34,10 +34,9 @@ class Message(msgspec.Struct, frozen=True, kw_only=True, tag_field="type"):
     ----------
     correlation_id : str
         Ties a reply to its request and every event to the task it belongs to.
-        Replies copy the request's value.
+        Replies copy the request's value (OTel ``messaging.message.conversation_id``).
     conversation_id : str
-        The user conversation the message belongs to (maps to the OTel
-        attribute ``messaging.message.conversation_id``).
+        The user conversation the message belongs to (OTel ``gen_ai.conversation.id``).
     sent_at : datetime
         When the message was created, timezone-aware UTC.
 

@@ -152,7 +152,8 @@ class TaskClient:
         with tracer.start_as_current_span(
             f"send {subjects.TASK_SUBMIT}", kind=SEND,
             attributes=messaging_attributes("send", subjects.TASK_SUBMIT, message_id=submit.task_id,
-                                            conversation_id=submit.conversation_id, body_size=len(payload)),
+                                            correlation_id=submit.task_id, conversation_id=submit.conversation_id,
+                                            body_size=len(payload)),
         ):
             # the span's own context goes into the headers: the task's spans hang under it
             headers = inject_headers({"Nats-Msg-Id": submit.task_id})

@@ -83,9 +83,9 @@ _ZERO_SPAN = "0" * 16
 _UNSET = Status(StatusCode.UNSET)
 _NO_ATTRIBUTES = BoundedAttributes(immutable=True)
 
-LINK_PARENT = True
-"""Whether a ``process`` span also links to the producer span it is parented on (kept while
-``tests/integration/test_flow.py`` asserts the link; the conventions want the parent alone)."""
+LINK_PARENT = False
+"""Whether a ``process`` span also links to the producer span it is parented on (the messaging
+conventions link a process span to its producer only when it is *not* parented on it)."""
 
 
 def messaging_attributes(
@@ -429,10 +429,10 @@ def extract_context(headers: Mapping[str, str] | None) -> tuple[Context, list[Li
     Returns
     -------
     tuple of (Context, list of Link)
-        The context to parent a ``process`` span on, and a link to the
-        producer's span (empty when the message carried no ``traceparent``).
+        The context to parent a ``process`` span on, and the links to add: none while the span
+        is parented on the producer (:data:`LINK_PARENT`).
     """
     remote = extract_span_context(headers)
     if remote is None:
         return Context(), []
-    return trace.set_span_in_context(NonRecordingSpan(remote)), [Link(remote)]
+    return trace.set_span_in_context(NonRecordingSpan(remote)), ([Link(remote)] if LINK_PARENT else [])
