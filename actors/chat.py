@@ -162,7 +162,7 @@ def rule_intent(text: str, *, pending_approval: bool) -> IntentResult | None:
         return IntentResult(kind="control", text=rest, reasoning=f"/{cmd} command", source="rules",
                             command=cmd if cmd in _COMMANDS else "help")
     question = bool(_QUESTION.search(stripped))
-    if pending_approval and not (question and len(stripped.split()) > 3 and stripped.endswith(("?", "？"))):
+    if pending_approval and not stripped.endswith(("?", "？")):  # a question waits: the approval stays pending
         return IntentResult(kind="answer", text=stripped, reasoning="an approval question is pending",
                             confidence=0.9, source="rules")
     if _FENCE.search(stripped) or _TASK_VERB.search(stripped):
