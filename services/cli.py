@@ -740,7 +740,6 @@ def config_path_cmd(config_path: ConfigPath = None) -> None:
 # Sub-commands defined in their own modules: one registration line each, below.
 app.add_typer(__import__("tandem.services.cache_cli", fromlist=["cache_app"]).cache_app)  # tandem cache list|clear
 app.command("chat")(__import__("tandem.services.chat_cli", fromlist=["chat_command"]).chat_command)  # tandem chat
-app.command("chat")(__import__("tandem.services.chat_cli", fromlist=["chat_command"]).chat_command)  # tandem chat
 
 
 def main() -> None:
