@@ -197,7 +197,7 @@ async def run_flow(host: FlowHost, state: TaskState, submit: TaskSubmit, inputs:
         decision = await host.bus.request(
             subjects.ROUTER_SHAPE,
             ShapeRequest(task=submit.task, complexity=result.complexity, prompt_tokens=size // 4, **env),
-            ShapeDecision, timeout=10)
+            ShapeDecision, timeout=10, idempotent=True)
         two_stage, why = decision.mode == "two_stage", decision.reason
     result = msgspec.structs.replace(result, shape_reason=why)
     if not two_stage:
@@ -208,7 +208,7 @@ async def run_flow(host: FlowHost, state: TaskState, submit: TaskSubmit, inputs:
     try:
         planned = await host.bus.request(
             subjects.PLANNER_PLAN, PlanRequest(task=submit.task, inputs=infos, use_cache=submit.use_cache, **env),
-            PlanReply, timeout=timeout)
+            PlanReply, timeout=timeout, idempotent=True)
     except RemoteError as exc:
         if submit.plan_only or exc.code not in ("planning_failed", "plan_invalid"):
             raise
@@ -248,7 +248,7 @@ async def _execute(host: FlowHost, state: TaskState, submit: TaskSubmit, inputs:
             subjects.EXECUTOR_EXECUTE,
             ExecuteRequest(plan=plan, inputs=inputs, task=submit.task, resume=state.checkpoint,
                            checkpoint_subject=host.checkpoint_subject(state), **env),
-            ExecuteReply, timeout=host.config.nats.request_timeout_s)
+            ExecuteReply, timeout=host.config.nats.request_timeout_s, idempotent=True)
     except RemoteError as exc:
         fallback_ok = (result.mode == "two_stage" and plan.metadata.fallback_strategy != "abort"
                        and submit.approval != "ask")  # never run what was not approved
@@ -267,6 +267,7 @@ async def _remember(host: FlowHost, state: TaskState, plan: ExecutionPlan, env: 
     """Cache a plan that ran; a failed cache write never fails a task whose result is ready."""
     try:
         await host.bus.request(subjects.PLANNER_REMEMBER,
-                               RememberPlan(fingerprint=state.plan_fingerprint, plan=plan, **env), Ack, timeout=10)
+                               RememberPlan(fingerprint=state.plan_fingerprint, plan=plan, **env), Ack, timeout=10,
+                               idempotent=True)
     except TandemError as exc:
         log.warning("task %s: the plan ran but could not be cached: %s", state.task_id, exc)

@@ -183,7 +183,7 @@ class ChoiceParserActor(Actor):
 
     def endpoints(self) -> list[Endpoint]:
         return [Endpoint(subjects.CHOICE_PARSE, ChoiceRequest, self.parse,
-                         timeout=self.config.choice.llm_timeout_s + 5)]
+                         timeout=self.config.choice.llm_timeout_s + 5, idempotent=True)]
 
     async def parse(self, request: ChoiceRequest) -> ChoiceReply:
         """Parse one answer; see the module docstring for the layers."""
@@ -233,7 +233,7 @@ class ChoiceParserActor(Actor):
                                       response_schema=_SCHEMA, schema_name="choice_result", max_tokens=300,
                                       timeout_s=self.config.choice.llm_timeout_s,
                                       correlation_id=request.correlation_id, conversation_id=request.conversation_id),
-                    CompletionReply, timeout=self.config.choice.llm_timeout_s)
+                    CompletionReply, timeout=self.config.choice.llm_timeout_s, idempotent=True)
             answer = _llm_decoder.decode(reply.content)
         except (TandemError, TimeoutError, msgspec.DecodeError) as exc:
             log.info("choice: LLM path failed, falling back: %s", exc)

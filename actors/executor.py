@@ -183,8 +183,10 @@ class ExecutorActor(Actor):
             log.warning("executor: two-stage health bucket unavailable: %s", exc)
 
     def endpoints(self) -> list[Endpoint]:
+        # idempotent: a plan has no side effects outside its reply (built-ins on text, model calls), and a
+        # retry resumes from the request's checkpoint
         return [Endpoint(subjects.EXECUTOR_EXECUTE, ExecuteRequest, self.execute,
-                         timeout=self.config.nats.request_timeout_s)]
+                         timeout=self.config.nats.request_timeout_s, idempotent=True)]
 
     async def execute(self, request: ExecuteRequest) -> ExecuteReply:
         """Run the plan to the end (from ``request.resume`` when given).
@@ -364,6 +366,7 @@ class ExecutorActor(Actor):
             ),
             CompletionReply,
             timeout=self.config.nats.request_timeout_s,
+            idempotent=True,
         )
         if reply.finish_reason == "length":
             why = f"; {notes[0]}" if budget.max_tokens < configured else ""

@@ -307,8 +307,8 @@ class PlannerActor(Actor):
     def endpoints(self) -> list[Endpoint]:
         timeout = self.config.nats.request_timeout_s
         return [
-            Endpoint(subjects.PLANNER_PLAN, PlanRequest, self.plan, timeout=timeout),
-            Endpoint(subjects.PLANNER_REMEMBER, RememberPlan, self.remember, timeout=10),
+            Endpoint(subjects.PLANNER_PLAN, PlanRequest, self.plan, timeout=timeout, idempotent=True),
+            Endpoint(subjects.PLANNER_REMEMBER, RememberPlan, self.remember, timeout=10, idempotent=True),
             Endpoint(PLANNER_RECIPES, RecipeRequest, self.manage_recipes, timeout=10),
         ]
 
@@ -408,6 +408,7 @@ class PlannerActor(Actor):
                                   max_tokens=max_tokens, timeout_s=self.config.nats.request_timeout_s, **env),
                 CompletionReply,
                 timeout=self.config.nats.request_timeout_s,
+                idempotent=True,
             )
         except TandemError as exc:
             raise PlanningFailed(f"planning model failed: {exc}") from exc

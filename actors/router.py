@@ -373,9 +373,10 @@ class RouterActor(Actor):
 
     def endpoints(self) -> list[Endpoint]:
         return [
+            # idempotent: a request lost with its replica is sent again to a live one (a model call repeated)
             Endpoint(subjects.ROUTER_COMPLETE, CompletionRequest, self.complete,
-                     timeout=self.config.nats.request_timeout_s),
-            Endpoint(subjects.ROUTER_SHAPE, ShapeRequest, self.shape, timeout=5),
+                     timeout=self.config.nats.request_timeout_s, idempotent=True),
+            Endpoint(subjects.ROUTER_SHAPE, ShapeRequest, self.shape, timeout=5, idempotent=True),
         ]
 
     async def setup(self, stack: AsyncExitStack) -> None:

@@ -74,7 +74,7 @@ from tandem.services.approval import Approval, approve_plan
 from tandem.services.bus import Bus, deadline_scope, extract_context, messaging_attributes
 from tandem.services.bus._tracing import PROCESS, tracer as bus_tracer
 from tandem.services.config import Config, TaskLoopConfig
-from tandem.services.errors import BusError, DeadlineExceeded, RemoteError, TandemError
+from tandem.services.errors import BusError, RemoteError, TandemError
 
 from ._base import Actor, DeadLetter, Endpoint
 from ._task_flow import Rejected, run_flow

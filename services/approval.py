@@ -273,7 +273,7 @@ async def _parse(bus: Bus, answer: str, context: ChoiceContext, env: dict[str, s
                  use_llm: bool = True) -> ChoiceResult:
     reply = await bus.request(subjects.CHOICE_PARSE,
                               ChoiceRequest(answer=answer, context=context, use_llm=use_llm, **env),
-                              ChoiceReply, timeout=60)
+                              ChoiceReply, timeout=60, idempotent=True)
     return reply.result
 
 

@@ -160,7 +160,7 @@ class TaskClient:
             try:
                 await self.bus.jetstream.publish(subjects.TASK_SUBMIT, payload, headers=headers, timeout=self.timeout)
             except nats.errors.NoRespondersError as exc:
-                raise NoResponders(f"no task stream on this server: start a task actor (tandem serve task)") from exc
+                raise NoResponders("no task stream on this server: start a task actor (tandem serve task)") from exc
             except nats.js.errors.APIError as exc:
                 text = str(exc.description or exc)
                 if "maximum" in text and "size" in text:

@@ -8,17 +8,13 @@ once every actor serves, and exits (status 1, reason on stderr) when they stop.
 
 from __future__ import annotations
 
-import dataclasses
 import os
 import sys
 
 import anyio
 import httpx
 
-from tandem.actors import supervise
-from tandem.actors._base import Endpoint
 from tandem.actors.router import RouterActor
-from tandem.messages import subjects
 from tandem.services.bus import Bus
 from tandem.services.config import Config, ModelConfig, NatsConfig, ProviderConfig
 
@@ -47,14 +43,6 @@ def mock_transport(delay: float) -> httpx.MockTransport:
     return httpx.MockTransport(answer)
 
 
-class IdempotentRouter(RouterActor):
-    """The router with ``tandem.router.complete`` declared idempotent (until router.py declares it)."""
-
-    def endpoints(self) -> list[Endpoint]:
-        return [dataclasses.replace(ep, idempotent=True) if ep.subject == subjects.ROUTER_COMPLETE else ep
-                for ep in super().endpoints()]
-
-
 async def main(url: str, delay: float, names: list[str]) -> None:
     from tandem.services.runtime import start_actors
 
@@ -63,7 +51,7 @@ async def main(url: str, delay: float, names: list[str]) -> None:
     config, transport = replica_config(), mock_transport(delay)
     try:
         async with start_actors(bus, config, names,
-                                {"router": lambda b, c: IdempotentRouter(b, c, transport=transport)}) as started:
+                                {"router": lambda b, c: RouterActor(b, c, transport=transport)}) as started:
             print("ready", *started, flush=True)
             await anyio.sleep_forever()
     finally:

@@ -10,11 +10,10 @@ from contextlib import asynccontextmanager
 import anyio
 import httpx
 import msgspec
-import nats
 import pytest
 
 from tandem.actors import RouterActor, TaskActor
-from tandem.messages import ExecutionPlan, TaskEvent, TaskSubmit, decoder, encode, subjects
+from tandem.messages import ExecutionPlan, TaskEvent, TaskSubmit, decoder, subjects
 from tandem.services.bus import Bus
 from tandem.services.config import Config, TaskLoopConfig
 from tandem.services.errors import RemoteError

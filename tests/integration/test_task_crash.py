@@ -22,7 +22,6 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import anyio
-import pytest
 
 from tandem.messages import ExecutionPlan, TaskSubmit, decoder
 from tandem.services.bus import Bus
