@@ -191,8 +191,8 @@ _session_decoder = msgspec.json.Decoder(ChatSession)
 def _setting(config: Config, key: str, given: Any, default: Any) -> Any:
     if given is not None:
         return given
-    section = getattr(config, "chat", None)
-    return getattr(section, key, default) if section is not None else default
+    value = getattr(getattr(config, "chat", None), key, None)
+    return default if value is None else value
 
 
 class ChatActor(Actor):

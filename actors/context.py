@@ -155,8 +155,8 @@ class _Cache:
 def _setting(config: Config, key: str, given: Any, default: Any) -> Any:
     if given is not None:
         return given
-    section = getattr(config, "context", None)
-    return getattr(section, key, default) if section is not None else default
+    value = getattr(getattr(config, "context", None), key, None)
+    return default if value is None else value
 
 
 class ContextActor(Actor):

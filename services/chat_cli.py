@@ -28,7 +28,7 @@ def chat_command(
     jsonl: Annotated[bool, typer.Option("--jsonl", help="Read messages from stdin, one per line; write JSON lines.")] = False,
     policy: Annotated[Optional[str], typer.Option("--policy", help="enqueue | reject | interrupt: a new task while one runs.")] = None,
     wait: Annotated[float, typer.Option("--wait", help="With --jsonl: seconds to wait for running tasks at the end.")] = 600.0,
-    store_dir: Annotated[Optional[Path], typer.Option("--store-dir", help="JetStream store of the embedded nats-server (default: ~/.local/state/tandem/jetstream), so conversations survive restarts.")] = None,
+    ephemeral: Annotated[bool, typer.Option("--ephemeral", help="Embedded server only: a throwaway store (the conversation is forgotten).")] = False,
     nats_url: Annotated[Optional[str], typer.Option("--nats-url", envvar="TANDEM_NATS_URL", help="NATS server to use (default: the config's, else an embedded one).")] = None,
     config_path: Annotated[Optional[Path], typer.Option("--config", "-c", help="YAML config.")] = None,
     verbose: Annotated[int, typer.Option("--verbose", "-v", count=True)] = 0,
@@ -43,19 +43,12 @@ def chat_command(
     _setup_logging(verbose)
     if policy not in (None, "enqueue", "reject", "interrupt"):
         raise typer.BadParameter("--policy is one of enqueue, reject, interrupt")
-    config, url = _config(config_path, nats_url)
-    raise typer.Exit(_invoke(_chat, config, url, session, jsonl, policy, wait, store_dir))
+    config, url = _config(config_path, nats_url, ephemeral=ephemeral)
+    raise typer.Exit(_invoke(_chat, config, url, session, jsonl, policy, wait))
 
 
-def _default_store() -> Path:
-    import os
-
-    base = Path(os.environ.get("XDG_STATE_HOME") or Path.home() / ".local" / "state")
-    return base / "tandem" / "jetstream"
-
-
-async def _chat(config: Any, url: str | None, session: str | None, jsonl: bool, policy: str | None, wait: float,
-                store_dir: Path | None) -> int:
+async def _chat(config: Any, url: str | None, session: str | None, jsonl: bool, policy: str | None,
+                wait: float) -> int:
     from contextlib import AsyncExitStack
 
     import anyio
@@ -63,7 +56,7 @@ async def _chat(config: Any, url: str | None, session: str | None, jsonl: bool, 
     from tandem.actors import ACTORS
     from tandem.messages import new_id
 
-    from .bus import Bus, EmbeddedNats
+    from .cli import _open_bus
     from .runtime import find_running, start_actors
     from .telemetry import setup_tracing, shutdown_tracing
 
@@ -71,14 +64,10 @@ async def _chat(config: Any, url: str | None, session: str | None, jsonl: bool, 
     provider = setup_tracing("tandem")
     try:
         async with AsyncExitStack() as stack:
-            if url is None:
-                store = store_dir or _default_store()
-                store.mkdir(parents=True, exist_ok=True)
-                server = await stack.enter_async_context(EmbeddedNats(store_dir=store))
-                url = server.url
-            bus = await Bus.connect(url, name="tandem-chat")
-            stack.push_async_callback(bus.close)
-            remote = await find_running(bus, ACTORS)
+            # the embedded server runs on the config's persistent store (nats.store / TANDEM_STORE_DIR), shared
+            # with the plan cache and the tasks, so the conversation survives restarts
+            bus, _ = await stack.enter_async_context(_open_bus(config, url, "tandem-chat"))
+            remote = await find_running(bus, ACTORS) if url else set()
             await stack.enter_async_context(start_actors(bus, config, [n for n in ACTORS if n not in remote]))
             chat = _Session(bus, session, jsonl=jsonl, policy=policy)
             async with anyio.create_task_group() as tg:

@@ -40,6 +40,8 @@ __all__ = [
     "SkillConfig",
     "StatusPolicy",
     "TaskLoopConfig",
+    "ContextConfig",
+    "ChatConfig",
     "TaskOverride",
     "TwoStageConfig",
     "TwoStageFallback",
@@ -523,6 +525,58 @@ class TaskLoopConfig(_Conf, frozen=True, kw_only=True):
             raise ValueError("task: ack_wait_s ≥ 1, timeout_s > 0, max_attempts ≥ 1 and concurrency ≥ 1 are needed")
 
 
+class ContextConfig(_Conf, frozen=True, kw_only=True):
+    """Conversation history (design note 003, shared context; Step 2 token budget).
+
+    Parameters
+    ----------
+    keep, trim_to, send : int
+        At most ``keep`` messages are kept; past that the oldest are folded into the running
+        summary down to ``trim_to``; the newest ``send`` go to a model (100 / 80 / 20).
+    token_budget : int
+        Tokens the model context (summary + recent messages) may take.
+    summary_timeout_s : float
+        Seconds one summary call may take.
+    summary_max_tokens : int
+        Output tokens of one summary.
+    """
+
+    keep: int = 100
+    trim_to: int = 80
+    send: int = 20
+    token_budget: int = 8000
+    summary_timeout_s: float = 60.0
+    summary_max_tokens: int = 400
+
+    def __post_init__(self) -> None:
+        if not 0 < self.send <= self.trim_to < self.keep:
+            raise ValueError("context: 0 < send <= trim_to < keep is needed")
+
+
+class ChatConfig(_Conf, frozen=True, kw_only=True):
+    """The chat loop (design note 003, Step 1).
+
+    Parameters
+    ----------
+    policy : {"enqueue", "reject", "interrupt"}
+        What a new task does while one runs in the conversation.
+    approval : {"ask", "none"}
+        Whether tasks started from chat ask for plan approval.
+    reply_timeout_s, intent_timeout_s : float
+        Budgets of a direct reply and of the intent call.
+    reply_max_tokens : int
+    system_prompt : str or None
+        ``None``: the built-in one.
+    """
+
+    policy: Literal["enqueue", "reject", "interrupt"] = "enqueue"
+    approval: Literal["ask", "none"] = "ask"
+    reply_timeout_s: float = 60.0
+    intent_timeout_s: float = 20.0
+    reply_max_tokens: int = 512
+    system_prompt: str | None = None
+
+
 class Config(_Conf, frozen=True, kw_only=True):
     """The whole configuration (``configs/default.yaml``).
 
@@ -569,6 +623,8 @@ class Config(_Conf, frozen=True, kw_only=True):
     choice: ChoiceConfig = ChoiceConfig()
     plan_cache_bucket: str = "tandem_plans"
     task: TaskLoopConfig = TaskLoopConfig()
+    context: ContextConfig = ContextConfig()
+    chat: ChatConfig = ChatConfig()
     builtins: BuiltinsConfig = BuiltinsConfig()
     analyser: AnalyserConfig = AnalyserConfig()
     llm: NoteLLMConfig | None = None

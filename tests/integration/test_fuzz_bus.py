@@ -24,12 +24,12 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from tandem.actors import Endpoint
+from tandem.actors import Endpoint, RouterActor
 from tandem.messages import ErrorReply, Ping, Pong, decoder, subjects
 from tandem.services.bus import PAYLOAD_HEADER, Bus
 from tandem.services.runtime import start_actors
 
-from .._replica import IdempotentRouter, mock_transport, replica_config
+from .._replica import mock_transport, replica_config
 
 ACTORS = ["planner", "router", "executor", "choice"]
 EXAMPLES = int(os.environ.get("FUZZ_EXAMPLES", "200"))
@@ -103,7 +103,7 @@ def hostile(draw: st.DrawFn) -> tuple[str, str, bytes]:
 
 async def test_fuzz_every_request_subject(bus: Bus) -> None:
     config, transport = replica_config(), mock_transport(0.0)
-    factories = {"router": lambda b, c: IdempotentRouter(b, c, transport=transport)}
+    factories = {"router": lambda b, c: RouterActor(b, c, transport=transport)}
     counts: Counter[tuple[str, str]] = Counter()
     outcomes: Counter[str] = Counter()
     kinds: Counter[str] = Counter()

@@ -120,6 +120,7 @@ async def test_servers_started_at_the_same_moment_get_one_store_each(tmp_path: P
 def test_cache_list_and_clear(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("TANDEM_STORE_DIR", str(tmp_path / "store"))
     monkeypatch.delenv("TANDEM_CONFIG", raising=False)
+    monkeypatch.delenv("TANDEM_EPHEMERAL", raising=False)  # the suite runs ephemeral; this test needs the store
 
     async def seed() -> None:
         async with open_bus(None) as (bus, _):
