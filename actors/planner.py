@@ -399,13 +399,14 @@ class PlannerActor(Actor):
         return max(64, min(self.config.two_stage.max_planning_tokens, room))
 
     async def _complete(self, request: PlanRequest, messages: list[ChatMessage], schema: dict[str, Any],
-                        schema_name: str, max_tokens: int) -> CompletionReply:
+                        schema_name: str, max_tokens: int, temperature: float | None = None) -> CompletionReply:
         env = {"correlation_id": request.correlation_id, "conversation_id": request.conversation_id}
         try:
             return await self.bus.request(
                 subjects.ROUTER_COMPLETE,
                 CompletionRequest(task="planning", messages=messages, response_schema=schema, schema_name=schema_name,
-                                  max_tokens=max_tokens, timeout_s=self.config.nats.request_timeout_s, **env),
+                                  max_tokens=max_tokens, timeout_s=self.config.nats.request_timeout_s,
+                                  temperature=temperature, **env),
                 CompletionReply,
                 timeout=self.config.nats.request_timeout_s,
                 idempotent=True,
@@ -434,7 +435,8 @@ class PlannerActor(Actor):
                 ChatMessage(role="system", content=_MENU_SYSTEM),
                 ChatMessage(role="user", content=f"Task: {request.task}\nInputs:\n{listing}\nRecipes:\n{menu}\n"
                                                  f'- {NONE}: no recipe does this task\nAnswer {{"recipe": NAME}}.'),
-            ], menu_schema([c.recipe.name for c in candidates]), "recipe_choice", 100)
+            ], menu_schema([c.recipe.name for c in candidates]), "recipe_choice", 100,
+                temperature=0.0)  # a choice, not prose: the model's most likely answer every time
         except PlanningFailed as exc:  # e.g. JSON cut short: no recipe, write a plan instead
             log.info("planner: recipe menu failed: %s", exc)
             return None
@@ -473,7 +475,7 @@ class PlannerActor(Actor):
             ChatMessage(role="user", content=f"Task: {request.task}\nInputs:\n{listing}\n"
                                              f"Recipe: {chosen.recipe.name}: {chosen.recipe.description}\n"
                                              f"Parameters:\n{params}\nAnswer with a JSON object of the values."),
-        ], fill_schema(chosen), "recipe_params", 200)
+        ], fill_schema(chosen), "recipe_params", 200, temperature=0.0)
         try:
             values = msgspec.json.decode(reply.content)
         except msgspec.DecodeError as exc:
