@@ -263,3 +263,18 @@ async def test_many_tasks_on_two_replicas_none_lost(bus: Bus) -> None:
     print(f"\n{count} submitted: {by_kind}; sampled work per replica: {workers}")
     assert len(ended) == count and by_kind == {"succeeded": count}
     assert len(workers) == 2  # both replicas did work
+
+
+async def test_a_plan_producing_5_mb_returns_it_through_the_object_store(bus: Bus) -> None:
+    """Issue 10's done-when: output far above NATS's 1 MB max_payload reaches the client intact."""
+    line = "x" * 99 + "\n"
+    source = line * 12_800  # 1.28 MB in, doubled twice by sed: 5.12 MB out
+    grow = plan({"step": 1, "action": "read_input", "params": {"source": "fd:3"}},
+                {"step": 2, "action": "spawn_command", "params": {"cmd": "sed", "args": ["s/.*/&&/"]}},
+                {"step": 3, "action": "spawn_command", "params": {"cmd": "sed", "args": ["s/.*/&&/"]}},
+                {"step": 4, "action": "write_output"})
+    async with tandem(bus, Provider(), names=("executor", "task")):
+        state = await TaskClient(bus).run(TaskSubmit(task="grow", inputs={3: source}, plan=grow))
+    assert state.status == "succeeded", state.error
+    text = state.result.outputs[0].text
+    assert len(text) == 4 * 99 * 12_800 + 12_800 and text.startswith("x" * 396 + "\n")
