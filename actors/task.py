@@ -304,11 +304,7 @@ class TaskActor(Actor):
             try:
                 await self._consume(psub, tg)
             finally:
-                with anyio.CancelScope(shield=True):
-                    try:
-                        await psub.unsubscribe()
-                    except (nats.errors.Error, OSError):
-                        log.debug("task consumer unsubscribe failed", exc_info=True)
+                await self.bus.unsubscribe(psub)
 
     # ------------------------------------------------------------------ requests
 
@@ -458,11 +454,7 @@ class TaskActor(Actor):
                 await self.bus.respond(waiting.pop(), TaskAnswerReply(
                     decision=approval.decision if decided or approval.decision == "rejected" else "unclear"))
         finally:
-            with anyio.CancelScope(shield=True):
-                try:
-                    await sub.unsubscribe()
-                except (nats.errors.Error, OSError):
-                    log.debug("unsubscribe of the answer inbox failed", exc_info=True)
+            await self.bus.unsubscribe(sub)
         if not decided:
             raise Rejected(approval)
         return approval
@@ -597,11 +589,7 @@ class TaskActor(Actor):
                             await anyio.sleep(0.005)
                 tg.cancel_scope.cancel()
         finally:
-            with anyio.CancelScope(shield=True):
-                try:
-                    await checkpoints.unsubscribe()
-                except (nats.errors.Error, OSError):
-                    log.debug("checkpoint unsubscribe failed", exc_info=True)
+            await self.bus.unsubscribe(checkpoints)
         with anyio.CancelScope(shield=True):
             await self._record(state.task_id, outcome, span)
 

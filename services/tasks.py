@@ -240,11 +240,7 @@ class TaskClient:
         try:
             yield TaskEvents(sub, self.bus)
         finally:
-            with anyio.CancelScope(shield=True):
-                try:
-                    await sub.unsubscribe()
-                except (nats.errors.Error, OSError):
-                    log.debug("unsubscribe failed", exc_info=True)
+            await self.bus.unsubscribe(sub)
 
     async def run(self, submit: TaskSubmit, *, approver: Approver | None = None,
                   on_event: Callable[[TaskEvent], Awaitable[None]] | None = None, poll: float = 2.0) -> TaskState:

@@ -492,6 +492,18 @@ class Bus:
         await self._ensure_open()
         return await self.nc.subscribe(subject, queue=queue, cb=cb)
 
+    async def unsubscribe(self, sub: Any) -> None:
+        """Unsubscribe ``sub`` (a subscription or a JetStream pull subscription) during cleanup.
+
+        Shielded from cancellation; a connection that is already closed or gone leaves nothing
+        to unsubscribe, so that is logged at debug level and not raised.
+        """
+        with anyio.CancelScope(shield=True):
+            try:
+                await sub.unsubscribe()
+            except (nats.errors.Error, OSError) as exc:
+                log.debug("unsubscribe %s: %r", getattr(sub, "subject", sub), exc)
+
     async def flush(self, timeout: float = 5.0) -> None:
         """Wait until the server has processed everything sent so far."""
         await self.nc.flush(timeout=timeout)
