@@ -28,15 +28,26 @@ Failure rules (house style 8, hardened by issue 10: no single message can crash 
 * when the NATS connection closes for good the actor crashes with
   :class:`~tandem.services.errors.BusClosed`; its supervisor reopens the connection and
   restarts it.
+
+Discovery (issue 15): every actor also answers the NATS micro service protocol (ADR-32) on
+``$SRV.{PING,INFO,STATS}``, ``$SRV.<verb>.<actor>`` and ``$SRV.<verb>.<actor>.<instance_id>``
+(no queue group: every replica answers), so ``nats micro list`` shows Tandem's actors. INFO
+lists the endpoints with their subjects, queue groups and the hash of their request schema
+(``metadata["schema"]``, see :func:`tandem.services.schema.schema_hash`); STATS counts
+requests, errors and processing time per endpoint (a couple of integer updates per message).
 """
 
 from __future__ import annotations
 
 import logging
 import os
+import re
 from collections.abc import Awaitable, Callable, Iterator
 from contextlib import AsyncExitStack, contextmanager
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from importlib import metadata as _metadata
+from time import perf_counter_ns
 from typing import Any, ClassVar
 
 import anyio
@@ -65,8 +76,10 @@ from tandem.services.bus import (
 )
 from tandem.services.bus._tracing import HopAttributes, activate, extract_span_context, start_process
 from tandem.services.errors import BadRequest, BusClosed, CancelledWork, DeadlineExceeded, TandemError
+from tandem.services.schema import schema_hash
 
-__all__ = ["MAX_DEAD_LETTER_PAYLOAD_CHARS", "MAX_ERROR_CHARS", "Actor", "DeadLetter", "Endpoint"]
+__all__ = ["MAX_DEAD_LETTER_PAYLOAD_CHARS", "MAX_ERROR_CHARS", "SRV_PREFIX", "VERSION", "Actor", "DeadLetter", "Endpoint",
+           "endpoint_name"]
 
 log = logging.getLogger("tandem.actor")
 
@@ -83,6 +96,42 @@ class _EnvelopeOnly(msgspec.Struct):
 
 
 _envelope = msgspec.json.Decoder(_EnvelopeOnly)
+
+try:
+    VERSION = _metadata.version("tandem-actors")
+except _metadata.PackageNotFoundError:  # running from a source tree that was never installed
+    VERSION = "0.0.0"
+
+SRV_PREFIX = "$SRV"
+"""Prefix of the NATS micro service protocol's control subjects (ADR-32)."""
+
+
+class _EndpointStats:
+    """Counters of one endpoint for ``$SRV.STATS`` (updated on the hot path: keep them plain ints)."""
+
+    __slots__ = ("errors", "last_error", "requests", "time_ns")
+
+    def __init__(self) -> None:
+        self.requests = 0
+        self.errors = 0
+        self.time_ns = 0
+        self.last_error = ""
+
+
+def endpoint_name(actor: str, subject: str) -> str:
+    """Return the micro-protocol name of the endpoint on ``subject`` (``[A-Za-z0-9_-]+``).
+
+    Examples
+    --------
+    >>> endpoint_name("planner", "tandem.planner.plan")
+    'plan'
+    >>> endpoint_name("task", "tandem.control.cancel")
+    'control_cancel'
+    """
+    own = f"tandem.{actor}."
+    rest = subject[len(own):] if subject.startswith(own) else subject.removeprefix("tandem.")
+    rest = rest.replace("*", "any").replace(">", "all")
+    return re.sub(r"[^A-Za-z0-9_-]", "_", rest) or "root"
 
 
 class DeadLetter(Message, frozen=True, kw_only=True, tag="dead_letter"):
@@ -171,6 +220,9 @@ class Actor:
         self._waiting: dict[str, float] = {}  # reply subject -> when received, for requests asking for heartbeats
         self._inflight: dict[str, set[anyio.CancelScope]] = {}
         self._hops: dict[str, HopAttributes] = {}  # process span name and fixed attributes per endpoint
+        self._stats: dict[str, _EndpointStats] = {}  # $SRV.STATS counters per endpoint subject
+        self._endpoints: list[Endpoint] = []
+        self._started_at = datetime.now(UTC)
 
     def endpoints(self) -> list[Endpoint]:
         """Return the endpoints to serve (besides ``tandem.<name>.ping``)."""
@@ -199,6 +251,9 @@ class Actor:
         # when the backlog is full too the callback waits (backpressure into the
         # subscription's pending queue).
         send, receive = anyio.create_memory_object_stream[tuple[Msg, Endpoint]](max_buffer_size=self.backlog)
+        self._endpoints = endpoints
+        self._stats = {ep.subject: _EndpointStats() for ep in endpoints}
+        self._started_at = datetime.now(UTC)
         async with AsyncExitStack() as stack:
             await self.setup(stack)
             async with anyio.create_task_group() as tg, send, receive:
@@ -211,6 +266,10 @@ class Actor:
                     for ep in endpoints:
                         queue = subjects.queue_group(self.name) if ep.queue else ""
                         subs.append(await self.bus.subscribe(ep.subject, queue=queue, cb=self._dispatcher(send, ep)))
+                    for verb, answer in (("PING", self._srv_ping), ("INFO", self._srv_info), ("STATS", self._srv_stats)):
+                        for subject in (f"{SRV_PREFIX}.{verb}", f"{SRV_PREFIX}.{verb}.{self.name}",
+                                        f"{SRV_PREFIX}.{verb}.{self.name}.{self.instance_id}"):
+                            subs.append(await self.bus.subscribe(subject, cb=self._srv_answer(answer)))
                     await self.bus.flush()
                     log.info("%s %s serving %s", self.name, self.instance_id, ", ".join(e.subject for e in endpoints))
                     task_status.started()
@@ -246,6 +305,59 @@ class Actor:
 
     async def _ping(self, _: Ping) -> Pong:
         return Pong(actor=self.name, instance_id=self.instance_id, pid=os.getpid())
+
+    # -- NATS micro service protocol (ADR-32) -------------------------------------------------
+
+    def _srv_identity(self, kind: str) -> dict[str, Any]:
+        return {"type": f"io.nats.micro.v1.{kind}_response", "name": self.name, "id": self.instance_id,
+                "version": VERSION, "metadata": {"pid": str(os.getpid())}}
+
+    def _srv_ping(self) -> dict[str, Any]:
+        return self._srv_identity("ping")
+
+    def _srv_info(self) -> dict[str, Any]:
+        info = self._srv_identity("info")
+        info["description"] = (type(self).__doc__ or "").strip().split("\n", 1)[0]
+        info["endpoints"] = [
+            {"name": endpoint_name(self.name, ep.subject), "subject": ep.subject,
+             "queue_group": subjects.queue_group(self.name) if ep.queue else "",
+             "metadata": {"schema": schema_hash(ep.request_type),
+                          "request_type": getattr(ep.request_type, "__name__", str(ep.request_type)),
+                          "timeout": f"{ep.timeout:g}", "idempotent": str(ep.idempotent).lower()}}
+            for ep in self._endpoints]
+        return info
+
+    def _srv_stats(self) -> dict[str, Any]:
+        stats = self._srv_identity("stats")
+        stats["started"] = self._started_at.strftime("%Y-%m-%dT%H:%M:%S.%f")[:-3] + "Z"
+        endpoints = []
+        for ep in self._endpoints:
+            st = self._stats.get(ep.subject) or _EndpointStats()
+            endpoints.append({
+                "name": endpoint_name(self.name, ep.subject), "subject": ep.subject,
+                "queue_group": subjects.queue_group(self.name) if ep.queue else "",
+                "num_requests": st.requests, "num_errors": st.errors, "last_error": st.last_error,
+                "processing_time": st.time_ns,
+                "average_processing_time": st.time_ns // st.requests if st.requests else 0, "data": None})
+        stats["endpoints"] = endpoints
+        return stats
+
+    def _srv_answer(self, build: Callable[[], dict[str, Any]]) -> Callable[[Msg], Awaitable[None]]:
+        async def answer(msg: Msg) -> None:
+            if not msg.reply:
+                return
+            try:  # raw publish: the protocol's replies carry no Tandem envelope, and no request headers
+                await self.bus.nc.publish(msg.reply, msgspec.json.encode(build()))
+            except Exception as exc:  # the requester went away or the connection is closing
+                log.debug("%s: $SRV reply to %s failed: %r", self.name, msg.reply, exc)
+
+        return answer
+
+    def _count_error(self, ep: Endpoint, exc: Exception) -> None:
+        st = self._stats.get(ep.subject)
+        if st is not None:
+            st.errors += 1
+            st.last_error = truncate_text(f"{getattr(exc, 'code', type(exc).__name__)}: {exc}", 200)
 
     def _dispatcher(
         self, send: MemoryObjectSendStream[tuple[Msg, Endpoint]], ep: Endpoint
@@ -302,6 +414,10 @@ class Actor:
             env: Message | _EnvelopeOnly = request
         except Exception as exc:  # DecodeError, RecursionError (deep nesting), a payload that cannot be fetched
             env, error = _peek_envelope(data), exc
+        st = self._stats.get(ep.subject)
+        if st is not None:
+            st.requests += 1
+        began = perf_counter_ns()
         hop = self._hops.get(ep.subject)
         if hop is None:
             hop = self._hops[ep.subject] = HopAttributes(
@@ -316,11 +432,14 @@ class Actor:
                 await self._serve(msg, ep, span, data, env, error)
         finally:
             otel_context.detach(token)
+            if st is not None:
+                st.time_ns += perf_counter_ns() - began
 
     async def _serve(self, msg: Msg, ep: Endpoint, span: Span, data: bytes, env: Any, error: Exception | None) -> None:
         """Answer one decoded message (``env``) or its decoding ``error``, inside its ``process`` span."""
         request = env
         if error is not None:
+            self._count_error(ep, error)
             await self._reject(msg, env, error, span, data)
             return
         attempt = msg.headers.get(ATTEMPT_HEADER) if msg.headers else None
@@ -373,6 +492,7 @@ class Actor:
                 self._inflight.pop(request.correlation_id, None)
 
     async def _fail(self, msg: Msg, ep: Endpoint, request: Message, exc: Exception, span: Span, data: bytes) -> None:
+        self._count_error(ep, exc)
         span.record_exception(exc)
         span.set_attribute("error.type", getattr(exc, "code", type(exc).__qualname__))
         span.set_status(Status(StatusCode.ERROR, truncate_text(str(exc), 200)))

@@ -1,0 +1,297 @@
+"""Tandem's subject catalogue as AsyncAPI 3.0 (and plain JSON Schema), from the message Structs.
+
+One table, :func:`catalogue`, names every subject of :mod:`tandem.messages.subjects` with
+the Struct it carries and, for request/reply, the Struct that answers. Everything else is
+generated from the Structs with ``msgspec.json.schema_components``, so another team can
+subscribe to Tandem without reading its code::
+
+    tandem schema -o docs/                     # docs/asyncapi.yaml
+    tandem schema --format jsonschema -o out/  # out/tandem-messages.schema.json
+
+The operations are seen from Tandem's side (the AsyncAPI "application"): ``receive`` for the
+subjects actors serve (with a ``reply`` for request/reply), ``send`` for the events they
+publish. Every reply may also be an :class:`~tandem.messages.ErrorReply`.
+
+The checked-in ``docs/asyncapi.yaml`` is compared with the generated document by the test
+suite, so a message that changes without the catalogue being regenerated fails the build.
+:func:`schema_hash` is the hash the actors put in their ``$SRV.INFO`` endpoint metadata.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass, field
+from functools import cache, lru_cache
+from typing import Any, Literal
+
+import msgspec
+
+from tandem.messages import subjects
+
+__all__ = ["ChannelSpec", "asyncapi_document", "catalogue", "jsonschema_document", "render", "schema_hash"]
+
+ASYNCAPI_VERSION = "3.0.0"
+ASYNCAPI_FILE = "asyncapi.yaml"
+JSONSCHEMA_FILE = "tandem-messages.schema.json"
+
+
+@cache
+def schema_hash(tp: Any) -> str:
+    """Return ``sha256:<hex>`` of the JSON Schema of ``tp`` (keys sorted, so stable).
+
+    Two processes whose hashes differ for one endpoint disagree on its message schema.
+
+    Examples
+    --------
+    >>> from tandem.messages import Ping
+    >>> schema_hash(Ping).startswith("sha256:")
+    True
+    """
+    text = msgspec.json.encode(msgspec.json.schema(tp), order="sorted")
+    return "sha256:" + hashlib.sha256(text).hexdigest()
+
+
+@dataclass(frozen=True)
+class ChannelSpec:
+    """One subject in the catalogue.
+
+    Parameters
+    ----------
+    address : str
+        The subject; ``{name}`` marks a parameter (``tandem.{actor}.ping``).
+    payload : type
+        Struct (or union) carried on the subject.
+    action : {"receive", "send"}
+        ``receive``: actors serve it; ``send``: actors publish it (events).
+    reply : type or None
+        Struct (or union) answering a request; ``None`` for one-way messages.
+    description : str
+    payload_name, reply_name : str
+        Names for unions (a Struct is named after its class).
+    parameters : dict
+        Description of each ``{name}`` in ``address``.
+    """
+
+    address: str
+    payload: Any
+    action: Literal["receive", "send"]
+    reply: Any = None
+    description: str = ""
+    payload_name: str = ""
+    reply_name: str = ""
+    parameters: dict[str, str] = field(default_factory=dict)
+
+
+def _catalogue() -> tuple[ChannelSpec, ...]:
+    from tandem.actors._base import DeadLetter
+    from tandem.messages import (
+        Ack,
+        CancelWork,
+        ChatReply,
+        ChatSend,
+        ChatSessionGet,
+        ChatSessionReply,
+        ChoiceReply,
+        ChoiceRequest,
+        CompletionReply,
+        CompletionRequest,
+        ContextAppend,
+        ContextAppended,
+        ContextDelete,
+        ContextDeleted,
+        ContextEntry,
+        ContextExport,
+        ContextExportReply,
+        ContextGet,
+        ContextHistory,
+        ContextHistoryReply,
+        ContextList,
+        ContextListReply,
+        ExecuteReply,
+        ExecuteRequest,
+        ModelContext,
+        Ping,
+        PlanReply,
+        PlanRequest,
+        Pong,
+        RememberPlan,
+        RoutingEvent,
+        ShapeDecision,
+        ShapeRequest,
+        SharedGet,
+        SharedReply,
+        SharedUpdate,
+        StepEvent,
+        TaskAnswer,
+        TaskAnswerReply,
+        TaskCancel,
+        TaskEvent,
+        TaskGet,
+        TaskList,
+        TaskListReply,
+        TaskReply,
+        TaskSubmit,
+    )
+    from tandem.messages.recipes import (
+        PLANNER_RECIPES,
+        RecipeList,
+        RecipeReply,
+        RecipeRequest,
+    )
+
+    actor = {"actor": "Actor name (planner, router, executor, choice, task, context, chat)."}
+    s = subjects
+    rr = "receive"
+    return (
+        ChannelSpec(s.PLANNER_PLAN, PlanRequest, rr, PlanReply, "Plan a task: task → execution plan."),
+        ChannelSpec(s.PLANNER_REMEMBER, RememberPlan, rr, Ack, "Store a plan that worked in the plan cache."),
+        ChannelSpec(PLANNER_RECIPES, RecipeRequest, rr, RecipeList | RecipeReply | Ack, "List, show, add or remove recipes.",
+                    payload_name="RecipeRequest", reply_name="RecipeAnswer"),
+        ChannelSpec(s.ROUTER_COMPLETE, CompletionRequest, rr, CompletionReply,
+                    "One LLM completion: tier → model, with fallback; the only way to a model provider."),
+        ChannelSpec(s.ROUTER_SHAPE, ShapeRequest, rr, ShapeDecision, "Decide how a task is run (shape)."),
+        ChannelSpec(s.EVENT_ROUTED, RoutingEvent, "send", description="Every routing decision and its usage."),
+        ChannelSpec(s.EXECUTOR_EXECUTE, ExecuteRequest, rr, ExecuteReply, "Run the steps of an execution plan."),
+        ChannelSpec(s.EVENT_STEP, StepEvent, "send", description="Progress of a plan step."),
+        ChannelSpec(s.CHOICE_PARSE, ChoiceRequest, rr, ChoiceReply, "Free-text answer → choice."),
+        ChannelSpec(s.EVENT_CHOICE, ChoiceReply, "send", description="Every parsed answer."),
+        ChannelSpec(s.ping("{actor}"), Ping, rr, Pong, "Liveness of one actor (any replica answers).",
+                    parameters=actor),
+        ChannelSpec(s.CONTROL_CANCEL, CancelWork, rr, description="Drop in-flight work of a correlation id "
+                    "(every replica of every actor; no queue group)."),
+        ChannelSpec(s.TASK_SUBMIT, TaskSubmit, rr, description="Submit a task (JetStream stream "
+                    f"{s.TASK_STREAM}; Nats-Msg-Id = task id)."),
+        ChannelSpec(s.TASK_GET, TaskGet, rr, TaskReply, "State of one task."),
+        ChannelSpec(s.TASK_LIST, TaskList, rr, TaskListReply, "Recent tasks."),
+        ChannelSpec(s.TASK_CANCEL, TaskCancel, rr, TaskReply, "Cancel a task."),
+        ChannelSpec(s.TASK_ANSWER, TaskAnswer, rr, TaskAnswerReply, "Answer a task's approval question."),
+        ChannelSpec(s.task_answer_inbox("{task_id}"), TaskAnswer, rr, TaskAnswerReply,
+                    "Approval answers, forwarded to the replica holding the task.",
+                    parameters={"task_id": "Task id."}),
+        ChannelSpec(s.TASK_CANCEL_SIGNAL, TaskCancel, rr,
+                    description="Stop a task on whichever task replica holds it (no queue group)."),
+        ChannelSpec(s.EVENT_TASK, TaskEvent, "send", description="Task lifecycle events.",
+                    parameters={"kind": "Event kind (submitted, planned, awaiting_approval, step, succeeded, "
+                                "failed, cancelled…).", "task_id": "Task id."}),
+        ChannelSpec("tandem.events.dead_letter.{actor}", DeadLetter, "send",
+                    description="One-way messages an actor could not decode or handle.", parameters=actor),
+        ChannelSpec(s.CONTEXT_APPEND, ContextAppend, rr, ContextAppended, "Append to a conversation's history."),
+        ChannelSpec(s.CONTEXT_GET, ContextGet, rr, ModelContext, "The context to give a model."),
+        ChannelSpec(s.CONTEXT_HISTORY, ContextHistory, rr, ContextHistoryReply, "A conversation's history."),
+        ChannelSpec(s.CONTEXT_LIST, ContextList, rr, ContextListReply, "Known conversations."),
+        ChannelSpec(s.CONTEXT_DELETE, ContextDelete, rr, ContextDeleted, "Delete a conversation."),
+        ChannelSpec(s.CONTEXT_EXPORT, ContextExport, rr, ContextExportReply, "Export a conversation."),
+        ChannelSpec(s.CONTEXT_SHARED_GET, SharedGet, rr, SharedReply, "Shared context of a conversation."),
+        ChannelSpec(s.CONTEXT_SHARED_UPDATE, SharedUpdate, rr, SharedReply, "Update the shared context."),
+        ChannelSpec(s.history("{session}"), ContextEntry, "send",
+                    description=f"History entries (JetStream stream {s.CONTEXT_STREAM}).",
+                    parameters={"session": "Conversation id."}),
+        ChannelSpec(s.CHAT_SEND, ChatSend, rr, ChatReply, "One chat message → answer or task hand-off."),
+        ChannelSpec(s.CHAT_SESSION, ChatSessionGet, rr, ChatSessionReply, "State of a chat session."),
+    )
+
+
+@lru_cache(maxsize=1)
+def catalogue() -> tuple[ChannelSpec, ...]:
+    """Return every subject with its payload and reply, built on first use."""
+    return _catalogue()
+
+
+def _name(tp: Any, given: str) -> str:
+    return given or getattr(tp, "__name__", None) or "Or".join(a.__name__ for a in tp.__args__)
+
+
+def _channel_id(address: str) -> str:
+    return address.removeprefix("tandem.").replace("{", "").replace("}", "").replace(".", "_")
+
+
+def asyncapi_document(specs_in: Any = None) -> dict[str, Any]:
+    """Return the AsyncAPI 3.0 document of ``catalogue`` (default :func:`catalogue`) as plain data.
+
+    Returns
+    -------
+    dict
+        ``asyncapi``, ``info``, ``defaultContentType``, ``channels``, ``operations`` and
+        ``components`` (``messages`` and ``schemas``, refs as ``#/components/schemas/<Name>``).
+    """
+    from tandem.actors._base import VERSION
+    from tandem.messages import ErrorReply
+
+    specs = list(specs_in if specs_in is not None else catalogue())
+    types: dict[str, Any] = {"ErrorReply": ErrorReply}
+    for spec in specs:
+        types.setdefault(_name(spec.payload, spec.payload_name), spec.payload)
+        if spec.reply is not None:
+            types.setdefault(_name(spec.reply, spec.reply_name), spec.reply)
+    names = sorted(types)
+    top, schemas = msgspec.json.schema_components([types[n] for n in names],
+                                                  ref_template="#/components/schemas/{name}")
+    messages: dict[str, Any] = {}
+    for name, schema in zip(names, top):
+        if "$ref" not in schema or schema["$ref"].rsplit("/", 1)[1] != name:
+            schemas.setdefault(name, schema)  # a union: name it
+            schema = {"$ref": f"#/components/schemas/{name}"}
+        messages[name] = {"name": name, "title": name, "contentType": "application/json", "payload": schema}
+
+    channels: dict[str, Any] = {}
+    operations: dict[str, Any] = {}
+    for spec in specs:
+        cid = _channel_id(spec.address)
+        pname = _name(spec.payload, spec.payload_name)
+        channel: dict[str, Any] = {"address": spec.address,
+                                   "messages": {pname: {"$ref": f"#/components/messages/{pname}"}}}
+        if spec.description:
+            channel["description"] = spec.description
+        if spec.parameters:
+            channel["parameters"] = {k: {"description": v} for k, v in spec.parameters.items()}
+        channels[cid] = channel
+        op: dict[str, Any] = {"action": spec.action, "channel": {"$ref": f"#/channels/{cid}"},
+                              "messages": [{"$ref": f"#/channels/{cid}/messages/{pname}"}]}
+        if spec.reply is not None:
+            rname = _name(spec.reply, spec.reply_name)
+            rid = f"{cid}_reply"
+            channels[rid] = {"address": None, "description": f"Reply inbox of {spec.address} (the request's "
+                             "NATS reply subject).",
+                             "messages": {rname: {"$ref": f"#/components/messages/{rname}"},
+                                          "ErrorReply": {"$ref": "#/components/messages/ErrorReply"}}}
+            op["reply"] = {"channel": {"$ref": f"#/channels/{rid}"},
+                           "messages": [{"$ref": f"#/channels/{rid}/messages/{rname}"},
+                                        {"$ref": f"#/channels/{rid}/messages/ErrorReply"}]}
+        operations[f"{spec.action}_{cid}"] = op
+    return {
+        "asyncapi": ASYNCAPI_VERSION,
+        "info": {"title": "Tandem", "version": VERSION,
+                 "description": "Tandem's actors over NATS: request/reply subjects served in queue groups "
+                                "named tandem.<actor>, and events under tandem.events.>. Generated by "
+                                "`tandem schema`; do not edit by hand."},
+        "defaultContentType": "application/json",
+        "channels": channels,
+        "operations": operations,
+        "components": {"messages": messages, "schemas": dict(sorted(schemas.items()))},
+    }
+
+
+def jsonschema_document(specs_in: Any = None) -> dict[str, Any]:
+    """Return one JSON Schema (2020-12) with every message Struct under ``$defs``."""
+    components = asyncapi_document(specs_in)["components"]
+    text = msgspec.json.encode(components["schemas"]).replace(b"#/components/schemas/", b"#/$defs/")
+    return {"$schema": "https://json-schema.org/draft/2020-12/schema", "title": "Tandem messages",
+            "$defs": msgspec.json.decode(text)}
+
+
+def render(fmt: Literal["asyncapi", "jsonschema"] = "asyncapi") -> tuple[str, str]:
+    """Return ``(file name, text)`` of the catalogue in ``fmt``.
+
+    Raises
+    ------
+    ValueError
+        When ``fmt`` is unknown.
+    """
+    if fmt == "asyncapi":
+        import yaml
+
+        body = yaml.safe_dump(asyncapi_document(), sort_keys=False, allow_unicode=True, width=100)
+        return ASYNCAPI_FILE, "# Generated by `tandem schema -o docs/`: do not edit by hand.\n" + body
+    if fmt == "jsonschema":
+        return JSONSCHEMA_FILE, msgspec.json.format(msgspec.json.encode(jsonschema_document()), indent=2).decode() + "\n"
+    raise ValueError(f"unknown schema format {fmt!r} (asyncapi, jsonschema)")
