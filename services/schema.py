@@ -15,11 +15,16 @@ publish. Every reply may also be an :class:`~tandem.messages.ErrorReply`.
 The checked-in ``docs/asyncapi.yaml`` is compared with the generated document by the test
 suite, so a message that changes without the catalogue being regenerated fails the build.
 :func:`schema_hash` is the hash the actors put in their ``$SRV.INFO`` endpoint metadata.
+A client calls :func:`check_schemas` to be warned when a running actor serves a subject with
+another schema than its own messages (another release).
 """
 
 from __future__ import annotations
 
 import hashlib
+import json
+import logging
+import re
 from dataclasses import dataclass, field
 from functools import cache, lru_cache
 from typing import Any, Literal
@@ -29,6 +34,8 @@ import msgspec
 from tandem.messages import subjects
 
 __all__ = ["ChannelSpec", "asyncapi_document", "catalogue", "jsonschema_document", "render", "schema_hash"]
+
+log = logging.getLogger("tandem.schema")
 
 ASYNCAPI_VERSION = "3.0.0"
 ASYNCAPI_FILE = "asyncapi.yaml"
@@ -295,3 +302,69 @@ def render(fmt: Literal["asyncapi", "jsonschema"] = "asyncapi") -> tuple[str, st
     if fmt == "jsonschema":
         return JSONSCHEMA_FILE, msgspec.json.format(msgspec.json.encode(jsonschema_document()), indent=2).decode() + "\n"
     raise ValueError(f"unknown schema format {fmt!r} (asyncapi, jsonschema)")
+
+
+@dataclass(frozen=True)
+class SchemaMismatch:
+    """An actor instance whose endpoint schema differs from this process's messages."""
+
+    actor: str
+    instance_id: str
+    version: str
+    subject: str
+    theirs: str
+    ours: str
+
+
+def _local_hashes() -> list[tuple[re.Pattern[str], str]]:
+    return [(re.compile(re.sub(r"\\\{[a-z_]+\\\}", r"[^.]+", re.escape(spec.address)) + "$"),
+             schema_hash(spec.payload)) for spec in catalogue()]
+
+
+async def check_schemas(bus: Any, *, wait: float = 0.5) -> list[SchemaMismatch]:
+    """Ask every actor for ``$SRV.INFO`` and warn about endpoints whose schema hash differs from ours.
+
+    A client calls this before talking to a deployment it did not start (other replicas may
+    run another version of Tandem). Endpoints outside the catalogue are not compared.
+
+    Parameters
+    ----------
+    bus : Bus
+        Connected bus.
+    wait : float
+        Seconds to gather replies for.
+
+    Returns
+    -------
+    list of SchemaMismatch
+        One per differing endpoint and instance (each also logged as a warning).
+    """
+    import anyio
+
+    nc = bus.nc
+    inbox = nc.new_inbox()
+    sub = await nc.subscribe(inbox)
+    infos: list[dict[str, Any]] = []
+    try:
+        await nc.publish("$SRV.INFO", b"", reply=inbox)
+        with anyio.move_on_after(wait):
+            async for msg in sub.messages:
+                try:
+                    infos.append(json.loads(msg.data))
+                except ValueError:
+                    log.warning("undecodable $SRV.INFO reply: %r", msg.data[:200])
+    finally:
+        await bus.unsubscribe(sub)
+    local = _local_hashes()
+    found: list[SchemaMismatch] = []
+    for info in infos:
+        for ep in info.get("endpoints") or ():
+            theirs = (ep.get("metadata") or {}).get("schema")
+            ours = next((h for pattern, h in local if pattern.match(ep.get("subject", ""))), None)
+            if theirs and ours and theirs != ours:
+                m = SchemaMismatch(info.get("name", "?"), info.get("id", "?"), info.get("version", "?"),
+                                   ep["subject"], theirs, ours)
+                log.warning("%s %s (version %s) has another schema on %s than this client: %s != %s; "
+                            "messages may be refused", m.actor, m.instance_id, m.version, m.subject, theirs, ours)
+                found.append(m)
+    return found

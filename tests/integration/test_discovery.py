@@ -3,17 +3,18 @@
 from __future__ import annotations
 
 import json
+import logging
 import os
 
 import anyio
 import httpx
 import pytest
 
-from tandem.actors import RouterActor
+from tandem.actors import Actor, Endpoint, RouterActor
 from tandem.messages import Ping, Pong, subjects
 from tandem.services.bus import Bus
 from tandem.services.runtime import start_actors
-from tandem.services.schema import schema_hash
+from tandem.services.schema import check_schemas, schema_hash
 
 from ..conftest import chat_response, make_config
 
@@ -88,3 +89,29 @@ async def test_srv_stats_counts_requests_and_errors(bus: Bus, system: list[str])
     assert ping["processing_time"] > 0 and ping["average_processing_time"] == ping["processing_time"] // 4
     complete = next(e for e in stats["endpoints"] if e["subject"] == subjects.ROUTER_COMPLETE)
     assert (complete["num_requests"], complete["num_errors"]) == (0, 0)
+
+
+class OldPlanner(Actor):
+    """A replica from another release: tandem.planner.remember takes another message."""
+
+    name = "planner"
+
+    def endpoints(self) -> list[Endpoint]:
+        return [Endpoint(subjects.PLANNER_REMEMBER, Ping, self.remember)]
+
+    async def remember(self, request: Ping) -> Pong:
+        return Pong(actor=self.name, instance_id=self.instance_id, pid=os.getpid())
+
+
+async def test_client_warns_when_an_actor_has_another_schema(bus: Bus, system: list[str],
+                                                             caplog: pytest.LogCaptureFixture) -> None:
+    assert await check_schemas(bus) == []  # the actors as shipped agree with the catalogue
+    async with anyio.create_task_group() as tg:
+        old = OldPlanner(bus)
+        await tg.start(old.run)
+        with caplog.at_level(logging.WARNING, "tandem.schema"):
+            [mismatch] = await check_schemas(bus)
+        assert (mismatch.actor, mismatch.instance_id, mismatch.subject) == ("planner", old.instance_id,
+                                                                            subjects.PLANNER_REMEMBER)
+        assert "another schema on tandem.planner.remember" in caplog.text
+        tg.cancel_scope.cancel()
