@@ -45,6 +45,7 @@ from opentelemetry import trace
 from opentelemetry.semconv._incubating.attributes import gen_ai_attributes as G
 from opentelemetry.trace import Status, StatusCode
 from tandem.messages import (
+    Ack,
     ChatMessage,
     CompletionReply,
     CompletionRequest,
@@ -223,9 +224,8 @@ class ExecutorActor(Actor):
             if jump is not None:
                 run.next_index = index[jump]
             if request.checkpoint_subject:
-                await self.bus.publish(request.checkpoint_subject, StepCheckpoint(
-                    task_id=request.correlation_id, checkpoint=run.checkpoint(),
-                    correlation_id=request.correlation_id, conversation_id=request.conversation_id))
+                await self._checkpoint(run, durable=isinstance(step, ManualTransform) or bool(
+                    run.outcomes and run.outcomes[-1].status == "recovered"))
         if not run.single_stage:
             await self.health.record_plan(True)
         return ExecuteReply(correlation_id=request.correlation_id, conversation_id=request.conversation_id,
@@ -263,6 +263,24 @@ class ExecutorActor(Actor):
                     raise
             await self._finish(run, step, action, status, started, detail, total)
             return jump
+
+    async def _checkpoint(self, run: _Run, *, durable: bool) -> None:
+        """Send the state after a finished step to the task actor.
+
+        After a model step (or a recovery, which may have asked a model), wait until the task
+        actor has stored it: a step that cost a model call must not run again after a crash.
+        Built-in steps are cheap and deterministic, so their checkpoints are not waited for.
+        """
+        req = run.request
+        message = StepCheckpoint(task_id=req.correlation_id, checkpoint=run.checkpoint(),
+                                 correlation_id=req.correlation_id, conversation_id=req.conversation_id)
+        if not durable:
+            await self.bus.publish(req.checkpoint_subject, message)
+            return
+        try:
+            await self.bus.request(req.checkpoint_subject, message, Ack, timeout=10)
+        except TandemError as exc:  # the plan goes on; a crash would re-run this step
+            log.warning("executor: checkpoint after step not stored: %s", exc)
 
     async def _recover(self, run: _Run, step: WorkflowStep, handler: ErrorRecovery,
                        error: TandemError) -> tuple[str, str]:

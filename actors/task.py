@@ -48,8 +48,10 @@ from opentelemetry.trace import Status, StatusCode
 
 from tandem.messages import (
     TERMINAL,
+    Ack,
     ErrorReply,
     ExecutionPlan,
+    RunCheckpoint,
     StepCheckpoint,
     TaskAnswer,
     TaskAnswerReply,
@@ -163,6 +165,10 @@ class TaskStore:
         if entry.value is None:
             return None
         return _state_decoder.decode(entry.value), entry.revision
+
+    def cached(self, task_id: str) -> tuple[TaskState, int] | None:
+        """The state and revision this replica last wrote for ``task_id`` (``None`` if none is kept)."""
+        return self._known.get(task_id)
 
     def forget(self, task_id: str) -> None:
         """Drop the cached revision of a task this replica no longer holds."""
@@ -400,6 +406,19 @@ class TaskActor(Actor):
             await anyio.lowlevel.checkpoint()
         return new
 
+    async def _store_checkpoint(self, state: TaskState, cp: RunCheckpoint) -> TaskState:
+        """Store ``cp`` unless the stored checkpoint already covers more steps (writes may race)."""
+        def newer(current: TaskState | None) -> TaskState | None:
+            base = current or state
+            if base.checkpoint is not None and len(base.checkpoint.steps) >= len(cp.steps):
+                return None
+            return msgspec.structs.replace(base, checkpoint=cp)
+
+        new = await self.store.update(state.task_id, newer) or state
+        if new.cancel_requested and (scope := self._running.get(state.task_id)) is not None:
+            scope.cancel()
+        return new
+
     async def announce(self, state: TaskState, kind: str, detail: str = "", **fields: Any) -> None:
         """Publish ``tandem.events.task.<kind>.<id>``."""
         with anyio.CancelScope(shield=True):
@@ -530,8 +549,9 @@ class TaskActor(Actor):
         if state is not None and state.status == "dead_lettered":
             await self.announce(state, "dead_lettered", reason, error=error)
 
-    async def _take(self, submit: TaskSubmit, attempt: int) -> TaskState:
-        """Record that this replica holds the task (creating its state on the first delivery)."""
+    async def _take(self, submit: TaskSubmit, attempt: int, trace_id: str) -> TaskState:
+        """Record that this replica holds the task (creating its state on the first delivery; the first
+        delivery's trace id is kept, a redelivery joins that trace anyway)."""
         def take(state: TaskState | None) -> TaskState | None:
             if state is not None and state.status in TERMINAL:
                 return None
@@ -539,7 +559,8 @@ class TaskActor(Actor):
                         submit.deadline or time.time() + self.loop.timeout_s)
             base = state or TaskState(task_id=submit.task_id, task=submit.task[:2000],
                                       conversation_id=submit.conversation_id, submitted_at=submit.sent_at)
-            return msgspec.structs.replace(base, worker=self.instance_id, attempts=attempt, deadline=deadline)
+            return msgspec.structs.replace(base, worker=self.instance_id, attempts=attempt, deadline=deadline,
+                                           trace_id=base.trace_id or trace_id)
 
         state = await self.store.update(submit.task_id, take)
         assert state is not None
@@ -550,12 +571,6 @@ class TaskActor(Actor):
         scope = anyio.CancelScope()
         self._running[task_id] = scope  # before the take: a cancel from now on finds it
         try:
-            state = await self._take(submit, attempt)
-            if state.status in TERMINAL:
-                return  # a duplicate delivery of a task that has ended
-            if state.cancel_requested:
-                await self._finish(state, "cancelled", detail="cancelled before it started")
-                return
             with tracer.start_as_current_span(
                 "invoke_agent task",
                 attributes={G.GEN_AI_OPERATION_NAME: "invoke_agent", G.GEN_AI_AGENT_NAME: "task",
@@ -564,9 +579,13 @@ class TaskActor(Actor):
                             **({G.GEN_AI_CONVERSATION_ID: submit.conversation_id} if submit.conversation_id else {})},
                 record_exception=False, set_status_on_exception=False,
             ) as span:
-                trace_id = format(span.get_span_context().trace_id, "032x")
-                if not state.trace_id:
-                    state = await self.transition(state, trace_id=trace_id)
+                state = await self._take(submit, attempt, format(span.get_span_context().trace_id, "032x"))
+                if state.status in TERMINAL:
+                    span.set_attribute("tandem.task.duplicate", True)
+                    return  # a duplicate delivery of a task that has ended
+                if state.cancel_requested:
+                    await self._finish(state, "cancelled", detail="cancelled before it started")
+                    return
                 if attempt == 1:
                     await self.announce(state, "submitted", f"taken by {self.name} {self.instance_id}")
                 await self._supervise_flow(state, submit, scope, span)
@@ -614,7 +633,7 @@ class TaskActor(Actor):
 
     async def _record(self, task_id: str, outcome: tuple[str, Any], span: trace.Span) -> None:
         kind, value = outcome
-        found = await self.store.get(task_id)
+        found = self.store.cached(task_id) or await self.store.get(task_id)
         state = found[0] if found else TaskState(task_id=task_id)
         if kind == "succeeded":
             await self._finish(state, "succeeded", result=value, detail=value.mode.replace("_", " "))
@@ -665,22 +684,52 @@ class TaskActor(Actor):
             await self.announce(new, status, detail, error=error)
 
     async def _follow_checkpoints(self, state: TaskState, sub: Any, followed: list[int]) -> None:
-        """Keep the executor's latest checkpoint in the state; announce each finished step."""
+        """Announce each finished step at once; keep the executor's latest checkpoint in the state.
+
+        Checkpoints of quick steps arrive faster than KV writes finish: the writer stores only the
+        newest one each time, so a burst of steps costs one or two writes, not one each.
+        """
+        latest: list[RunCheckpoint] = []
+        ready = anyio.Event()
+        stored = len(state.checkpoint.steps) if state.checkpoint else 0  # steps covered by the stored checkpoint
+
+        async def write_latest() -> None:
+            nonlocal ready, state, stored
+            while True:
+                await ready.wait()
+                ready = anyio.Event()
+                cp = latest.pop()
+                if len(cp.steps) <= stored:  # a newer one was stored meanwhile (a model step's, at once)
+                    continue
+                try:
+                    state = await self._store_checkpoint(state, cp)
+                    stored = len(cp.steps)
+                except TandemError as exc:  # the task goes on; a redelivery would re-run from an older checkpoint
+                    log.warning("task %s: checkpoint not stored: %s", state.task_id, exc)
+
         last = followed[0]
-        async for msg in sub.messages:
-            try:
-                cp = _checkpoint_decoder.decode(await self.bus.payload_of(msg)).checkpoint
-            except (msgspec.DecodeError, TandemError) as exc:
-                log.warning("task %s: unreadable checkpoint ignored: %s", state.task_id, exc)
-                continue
-            try:
-                state = await self.transition(state, checkpoint=cp)
-            except TandemError as exc:  # the task goes on; a redelivery would re-run from an older checkpoint
-                log.warning("task %s: checkpoint not stored: %s", state.task_id, exc)
-            for outcome in cp.steps[last:]:
-                await self.announce(state, "step", outcome.detail, step=outcome,
-                                    total_steps=len(state.plan.workflow) if state.plan else 0)
-            last = followed[0] = len(cp.steps)
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(write_latest)
+            async for msg in sub.messages:
+                try:
+                    cp = _checkpoint_decoder.decode(await self.bus.payload_of(msg)).checkpoint
+                except (msgspec.DecodeError, TandemError) as exc:
+                    log.warning("task %s: unreadable checkpoint ignored: %s", state.task_id, exc)
+                    continue
+                if msg.reply:  # after a model step the executor waits until it is stored
+                    try:
+                        state = await self._store_checkpoint(state, cp)
+                        stored = max(stored, len(cp.steps))
+                        await self.bus.respond(msg, Ack(correlation_id=state.task_id))
+                    except TandemError as exc:
+                        await self.bus.respond(msg, ErrorReply(code=exc.code, message=str(exc)))
+                else:
+                    latest[:] = [cp]
+                    ready.set()
+                for outcome in cp.steps[last:]:
+                    await self.announce(state, "step", outcome.detail, step=outcome,
+                                        total_steps=len(state.plan.workflow) if state.plan else 0)
+                last = followed[0] = len(cp.steps)
 
     async def _inputs(self, submit: TaskSubmit) -> dict[int, str]:
         inputs = dict(submit.inputs)

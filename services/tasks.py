@@ -16,6 +16,7 @@ Submission is a JetStream publish to the work-queue stream ``TANDEM_TASKS`` with
 from __future__ import annotations
 
 import logging
+import re
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 from contextlib import asynccontextmanager
@@ -34,7 +35,6 @@ from tandem.messages import (
     TaskAnswerReply,
     TaskCancel,
     TaskEvent,
-    TaskGet,
     TaskList,
     TaskListReply,
     TaskReply,
@@ -46,11 +46,12 @@ from tandem.messages import (
     encode,
     subjects,
 )
+from tandem.messages.task import TASK_ID_PATTERN
 
 from .approval import Approver
 from .bus import Bus, inject_headers
 from .bus._tracing import SEND, messaging_attributes, tracer
-from .errors import BusError, NoResponders, RequestTimeout, TandemError
+from .errors import BusError, NoResponders, RemoteError, RequestTimeout, TandemError
 
 __all__ = ["Approver", "QueueFull", "SubmissionTooLarge", "TaskClient", "TaskEvents"]
 
@@ -58,6 +59,15 @@ log = logging.getLogger("tandem.tasks")
 
 _event_decoder = decoder(TaskEvent)
 _result_decoder = msgspec.json.Decoder(TaskResult)
+_state_decoder = msgspec.json.Decoder(TaskState)
+_task_id = re.compile(TASK_ID_PATTERN)
+
+
+def validate_task_id(task_id: str) -> None:
+    """Raise ``RemoteError("bad_request")`` for an id that is not one subject token / KV key."""
+    if not _task_id.match(task_id):
+        raise RemoteError("bad_request", f"not a task id: {task_id[:80]!r} (letters, digits, _ and -; 1-64)",
+                          path="$.task_id")
 
 
 class SubmissionTooLarge(TandemError):
@@ -131,6 +141,7 @@ class TaskClient:
         self.inline_input_bytes = inline_input_bytes
         self.max_submit_bytes = max_submit_bytes
         self.timeout = timeout
+        self._kv: Any = None
 
     async def submit(self, submit: TaskSubmit) -> TaskSubmit:
         """Publish ``submit`` to the task stream; return it as sent (large inputs moved out).
@@ -176,23 +187,38 @@ class TaskClient:
         """Create the task's state (``pending``) so a queued task can be read and cancelled; an
         existing state (a retried submission) is left as it is."""
         try:
-            kv = await self.bus.key_value(subjects.TASK_BUCKET)
+            kv = await self._states()
             await kv.create(submit.task_id, encode(TaskState(
                 task_id=submit.task_id, task=submit.task[:2000], conversation_id=submit.conversation_id,
                 submitted_at=submit.sent_at)))
         except nats.js.errors.KeyWrongLastSequenceError:
             pass
 
+    async def _states(self) -> Any:
+        """The KV bucket of task states, opened once per client (opening it asks JetStream)."""
+        if self._kv is None:
+            self._kv = await self.bus.key_value(subjects.TASK_BUCKET)
+        return self._kv
+
     async def get(self, task_id: str, *, resolve: bool = True) -> TaskState:
         """Return the state of ``task_id`` (with ``resolve``, a result kept in the object store is fetched).
+
+        Read straight from the KV bucket ``tandem_tasks`` (one JetStream round trip; the task
+        actor writes it, ``tandem.task.get`` serves the same state to clients without KV access).
 
         Raises
         ------
         RemoteError
-            ``not_found`` for an unknown id.
+            ``not_found`` for an unknown id (the same code ``tandem.task.get`` answers).
         """
-        reply = await self.bus.request(subjects.TASK_GET, TaskGet(task_id=task_id), TaskReply, timeout=self.timeout)
-        state = reply.state
+        validate_task_id(task_id)
+        try:
+            entry = await (await self._states()).get(task_id)
+        except (nats.js.errors.KeyNotFoundError, nats.js.errors.KeyDeletedError):
+            entry = None
+        if entry is None or entry.value is None:
+            raise RemoteError("not_found", f"no task {task_id}", subject=subjects.TASK_BUCKET)
+        state = _state_decoder.decode(entry.value)
         if resolve and state.result_ref:
             data = await self._object(state.result_ref)
             state = msgspec.structs.replace(state, result=_result_decoder.decode(data), result_ref="")
