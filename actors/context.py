@@ -247,6 +247,36 @@ class ContextActor(Actor):
         body = encode(_Stored(role=request.role, content=request.content, at=utcnow(), tokens=tokens,
                               task_id=request.task_id))
         cache = self._cached(session)
+        meta: dict[str, Any] = {}
+
+        async def read_meta() -> None:  # with the publish, not after it: one round trip less
+            meta["summary"], meta["shared"] = await self._read_meta(session, shared=True)
+
+        if request.reply_context:
+            async with anyio.create_task_group() as tg:
+                tg.start_soon(read_meta)
+                entry, entries = await self._publish(request, session, subject, body, tokens, cache)
+            summary, shared = meta["summary"], meta["shared"]
+        else:
+            entry, entries = await self._publish(request, session, subject, body, tokens, cache)
+            summary, shared = None, (SharedContext(), 0)
+            if len(entries) > self.keep:  # with `keep` or fewer cached, no summary can matter yet
+                summary = (await self._read_summary(session))[0]
+        if summary is not None and entries and entries[0].seq <= summary.last_seq:
+            async with cache.lock:  # purged by whoever committed the summary: forget them here too
+                cache.entries = [e for e in cache.entries if e.seq > summary.last_seq]
+        if self._unsummarized(entries, summary) > self.keep and session not in self._summarizing:
+            self._summarizing.add(session)
+            self.start_soon(self._summarize_soon, session)
+        context = None
+        if request.reply_context:
+            context = self._model_context(session, entries, summary, shared[0], request.budget)
+        return ContextAppended(entry=entry, context=context, correlation_id=request.correlation_id,
+                               conversation_id=session)
+
+    async def _publish(self, request: ContextAppend, session: str, subject: str, body: bytes, tokens: int,
+                       cache: _Cache) -> tuple[ContextEntry, list[ContextEntry]]:
+        """Publish one message in order after what ``cache`` holds; return it and the cached history."""
         async with cache.lock:
             for _ in range(20):
                 if cache.complete_to == 0:
@@ -272,16 +302,7 @@ class ContextActor(Actor):
                 break
             else:
                 raise ContextError(f"append to {session}: too many concurrent appends, try again")
-            entries = list(cache.entries)
-        summary, shared = await self._read_meta(session, shared=request.reply_context)
-        if self._unsummarized(entries, summary) > self.keep and session not in self._summarizing:
-            self._summarizing.add(session)
-            self.start_soon(self._summarize_soon, session)
-        context = None
-        if request.reply_context:
-            context = self._model_context(session, entries, summary, shared[0], request.budget)
-        return ContextAppended(entry=entry, context=context, correlation_id=request.correlation_id,
-                               conversation_id=session)
+            return entry, list(cache.entries)
 
     async def get(self, request: ContextGet) -> ModelContext:
         """Return the summary and the newest messages that fit the budget."""
