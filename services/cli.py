@@ -7,6 +7,7 @@ process), ``trace`` (print a recorded trace), ``choose``, ``usage``, ``config sh
 
 from __future__ import annotations
 
+import importlib
 import logging
 import os
 import signal
@@ -14,30 +15,107 @@ import sys
 import tempfile
 import time
 from pathlib import Path
-from typing import Annotated, Optional
+from typing import TYPE_CHECKING, Annotated, Any, Optional
 
-import anyio
-import anyio.abc
-import msgspec
 import typer
-from rich.console import Console
-from rich.logging import RichHandler
+from typer.core import TyperGroup
 
-from tandem.messages import ExecutionPlan, StepEvent, decoder, subjects
-
-from .config import Config, load_config, redact_url
 from .errors import InputError, TandemError
+
+if TYPE_CHECKING:
+    import anyio.abc
+    from rich.console import Console
+
+    from tandem.messages import ExecutionPlan
+
+    from .config import Config
+
+
+class _Lazy:
+    """A module, or an object, made on first use.
+
+    Start-up: ``tandem --help`` and ``tandem choose`` import only what they use; anyio, msgspec,
+    rich and Tandem's messages and config load when a command first touches them.
+    """
+
+    __slots__ = ("_make", "_obj")
+
+    def __init__(self, make: Any) -> None:
+        self._make = make
+        self._obj: Any = None
+
+    def _load(self) -> Any:
+        if self._obj is None:
+            self._obj = self._make()
+        return self._obj
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._load(), name)
+
+    def __call__(self, *args: Any, **kwargs: Any) -> Any:
+        return self._load()(*args, **kwargs)
+
+
+def _module(name: str, *also: str) -> _Lazy:
+    def make() -> Any:
+        for extra in also:
+            importlib.import_module(extra)
+        return importlib.import_module(name)
+
+    return _Lazy(make)
+
+
+def _config_attr(name: str) -> _Lazy:
+    return _Lazy(lambda: getattr(importlib.import_module("tandem.services.config"), name))
+
+
+anyio = _module("anyio", "anyio.abc")
+msgspec = _module("msgspec")
+subjects = _module("tandem.messages.subjects")
+load_config = _config_attr("load_config")
+redact_url = _config_attr("redact_url")
+
+
+def _console(**kwargs: Any) -> Console:
+    from rich.console import Console
+
+    return Console(**kwargs)
 
 __all__ = ["app", "main"]
 
+# Sub-apps whose modules are heavy to import (the bus, nats-py): listed in the help from their help line,
+# imported only when the command runs. Name: (module, Typer attribute, help line as the module states it).
+_LAZY_GROUPS: dict[str, tuple[str, str, str]] = {
+    "cache": ("tandem.services.cache_cli", "cache_app", "The plan cache kept in the persistent store (list, clear)."),
+}
+
+
+class _Group(TyperGroup):
+    """The top-level group: the :data:`_LAZY_GROUPS` are placeholders until one is run."""
+
+    def __init__(self, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self._placeholders: dict[str, TyperGroup] = {
+            name: TyperGroup(name=name, help=help_) for name, (_, _, help_) in _LAZY_GROUPS.items()}
+        for name, cmd in self._placeholders.items():  # last, as add_typer's groups were
+            self.commands.setdefault(name, cmd)
+
+    def resolve_command(self, ctx: Any, args: list[str]) -> Any:
+        if args and args[0] in self._placeholders and self.commands.get(args[0]) is self._placeholders[args[0]]:
+            module, attr, _ = _LAZY_GROUPS[args[0]]
+            self.commands[args[0]] = typer.main.get_group(getattr(importlib.import_module(module), attr))
+        return super().resolve_command(ctx, args)
+
+
 app = typer.Typer(
+    cls=_Group,
     name="tandem",
     help="Tandem: an event-driven actor system for LLM work over NATS, traced with OpenTelemetry.",
     no_args_is_help=True,
     add_completion=False,
     pretty_exceptions_enable=False,
 )
-err = Console(stderr=True, highlight=False)
+err: Console = _Lazy(lambda: _console(stderr=True, highlight=False))
 log = logging.getLogger("tandem")
 
 _TYPES = {".md": "markdown", ".markdown": "markdown", ".txt": "text", ".csv": "csv", ".tsv": "tsv",
@@ -57,8 +135,10 @@ Ephemeral = Annotated[bool, typer.Option("--ephemeral", help="Embedded server on
 def _setup_logging(verbose: int) -> None:
     # default: only what went unexpectedly wrong; handled failures are reported by the command itself
     level = logging.ERROR if verbose == 0 else logging.INFO if verbose == 1 else logging.DEBUG
+    from rich.logging import RichHandler
+
     logging.basicConfig(level=level, format="%(name)s: %(message)s", datefmt="[%X]",
-                        handlers=[RichHandler(console=err, show_path=False, rich_tracebacks=verbose > 1)])
+                        handlers=[RichHandler(console=err._load(), show_path=False, rich_tracebacks=verbose > 1)])
 
 
 def _fail(exc: BaseException | str, code: int = 1) -> typer.Exit:
@@ -351,8 +431,12 @@ def _print_step(step: int, action: str, status: str, detail: str, ms: float) -> 
 
 
 async def _progress(bus, task_id: str, shown: set[tuple[int, str]], *,
-                    task_status: anyio.abc.TaskStatus[None] = anyio.TASK_STATUS_IGNORED) -> None:
+                    task_status: anyio.abc.TaskStatus[None] | None = None) -> None:
     """Print this task's step events on stderr as they arrive."""
+    from tandem.messages import StepEvent, decoder
+
+    if task_status is None:
+        task_status = anyio.TASK_STATUS_IGNORED
     sub = await bus.subscribe(subjects.EVENT_STEP)
     await bus.flush()
     task_status.started()
@@ -427,7 +511,7 @@ def trace_cmd(
     """Print the span tree of a trace with durations (the latest one by default)."""
     from .telemetry import default_trace_file, find_trace, latest_trace_id, load_spans, render_trace, render_trace_list
 
-    out = Console(highlight=False)
+    out = _console(highlight=False)
     try:
         spans = load_spans(file or default_trace_file())
         if list_:
@@ -501,7 +585,7 @@ def usage(
     """Summarise the LLM usage log: calls, failures, fallback chains, latency, tokens and cost per model and task."""
     from .usage import load_usage, render_usage, summarize_usage, usage_log_path
 
-    out = Console(highlight=False)
+    out = _console(highlight=False)
     try:
         path = log_path or usage_log_path(load_config(config_path).router.usage_log)
         if path is None:
@@ -549,7 +633,7 @@ def plans_list(nats_url: NatsUrl = None, config_path: ConfigPath = None) -> None
     table = Table("recipe", "origin", "description", box=None, highlight=False)
     for r in reply.recipes:
         table.add_row(Text(r.name), "shipped" if r.shipped else "added", Text(r.description))
-    Console(highlight=False).print(table)
+    _console(highlight=False).print(table)
 
 
 @plans_app.command("show")
@@ -646,11 +730,11 @@ def tasks_cmd(
     for t in rows:
         table.add_row(t.task_id, t.status, _age(t.submitted_at), _age(t.updated_at),
                       Text(t.task[:60].replace("\n", " ")))
-    Console(highlight=False).print(table)
+    _console(highlight=False).print(table)
 
 
 def _print_state(state, *, full: bool) -> None:
-    out = Console(highlight=False)
+    out = _console(highlight=False)
     out.print(f"task     {state.task_id}", markup=False)
     out.print(f"status   {state.status}" + (f"  ({state.error.code}: {state.error.message})" if state.error else ""),
               markup=False)
@@ -738,7 +822,7 @@ def config_path_cmd(config_path: ConfigPath = None) -> None:
 
 
 # Sub-commands defined in their own modules: one registration line each, below.
-app.add_typer(__import__("tandem.services.cache_cli", fromlist=["cache_app"]).cache_app)  # tandem cache list|clear
+# tandem cache list|clear: registered lazily through _LAZY_GROUPS (its module imports the bus)
 app.command("chat")(__import__("tandem.services.chat_cli", fromlist=["chat_command"]).chat_command)  # tandem chat
 
 
