@@ -122,6 +122,11 @@ _TASK_VERB = re.compile(
 _QUESTION = re.compile(
     r"[?？]\s*$|^\s*(what|why|how|who|when|where|which|is|are|can|could|do|does|did|should|would|will)\b|"
     r"(ですか|ますか|でしょうか|何|なぜ|どう|どこ|いつ|誰)", re.I)
+_STOP = re.compile(
+    r"^\s*(please\s+)?(stop|cancel|abort|halt)\s+(the\s+)?(running\s+|current\s+|last\s+)?"
+    r"(task|tasks|job|conversion|run)\b[\s\w,.!]{0,20}$|"
+    r"^\s*(please\s+)?(stop|cancel|abort)( it| that)?( now)?( please)?[.!]?\s*$|"
+    r"^(その|今の|実行中の)?(タスク|処理|変換|実行)を?(止めて|中止して|キャンセルして|やめて)", re.I)
 _GREETING = re.compile(r"^\s*(hi|hello|hey|thanks|thank you|good (morning|evening)|こんにちは|こんばんは|おはよう|"
                        r"ありがとう)\b", re.I)
 
@@ -145,6 +150,12 @@ def rule_intent(text: str, *, pending_approval: bool) -> IntentResult | None:
     'direct_response'
     >>> rule_intent("Convert this Markdown to Textile", pending_approval=False).kind
     'task'
+    >>> rule_intent("Stop the running task please", pending_approval=False).command
+    'cancel'
+    >>> rule_intent("変換を止めて", pending_approval=False).command
+    'cancel'
+    >>> rule_intent("Stop using passive voice in this text", pending_approval=False) is None
+    True
     >>> rule_intent("the weather has been nice", pending_approval=False) is None
     True
     """
@@ -165,6 +176,9 @@ def rule_intent(text: str, *, pending_approval: bool) -> IntentResult | None:
     if pending_approval and not stripped.endswith(("?", "？")):  # a question waits: the approval stays pending
         return IntentResult(kind="answer", text=stripped, reasoning="an approval question is pending",
                             confidence=0.9, source="rules")
+    if _STOP.search(stripped):  # "stop the running task", "タスクを止めて" (not "stop using passive voice")
+        return IntentResult(kind="control", text="", reasoning="asks to stop a running task", confidence=0.85,
+                            source="rules", command="cancel")
     if _FENCE.search(stripped) or _TASK_VERB.search(stripped):
         if question and stripped.endswith(("?", "？")) and not _FENCE.search(stripped):
             return None  # "can you convert …?": a request or a question — the model decides
