@@ -31,7 +31,7 @@ from enum import IntEnum
 from typing import Final
 
 from . import _lexicon
-from ._scanner import MASK
+from ._scanner import MASK, mask
 from ._tokens import DECISIVE, KIND, SRC, STRUCTURAL, Token, plain
 
 __all__ = ["Clause", "Flag", "Reading", "Role", "gap", "read", "residue_words"]
@@ -449,8 +449,6 @@ def read(s: str, orig: str, toks: list[Token], approval: bool, n: int) -> Readin
     -------
     Reading
     """
-    from ._scanner import mask
-
     clauses = _split(s, mask(s, toks) if toks else s, toks)
     r = Reading(s, orig, clauses, toks)
     _roles(s, clauses)

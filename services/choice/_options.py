@@ -114,6 +114,7 @@ class OptionIndex:
         "recommended",
         "reject",
         "single",
+        "typo_words",
     )
 
     def __init__(self, options: tuple[str, ...], descriptions: tuple[str, ...], kind: str) -> None:
@@ -194,6 +195,7 @@ class OptionIndex:
             self.kw_info.append((opt, len(kw), in_label.get(kw, False)))
         self.kw_re = re.compile("|".join(f"({p})" for p in kpats)) if kpats else None
         self.label_chars = tuple(max(1, len(_WORDCH.findall(lb))) for lb in labels)
+        self.typo_words: dict[str, int] | None = None  # built by the typo reader on first use
 
 
 _CACHE: dict[tuple, OptionIndex] = {}

@@ -178,10 +178,13 @@ def _finds(s: str, sub: str) -> list[int]:
 
 def _read_typos(s: str, out: Outcome, idx: OptionIndex, context: ChoiceContext) -> Outcome | None:
     """A label with one typo ("deplyo", "ファイル作製"): read it as the label, at most at 0.85."""
-    words: dict[str, int] = {}
-    for i, label in enumerate(idx.labels, start=1):
-        for w in _LABEL_WORD.findall(label):
-            words[w] = 0 if w in words and words[w] != i else i
+    words = idx.typo_words
+    if words is None:  # once per option list: label word -> its option (0: the word of several options)
+        words = {}
+        for i, label in enumerate(idx.labels, start=1):
+            for w in _LABEL_WORD.findall(label):
+                words[w] = 0 if w in words and words[w] != i else i
+        idx.typo_words = words
     fixes: list[tuple[str, str]] = []
     for bad in out.unexplained:
         if len(bad) < 4:
