@@ -223,6 +223,8 @@ def _residue(s: str, start: int, end: int, toks: list[Token]) -> str:
     if end > cur:
         parts.append(s[cur:end])
     r = "".join(parts)
+    if _WORDCH.search(r) is None:
+        return r  # no word left: the fillers (replaced by spaces) cannot change what callers count
     r = _lexicon.filler_en().sub(" ", r)
     return _lexicon.filler_ja().sub(" ", r)
 
@@ -301,6 +303,11 @@ def _roles(s: str, clauses: list[Clause]) -> None:
 
 def _correction(toks: list[Token], clauses: list[Clause]) -> None:
     """A correction ("やっぱり", "actually", "いや、3番", "kidding, 3") drops what came before it."""
+    for t in toks:
+        if t.kind is KIND.CORRECT:
+            break
+    else:
+        return  # no correction word
     last_target = max((t.start for t in toks if t.targetable()), default=-1)
     last_fix = max((t.start for t in toks if t.kind is KIND.CORRECT and t.start < last_target), default=-1)
     if last_fix >= 0:
@@ -415,6 +422,11 @@ def _scopes(r: Reading, c: Clause, approval: bool, n: int) -> bool:
 
 def _trailing_negation(r: Reading, n: int) -> None:
     """A negation after a choice that negates nothing named ("2, not", "2 is not it", "2番、だめ")."""
+    for t in r.act:
+        if t.kind is KIND.NEG:
+            break
+    else:
+        return  # no negation
     used = {id(u.neg) for u in r.act if u.neg is not None} | {id(u.exc) for u in r.act if u.exc is not None}
     last_choice = max((u.start for u in r.act if _is_choice(u)), default=-1)
     chosen: list[Token] = []
