@@ -353,7 +353,9 @@ def _scopes(r: Reading, c: Clause, approval: bool, n: int) -> bool:
         if named:
             r.cap_guards.append("past reference " + ", ".join(repr(s[t.start:t.end]) for t in named))
         st = [t for t in st if t.mention is None]
-    for phase in (0, 1):
+    kinds = {t.kind for t in st}  # the passes below only act on these kinds: skip those with nothing to do
+    has_neg = KIND.NEG in kinds
+    for phase in ((0, 1) if has_neg or KIND.EXC in kinds or KIND.COMPARE in kinds else ()):
         for i, t in enumerate(st):
             if t.kind is KIND.EXC and phase == 0:
                 for g in _scope(s, st, i, t.pre):
@@ -368,7 +370,7 @@ def _scopes(r: Reading, c: Clause, approval: bool, n: int) -> bool:
                         r.double_neg = t
                     g.neg = t
     # a negated verb negates its object: "3は実行しないで", "3を実行しない" ("don't run 3" is a list already)
-    for i, t in enumerate(st):
+    for i, t in enumerate(st if has_neg else ()):
         if t.kind is KIND.YES and t.neg is not None and i and _is_choice(st[i - 1]):
             obj = st[i - 1]
             if obj.neg is None and obj.exc is None and _OBJECT_GAP.fullmatch(s[obj.end : t.start]):
@@ -381,7 +383,7 @@ def _scopes(r: Reading, c: Clause, approval: bool, n: int) -> bool:
         st = [t for t in st if t.mention is None]
     # two negations in a row in one clause: "don't not run it", "I wouldn't say no", "ダメじゃない"
     prev_neg: Token | None = None
-    for t in st:
+    for t in st if has_neg else ():
         if t.kind is KIND.NEG and t.src is not SRC.YET:
             if prev_neg is not None and r.double_neg is None:
                 r.double_neg = t
@@ -391,7 +393,7 @@ def _scopes(r: Reading, c: Clause, approval: bool, n: int) -> bool:
     # "deploy, but not on friday": an exclusion of something that is no option is a
     # condition on an explicit choice (with "all" or in an approval it changes the choice
     # itself, and the model decides)
-    for t in list(st):
+    for t in list(st) if KIND.EXC in kinds else ():
         if t.kind is not KIND.EXC or t.src is SRC.ALLX or approval or any(u.exc is t for u in st):
             continue
         if any(u.kind in (KIND.ALL, KIND.ALLCOUNT, KIND.REST) for u in r.toks):
