@@ -824,6 +824,7 @@ def config_path_cmd(config_path: ConfigPath = None) -> None:
 # Sub-commands defined in their own modules: one registration line each, below.
 # tandem cache list|clear: registered lazily through _LAZY_GROUPS (its module imports the bus)
 app.command("chat")(__import__("tandem.services.chat_cli", fromlist=["chat_command"]).chat_command)  # tandem chat
+app.command("schema")(__import__("tandem.services.schema_cli", fromlist=["schema_command"]).schema_command)  # tandem schema
 
 
 def main() -> None:
