@@ -22,6 +22,7 @@ another schema than its own messages (another release).
 from __future__ import annotations
 
 import hashlib
+import inspect
 import json
 import logging
 import re
@@ -54,8 +55,27 @@ def schema_hash(tp: Any) -> str:
     >>> schema_hash(Ping).startswith("sha256:")
     True
     """
-    text = msgspec.json.encode(msgspec.json.schema(tp), order="sorted")
+    text = msgspec.json.encode(_normalized(msgspec.json.schema(tp), keep_descriptions=False), order="sorted")
     return "sha256:" + hashlib.sha256(text).hexdigest()
+
+
+def _normalized(value: Any, *, keep_descriptions: bool = True) -> Any:
+    """Return a JSON Schema with docstring descriptions dedented (``inspect.cleandoc``) or dropped.
+
+    msgspec releases differ in whether they dedent a Struct's docstring and in the order of ``anyOf``
+    alternatives; normalizing both here makes the catalogue and the hashes the same under every
+    msgspec the project allows. A docstring edit is no schema change, so the hash leaves descriptions out.
+    """
+    if isinstance(value, dict):
+        out = {k: (inspect.cleandoc(v) if k == "description" and isinstance(v, str) else
+                   _normalized(v, keep_descriptions=keep_descriptions))
+               for k, v in value.items() if keep_descriptions or k != "description"}
+        if isinstance(out.get("anyOf"), list):  # releases order the alternatives differently; the set is the same
+            out["anyOf"] = sorted(out["anyOf"], key=lambda s: msgspec.json.encode(s, order="sorted"))
+        return out
+    if isinstance(value, list):
+        return [_normalized(v, keep_descriptions=keep_descriptions) for v in value]
+    return value
 
 
 @dataclass(frozen=True)
@@ -233,6 +253,7 @@ def asyncapi_document(specs_in: Any = None) -> dict[str, Any]:
     names = sorted(types)
     top, schemas = msgspec.json.schema_components([types[n] for n in names],
                                                   ref_template="#/components/schemas/{name}")
+    top, schemas = _normalized(list(top)), _normalized(schemas)
     messages: dict[str, Any] = {}
     for name, schema in zip(names, top):
         if "$ref" not in schema or schema["$ref"].rsplit("/", 1)[1] != name:
