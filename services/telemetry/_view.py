@@ -98,6 +98,9 @@ class SpanRecord(msgspec.Struct, frozen=True, kw_only=True):
         ``service.name`` of the process that recorded the span.
     events : tuple[SpanEvent, ...]
         Span events in recording order.
+    linked_traces : tuple[str, ...]
+        Trace ids (32 hex) of the spans this one links to in *other* traces, e.g. a chat turn's link
+        to the task it started.
     """
 
     name: str
@@ -112,6 +115,7 @@ class SpanRecord(msgspec.Struct, frozen=True, kw_only=True):
     attributes: dict[str, Any] = {}
     service_name: str = "unknown_service"
     events: tuple[SpanEvent, ...] = ()
+    linked_traces: tuple[str, ...] = ()
 
     @property
     def duration_ms(self) -> float:
@@ -152,6 +156,10 @@ class _WireResource(msgspec.Struct):
     attributes: dict[str, Any] = {}
 
 
+class _WireLink(msgspec.Struct):
+    context: _WireContext
+
+
 class _WireSpan(msgspec.Struct):
     name: str
     context: _WireContext
@@ -163,6 +171,7 @@ class _WireSpan(msgspec.Struct):
     attributes: dict[str, Any] = {}
     events: list[_WireEvent] = []
     resource: _WireResource | None = None
+    links: list[_WireLink] = []
 
 
 _DECODER = msgspec.json.Decoder(_WireSpan)
@@ -188,6 +197,9 @@ def _to_record(wire: _WireSpan) -> SpanRecord:
         attributes=wire.attributes,
         service_name=str(resource_attributes.get("service.name", "unknown_service")),
         events=tuple(SpanEvent(name=e.name, timestamp=e.timestamp, attributes=e.attributes) for e in wire.events),
+        linked_traces=tuple(dict.fromkeys(
+            trace_id for link in wire.links
+            if (trace_id := _bare_hex(link.context.trace_id)) != _bare_hex(wire.context.trace_id))),
     )
 
 
@@ -409,6 +421,9 @@ def _span_label(span: SpanRecord, *, orphan: bool) -> Text:
     if span.is_error:
         label.append("  ")
         label.append(f"✗ {_error_message(span)}", style="bold red")
+    for trace_id in span.linked_traces:
+        label.append("  ")
+        label.append(f"→ trace {trace_id[:8]}", style="yellow")
     if orphan:
         label.append("  ")
         label.append(f"(parent {span.parent_id} not recorded)", style="dim italic")

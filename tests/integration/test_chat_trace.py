@@ -110,10 +110,10 @@ chat: {{approval: none}}
                 if s["name"] == "invoke_agent chat" and s["context"]["trace_id"] == "0x" + submitted["trace_id"])
     linked = [link["context"]["trace_id"].removeprefix("0x") for link in turn["links"]]
     assert len(linked) == 1 and linked[0] != submitted["trace_id"]
-    # the rendered tree does not draw span links yet (_view.py decodes no `links`): the task's trace is
-    # reached by its id, and links back to the turn
+    assert f"→ trace {linked[0][:8]}" in tree, tree  # the tree shows where the link leads
     task_trace = tandem("trace", linked[0][:12], env=env).stdout  # the task loop's own trace
     assert "invoke_agent task" in task_trace and "chat m " in task_trace, task_trace
+    assert f"→ trace {submitted['trace_id'][:8]}" in task_trace, task_trace  # and back to the turn
     task_root = next(s for s in map(json.loads, traces.read_text().splitlines())
                      if s["name"] == "invoke_agent task" and s["context"]["trace_id"] == "0x" + linked[0])
     assert [link["context"]["trace_id"] for link in task_root["links"]] == ["0x" + submitted["trace_id"]]

@@ -563,3 +563,27 @@ def test_fast_json_line_is_the_sdk_document() -> None:
     for span in exporter.get_finished_spans():
         assert json.loads(span_to_json_line(span)) == json.loads(span.to_json(indent=None))
         assert span_to_json_line(span).count("\n") == 1
+
+
+def test_links_to_other_traces_are_shown_in_the_tree(tmp_path) -> None:
+    """A span that links to another trace (a chat turn to the task it started) says where the link leads."""
+    import json as _json
+
+    from tandem.services.telemetry._view import load_spans, render_trace
+
+    def span(name: str, trace: str, span_id: str, links: list[str]) -> dict:
+        return {"name": name, "context": {"trace_id": "0x" + trace, "span_id": "0x" + span_id}, "kind": "SpanKind.INTERNAL",
+                "parent_id": None, "start_time": "2026-01-02T03:04:05.000000Z", "end_time": "2026-01-02T03:04:05.002000Z",
+                "status": {"status_code": "UNSET"}, "attributes": {}, "events": [],
+                "links": [{"context": {"trace_id": "0x" + t, "span_id": "0x" + "1" * 16}, "attributes": {}} for t in links],
+                "resource": {"attributes": {"service.name": "tandem"}}}
+
+    path = tmp_path / "t.jsonl"
+    path.write_text(_json.dumps(span("invoke_agent chat", "a" * 32, "b" * 16, ["c" * 32, "a" * 32])) + "\n")
+    (record,) = load_spans(path)
+    assert record.linked_traces == ("c" * 32,)  # a link inside its own trace is not "another trace"
+    from rich.console import Console
+
+    console = Console(width=200, record=True, no_color=True)
+    console.print(render_trace([record]))
+    assert "→ trace cccccccc" in console.export_text()
