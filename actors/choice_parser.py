@@ -34,7 +34,6 @@ import anyio
 import msgspec
 from tandem.messages import (
     ChatMessage,
-    ChoiceContext,
     ChoiceReply,
     ChoiceRequest,
     ChoiceResult,
@@ -44,6 +43,7 @@ from tandem.messages import (
 )
 from tandem.services.bus import Bus
 from tandem.services.choice import CAP_UNEXPLAINED, Analysis, analyse, normalize_answer
+from tandem.services.choice._result import _options_text, apply_thresholds, finish
 from tandem.services.config import Config
 from tandem.services.errors import TandemError
 
@@ -77,53 +77,6 @@ a refusal or negation never selects an approving option; an option the user refu
 (a past choice, a comparison) or names sarcastically is never selected."""
 
 
-def _options_text(context: ChoiceContext) -> str:
-    lines = []
-    for i, label in enumerate(context.available_options, start=1):
-        desc = context.option_descriptions[i - 1] if i <= len(context.option_descriptions) else ""
-        lines.append(f"{i}. {label}" + (f" — {desc}" if desc else ""))
-    return "\n".join(lines)
-
-
-def apply_thresholds(result: ChoiceResult, context: ChoiceContext, *, execute: float, confirm: float) -> ChoiceResult:
-    """Set ``action``, ``question`` and the note 001 contract from the confidence (§2.2).
-
-    ≥ ``execute`` with a selection → ``execute`` (``confirm`` when the risk
-    level is ``critical``); ≥ ``confirm`` with a selection → ``confirm`` with
-    ``clarification_needed=True``; anything else → ``clarify``: no selection,
-    confidence 0, a question listing the options. Refused options are never
-    selected nor proposed.
-
-    Examples
-    --------
-    >>> ctx = ChoiceContext(available_options=["a", "b"])
-    >>> r = apply_thresholds(ChoiceResult(selected_options=[2], confidence=0.7), ctx, execute=0.8, confirm=0.6)
-    >>> r.action, r.clarification_needed, r.selected_options
-    ('confirm', True, [2])
-    >>> r = apply_thresholds(ChoiceResult(selected_options=[2], confidence=0.4), ctx, execute=0.8, confirm=0.6)
-    >>> r.action, r.selected_options, r.confidence
-    ('clarify', [], 0.0)
-    """
-    refused = set(result.refused_options)
-    selected = [i for i in result.selected_options if i not in refused]
-    if selected != result.selected_options:
-        result = msgspec.structs.replace(result, selected_options=selected, confidence=min(result.confidence,
-                                                                                          CAP_UNEXPLAINED))
-    chosen = ", ".join(f"{i}. {context.available_options[i - 1]}" for i in selected)
-    if selected and result.confidence >= confirm and (result.decided_by == "llm" or not result.clarification_needed):
-        if result.confidence >= execute and context.risk_level != "critical" and not result.clarification_needed:
-            return msgspec.structs.replace(result, action="execute", question="")
-        why = "this is a critical action" if context.risk_level == "critical" and result.confidence >= execute \
-            else f"I am {result.confidence:.0%} sure"
-        skip = (" — not " + ", ".join(f"{i}. {context.available_options[i - 1]}" for i in sorted(refused)
-                                      if 1 <= i <= len(context.available_options))) if refused else ""
-        return msgspec.structs.replace(result, action="confirm", clarification_needed=True,
-                                       question=f"Did you mean: {chosen}{skip}? ({why}; answer yes or no)")
-    return msgspec.structs.replace(
-        result, action="clarify", clarification_needed=True, selected_options=[], confidence=0.0,
-        question="Which option do you mean? Answer with a number or a description:\n" + _options_text(context))
-
-
 def _declined(analysis: Analysis, execute: float) -> bool:
     """Whether the pattern path declined in a way a model may resolve (no reading, or unexplained words)."""
     r = analysis.result
@@ -132,11 +85,6 @@ def _declined(analysis: Analysis, execute: float) -> bool:
     if r.selected_options and r.confidence >= execute:
         return False
     return bool(analysis.unexplained or analysis.guards)
-
-
-def _with_analysis(result: ChoiceResult, analysis: Analysis) -> ChoiceResult:
-    return msgspec.structs.replace(result, refused_options=sorted(analysis.refused),
-                                   unexplained=list(analysis.unexplained))
 
 
 def _hold_to_rules(result: ChoiceResult, analysis: Analysis) -> ChoiceResult:
@@ -202,12 +150,8 @@ class ChoiceParserActor(Actor):
                 model = await self._ask_model(request, analysis)
                 if model is not None:
                     result = _hold_to_rules(model, analysis)
-            if result is None:
-                result = ChoiceResult(reasoning="no pattern matched and no model answer", clarification_needed=True,
-                                      extracted_intent="unknown", decided_by="none")
-            result = _with_analysis(result, analysis)
-            result = apply_thresholds(result, ctx, execute=self.config.choice.execute_threshold,
-                                      confirm=self.config.choice.confirm_threshold)
+            result = finish(result, analysis, ctx, execute=choice.execute_threshold,
+                            confirm=choice.confirm_threshold)
             if result.decided_by != "none":
                 self.cache[key] = result
                 if len(self.cache) > self.config.choice.cache_size:

@@ -553,7 +553,15 @@ def choose(
             kind="approval" if approval else "options"))
     except TandemError as exc:
         raise _fail(exc) from None
-    result = _invoke(_choose, config, url, request)
+    if no_llm and url is None:
+        # the pattern path alone needs no bus: read it here (fast enough for a shell loop); with --nats-url
+        # the running choice parser answers, as other services see it
+        from tandem.services.choice._result import pattern_choice
+
+        result = pattern_choice(answer, request.context, execute=config.choice.execute_threshold,
+                                confirm=config.choice.confirm_threshold)
+    else:
+        result = _invoke(_choose, config, url, request)
     sys.stdout.write(msgspec.json.format(msgspec.json.encode(result), indent=2).decode() + "\n")
 
 

@@ -249,3 +249,18 @@ async def test_confirm_question_names_the_refused_options(bus: Bus) -> None:
         result = (await parse(bus, "not 3, the thorough variant please")).result
     assert result.refused_options == [3]
     assert result.question.startswith("Did you mean: 2. 安全モード実行 — not 3. 完全実行?")
+
+
+async def test_in_process_pattern_reading_equals_the_actors(bus: Bus) -> None:
+    """`tandem choose --no-llm` reads in process (no NATS); it must answer exactly as the actor does."""
+    from tandem.services.choice._result import pattern_choice
+
+    answers = ["1番で", "2つ目を実行", "最初の2つ", "いい感じのやつ", "not 2", "the second one, no wait, 3",
+               "yeah right, 1", "全部", "1番だけど、バックアップ取って", "何番がいい?"]
+    async with parser(bus):
+        for answer in answers:
+            ctx = ChoiceContext(available_options=list(OPTIONS))
+            over_nats = await bus.request(subjects.CHOICE_PARSE, ChoiceRequest(answer=answer, context=ctx,
+                                                                               use_llm=False),
+                                          ChoiceReply, timeout=10)
+            assert pattern_choice(answer, ctx) == over_nats.result, answer
