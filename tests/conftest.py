@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+from http.server import BaseHTTPRequestHandler
 import tempfile
 from collections.abc import AsyncIterator, Callable
 from typing import Any
@@ -167,3 +168,23 @@ def package_readme(package: str) -> str:
     except importlib.metadata.PackageNotFoundError:
         return ""
     return raw.partition("\n\n")[2]
+
+
+class ChatCompletionHandler(BaseHTTPRequestHandler):
+    """An OpenAI-compatible ``/chat/completions`` endpoint over real HTTP (for tests that run Tandem in
+    another process, where ``httpx.MockTransport`` cannot reach); subclasses implement :meth:`answer`."""
+
+    def answer(self, body: dict[str, Any]) -> str:
+        raise NotImplementedError
+
+    def do_POST(self) -> None:  # noqa: N802 - http.server's name
+        body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
+        data = json.dumps(chat_response(self.answer(body), model=body["model"])).encode()
+        self.send_response(200)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(data)))
+        self.end_headers()
+        self.wfile.write(data)
+
+    def log_message(self, *args: object) -> None:
+        pass

@@ -136,6 +136,19 @@ def messaging_attributes(
         M.MESSAGING_OPERATION_NAME: operation,
         M.MESSAGING_DESTINATION_NAME: subject,
     }
+    _add_message_attributes(attrs, message_id, correlation_id, conversation_id, body_size)
+    if template:
+        attrs[M.MESSAGING_DESTINATION_TEMPLATE] = template
+    if consumer_group:
+        attrs[M.MESSAGING_CONSUMER_GROUP_NAME] = consumer_group
+    if actor:
+        attrs["tandem.actor"] = actor
+    return attrs
+
+
+def _add_message_attributes(attrs: dict[str, Any], message_id: str, correlation_id: str, conversation_id: str,
+                            body_size: int | None) -> None:
+    """Add one message's own attributes (those present) to ``attrs``."""
     if message_id:
         attrs[M.MESSAGING_MESSAGE_ID] = message_id
     if correlation_id:
@@ -144,13 +157,6 @@ def messaging_attributes(
         attrs[G.GEN_AI_CONVERSATION_ID] = conversation_id
     if body_size is not None:
         attrs[M.MESSAGING_MESSAGE_BODY_SIZE] = body_size
-    if template:
-        attrs[M.MESSAGING_DESTINATION_TEMPLATE] = template
-    if consumer_group:
-        attrs[M.MESSAGING_CONSUMER_GROUP_NAME] = consumer_group
-    if actor:
-        attrs["tandem.actor"] = actor
-    return attrs
 
 
 class HopAttributes:
@@ -180,14 +186,7 @@ class HopAttributes:
         attrs: dict[str, Any] = self.attributes.copy()
         if subject is not None and subject != self.subject:
             attrs[M.MESSAGING_DESTINATION_NAME] = subject
-        if message_id:
-            attrs[M.MESSAGING_MESSAGE_ID] = message_id
-        if correlation_id:
-            attrs[M.MESSAGING_MESSAGE_CONVERSATION_ID] = correlation_id
-        if conversation_id:
-            attrs[G.GEN_AI_CONVERSATION_ID] = conversation_id
-        if body_size is not None:
-            attrs[M.MESSAGING_MESSAGE_BODY_SIZE] = body_size
+        _add_message_attributes(attrs, message_id, correlation_id, conversation_id, body_size)
         return attrs
 
 

@@ -14,12 +14,12 @@ import subprocess
 import sys
 import threading
 from collections.abc import Iterator
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import ThreadingHTTPServer
 from pathlib import Path
 
 import pytest
 
-from ..conftest import chat_response
+from ..conftest import ChatCompletionHandler
 
 TANDEM = str(Path(sys.executable).parent / "tandem")
 DOC = "```\n# Title\n\nSome **bold** text.\n```"
@@ -30,27 +30,16 @@ PLAN = {"version": "1.0", "workflow": [
 ]}
 
 
-class _Handler(BaseHTTPRequestHandler):
-    def do_POST(self) -> None:  # noqa: N802 - http.server's name
-        body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
+class _Handler(ChatCompletionHandler):
+    def answer(self, body: dict) -> str:
         system = body["messages"][0]["content"]
         if system.startswith("Classify the user's chat message"):
-            answer = json.dumps({"kind": "direct_response", "reasoning": "small talk", "confidence": 0.7})
-        elif system.startswith("You are Tandem"):
-            answer = "ANSWER"
-        elif "response_format" in body:
-            answer = json.dumps(PLAN)
-        else:
-            answer = "h1. Title\n\nSome *bold* text."
-        data = json.dumps(chat_response(answer, model=body["model"])).encode()
-        self.send_response(200)
-        self.send_header("Content-Type", "application/json")
-        self.send_header("Content-Length", str(len(data)))
-        self.end_headers()
-        self.wfile.write(data)
-
-    def log_message(self, *args: object) -> None:
-        pass
+            return json.dumps({"kind": "direct_response", "reasoning": "small talk", "confidence": 0.7})
+        if system.startswith("You are Tandem"):
+            return "ANSWER"
+        if "response_format" in body:
+            return json.dumps(PLAN)
+        return "h1. Title\n\nSome *bold* text."
 
 
 @pytest.fixture

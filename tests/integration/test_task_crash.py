@@ -18,7 +18,7 @@ import sys
 import threading
 import time
 from collections import Counter
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import ThreadingHTTPServer
 from pathlib import Path
 
 import anyio
@@ -29,7 +29,7 @@ from tandem.services.config import load_config
 from tandem.services.runtime import start_actors
 from tandem.services.tasks import TaskClient
 
-from ..conftest import chat_response
+from ..conftest import ChatCompletionHandler
 
 TANDEM = str(Path(sys.executable).parent / "tandem")
 
@@ -52,27 +52,17 @@ class CountingModel(ThreadingHTTPServer):
         super().__init__(("127.0.0.1", 0), _Handler)
 
 
-class _Handler(BaseHTTPRequestHandler):
+class _Handler(ChatCompletionHandler):
     server: CountingModel
 
-    def do_POST(self) -> None:  # noqa: N802 - http.server's name
-        body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
+    def answer(self, body: dict) -> str:
         prompt = body["messages"][-1]["content"]
         which = "first" if "FIRST" in prompt else "second" if "SECOND" in prompt else "other"
         self.server.calls[which] += 1
         if which == "second":
             time.sleep(self.server.slow_s)
         text = prompt.split("Text:\n", 1)[-1]
-        answer = text.upper() if which == "first" else f"TITLE\n{text}"
-        data = json.dumps(chat_response(answer, model=body["model"])).encode()
-        self.send_response(200)
-        self.send_header("Content-Type", "application/json")
-        self.send_header("Content-Length", str(len(data)))
-        self.end_headers()
-        self.wfile.write(data)
-
-    def log_message(self, *args: object) -> None:
-        pass
+        return text.upper() if which == "first" else f"TITLE\n{text}"
 
 
 def _config_file(tmp_path: Path, model_url: str) -> Path:
