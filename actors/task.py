@@ -76,6 +76,7 @@ from tandem.services.approval import Approval, approve_plan
 from tandem.services.bus import Bus, deadline_scope, extract_context, messaging_attributes
 from tandem.services.bus._tracing import PROCESS, tracer as bus_tracer
 from tandem.services.config import Config, TaskLoopConfig
+from tandem.services.tasks import open_object_store
 from tandem.services.errors import BusError, RemoteError, TandemError
 
 from ._base import Actor, DeadLetter, Endpoint
@@ -153,7 +154,7 @@ class TaskStore:
     async def open(self) -> TaskStore:
         """Open (creating when missing) the KV bucket and the object store."""
         self._kv = await self.bus.key_value(subjects.TASK_BUCKET, ttl=self.loop.retention_s)
-        self._objects = await _object_store(self.bus, subjects.TASK_DATA_BUCKET, ttl=self.loop.retention_s)
+        self._objects = await open_object_store(self.bus, subjects.TASK_DATA_BUCKET, ttl=self.loop.retention_s)
         return self
 
     async def get(self, task_id: str) -> tuple[TaskState, int] | None:
@@ -253,19 +254,6 @@ class TaskStore:
                         "from the previous one", state.task_id, len(encode(state.checkpoint)))
             data = encode(msgspec.structs.replace(state, checkpoint=None))
         return data
-
-
-async def _object_store(bus: Bus, bucket: str, *, ttl: float) -> Any:
-    from nats.js.api import ObjectStoreConfig
-
-    js = bus.jetstream
-    try:
-        try:
-            return await js.object_store(bucket)
-        except nats.js.errors.NotFoundError:
-            return await js.create_object_store(bucket, ObjectStoreConfig(bucket=bucket, ttl=ttl))
-    except nats.errors.Error as exc:
-        raise BusError(f"JetStream object store {bucket!r} unavailable: {exc}") from exc
 
 
 class TaskActor(Actor):
@@ -401,10 +389,16 @@ class TaskActor(Actor):
 
         new = await self.store.update(state.task_id, apply)
         assert new is not None
-        if new.cancel_requested and (scope := self._running.get(state.task_id)) is not None:
-            scope.cancel()
+        if self._cancel_if_requested(new):
             await anyio.lowlevel.checkpoint()
         return new
+
+    def _cancel_if_requested(self, state: TaskState) -> bool:
+        """Cancel the task's scope when its state says a cancel came in (written by any replica)."""
+        if state.cancel_requested and (scope := self._running.get(state.task_id)) is not None:
+            scope.cancel()
+            return True
+        return False
 
     async def _store_checkpoint(self, state: TaskState, cp: RunCheckpoint) -> TaskState:
         """Store ``cp`` unless the stored checkpoint already covers more steps (writes may race)."""
@@ -415,8 +409,7 @@ class TaskActor(Actor):
             return msgspec.structs.replace(base, checkpoint=cp)
 
         new = await self.store.update(state.task_id, newer) or state
-        if new.cancel_requested and (scope := self._running.get(state.task_id)) is not None:
-            scope.cancel()
+        self._cancel_if_requested(new)
         return new
 
     async def announce(self, state: TaskState, kind: str, detail: str = "", **fields: Any) -> None:

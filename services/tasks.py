@@ -53,7 +53,7 @@ from .bus import Bus, inject_headers
 from .bus._tracing import SEND, messaging_attributes, tracer
 from .errors import BusError, NoResponders, RemoteError, RequestTimeout, TandemError
 
-__all__ = ["Approver", "QueueFull", "SubmissionTooLarge", "TaskClient", "TaskEvents"]
+__all__ = ["Approver", "QueueFull", "SubmissionTooLarge", "TaskClient", "TaskEvents", "open_object_store"]
 
 log = logging.getLogger("tandem.tasks")
 
@@ -68,6 +68,24 @@ def validate_task_id(task_id: str) -> None:
     if not _task_id.match(task_id):
         raise RemoteError("bad_request", f"not a task id: {task_id[:80]!r} (letters, digits, _ and -; 1-64)",
                           path="$.task_id")
+
+
+async def open_object_store(bus: Bus, bucket: str, *, ttl: float | None = None) -> Any:
+    """Return JetStream object store ``bucket``, creating it (with ``ttl`` seconds) when missing.
+
+    Raises
+    ------
+    BusError
+        When JetStream is not available.
+    """
+    js = bus.jetstream
+    try:
+        try:
+            return await js.object_store(bucket)
+        except nats.js.errors.NotFoundError:
+            return await js.create_object_store(bucket, ObjectStoreConfig(bucket=bucket, ttl=ttl))
+    except nats.errors.Error as exc:
+        raise BusError(f"JetStream object store {bucket!r} unavailable: {exc}") from exc
 
 
 class SubmissionTooLarge(TandemError):
@@ -142,6 +160,7 @@ class TaskClient:
         self.max_submit_bytes = max_submit_bytes
         self.timeout = timeout
         self._kv: Any = None
+        self._objects: Any = None
 
     async def submit(self, submit: TaskSubmit) -> TaskSubmit:
         """Publish ``submit`` to the task stream; return it as sent (large inputs moved out).
@@ -336,16 +355,11 @@ class TaskClient:
         inputs = {fd: t for fd, t in submit.inputs.items() if fd not in large}
         return msgspec.structs.replace(submit, inputs=inputs, input_refs=refs)
 
-    async def _store(self):
-        js = self.bus.jetstream
-        try:
-            try:
-                return await js.object_store(subjects.TASK_DATA_BUCKET)
-            except nats.js.errors.NotFoundError:
-                return await js.create_object_store(subjects.TASK_DATA_BUCKET,
-                                                    ObjectStoreConfig(bucket=subjects.TASK_DATA_BUCKET))
-        except nats.errors.Error as exc:
-            raise BusError(f"object store {subjects.TASK_DATA_BUCKET} unavailable: {exc}") from exc
+    async def _store(self) -> Any:
+        """The object store ``tandem_task_data``, opened once per client."""
+        if self._objects is None:
+            self._objects = await open_object_store(self.bus, subjects.TASK_DATA_BUCKET)
+        return self._objects
 
     async def _object(self, name: str) -> bytes:
         try:
