@@ -14,6 +14,7 @@ from tandem.actors import ChatActor, RouterActor
 from tandem.messages import ChatReply, ChatSend, ChatSession, ChatSessionGet, ChatSessionReply, subjects
 from tandem.services.bus import Bus
 from tandem.services.runtime import start_actors
+from tandem.services.errors import RemoteError
 from tandem.services.tasks import TaskClient
 
 from ..conftest import chat_response, make_config
@@ -69,11 +70,20 @@ async def say(bus: Bus, session: str, text: str, **fields: object) -> ChatReply:
 
 
 async def wait_status(bus: Bus, task_id: str, statuses: set[str], seconds: float = 20) -> str:
+    """Wait for one of ``statuses``; a task the chat still holds in its queue is not submitted yet
+    (``not_found``) and is waited for like any other status."""
     client = TaskClient(bus)
     with anyio.fail_after(seconds):
-        while (status := (await client.get(task_id, resolve=False)).status) not in statuses:
+        while True:
+            try:
+                status = (await client.get(task_id, resolve=False)).status
+            except RemoteError as exc:
+                if exc.code != "not_found":
+                    raise
+                status = "queued in chat"
+            if status in statuses:
+                return status
             await anyio.sleep(0.05)
-    return status
 
 
 async def test_direct_answer_while_a_slow_task_runs_and_intent_once_per_turn(bus: Bus, spans) -> None:
