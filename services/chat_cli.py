@@ -14,6 +14,7 @@ seconds). Every event is one JSON line on stdout: ``reply``, ``task_event``, ``a
 from __future__ import annotations
 
 import json
+import os
 import sys
 from pathlib import Path
 from typing import Annotated, Any, Optional
@@ -30,6 +31,7 @@ def chat_command(
     wait: Annotated[float, typer.Option("--wait", help="With --jsonl: seconds to wait for running tasks at the end.")] = 600.0,
     ephemeral: Annotated[bool, typer.Option("--ephemeral", help="Embedded server only: a throwaway store (the conversation is forgotten).")] = False,
     nats_url: Annotated[Optional[str], typer.Option("--nats-url", envvar="TANDEM_NATS_URL", help="NATS server to use (default: the config's, else an embedded one).")] = None,
+    creds: Annotated[Optional[Path], typer.Option("--creds", envvar="TANDEM_NATS_CREDS", help="NATS credentials file (.creds or an nkey seed).")] = None,
     config_path: Annotated[Optional[Path], typer.Option("--config", "-c", help="YAML config.")] = None,
     verbose: Annotated[int, typer.Option("--verbose", "-v", count=True)] = 0,
 ) -> None:
@@ -43,6 +45,8 @@ def chat_command(
     _setup_logging(verbose)
     if policy not in (None, "enqueue", "reject", "interrupt"):
         raise typer.BadParameter("--policy is one of enqueue, reject, interrupt")
+    if creds is not None:  # _config reads it from the environment, as for every command
+        os.environ["TANDEM_NATS_CREDS"] = str(creds)
     config, url = _config(config_path, nats_url, ephemeral=ephemeral)
     raise typer.Exit(_invoke(_chat, config, url, session, jsonl, policy, wait))
 

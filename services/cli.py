@@ -124,6 +124,19 @@ _TYPES = {".md": "markdown", ".markdown": "markdown", ".txt": "text", ".csv": "c
 
 NatsUrl = Annotated[Optional[str], typer.Option("--nats-url", envvar="TANDEM_NATS_URL",
                     help="NATS server to use. Default: the config's nats.url, else an embedded nats-server.")]
+
+
+def _use_creds(value: Optional[Path]) -> Optional[Path]:
+    # One place for every command: _config (and the processes `tandem up` starts) read the variable.
+    if value is not None:
+        os.environ["TANDEM_NATS_CREDS"] = str(value)
+    return value
+
+
+Creds = Annotated[Optional[Path], typer.Option(
+    "--creds", envvar="TANDEM_NATS_CREDS", callback=_use_creds,
+    help="NATS credentials for a server that requires auth: a .creds file, or an nkey seed file as "
+         "`tandem up` writes (client.nk). TLS: the config's nats.tls_ca/tls_cert/tls_key.")]
 ConfigPath = Annotated[Optional[Path], typer.Option("--config", "-c",
                        help="YAML config. Default: $TANDEM_CONFIG, else the default.yaml shipped with Tandem "
                             "(see `tandem config path`).")]
@@ -173,6 +186,9 @@ def _invoke(fn, *args):
 
 def _config(path: Path | None, nats_url: str | None, *, ephemeral: bool = False) -> tuple[Config, str | None]:
     config = load_config(path)
+    creds = os.environ.get("TANDEM_NATS_CREDS")  # --creds sets it (the option's callback, _use_creds)
+    if creds:
+        config = msgspec.structs.replace(config, nats=msgspec.structs.replace(config.nats, creds=creds))
     if ephemeral:
         config = msgspec.structs.replace(config, nats=msgspec.structs.replace(config.nats, store="ephemeral"))
     return config, nats_url or config.nats.url
@@ -182,7 +198,8 @@ def _open_bus(config: Config, url: str | None, name: str = "tandem"):
     """Connect to ``url``, or start the embedded server on the config's store (persistent unless ephemeral)."""
     from .runtime import open_bus
 
-    return open_bus(url, name=name, store=config.nats.store, store_dir=config.nats.store_dir)
+    return open_bus(url, name=name, store=config.nats.store, store_dir=config.nats.store_dir,
+                    **config.nats.connect_options())
 
 
 def _read_inputs(paths: list[Path]) -> tuple[dict[int, str], dict[int, str]]:
@@ -250,6 +267,7 @@ def run(
     detach: Annotated[bool, typer.Option("--detach", "-d", help="Submit, print the task id and return at once (needs a task actor on --nats-url; follow with `tandem task wait ID`).")] = False,
     ephemeral: Ephemeral = False,
     nats_url: NatsUrl = None,
+    creds: Creds = None,
     config_path: ConfigPath = None,
     verbose: Verbose = 0,
 ) -> None:
@@ -466,6 +484,7 @@ def serve(
     names: Annotated[Optional[list[str]], typer.Argument(help="Actors to serve: planner, router, executor, choice, task (default: all).")] = None,
     ephemeral: Ephemeral = False,
     nats_url: NatsUrl = None,
+    creds: Creds = None,
     config_path: ConfigPath = None,
     verbose: Verbose = 0,
 ) -> None:
@@ -534,6 +553,7 @@ def choose(
     approval: Annotated[bool, typer.Option("--approval", help="The options are approve/reject-like: yes/no words apply.")] = False,
     no_llm: Annotated[bool, typer.Option("--no-llm", help="Pattern matcher only; no model call.")] = False,
     nats_url: NatsUrl = None,
+    creds: Creds = None,
     config_path: ConfigPath = None,
     verbose: Verbose = 0,
 ) -> None:
@@ -630,7 +650,7 @@ def _plans_call(config_path: Path | None, nats_url: str | None, request):
 
 
 @plans_app.command("list")
-def plans_list(nats_url: NatsUrl = None, config_path: ConfigPath = None) -> None:
+def plans_list(nats_url: NatsUrl = None, creds: Creds = None, config_path: ConfigPath = None) -> None:
     """List the recipes: name, shipped or added, description."""
     from rich.table import Table
     from rich.text import Text
@@ -645,7 +665,7 @@ def plans_list(nats_url: NatsUrl = None, config_path: ConfigPath = None) -> None
 
 
 @plans_app.command("show")
-def plans_show(name: Annotated[str, typer.Argument(help="Recipe name.")], nats_url: NatsUrl = None,
+def plans_show(name: Annotated[str, typer.Argument(help="Recipe name.")], nats_url: NatsUrl = None, creds: Creds = None,
                config_path: ConfigPath = None) -> None:
     """Print one recipe as JSON."""
     from tandem.messages.recipes import ShowRecipe
@@ -657,7 +677,7 @@ def plans_show(name: Annotated[str, typer.Argument(help="Recipe name.")], nats_u
 @plans_app.command("add")
 def plans_add(path: Annotated[Path, typer.Argument(help="Recipe file, JSON or YAML.")],
               replace: Annotated[bool, typer.Option("--replace", help="Overwrite a recipe of the same name.")] = False,
-              nats_url: NatsUrl = None, config_path: ConfigPath = None) -> None:
+              nats_url: NatsUrl = None, creds: Creds = None, config_path: ConfigPath = None) -> None:
     """Add a recipe (validated like a plan first)."""
     from tandem.actors._recipes import decode_recipe
     from tandem.messages.recipes import AddRecipe
@@ -673,7 +693,7 @@ def plans_add(path: Annotated[Path, typer.Argument(help="Recipe file, JSON or YA
 
 
 @plans_app.command("remove")
-def plans_remove(name: Annotated[str, typer.Argument(help="Recipe name.")], nats_url: NatsUrl = None,
+def plans_remove(name: Annotated[str, typer.Argument(help="Recipe name.")], nats_url: NatsUrl = None, creds: Creds = None,
                  config_path: ConfigPath = None) -> None:
     """Remove a recipe (a removed shipped recipe stays removed)."""
     from tandem.messages.recipes import RemoveRecipe
@@ -727,6 +747,7 @@ def tasks_cmd(
     limit: Annotated[int, typer.Option("--limit", "-n", help="How many, newest first.", min=1, max=1000)] = 20,
     status: Annotated[Optional[str], typer.Option("--status", help="Only tasks with this status (running, failed …).")] = None,
     nats_url: NatsUrl = None,
+    creds: Creds = None,
     config_path: ConfigPath = None,
 ) -> None:
     """List recent tasks with their status and age."""
@@ -769,6 +790,7 @@ def _print_state(state, *, full: bool) -> None:
 def task_show(
     task_id: Annotated[str, typer.Argument(help="The task id.")],
     nats_url: NatsUrl = None,
+    creds: Creds = None,
     config_path: ConfigPath = None,
 ) -> None:
     """Status, plan, steps and result of one task."""
@@ -780,6 +802,7 @@ def task_show(
 def task_cancel(
     task_id: Annotated[str, typer.Argument(help="The task id.")],
     nats_url: NatsUrl = None,
+    creds: Creds = None,
     config_path: ConfigPath = None,
 ) -> None:
     """Cancel a task wherever it is (queued, planning, awaiting approval, running)."""
@@ -793,6 +816,7 @@ def task_wait(
     task_id: Annotated[str, typer.Argument(help="The task id.")],
     output: Annotated[Optional[Path], typer.Option("--output", "-o", help="Write the result here instead of stdout.")] = None,
     nats_url: NatsUrl = None,
+    creds: Creds = None,
     config_path: ConfigPath = None,
 ) -> None:
     """Wait until a task ends; print its result like `tandem run` does."""
@@ -833,6 +857,9 @@ def config_path_cmd(config_path: ConfigPath = None) -> None:
 # tandem cache list|clear: registered lazily through _LAZY_GROUPS (its module imports the bus)
 app.command("chat")(__import__("tandem.services.chat_cli", fromlist=["chat_command"]).chat_command)  # tandem chat
 app.command("schema")(__import__("tandem.services.schema_cli", fromlist=["schema_command"]).schema_command)  # tandem schema
+_deploy = __import__("tandem.services.deploy_cli", fromlist=["up_command", "status_command"])
+app.command("up")(_deploy.up_command)  # tandem up
+app.command("status")(_deploy.status_command)  # tandem status
 
 
 def main() -> None:

@@ -76,12 +76,51 @@ class NatsConfig(_Conf, frozen=True, kw_only=True):
     store_dir : str or None
         Where the persistent store lives; ``None``: ``$XDG_STATE_HOME/tandem/nats``
         (``~/.local/state/tandem/nats``). ``$TANDEM_STORE_DIR`` overrides.
+    creds : str or None
+        Credentials file for a server that requires auth: a ``.creds`` file (user JWT +
+        nkey seed) or an nkey user seed file, as ``tandem up`` writes one per actor and
+        one for clients. ``--creds`` / ``$TANDEM_NATS_CREDS`` override.
+    tls_ca, tls_cert, tls_key : str or None
+        PEM files for TLS: the CA that signed the server's certificate, and a client
+        certificate and key when the server verifies clients.
+    inbox_prefix : str
+        Prefix of this process's reply subjects; a server with per-user permissions
+        allows each user only its own (``tandem up`` sets ``_INBOX_<user>``).
     """
 
     url: str | None = None
     request_timeout_s: float = 300.0
     store: Literal["persistent", "ephemeral"] = "persistent"
     store_dir: str | None = None
+    creds: str | None = None
+    tls_ca: str | None = None
+    tls_cert: str | None = None
+    tls_key: str | None = None
+    inbox_prefix: str = "_INBOX"
+
+    def connect_options(self) -> dict[str, Any]:
+        """Keywords for :meth:`tandem.services.bus.Bus.connect`: ``credentials``, ``tls``, ``inbox_prefix``.
+
+        Raises
+        ------
+        ConfigError
+            When a TLS file cannot be loaded.
+        """
+        options: dict[str, Any] = {"inbox_prefix": self.inbox_prefix}
+        if self.creds:
+            options["credentials"] = os.path.expanduser(self.creds)
+        if self.tls_ca or self.tls_cert:
+            import ssl
+
+            try:
+                context = ssl.create_default_context(cafile=self.tls_ca and os.path.expanduser(self.tls_ca))
+                if self.tls_cert:
+                    context.load_cert_chain(os.path.expanduser(self.tls_cert),
+                                            self.tls_key and os.path.expanduser(self.tls_key))
+            except (OSError, ssl.SSLError) as exc:
+                raise ConfigError(f"nats TLS files: {exc}") from exc
+            options["tls"] = context
+        return options
 
 
 class TwoStageFallback(_Conf, frozen=True, kw_only=True):

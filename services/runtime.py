@@ -7,6 +7,7 @@ import os
 from collections.abc import AsyncIterator, Callable, Iterable
 from contextlib import AsyncExitStack, asynccontextmanager
 from pathlib import Path
+from typing import Any
 
 import anyio
 from tandem.messages import Ping, Pong, subjects
@@ -27,7 +28,7 @@ def ephemeral_requested(store: str = "persistent") -> bool:
 
 @asynccontextmanager
 async def open_bus(url: str | None, *, name: str = "tandem", store: str = "persistent",
-                   store_dir: str | Path | None = None) -> AsyncIterator[tuple[Bus, str]]:
+                   store_dir: str | Path | None = None, **connect_options: Any) -> AsyncIterator[tuple[Bus, str]]:
     """Connect to ``url``, or start an embedded ``nats-server`` when ``url`` is ``None``.
 
     Parameters
@@ -42,6 +43,9 @@ async def open_bus(url: str | None, *, name: str = "tandem", store: str = "persi
         the persistent store, this one runs on a temporary store with a warning.
     store_dir : str, Path or None
         ``nats.store_dir``; ``None``: :func:`~tandem.services.bus.default_store_dir`.
+    **connect_options
+        Passed to :meth:`Bus.connect` for ``url`` (``credentials``, ``tls``, ``inbox_prefix``:
+        :meth:`tandem.services.config.NatsConfig.connect_options`); unused by the embedded server.
 
     Yields
     ------
@@ -62,7 +66,8 @@ async def open_bus(url: str | None, *, name: str = "tandem", store: str = "persi
                 persistent=persistent, store_dir=Path(store_dir).expanduser() if store_dir and persistent else None))
             url = server.url
             log.info("embedded nats-server on %s (store: %s)", url, server.store or "temporary")
-        bus = await Bus.connect(url, name=name)
+            connect_options = {}
+        bus = await Bus.connect(url, name=name, **connect_options)
         stack.push_async_callback(bus.close)
         yield bus, url
 

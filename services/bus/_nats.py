@@ -22,6 +22,8 @@ from __future__ import annotations
 import functools
 import itertools
 import logging
+import os
+import ssl
 from collections.abc import Awaitable, Callable, Mapping
 from typing import Any, TypeVar
 
@@ -94,6 +96,30 @@ def redact_url(url: str) -> str:
 
 
 @functools.cache
+def _auth_options(credentials: str | os.PathLike[str] | None, tls: ssl.SSLContext | None,
+                  inbox_prefix: str) -> dict[str, Any]:
+    """nats-py ``connect`` keywords for a credentials file (``.creds`` or bare nkey seed), TLS and the inbox prefix."""
+    options: dict[str, Any] = {"inbox_prefix": inbox_prefix}
+    if tls is not None:
+        options["tls"] = tls
+    if credentials is None:
+        return options
+    path = os.fspath(credentials)
+    try:
+        with open(path, encoding="utf-8") as fh:
+            text = fh.read(64 * 1024)
+    except OSError as exc:
+        raise BusConnectError(f"cannot read NATS credentials {path}: {exc.strerror or exc}") from exc
+    if "BEGIN NATS USER JWT" in text:
+        options["user_credentials"] = path
+    elif text.strip().startswith("SU"):
+        options["nkeys_seed"] = path
+    else:
+        raise BusConnectError(f"NATS credentials {path}: neither a .creds file (user JWT + seed) "
+                              "nor an nkey user seed (SU...)")
+    return options
+
+
 def _reply_decoder(reply_type: Any) -> msgspec.json.Decoder[Any]:
     return decoder(reply_type | ErrorReply)
 
@@ -174,7 +200,9 @@ class Bus:
     # -- connection ---------------------------------------------------------------------------
 
     @classmethod
-    async def connect(cls, url: str, *, name: str = "tandem", connect_timeout: float = 2.0, **options: Any) -> Bus:
+    async def connect(cls, url: str, *, name: str = "tandem", connect_timeout: float = 2.0,
+                      credentials: str | os.PathLike[str] | None = None, tls: ssl.SSLContext | None = None,
+                      inbox_prefix: str = "_INBOX", **options: Any) -> Bus:
         """Connect to ``url``.
 
         Parameters
@@ -183,6 +211,15 @@ class Bus:
         name : str
             Client name shown by the server.
         connect_timeout : float
+        credentials : path or None
+            A NATS credentials file: a ``.creds`` file (user JWT and nkey seed, decentralized
+            auth) or a file holding just an nkey seed (``SU...``, the server config lists the
+            public key, as ``tandem up`` generates). Read by nats-py on every (re)connect.
+        tls : ssl.SSLContext or None
+            TLS for ``tls://`` URLs or servers that require it.
+        inbox_prefix : str
+            Prefix of reply subjects (``<prefix>.<id>.*``); a server with per-user permissions
+            lets each user subscribe only to its own prefix.
         **options
             Passed to :class:`Bus` (``liveness``, ``max_object_bytes``, ``payload_ttl``,
             ``tracer_provider``).
@@ -194,14 +231,16 @@ class Bus:
             message shows the URL without its password.
         """
         bus = cls.__new__(cls)
-        nc = await bus._open(url, name=name, connect_timeout=connect_timeout)
+        connect_options: dict[str, Any] = {"name": name, "connect_timeout": connect_timeout,
+                                           "auth": _auth_options(credentials, tls, inbox_prefix)}
+        nc = await bus._open(url, **connect_options)
         cls.__init__(bus, nc, **options)
         bus._url = url
-        bus._connect_options = {"name": name, "connect_timeout": connect_timeout}
+        bus._connect_options = connect_options
         bus._watch(nc, 0)
         return bus
 
-    async def _open(self, url: str, *, name: str, connect_timeout: float) -> Client:
+    async def _open(self, url: str, *, name: str, connect_timeout: float, auth: dict[str, Any]) -> Client:
         errors: list[Exception] = []
         connected = False
 
@@ -218,7 +257,7 @@ class Bus:
             with anyio.fail_after(connect_timeout * 2):
                 await nc.connect(
                     url, name=name, connect_timeout=connect_timeout, allow_reconnect=True,
-                    max_reconnect_attempts=-1, reconnect_time_wait=0.5, error_cb=on_error,
+                    max_reconnect_attempts=-1, reconnect_time_wait=0.5, error_cb=on_error, **auth,
                 )
         except (OSError, nats.errors.Error, TimeoutError) as exc:
             with anyio.CancelScope(shield=True):
@@ -558,7 +597,8 @@ class Bus:
             return self._inbox_prefix
         async with self._inbox_lock:
             if self._inbox_prefix is None:
-                prefix = f"_INBOX.{new_id()}."
+                base = self._connect_options.get("auth", {}).get("inbox_prefix", "_INBOX")
+                prefix = f"{base}.{new_id()}."
                 self._inbox_sub = await self.nc.subscribe(prefix + "*", cb=self._on_reply)
                 self._inbox_prefix = prefix
         return self._inbox_prefix
