@@ -225,7 +225,7 @@ class ContextActor(Actor):
             name=subjects.CONTEXT_STREAM, subjects=[subjects.HISTORY_ALL], storage=StorageType.FILE,
             allow_direct=True, discard=DiscardPolicy.OLD,
             # a safety net only: trimming is the summary's job, and a failing summary keeps messages
-            max_msgs_per_subject=max(10 * self.keep, 1000),
+            max_msgs_per_subject=max(10 * self.keep, 1000), num_replicas=self.bus.replicas,
         )
         js = self.bus.jetstream
         try:

@@ -117,7 +117,7 @@ async def ensure_task_stream(bus: Bus, loop: TaskLoopConfig) -> None:
     stream = StreamConfig(
         name=subjects.TASK_STREAM, subjects=[subjects.TASK_SUBMIT], retention=RetentionPolicy.WORK_QUEUE,
         max_msgs=loop.max_queued, max_msg_size=loop.max_submit_bytes, discard=DiscardPolicy.NEW,
-        duplicate_window=120.0, max_age=loop.retention_s,
+        duplicate_window=120.0, max_age=loop.retention_s, num_replicas=bus.replicas,
     )
     consumer = ConsumerConfig(
         durable_name=subjects.TASK_CONSUMER, ack_policy=AckPolicy.EXPLICIT, ack_wait=loop.ack_wait_s,

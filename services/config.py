@@ -86,6 +86,9 @@ class NatsConfig(_Conf, frozen=True, kw_only=True):
     inbox_prefix : str
         Prefix of this process's reply subjects; a server with per-user permissions
         allows each user only its own (``tandem up`` sets ``_INBOX_<user>``).
+    replicas : int
+        Replicas of the streams, KV buckets and object stores Tandem creates: 1 on one
+        server, 3 on a three-node cluster (``tandem up --cluster 3`` sets it).
     """
 
     url: str | None = None
@@ -97,16 +100,17 @@ class NatsConfig(_Conf, frozen=True, kw_only=True):
     tls_cert: str | None = None
     tls_key: str | None = None
     inbox_prefix: str = "_INBOX"
+    replicas: int = 1
 
     def connect_options(self) -> dict[str, Any]:
-        """Keywords for :meth:`tandem.services.bus.Bus.connect`: ``credentials``, ``tls``, ``inbox_prefix``.
+        """Keywords for :meth:`tandem.services.bus.Bus.connect`: ``credentials``, ``tls``, ``inbox_prefix``, ``replicas``.
 
         Raises
         ------
         ConfigError
             When a TLS file cannot be loaded.
         """
-        options: dict[str, Any] = {"inbox_prefix": self.inbox_prefix}
+        options: dict[str, Any] = {"inbox_prefix": self.inbox_prefix, "replicas": self.replicas}
         if self.creds:
             options["credentials"] = os.path.expanduser(self.creds)
         if self.tls_ca or self.tls_cert:

@@ -83,7 +83,7 @@ async def open_object_store(bus: Bus, bucket: str, *, ttl: float | None = None) 
         try:
             return await js.object_store(bucket)
         except nats.js.errors.NotFoundError:
-            return await js.create_object_store(bucket, ObjectStoreConfig(bucket=bucket, ttl=ttl))
+            return await js.create_object_store(bucket, ObjectStoreConfig(bucket=bucket, ttl=ttl, replicas=bus.replicas))
     except nats.errors.Error as exc:
         raise BusError(f"JetStream object store {bucket!r} unavailable: {exc}") from exc
 

@@ -174,8 +174,10 @@ class Bus:
     """
 
     def __init__(self, nc: Client, *, liveness: float = 5.0, max_object_bytes: int = 64 * 1024 * 1024,
-                 payload_ttl: float = 3600.0, tracer_provider: Any | None = None) -> None:
+                 payload_ttl: float = 3600.0, tracer_provider: Any | None = None, replicas: int = 1) -> None:
         self.nc = nc
+        self.replicas = replicas
+        """Replicas of the streams, KV buckets and object stores Tandem creates (3 on a 3-node cluster)."""
         self.tracer_provider = tracer_provider
         self._send_hops: dict[tuple[str, str | None], HopAttributes] = {}
         self.liveness = liveness
@@ -222,7 +224,7 @@ class Bus:
             lets each user subscribe only to its own prefix.
         **options
             Passed to :class:`Bus` (``liveness``, ``max_object_bytes``, ``payload_ttl``,
-            ``tracer_provider``).
+            ``tracer_provider``, ``replicas``).
 
         Raises
         ------
@@ -243,22 +245,27 @@ class Bus:
     async def _open(self, url: str, *, name: str, connect_timeout: float, auth: dict[str, Any]) -> Client:
         errors: list[Exception] = []
         connected = False
+        refused = anyio.CancelScope()
 
         async def on_error(exc: Exception) -> None:
             if connected:
                 log.warning("NATS: %s", exc)
-            else:
-                errors.append(exc)  # reported once, in BusConnectError
+                return
+            errors.append(exc)  # reported once, in BusConnectError
+            if isinstance(exc, nats.errors.AuthorizationError) or "authorization violation" in str(exc).lower():
+                refused.cancel()  # wrong or missing credentials: retrying will not help
 
         nc = Client()
         try:
             # nats-py keeps retrying a failed first connect when reconnects are
             # allowed; bound it, and keep its per-attempt errors for the message.
-            with anyio.fail_after(connect_timeout * 2):
+            with refused, anyio.fail_after(connect_timeout * 2):
                 await nc.connect(
                     url, name=name, connect_timeout=connect_timeout, allow_reconnect=True,
                     max_reconnect_attempts=-1, reconnect_time_wait=0.5, error_cb=on_error, **auth,
                 )
+            if refused.cancel_called:
+                raise nats.errors.AuthorizationError
         except (OSError, nats.errors.Error, TimeoutError) as exc:
             with anyio.CancelScope(shield=True):
                 await nc.close()
@@ -387,7 +394,7 @@ class Bus:
         BusError
             When JetStream is not enabled on the server.
         """
-        config = KeyValueConfig(bucket=bucket, history=history, ttl=ttl)
+        config = KeyValueConfig(bucket=bucket, history=history, ttl=ttl, replicas=self.replicas)
         await self._ensure_open()
         try:
             try:
@@ -410,7 +417,7 @@ class Bus:
                 self._obs = await self.jetstream.object_store(PAYLOAD_BUCKET)
             except (BucketNotFoundError, nats.js.errors.NotFoundError):
                 self._obs = await self.jetstream.create_object_store(
-                    PAYLOAD_BUCKET, ObjectStoreConfig(bucket=PAYLOAD_BUCKET, ttl=self.payload_ttl,
+                    PAYLOAD_BUCKET, ObjectStoreConfig(bucket=PAYLOAD_BUCKET, ttl=self.payload_ttl, replicas=self.replicas,
                                                       description="Tandem payloads over max_payload"),
                 )
         except nats.js.errors.BadRequestError:

@@ -384,7 +384,8 @@ def setup_tracing(
     resource = Resource.create(
         {
             SERVICE_NAME: service_name,
-            SERVICE_INSTANCE_ID: uuid.uuid4().hex,
+            # TANDEM_INSTANCE_ID: set per process by `tandem up` (e.g. "router.2"), so a trace shows which replica did what
+            SERVICE_INSTANCE_ID: os.environ.get("TANDEM_INSTANCE_ID") or uuid.uuid4().hex,
             PROCESS_PID: os.getpid(),
         }
     )
