@@ -782,7 +782,11 @@ def redact_url(url: str) -> str:
     --------
     >>> redact_url("nats://app:s3cret@127.0.0.1:4222")
     'nats://app:***@127.0.0.1:4222'
+    >>> redact_url("nats://a:x@h:1,nats://a:y@h:2")  # a cluster's URLs
+    'nats://a:***@h:1,nats://a:***@h:2'
     """
+    if "," in url:
+        return ",".join(redact_url(part) for part in url.split(","))
     parts = urlsplit(url)
     if not parts.netloc or "@" not in parts.netloc:
         return url

@@ -95,7 +95,6 @@ def redact_url(url: str) -> str:
     return _redact(url)
 
 
-@functools.cache
 def _auth_options(credentials: str | os.PathLike[str] | None, tls: ssl.SSLContext | None,
                   inbox_prefix: str) -> dict[str, Any]:
     """nats-py ``connect`` keywords for a credentials file (``.creds`` or bare nkey seed), TLS and the inbox prefix."""
@@ -120,6 +119,7 @@ def _auth_options(credentials: str | os.PathLike[str] | None, tls: ssl.SSLContex
     return options
 
 
+@functools.cache
 def _reply_decoder(reply_type: Any) -> msgspec.json.Decoder[Any]:
     return decoder(reply_type | ErrorReply)
 
@@ -210,6 +210,8 @@ class Bus:
         Parameters
         ----------
         url : str
+            One server, or a cluster's as ``nats://a:4222,nats://b:4222`` (the client fails
+            over between them and learns the others from the server).
         name : str
             Client name shown by the server.
         connect_timeout : float
@@ -261,7 +263,7 @@ class Bus:
             # allowed; bound it, and keep its per-attempt errors for the message.
             with refused, anyio.fail_after(connect_timeout * 2):
                 await nc.connect(
-                    url, name=name, connect_timeout=connect_timeout, allow_reconnect=True,
+                    [u.strip() for u in url.split(",")] if "," in url else url, name=name, connect_timeout=connect_timeout, allow_reconnect=True,
                     max_reconnect_attempts=-1, reconnect_time_wait=0.5, error_cb=on_error, **auth,
                 )
             if refused.cancel_called:
