@@ -835,6 +835,10 @@ def load_config(path: Path | None = None) -> Config:
     ConfigError
         When the file is missing, is not YAML, or fails validation; the
         message names the file and the field path.
+
+    Notes
+    -----
+    :data:`NATS_ENV` variables override ``nats.creds``, ``nats.inbox_prefix`` and ``nats.replicas``.
     """
     where_from, data = _read_config(path)
     path = Path(where_from)
@@ -847,9 +851,28 @@ def load_config(path: Path | None = None) -> Config:
     except (msgspec.DecodeError, ValueError) as exc:
         raise ConfigError(f"{path}: not valid YAML: {exc}") from exc
     try:
-        return apply_note_spelling(config)
+        return _nats_from_env(apply_note_spelling(config))
     except ConfigError as exc:
         raise ConfigError(f"{path}: {exc}") from exc
+
+
+NATS_ENV = {"TANDEM_NATS_CREDS": "creds", "TANDEM_NATS_INBOX_PREFIX": "inbox_prefix", "TANDEM_NATS_REPLICAS": "replicas"}
+"""Environment variables that override ``nats.*`` fields (``tandem up`` sets them for each process it starts)."""
+
+
+def _nats_from_env(config: Config) -> Config:
+    changes: dict[str, Any] = {}
+    for env, field in NATS_ENV.items():
+        value = os.environ.get(env, "").strip()
+        if not value:
+            continue
+        if field == "replicas":
+            if not value.isdigit() or not 1 <= int(value) <= 5:
+                raise ConfigError(f"${env}={value!r}: JetStream replicas are 1 to 5")
+            changes[field] = int(value)
+        else:
+            changes[field] = value
+    return msgspec.structs.replace(config, nats=msgspec.structs.replace(config.nats, **changes)) if changes else config
 
 
 def _model_key(config: Config, name: str, field: str) -> str:
