@@ -67,7 +67,7 @@ async def _store_bus(config: Config, url: str | None) -> AsyncIterator[tuple[Bus
         if holder is not None and holder.get("url"):
             url = str(holder["url"])
     if url is not None:
-        bus = await Bus.connect(url, name="tandem-cache")
+        bus = await Bus.connect(url, name="tandem-cache", **config.nats.connect_options())  # $TANDEM_NATS_CREDS
         try:
             yield bus, url
         finally:
