@@ -1,5 +1,16 @@
 """The multi-process deployment: topology, generated nats-server config and permissions, supervisor."""
 
-from ._topology import Deployment, NodeSpec, Topology, parse_replicas, render
+from ._topology import (
+    CLIENT,
+    CLUSTER_NAME,
+    Deployment,
+    NodeSpec,
+    Topology,
+    inbox_prefix,
+    parse_replicas,
+    render,
+    user_names,
+)
 
-__all__ = ["Deployment", "NodeSpec", "Topology", "parse_replicas", "render"]
+__all__ = ["CLIENT", "CLUSTER_NAME", "Deployment", "NodeSpec", "Topology", "inbox_prefix", "parse_replicas", "render",
+           "user_names"]

@@ -8,11 +8,16 @@ process. The supervisor (``_supervisor``) only starts what a :class:`Deployment`
 
 from __future__ import annotations
 
+import os
+import socket
 from pathlib import Path
 
 import msgspec
 
-__all__ = ["Deployment", "NodeSpec", "Topology", "parse_replicas", "render"]
+from tandem.services.errors import ConfigError
+
+__all__ = ["CLIENT", "CLUSTER_NAME", "Deployment", "NodeSpec", "Topology", "inbox_prefix", "parse_replicas", "render",
+           "user_names"]
 
 
 def parse_replicas(text: str) -> dict[str, int]:
@@ -53,6 +58,11 @@ class Topology(msgspec.Struct, frozen=True, kw_only=True):
         Interface the servers listen on.
     port : int
         Client port of the first node (the others: the next free ports); 0 picks free ports.
+    max_payload : int
+        The servers' ``max_payload``, bytes (1 MiB, the nats-server default, written
+        explicitly); larger messages go through the JetStream object store.
+    monitoring : bool
+        Open each node's HTTP monitoring port (``/varz``, ``/jsz``) on a free port.
     """
 
     replicas: dict[str, int] = msgspec.field(default_factory=dict)
@@ -60,6 +70,8 @@ class Topology(msgspec.Struct, frozen=True, kw_only=True):
     secure: bool = True
     host: str = "127.0.0.1"
     port: int = 4222
+    max_payload: int = 1024 * 1024
+    monitoring: bool = False
 
     def count(self, actor: str) -> int:
         """Processes of ``actor`` (1 unless :attr:`replicas` says otherwise)."""
@@ -67,13 +79,22 @@ class Topology(msgspec.Struct, frozen=True, kw_only=True):
 
 
 class NodeSpec(msgspec.Struct, frozen=True, kw_only=True):
-    """One nats-server: its name, generated config file, client URL, cluster port and store."""
+    """One nats-server: its name, generated config file, client URL, cluster port and store.
+
+    ``cluster_port`` is 0 on a single server; ``http_port`` is 0 without monitoring.
+    Start it with ``nats-server -c <config_path>`` (:meth:`command`).
+    """
 
     name: str
     config_path: str
     client_url: str
     cluster_port: int
     store_dir: str
+    http_port: int = 0
+
+    def command(self, binary: str) -> list[str]:
+        """Return the argv that starts this node with ``binary`` (``find_nats_server()``)."""
+        return [binary, "-c", self.config_path]
 
 
 class Deployment(msgspec.Struct, frozen=True, kw_only=True):
@@ -92,6 +113,8 @@ class Deployment(msgspec.Struct, frozen=True, kw_only=True):
         User → the reply-subject prefix its permissions allow (``_INBOX_<user>``).
     jetstream_replicas : int
         Replicas of the streams, KV buckets and object stores (3 on a 3-node cluster).
+    max_payload : int
+        The servers' ``max_payload``.
     """
 
     directory: str
@@ -100,6 +123,7 @@ class Deployment(msgspec.Struct, frozen=True, kw_only=True):
     credentials: dict[str, str]
     inbox_prefixes: dict[str, str]
     jetstream_replicas: int
+    max_payload: int = 1024 * 1024
 
     def env_for(self, user: str, instance: str | None = None) -> dict[str, str]:
         """Environment of a process connecting as ``user`` (an actor name or ``"client"``).
@@ -121,9 +145,154 @@ class Deployment(msgspec.Struct, frozen=True, kw_only=True):
 def render(topology: Topology, directory: Path) -> Deployment:
     """Write the nats-server config(s) and credentials for ``topology`` into ``directory``.
 
+    Layout of ``directory``::
+
+        nats/n1.conf …        one config per node (mode 0600: it lists the users' public keys)
+        store/n1/ …           each node's JetStream store (kept across renders and restarts)
+        creds/ (0700)         when secure: <user>.nk, one nkey seed per actor and client (0600)
+
+    Rendering again rotates every credential (new seeds, new config) and picks ports again
+    when ``topology.port`` is 0; the stores are kept.
+
+    Parameters
+    ----------
+    topology : Topology
+    directory : Path
+        Created when missing. Must not lie inside Tandem's source tree (credentials are
+        never written into the repository).
+
+    Returns
+    -------
+    Deployment
+
     Raises
     ------
     ConfigError
-        When the topology cannot be rendered (a port in use, cluster size not 1 or 3).
+        When the topology cannot be rendered (a port in use, cluster size not 1 or 3, a
+        directory inside the source tree).
+
+    Examples
+    --------
+    >>> deployment = render(Topology(port=0, cluster=3), Path(tempfile.mkdtemp()))  # doctest: +SKIP
+    >>> deployment.url  # doctest: +SKIP
+    'nats://127.0.0.1:41231,nats://127.0.0.1:40415,nats://127.0.0.1:35701'
     """
-    raise NotImplementedError("issue 15: being written")
+    from ._natsconf import ClusterSpec, UserEntry, node_config
+
+    if topology.cluster not in (1, 3):
+        raise ConfigError(f"--cluster {topology.cluster}: a deployment runs 1 nats-server or a cluster of 3")
+    if not 1024 <= topology.max_payload <= 64 * 1024 * 1024:
+        raise ConfigError(f"max_payload {topology.max_payload}: expected 1 KiB .. 64 MiB")
+    directory = Path(directory).expanduser().resolve()
+    if directory.is_relative_to(_SOURCE_TREE):
+        raise ConfigError(f"{directory} is inside Tandem's source tree ({_SOURCE_TREE}); credentials are never "
+                          "written into the repository: pick a directory outside it")
+    (directory / "nats").mkdir(parents=True, exist_ok=True)
+    os.chmod(directory / "nats", 0o700)
+
+    names = [f"n{i}" for i in range(1, topology.cluster + 1)]
+    ports = _client_ports(topology)
+    cluster_ports = [_free_port(topology.host) for _ in names] if topology.cluster > 1 else [0] * len(names)
+    http_ports = [_free_port(topology.host) for _ in names] if topology.monitoring else [0] * len(names)
+
+    users: list[UserEntry] | None = None
+    credentials: dict[str, str] = {}
+    prefixes = {user: inbox_prefix(user) for user in user_names()}
+    if topology.secure:
+        from ._permissions import user_permissions
+
+        creds_dir = directory / "creds"
+        creds_dir.mkdir(exist_ok=True)
+        os.chmod(creds_dir, 0o700)
+        users = []
+        for user, permissions in user_permissions().items():
+            seed, public = _new_user_key()
+            path = creds_dir / f"{user}.nk"
+            _write_secret(path, seed + b"\n")
+            credentials[user] = str(path)
+            users.append(UserEntry(name=user, nkey=public, permissions=permissions.to_config()))
+
+    nodes: list[NodeSpec] = []
+    for i, name in enumerate(names):
+        store = directory / "store" / name
+        store.mkdir(parents=True, exist_ok=True)
+        cluster = None
+        if topology.cluster > 1:
+            cluster = ClusterSpec(name=CLUSTER_NAME, host=topology.host, port=cluster_ports[i],
+                                  routes=[f"nats-route://{topology.host}:{p}"
+                                          for j, p in enumerate(cluster_ports) if j != i])
+        text = node_config(
+            server_name=f"tandem-{name}", host=topology.host, port=ports[i], store_dir=str(store),
+            max_payload=topology.max_payload, http_port=http_ports[i], cluster=cluster, users=users,
+            header=(f"Generated by tandem up ({'secure' if topology.secure else 'OPEN: no authentication'}); "
+                    "rendering again replaces this file and rotates the credentials."))
+        path = directory / "nats" / f"{name}.conf"
+        _write_secret(path, text.encode())
+        nodes.append(NodeSpec(name=name, config_path=str(path), client_url=f"nats://{topology.host}:{ports[i]}",
+                              cluster_port=cluster_ports[i], store_dir=str(store), http_port=http_ports[i]))
+    return Deployment(directory=str(directory), nodes=nodes, url=",".join(n.client_url for n in nodes),
+                      credentials=credentials, inbox_prefixes=prefixes,
+                      jetstream_replicas=3 if topology.cluster == 3 else 1, max_payload=topology.max_payload)
+
+
+CLUSTER_NAME = "tandem"
+"""The ``cluster { name }`` of a three-node deployment."""
+
+CLIENT = "client"
+"""The user every non-actor process (CLI, chat, other services) connects as."""
+
+
+def user_names() -> list[str]:
+    """Return every user a secure deployment has: each actor's name, then ``client``."""
+    from tandem.actors import ACTORS
+
+    return [*ACTORS, CLIENT]
+
+
+def inbox_prefix(user: str) -> str:
+    """Return the reply-subject prefix of ``user``: ``_INBOX_<user>``.
+
+    Examples
+    --------
+    >>> inbox_prefix("router")
+    '_INBOX_router'
+    """
+    return f"_INBOX_{user}"
+
+
+_SOURCE_TREE = Path(__file__).resolve().parents[2]
+
+
+def _new_user_key() -> tuple[bytes, str]:
+    import nkeys
+
+    seed = nkeys.encode_seed(os.urandom(32), nkeys.PREFIX_BYTE_USER)
+    return seed, nkeys.from_seed(seed).public_key.decode()
+
+
+def _write_secret(path: Path, data: bytes) -> None:
+    """Write ``data`` to ``path`` with mode 0600 from the start (never readable by others, not even briefly)."""
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.unlink(missing_ok=True)
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    with os.fdopen(fd, "wb") as fh:
+        fh.write(data)
+    os.replace(tmp, path)
+
+
+def _free_port(host: str) -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.bind((host, 0))
+        return int(s.getsockname()[1])
+
+
+def _client_ports(topology: Topology) -> list[int]:
+    if topology.port == 0:
+        return [_free_port(topology.host) for _ in range(topology.cluster)]
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        try:
+            s.bind((topology.host, topology.port))
+        except OSError as exc:
+            raise ConfigError(f"port {topology.port} on {topology.host} is in use ({exc.strerror}): stop what "
+                              "listens there or pass --port 0") from exc
+    return [topology.port, *(_free_port(topology.host) for _ in range(topology.cluster - 1))]
