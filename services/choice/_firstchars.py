@@ -12,7 +12,9 @@ the dispatch with the plain combined regex on every tested answer.
 
 from __future__ import annotations
 
-__all__ = ["first_chars"]
+from typing import Final
+
+__all__ = ["ANY", "first_chars", "first_pairs"]
 
 _DIGITS = frozenset("0123456789")
 _SPACE = frozenset(" \t\n\r\f\v")
@@ -223,3 +225,157 @@ def first_chars(pattern: str) -> frozenset[str]:
     if f is None or nullable or not f:
         raise ValueError(f"pattern can start anywhere or match nothing: {pattern[:60]!r}")
     return f
+
+
+# --------------------------------------------------------------------------- first two characters
+
+ANY: Final = "\uffff"
+"""Stands for "any character" in a prefix from :func:`first_pairs`."""
+
+_CAP: Final = 4096  # prefix sets larger than this forget their second characters (still sound)
+
+
+def _cat(a: frozenset[str], b: frozenset[str]) -> frozenset[str]:
+    """Prefixes (up to two characters) of a match of ``a`` followed by one of ``b``."""
+    out = {u if len(u) == 2 else (u + v)[:2] for u in a for v in (b if len(u) < 2 else ("",))}
+    if len(out) > _CAP:
+        out = {u[0] + ANY if len(u) == 2 else u for u in out}
+    return frozenset(out)
+
+
+def _p_escape(r: _Reader) -> frozenset[str]:
+    kind, s = _escape(r)
+    if kind == "zero":
+        return frozenset(("",))
+    return frozenset((ANY,)) if s is None else s
+
+
+def _p_alternation(r: _Reader) -> frozenset[str]:
+    acc: set[str] = set()
+    while True:
+        acc |= _p_sequence(r)
+        if r.peek() == "|":
+            r.take()
+            continue
+        return frozenset(acc)
+
+
+def _p_sequence(r: _Reader) -> frozenset[str]:
+    acc = frozenset(("",))
+    while True:
+        ch = r.peek()
+        if ch in ("", "|", ")"):
+            return acc
+        r.take()
+        item: frozenset[str]
+        if ch == "(":
+            if r.peek() == "?":
+                r.take()
+                kind = r.take()
+                if kind in "=!" or (kind == "<" and r.peek() in "=!"):
+                    if kind == "<":
+                        r.take()
+                    _p_alternation(r)
+                    item = frozenset(("",))
+                elif kind == ":":
+                    item = _p_alternation(r)
+                elif kind == "P" and r.peek() == "<":
+                    r.i = r.p.index(">", r.i) + 1
+                    item = _p_alternation(r)
+                else:
+                    raise ValueError(f"unsupported group (?{kind} in the lexicon")
+            else:
+                item = _p_alternation(r)
+            if r.take() != ")":
+                raise ValueError("unbalanced parenthesis")
+        elif ch == "[":
+            c = _class(r)
+            item = frozenset((ANY,)) if c is None else c
+        elif ch == "\\":
+            item = _p_escape(r)
+        elif ch == ".":
+            item = frozenset((ANY,))
+        elif ch in "^$":
+            item = frozenset(("",))
+        else:
+            item = frozenset(ch)
+        start = r.i
+        zero = _quantifier(r)
+        if zero is not None:  # repeated: once, twice or (when allowed) not at all; more adds nothing to two characters
+            quant = r.p[start : r.i]
+            if quant[0] == "{":
+                body = quant[1 : quant.index("}")]
+                lo, comma, hi = body.partition(",")
+                most = (hi.strip() or "2") if comma else lo
+                twice = int(most) >= 2
+            else:
+                twice = quant[0] in "*+"
+            item = item | (_cat(item, item) if twice else frozenset()) | (frozenset(("",)) if zero else frozenset())
+        acc = _cat(acc, item)
+        if all(len(u) == 2 for u in acc):
+            _skip(r)
+            return acc
+
+
+def _skip(r: _Reader) -> None:
+    """Move past the rest of the current sequence (up to ``|`` or ``)`` at this depth)."""
+    depth = 0
+    while r.i < len(r.p):
+        ch = r.peek()
+        if ch == "\\":
+            r.i += 2 if r.p[r.i + 1] != "u" else 6
+            continue
+        if ch == "[":
+            r.take()
+            _class(r)
+            continue
+        if depth == 0 and ch in "|)":
+            return
+        if ch == "(":
+            depth += 1
+        elif ch == ")":
+            depth -= 1
+        r.take()
+
+
+def first_pairs(pattern: str) -> dict[str, frozenset[str] | None]:
+    """The first two characters a match of ``pattern`` can start with.
+
+    Parameters
+    ----------
+    pattern : str
+        A regular expression in the lexicon's subset of the syntax.
+
+    Returns
+    -------
+    dict
+        First character → the characters that can follow it, or ``None``
+        when any character (or the end of the text) can. Sound, not exact:
+        lookarounds are ignored, so it may list more than can match.
+
+    Raises
+    ------
+    ValueError
+        As :func:`first_chars`.
+
+    Examples
+    --------
+    >>> first_pairs(r"\\b(?:yes|ok)\\b|は[いあ]")
+    {'y': frozenset({'e'}), 'o': frozenset({'k'}), 'は': frozenset({'あ', 'い'})}
+    """
+    r = _Reader(pattern)
+    prefixes = _p_alternation(r)
+    if r.i != len(pattern):
+        raise ValueError(f"unbalanced parenthesis at {r.i} in {pattern[:40]!r}")
+    if "" in prefixes or any(u[0] == ANY for u in prefixes):
+        raise ValueError(f"pattern can start anywhere or match nothing: {pattern[:60]!r}")
+    out: dict[str, set[str] | None] = {}
+    for u in prefixes:
+        seconds = out.setdefault(u[0], set())
+        if seconds is None:
+            continue
+        if len(u) == 1 or u[1] == ANY:
+            out[u[0]] = None
+        else:
+            seconds.add(u[1])
+    return {c: None if s is None else frozenset(s) for c, s in out.items()}

@@ -18,7 +18,7 @@ from typing import Final
 
 from . import _lexicon_en as en
 from . import _lexicon_ja as ja
-from ._firstchars import first_chars
+from ._firstchars import first_chars, first_pairs
 
 __all__ = ["ORDER", "entries", "filler_en", "filler_ja", "finditer", "master"]
 
@@ -60,30 +60,117 @@ def entries() -> list[tuple[str, str]]:
     return out
 
 
+def _branches(pattern: str) -> list[str]:
+    """The top-level alternatives of ``pattern``, a group that wraps a whole alternative opened up."""
+    out: list[str] = []
+    depth = 0
+    cur = 0
+    i = 0
+    n = len(pattern)
+    while i < n:
+        ch = pattern[i]
+        if ch == "\\":
+            i += 2
+            continue
+        if ch == "[":
+            i += 2 if pattern[i + 1 : i + 2] == "]" else 1
+            while pattern[i] != "]":
+                i += 2 if pattern[i] == "\\" else 1
+        elif ch == "(":
+            depth += 1
+        elif ch == ")":
+            depth -= 1
+        elif ch == "|" and depth == 0:
+            out.append(pattern[cur:i])
+            cur = i + 1
+        i += 1
+    out.append(pattern[cur:])
+    if len(out) == 1:
+        b = out[0]
+        if b.startswith("(?:") and b.endswith(")") and _closes_at_end(b):
+            inner = _branches(b[3:-1])
+            if len(inner) > 1:
+                return inner
+        return out
+    return [x for b in out for x in (_branches(b) if b.startswith("(?:") else [b])]
+
+
+def _closes_at_end(b: str) -> bool:
+    """Whether the group opened at ``b[0]`` closes at the last character."""
+    depth = 0
+    i = 0
+    while i < len(b):
+        ch = b[i]
+        if ch == "\\":
+            i += 2
+            continue
+        if ch == "[":
+            i += 2 if b[i + 1 : i + 2] == "]" else 1
+            while b[i] != "]":
+                i += 2 if b[i] == "\\" else 1
+        elif ch == "(":
+            depth += 1
+        elif ch == ")":
+            depth -= 1
+            if depth == 0:
+                return i == len(b) - 1
+        i += 1
+    return False
+
+
+_GROUP_NAME: Final = re.compile(r"\(\?P<(\w+)>")
+
+
 class _Finder:
-    """The compiled dispatch, built on first use."""
+    """The compiled dispatch, built on first use.
+
+    At a candidate position the first two characters pick the regex to try:
+    only the entries, and within an entry only the alternatives, that can
+    start with them (:func:`._firstchars.first_pairs`), in :data:`ORDER`.
+    Dropping alternatives that cannot match there changes no match.
+    """
 
     def __init__(self) -> None:
         self.alts = entries()
         self.firsts = [first_chars(p) for _, p in self.alts]
         chars = sorted(set().union(*self.firsts))
         self.candidate = re.compile(_GUARD + "[" + "".join(re.escape(c) for c in chars) + "]", re.ASCII)
-        self.by_char: dict[str, re.Pattern[str]] = {}
-        self.by_subset: dict[tuple[int, ...], re.Pattern[str]] = {}
+        self.branches = [[(b, first_pairs(b)) for b in _branches(p)] for _, p in self.alts]
+        self.groups = [_GROUP_NAME.findall(p) for _, p in self.alts]
+        self.by_key: dict[str, re.Pattern[str] | None] = {}
+        self.by_body: dict[str, re.Pattern[str]] = {}
         self._master: re.Pattern[str] | None = None
 
     def compile(self, idx: tuple[int, ...]) -> re.Pattern[str]:
         body = "|".join(f"(?P<{self.alts[i][0]}>{self.alts[i][1]})" for i in idx)
         return re.compile(_GUARD + "(?:" + body + ")", re.ASCII)
 
-    def dispatch(self, ch: str) -> re.Pattern[str]:
-        rx = self.by_char.get(ch)
-        if rx is None:
-            subset = tuple(i for i, f in enumerate(self.firsts) if ch in f)
-            rx = self.by_subset.get(subset)
+    def dispatch(self, key: str) -> re.Pattern[str] | None:
+        """The regex for a position whose text starts with ``key`` (two characters, one at the end)."""
+        if key in self.by_key:
+            return self.by_key[key]
+        c = key[0]
+        second = key[1:]
+        parts = []
+        for (name, _), branches, groups in zip(self.alts, self.branches, self.groups, strict=True):
+            keep = []
+            for b, pairs in branches:
+                if c in pairs:
+                    follow = pairs[c]
+                    if follow is None or not second or second in follow:
+                        keep.append(b)
+            if keep:
+                present = set(_GROUP_NAME.findall("|".join(keep)))
+                missing = [g for g in groups if g != name and g not in present]
+                keep += [f"(?!)(?P<{g}>)" for g in missing]  # never match; keep group names valid
+                parts.append(f"(?P<{name}>{'|'.join(keep)})")
+        rx = None
+        if parts:
+            body = "|".join(parts)
+            rx = self.by_body.get(body)
             if rx is None:
-                rx = self.by_subset[subset] = self.compile(subset)
-            self.by_char[ch] = rx
+                rx = self.by_body[body] = re.compile(_GUARD + "(?:" + body + ")", re.ASCII)
+        self.by_key[key] = rx
         return rx
 
     @property
@@ -107,25 +194,22 @@ def finditer(text: str) -> Iterator[re.Match[str]]:
     """The lexicon's matches in ``text``, left to right, non-overlapping.
 
     Same result as ``master().finditer(text)``, faster: only the entries that
-    can start with the character at a candidate position are tried there.
+    can start with the two characters at a candidate position are tried there.
     """
     f = _finder or _get()
-    search = f.candidate.search
-    by_char = f.by_char
+    by_key = f.by_key
     pos = 0
-    while True:
-        c = search(text, pos)
-        if c is None:
-            return
+    for c in f.candidate.finditer(text):
         p = c.start()
-        ch = text[p]
-        rx = by_char.get(ch) or f.dispatch(ch)
-        mo = rx.match(text, p)
-        if mo is None:
-            pos = p + 1
-        else:
-            yield mo
-            pos = mo.end()
+        if p < pos:
+            continue
+        key = text[p : p + 2]
+        rx = by_key[key] if key in by_key else f.dispatch(key)
+        if rx is not None:
+            mo = rx.match(text, p)
+            if mo is not None:
+                yield mo
+                pos = mo.end()
 
 
 def master() -> re.Pattern[str]:

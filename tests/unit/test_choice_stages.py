@@ -14,7 +14,7 @@ from tandem.services.choice import (
     normalize_answer,
 )
 from tandem.services.choice._clauses import Flag, Role, read
-from tandem.services.choice._firstchars import first_chars
+from tandem.services.choice._firstchars import first_chars, first_pairs
 from tandem.services.choice._options import index_for
 from tandem.services.choice._pipeline import fast_lane
 from tandem.services.choice._scanner import scan
@@ -53,6 +53,27 @@ def test_first_chars_cover_every_match() -> None:
         s = normalize_answer(answer)
         for mo in _lexicon.master().finditer(s):
             assert s[mo.start()] in firsts[mo.lastgroup], (answer, mo.lastgroup)
+
+
+@pytest.mark.parametrize(("pattern", "pairs"), [
+    (r"\b(?:yes|ok)\b|は[いあ]", {"y": "e", "o": "k", "は": "いあ"}),
+    (r"a?b|c\s*d", {"a": "b", "b": None, "c": " \t\n\r\x0c\x0bd"}),
+    (r"x(?=y)z|\?", {"x": "z", "?": None}),
+    (r"(?P<n>第|案)?[一二]+", {"第": "一二", "案": "一二", "一": None, "二": None}),
+    (r"x.", {"x": None}),
+])
+def test_first_pairs(pattern: str, pairs: dict) -> None:
+    assert first_pairs(pattern) == {c: None if s is None else frozenset(s) for c, s in pairs.items()}
+
+
+def test_first_pairs_cover_every_match() -> None:
+    """Soundness on the real lexicon: every match starts with two characters its entry lists."""
+    pairs = {name: first_pairs(p) for name, p in _lexicon.entries()}
+    for _ctx, answer in _all_answers():
+        s = normalize_answer(answer)
+        for mo in _lexicon.master().finditer(s):
+            follow = pairs[mo.lastgroup][s[mo.start()]]
+            assert follow is None or mo.end() - mo.start() < 2 or s[mo.start() + 1] in follow, (answer, mo.lastgroup)
 
 
 # --------------------------------------------------------------------------- lexicon
