@@ -34,7 +34,7 @@ import logging
 import re
 from collections.abc import Callable
 from contextlib import AsyncExitStack
-from typing import Any
+from typing import Any, ClassVar
 
 import anyio
 import msgspec
@@ -230,6 +230,13 @@ class ChatActor(Actor):
     """
 
     name = "chat"
+    # what it needs on the bus beyond its endpoints (issue 15: the generated NATS permissions)
+    calls: ClassVar[tuple[str, ...]] = (
+        subjects.ROUTER_COMPLETE, subjects.CONTEXT_APPEND, subjects.CONTEXT_GET, subjects.CONTEXT_HISTORY,
+        subjects.CONTEXT_SHARED_UPDATE, subjects.TASK_SUBMIT, subjects.TASK_CANCEL, subjects.TASK_ANSWER)
+    jetstream: ClassVar[tuple[str, ...]] = (f"kv {subjects.CHAT_BUCKET}", f"kv {subjects.TASK_BUCKET} read",
+                                            f"objects {subjects.TASK_DATA_BUCKET} write")
+    public: ClassVar[tuple[str, ...]] = (subjects.CHAT_SEND, subjects.CHAT_SESSION)
 
     def __init__(self, bus: Bus, config: Config, *, policy: str | None = None, approval: str | None = None,
                  reply_timeout: float | None = None, intent_timeout: float | None = None,

@@ -29,6 +29,7 @@ from __future__ import annotations
 import json
 import logging
 from collections import OrderedDict
+from typing import ClassVar
 
 import anyio
 import msgspec
@@ -123,6 +124,10 @@ class ChoiceParserActor(Actor):
     """Serve ``tandem.choice.parse``."""
 
     name = "choice"
+    # what it needs on the bus beyond its endpoints (issue 15: the generated NATS permissions)
+    calls: ClassVar[tuple[str, ...]] = (subjects.ROUTER_COMPLETE,)
+    publishes: ClassVar[tuple[str, ...]] = (subjects.EVENT_CHOICE,)
+    public: ClassVar[tuple[str, ...]] = (subjects.CHOICE_PARSE,)
 
     def __init__(self, bus: Bus, config: Config, *, concurrency: int = 64) -> None:
         super().__init__(bus, concurrency=concurrency)

@@ -50,7 +50,7 @@ from collections.abc import Callable
 from contextlib import AsyncExitStack
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Any
+from typing import Any, ClassVar
 
 import anyio
 import msgspec
@@ -183,6 +183,9 @@ class ContextActor(Actor):
     """
 
     name = "context"
+    # what it needs on the bus beyond its endpoints (issue 15: the generated NATS permissions)
+    calls: ClassVar[tuple[str, ...]] = (subjects.ROUTER_COMPLETE, subjects.HISTORY_ALL)
+    jetstream: ClassVar[tuple[str, ...]] = (f"stream {subjects.CONTEXT_STREAM}", f"kv {subjects.CONTEXT_BUCKET}")
 
     def __init__(self, bus: Bus, config: Config, *, keep: int | None = None, trim_to: int | None = None,
                  send: int | None = None, token_budget: int | None = None, summary_timeout: float | None = None,

@@ -38,6 +38,7 @@ import logging
 import re
 import time
 from contextlib import AsyncExitStack
+from typing import ClassVar
 
 import anyio
 import msgspec
@@ -167,6 +168,10 @@ class ExecutorActor(Actor):
     """Serve ``tandem.executor.execute``."""
 
     name = "executor"
+    # what it needs on the bus beyond its endpoints (issue 15: the generated NATS permissions)
+    calls: ClassVar[tuple[str, ...]] = (subjects.ROUTER_COMPLETE, "tandem.task.checkpoint.>")
+    publishes: ClassVar[tuple[str, ...]] = (subjects.EVENT_STEP,)
+    jetstream: ClassVar[tuple[str, ...]] = ("kv {config.two_stage.fallback.bucket}",)
 
     def __init__(self, bus: Bus, config: Config, *, concurrency: int = 32) -> None:
         super().__init__(bus, concurrency=concurrency)

@@ -38,7 +38,7 @@ import logging
 import re
 from collections.abc import Sequence
 from contextlib import AsyncExitStack
-from typing import Any
+from typing import Any, ClassVar
 
 import msgspec
 import nats.js.errors
@@ -296,6 +296,9 @@ class PlannerActor(Actor):
     """
 
     name = "planner"
+    # what it needs on the bus beyond its endpoints (issue 15: the generated NATS permissions)
+    calls: ClassVar[tuple[str, ...]] = (subjects.ROUTER_COMPLETE,)
+    jetstream: ClassVar[tuple[str, ...]] = ("kv {config.plan_cache_bucket}",)
 
     def __init__(self, bus: Bus, config: Config, *, concurrency: int = 32, recipes: Sequence[Any] | None = None) -> None:
         super().__init__(bus, concurrency=concurrency)

@@ -51,6 +51,7 @@ import time
 from collections import defaultdict, deque
 from collections.abc import Awaitable, Callable
 from contextlib import AsyncExitStack
+from typing import ClassVar
 
 import anyio
 import httpx
@@ -355,6 +356,9 @@ class RouterActor(Actor):
     """
 
     name = "router"
+    # what it needs on the bus beyond its endpoints (issue 15: the generated NATS permissions)
+    publishes: ClassVar[tuple[str, ...]] = (subjects.EVENT_ROUTED,)
+    jetstream: ClassVar[tuple[str, ...]] = ("kv {config.router.cooldown.bucket}", "kv {config.two_stage.fallback.bucket}")
 
     def __init__(self, bus: Bus, config: Config, *, transport: httpx.AsyncBaseTransport | None = None,
                  sleep: Callable[[float], Awaitable[None]] = anyio.sleep, concurrency: int = 64) -> None:

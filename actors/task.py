@@ -32,7 +32,7 @@ import logging
 import time
 from collections.abc import Callable
 from contextlib import AsyncExitStack
-from typing import Any
+from typing import Any, ClassVar
 
 import anyio
 import anyio.abc
@@ -267,6 +267,15 @@ class TaskActor(Actor):
     """
 
     name = "task"
+    # what it needs on the bus beyond its endpoints (issue 15: the generated NATS permissions)
+    calls: ClassVar[tuple[str, ...]] = (
+        subjects.ROUTER_SHAPE, subjects.PLANNER_PLAN, subjects.PLANNER_REMEMBER, subjects.EXECUTOR_EXECUTE,
+        subjects.CHOICE_PARSE, subjects.task_answer_inbox("*"), subjects.TASK_CANCEL_SIGNAL, subjects.CONTROL_CANCEL)
+    publishes: ClassVar[tuple[str, ...]] = (subjects.EVENT_TASK_ALL,)
+    listens: ClassVar[tuple[str, ...]] = (subjects.task_answer_inbox("*"), "tandem.task.checkpoint.>")
+    jetstream: ClassVar[tuple[str, ...]] = (f"stream {subjects.TASK_STREAM}", f"kv {subjects.TASK_BUCKET}",
+                                            f"objects {subjects.TASK_DATA_BUCKET}")
+    public: ClassVar[tuple[str, ...]] = (subjects.TASK_GET, subjects.TASK_LIST, subjects.TASK_CANCEL, subjects.TASK_ANSWER)
 
     def __init__(self, bus: Bus, config: Config, *, concurrency: int = 64) -> None:
         super().__init__(bus, concurrency=concurrency)
@@ -282,6 +291,8 @@ class TaskActor(Actor):
             Endpoint(subjects.TASK_CANCEL, TaskCancel, self.cancel, timeout=10),
             Endpoint(subjects.TASK_ANSWER, TaskAnswer, self.answer, timeout=60),
             Endpoint(subjects.TASK_CANCEL_SIGNAL, TaskCancel, self._cancel_signal, timeout=5, queue=False),
+            # the submission as it is published (besides the stream): one replica records it as pending
+            Endpoint(subjects.TASK_SUBMIT, TaskSubmit, self._record_pending, timeout=10),
         ]
 
     async def setup(self, stack: AsyncExitStack) -> None:
@@ -373,6 +384,21 @@ class TaskActor(Actor):
                                "not awaiting approval")
         return await self.bus.request(subjects.task_answer_inbox(request.task_id), request, TaskAnswerReply,
                                       timeout=55)
+
+    async def _record_pending(self, submit: TaskSubmit) -> None:
+        """Create the state of a task just submitted (``pending``), so a queued task can be read and
+        cancelled; a state that exists already (a retried submission, a task taken at once) is kept.
+
+        Written here rather than by the client, which may not write task states (issue 15: a
+        client able to write the bucket could forge any task's state). The submission is a
+        JetStream publish whose reply subject belongs to the stream's acknowledgement, so this
+        handler never answers, and a failure is logged rather than replied.
+        """
+        try:
+            await self.store.create(TaskState(task_id=submit.task_id, task=submit.task[:2000],
+                                              conversation_id=submit.conversation_id, submitted_at=submit.sent_at))
+        except (TandemError, nats.errors.Error) as exc:  # the take creates the state when this one could not
+            log.warning("task %s: pending state not recorded: %s", submit.task_id, exc)
 
     async def _cancel_signal(self, request: TaskCancel) -> None:
         scope = self._running.get(request.task_id)

@@ -10,7 +10,9 @@
     state = await client.get(task_id)                  # TaskState; result outputs resolved
 
 Submission is a JetStream publish to the work-queue stream ``TANDEM_TASKS`` with
-``Nats-Msg-Id`` = task id, so publishing the same submission twice runs it once.
+``Nats-Msg-Id`` = task id, so publishing the same submission twice runs it once. A task
+actor records the task as ``pending`` as the submission passes; a client never writes task
+states (a deployment's client credential may only read them).
 """
 
 from __future__ import annotations
@@ -178,7 +180,6 @@ class TaskClient:
         if len(payload) > self.max_submit_bytes:
             raise SubmissionTooLarge(f"task submission of {len(payload)} bytes exceeds {self.max_submit_bytes} "
                                      "(task.max_submit_bytes), even with large inputs in the object store")
-        await self._record_pending(submit)
         with tracer.start_as_current_span(
             f"send {subjects.TASK_SUBMIT}", kind=SEND,
             attributes=messaging_attributes("send", subjects.TASK_SUBMIT, message_id=submit.task_id,
@@ -201,17 +202,6 @@ class TaskClient:
             except nats.errors.TimeoutError as exc:
                 raise RequestTimeout(f"the task stream did not acknowledge within {self.timeout:g}s") from exc
         return submit
-
-    async def _record_pending(self, submit: TaskSubmit) -> None:
-        """Create the task's state (``pending``) so a queued task can be read and cancelled; an
-        existing state (a retried submission) is left as it is."""
-        try:
-            kv = await self._states()
-            await kv.create(submit.task_id, encode(TaskState(
-                task_id=submit.task_id, task=submit.task[:2000], conversation_id=submit.conversation_id,
-                submitted_at=submit.sent_at)))
-        except nats.js.errors.KeyWrongLastSequenceError:
-            pass
 
     async def _states(self) -> Any:
         """The KV bucket of task states, opened once per client (opening it asks JetStream)."""

@@ -11,10 +11,14 @@ from __future__ import annotations
 import os
 import socket
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import msgspec
 
 from tandem.services.errors import ConfigError
+
+if TYPE_CHECKING:
+    from tandem.services.config import Config
 
 __all__ = ["CLIENT", "CLUSTER_NAME", "Deployment", "NodeSpec", "Topology", "inbox_prefix", "parse_replicas", "render",
            "user_names"]
@@ -142,7 +146,7 @@ class Deployment(msgspec.Struct, frozen=True, kw_only=True):
         return env
 
 
-def render(topology: Topology, directory: Path) -> Deployment:
+def render(topology: Topology, directory: Path, *, config: Config | None = None) -> Deployment:
     """Write the nats-server config(s) and credentials for ``topology`` into ``directory``.
 
     Layout of ``directory``::
@@ -160,6 +164,9 @@ def render(topology: Topology, directory: Path) -> Deployment:
     directory : Path
         Created when missing. Must not lie inside Tandem's source tree (credentials are
         never written into the repository).
+    config : Config or None
+        The config the actors will run with: its bucket names and endpoint timeouts go into
+        the permissions (the default config when ``None``).
 
     Returns
     -------
@@ -205,7 +212,7 @@ def render(topology: Topology, directory: Path) -> Deployment:
         creds_dir.mkdir(exist_ok=True)
         os.chmod(creds_dir, 0o700)
         users = []
-        for user, permissions in user_permissions().items():
+        for user, permissions in user_permissions(config).items():
             seed, public = _new_user_key()
             path = creds_dir / f"{user}.nk"
             _write_secret(path, seed + b"\n")

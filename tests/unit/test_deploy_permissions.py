@@ -1,0 +1,108 @@
+"""Permissions derived from the actors' declarations, and the secure config that carries them."""
+
+from __future__ import annotations
+
+import stat
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from tandem.actors import ACTORS
+from tandem.messages import subjects
+from tandem.services.bus import find_nats_server
+from tandem.services.config import Config
+from tandem.services.deploy import Topology, render
+from tandem.services.deploy._permissions import (
+    actor_permissions,
+    client_permissions,
+    parse_jetstream,
+    subject_matches,
+    user_permissions,
+)
+
+
+def test_secure_render_writes_private_seeds_and_a_config_the_server_accepts(tmp_path: Path) -> None:
+    deployment = render(Topology(port=0, cluster=3), tmp_path)
+    assert set(deployment.credentials) == {*ACTORS, "client"}
+    creds = tmp_path / "creds"
+    assert stat.S_IMODE(creds.stat().st_mode) == 0o700
+    text = Path(deployment.nodes[0].config_path).read_text()
+    for user, path in deployment.credentials.items():
+        seed = Path(path).read_text().strip()
+        assert seed.startswith("SU") and stat.S_IMODE(Path(path).stat().st_mode) == 0o600
+        import nkeys
+
+        assert nkeys.from_seed(seed.encode()).public_key.decode() in text, user
+    assert "allow_responses" in text and "authorization" in text
+    for node in deployment.nodes:
+        done = subprocess.run([find_nats_server(), "-t", "-c", node.config_path], capture_output=True, text=True,
+                              timeout=30)
+        assert done.returncode == 0, done.stderr + done.stdout
+    env = deployment.env_for("router", "router.1")
+    assert env["TANDEM_NATS_CREDS"] == deployment.credentials["router"]
+    assert env["TANDEM_NATS_INBOX_PREFIX"] == "_INBOX_router"
+
+
+def test_rendering_again_rotates_every_credential(tmp_path: Path) -> None:
+    first = {u: Path(p).read_text() for u, p in render(Topology(port=0), tmp_path).credentials.items()}
+    second = {u: Path(p).read_text() for u, p in render(Topology(port=0), tmp_path).credentials.items()}
+    assert all(first[u] != second[u] for u in first)
+
+
+def test_the_client_may_use_the_public_endpoints_and_nothing_else() -> None:
+    client = client_permissions()
+    for subject in (subjects.TASK_SUBMIT, subjects.TASK_GET, subjects.TASK_LIST, subjects.TASK_CANCEL,
+                    subjects.TASK_ANSWER, subjects.CHAT_SEND, subjects.CHAT_SESSION, subjects.CHOICE_PARSE,
+                    "$SRV.PING", "$SRV.STATS.router", "$JS.API.DIRECT.GET.KV_tandem_tasks.$KV.tandem_tasks.t1"):
+        assert client.may_publish(subject), subject
+    for subject in (subjects.EXECUTOR_EXECUTE, subjects.ROUTER_COMPLETE, subjects.PLANNER_PLAN,
+                    subjects.PLANNER_REMEMBER, "tandem.planner.recipes", subjects.EVENT_STEP,
+                    subjects.event_task("succeeded", "x"), "tandem.task.answer.x", "tandem.task.checkpoint.a.b",
+                    "$KV.tandem_plans.f00", "$KV.tandem_tasks.x", "$JS.API.STREAM.DELETE.TANDEM_TASKS",
+                    "$JS.API.STREAM.PURGE.OBJ_tandem_task_data", "$JS.API.CONSUMER.MSG.NEXT.TANDEM_TASKS.tandem_task",
+                    "tandem.history.s1", subjects.CONTROL_CANCEL):
+        assert not client.may_publish(subject), subject
+    assert client.may_subscribe("tandem.events.>") and client.may_subscribe("_INBOX_client.abc.*")
+    for subject in ("tandem.router.>", subjects.EXECUTOR_EXECUTE, ">", "_INBOX.>", "_INBOX_router.>",
+                    "tandem.task.answer.*", "$KV.>"):
+        assert not client.may_subscribe(subject), subject
+    assert client.responses_expire_s == 0
+
+
+def test_an_actor_subscribes_to_its_own_subjects_only() -> None:
+    router = actor_permissions("router")
+    assert router.may_subscribe(subjects.ROUTER_COMPLETE) and router.may_subscribe("$SRV.PING.router")
+    assert not router.may_subscribe(subjects.EXECUTOR_EXECUTE) and not router.may_subscribe("$SRV.PING.executor")
+    assert not router.may_subscribe("_INBOX_client.>") and router.may_subscribe("_INBOX_router.x.*")
+    assert router.may_publish(subjects.EVENT_ROUTED) and not router.may_publish(subjects.EVENT_STEP)
+    assert router.may_publish("$KV.tandem_router_cooldown.x") and not router.may_publish("$KV.tandem_plans.x")
+    planner = actor_permissions("planner")
+    assert planner.may_publish("$KV.tandem_plans.f00") and not planner.may_publish(subjects.EXECUTOR_EXECUTE)
+    assert planner.responses_expire_s >= Config().nats.request_timeout_s
+
+
+def test_bucket_names_come_from_the_config() -> None:
+    config = Config(plan_cache_bucket="other_plans")
+    planner = actor_permissions("planner", config)
+    assert planner.may_publish("$KV.other_plans.x") and not planner.may_publish("$KV.tandem_plans.x")
+
+
+def test_every_declaration_parses_and_public_subjects_are_served() -> None:
+    users = user_permissions()
+    assert set(users) == {*ACTORS, "client"}
+    for name, cls in ACTORS.items():
+        for text in getattr(cls, "jetstream", ()):
+            parse_jetstream(text, Config())
+    with pytest.raises(ValueError):
+        parse_jetstream("bucket x")
+    with pytest.raises(ValueError):
+        parse_jetstream("kv x.y")
+
+
+@pytest.mark.parametrize(("pattern", "subject", "expected"), [
+    ("a.*", "a.b", True), ("a.*", "a.b.c", False), ("a.>", "a.b.c", True), ("a.>", "a", False),
+    ("a.*", "a.>", False), ("a.>", "a.*", True), ("a.b", "a.*", False), ("*", "a", True),
+])
+def test_subject_matching_follows_the_server(pattern: str, subject: str, expected: bool) -> None:
+    assert subject_matches(pattern, subject) is expected
