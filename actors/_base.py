@@ -39,11 +39,13 @@ requests, errors and processing time per endpoint (a couple of integer updates p
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import os
 import re
-from collections.abc import Awaitable, Callable, Iterator
-from contextlib import AsyncExitStack, contextmanager
+from collections import deque
+from collections.abc import Awaitable, Callable
+from contextlib import AsyncExitStack
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from importlib import metadata as _metadata
@@ -54,11 +56,10 @@ import anyio
 import anyio.abc
 import msgspec
 from anyio.abc import TaskStatus
-from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStream
 from nats.aio.msg import Msg
 from nats.aio.subscription import Subscription
 from opentelemetry import context as otel_context
-from opentelemetry.trace import Span, Status, StatusCode
+from opentelemetry.trace import INVALID_SPAN, Span, Status, StatusCode
 
 from tandem.messages import CancelWork, ErrorReply, Message, Ping, Pong, decode_error_path, decoder, new_id, subjects
 from tandem.services.bus import (
@@ -70,10 +71,10 @@ from tandem.services.bus import (
     STATUS_HEADER,
     Bus,
     deadline_from_headers,
-    deadline_scope,
     remaining,
     truncate_text,
 )
+from tandem.services.bus._deadline import enter_deadline, exit_deadline
 from tandem.services.bus._tracing import HopAttributes, activate, extract_span_context, start_process
 from tandem.services.errors import BadRequest, BusClosed, CancelledWork, DeadlineExceeded, TandemError
 from tandem.services.schema import schema_hash
@@ -192,6 +193,77 @@ class Endpoint:
         object.__setattr__(self, "decoder", decoder(self.request_type))
 
 
+class _Mailbox:
+    """The actor's bounded mailbox: NATS callbacks put messages, ``concurrency`` workers get them.
+
+    A message goes straight to a worker waiting for one (one future resolved: no memory
+    stream, whose ``receive`` costs a checkpoint and an ``Event`` per message); otherwise
+    it waits in a deque of at most ``backlog`` messages; when that is full as well, the
+    callback waits for room (backpressure into the subscription's pending queue).
+    """
+
+    __slots__ = ("backlog", "closed", "idle", "items", "room")
+
+    def __init__(self, backlog: int) -> None:
+        self.backlog = backlog
+        self.items: deque[tuple[Msg, Endpoint]] = deque()
+        self.idle: deque[asyncio.Future[tuple[Msg, Endpoint]]] = deque()  # workers waiting for a message
+        self.room: deque[asyncio.Future[None]] = deque()  # callbacks waiting for backlog space
+        self.closed = False
+
+    def put_nowait(self, item: tuple[Msg, Endpoint]) -> bool:
+        """Give ``item`` to an idle worker or queue it; False when the backlog is full."""
+        idle = self.idle
+        while idle:
+            waiter = idle.popleft()
+            if not waiter.done():  # a worker cancelled while waiting leaves a cancelled future
+                waiter.set_result(item)
+                return True
+        if len(self.items) < self.backlog:
+            self.items.append(item)
+            return True
+        return False
+
+    async def put(self, item: tuple[Msg, Endpoint]) -> None:
+        """Put ``item``, waiting for room in the backlog.
+
+        Raises
+        ------
+        anyio.ClosedResourceError
+            When the actor stopped.
+        """
+        while not self.put_nowait(item):
+            if self.closed:
+                raise anyio.ClosedResourceError
+            waiter = asyncio.get_running_loop().create_future()
+            self.room.append(waiter)
+            await waiter
+
+    async def get(self) -> tuple[Msg, Endpoint]:
+        """Take the oldest queued message, or wait for the next one."""
+        items = self.items
+        if items:
+            item = items.popleft()
+            room = self.room
+            while room:
+                waiter = room.popleft()
+                if not waiter.done():
+                    waiter.set_result(None)
+                    break
+            return item
+        waiter = asyncio.get_running_loop().create_future()
+        self.idle.append(waiter)
+        return await waiter
+
+    def close(self) -> None:
+        """Refuse further messages: callbacks waiting for room raise ``ClosedResourceError``."""
+        self.closed = True
+        while self.room:
+            waiter = self.room.popleft()
+            if not waiter.done():
+                waiter.set_result(None)
+
+
 class Actor:
     """Base class of every Tandem actor.
 
@@ -218,7 +290,8 @@ class Actor:
         self.instance_id = new_id()[:12]
         self._tg: anyio.abc.TaskGroup | None = None
         self._waiting: dict[str, float] = {}  # reply subject -> when received, for requests asking for heartbeats
-        self._inflight: dict[str, set[anyio.CancelScope]] = {}
+        self._inflight: dict[str, set[anyio.CancelScope]] = {}  # correlation id -> scopes of its requests
+        self._cancelled: set[anyio.CancelScope] = set()  # scopes cancelled by tandem.control.cancel
         self._hops: dict[str, HopAttributes] = {}  # process span name and fixed attributes per endpoint
         self._stats: dict[str, _EndpointStats] = {}  # $SRV.STATS counters per endpoint subject
         self._endpoints: list[Endpoint] = []
@@ -246,26 +319,26 @@ class Actor:
         """
         endpoints = [*self.endpoints(), Endpoint(subjects.ping(self.name), Ping, self._ping, timeout=5, idempotent=True),
                      Endpoint(subjects.CONTROL_CANCEL, CancelWork, self._cancel_work, timeout=5, queue=False)]
-        # The mailbox: nats-py hands each message to a callback, which passes it
-        # on through a bounded memory stream to one of `concurrency` workers;
-        # when the backlog is full too the callback waits (backpressure into the
-        # subscription's pending queue).
-        send, receive = anyio.create_memory_object_stream[tuple[Msg, Endpoint]](max_buffer_size=self.backlog)
+        # The mailbox: nats-py hands each message to a callback, which gives it straight
+        # to one of `concurrency` idle workers (one future resolved), or queues it in a
+        # bounded backlog; when the backlog is full too the callback waits (backpressure
+        # into the subscription's pending queue).
+        mailbox = _Mailbox(self.backlog)
         self._endpoints = endpoints
         self._stats = {ep.subject: _EndpointStats() for ep in endpoints}
         self._started_at = datetime.now(UTC)
         async with AsyncExitStack() as stack:
             await self.setup(stack)
-            async with anyio.create_task_group() as tg, send, receive:
+            async with anyio.create_task_group() as tg:
                 self._tg = tg
                 for _ in range(self.concurrency):
-                    tg.start_soon(self._worker, receive.clone())
+                    tg.start_soon(self._worker, mailbox)
                 tg.start_soon(self._heartbeats)
                 subs: list[Subscription] = []
                 try:
                     for ep in endpoints:
                         queue = subjects.queue_group(self.name) if ep.queue else ""
-                        subs.append(await self.bus.subscribe(ep.subject, queue=queue, cb=self._dispatcher(send, ep)))
+                        subs.append(await self.bus.subscribe(ep.subject, queue=queue, cb=self._dispatcher(mailbox, ep)))
                     for verb, answer in (("PING", self._srv_ping), ("INFO", self._srv_info), ("STATS", self._srv_stats)):
                         for subject in (f"{SRV_PREFIX}.{verb}", f"{SRV_PREFIX}.{verb}.{self.name}",
                                         f"{SRV_PREFIX}.{verb}.{self.name}.{self.instance_id}"):
@@ -276,6 +349,7 @@ class Actor:
                     await self.bus.wait_lost()
                     raise BusClosed(f"{self.name} {self.instance_id}: the NATS connection closed for good")
                 finally:
+                    mailbox.close()
                     with anyio.CancelScope(shield=True):
                         for sub in subs:
                             try:
@@ -301,6 +375,7 @@ class Actor:
 
     async def _cancel_work(self, request: CancelWork) -> None:
         for scope in list(self._inflight.get(request.correlation_id, ())):
+            self._cancelled.add(scope)
             scope.cancel()
 
     async def _ping(self, _: Ping) -> Pong:
@@ -359,21 +434,19 @@ class Actor:
             st.errors += 1
             st.last_error = truncate_text(f"{getattr(exc, 'code', type(exc).__name__)}: {exc}", 200)
 
-    def _dispatcher(
-        self, send: MemoryObjectSendStream[tuple[Msg, Endpoint]], ep: Endpoint
-    ) -> Callable[[Msg], Awaitable[None]]:
+    def _dispatcher(self, mailbox: _Mailbox, ep: Endpoint) -> Callable[[Msg], Awaitable[None]]:
         waiting = self._waiting
+        now = asyncio.get_running_loop().time  # anyio.current_time() on asyncio, without the backend lookup
+        put_nowait = mailbox.put_nowait
 
         async def dispatch(msg: Msg) -> None:
             if msg.reply and msg.headers and HEARTBEAT_HEADER in msg.headers:
-                waiting[msg.reply] = anyio.current_time()
-            # Hand over without yielding while there is room: messages that
-            # arrived together are dispatched together, so their replies leave in
+                waiting[msg.reply] = now()
+            # Hand over without yielding while a worker or the backlog has room: messages
+            # that arrived together are dispatched together, so their replies leave in
             # one socket write instead of one write each.
-            try:
-                send.send_nowait((msg, ep))
-            except anyio.WouldBlock:
-                await send.send((msg, ep))
+            if not put_nowait((msg, ep)):
+                await mailbox.put((msg, ep))
 
         return dispatch
 
@@ -390,24 +463,25 @@ class Actor:
                         log.debug("%s: heartbeat to %s failed: %r", self.name, reply, exc)
                         break
 
-    async def _worker(self, receive: MemoryObjectReceiveStream[tuple[Msg, Endpoint]]) -> None:
-        async with receive:
-            async for msg, ep in receive:
-                try:
-                    await self._handle_one(msg, ep)
-                except Exception as exc:  # a failure to reply or dead-letter: log it, keep serving
-                    log.error("%s: could not answer a message on %s: %r", self.name, msg.subject, exc,
-                              exc_info=not isinstance(exc, TandemError))
-                finally:
-                    if msg.reply:
-                        self._waiting.pop(msg.reply, None)
+    async def _worker(self, mailbox: _Mailbox) -> None:
+        get = mailbox.get
+        while True:
+            msg, ep = await get()
+            try:
+                await self._handle_one(msg, ep)
+            except Exception as exc:  # a failure to reply or dead-letter: log it, keep serving
+                log.error("%s: could not answer a message on %s: %r", self.name, msg.subject, exc,
+                          exc_info=not isinstance(exc, TandemError))
+            finally:
+                if msg.reply:
+                    self._waiting.pop(msg.reply, None)
 
     async def _handle_one(self, msg: Msg, ep: Endpoint) -> None:
-        parent = extract_span_context(msg.headers)
+        headers = msg.headers
         error: Exception | None = None
         data = msg.data
         try:
-            ref = msg.headers.get(PAYLOAD_HEADER) if msg.headers else None
+            ref = headers.get(PAYLOAD_HEADER) if headers else None
             if ref is not None:
                 data = await self.bus.get_payload(ref)
             request = ep.decoder.decode(data)
@@ -425,71 +499,79 @@ class Actor:
                 actor=self.name)
         span = start_process(hop, hop.build(subject=msg.subject, correlation_id=env.correlation_id,
                                             conversation_id=env.conversation_id, body_size=len(data)),
-                             parent, provider=self.bus.tracer_provider)
-        token = activate(span)
+                             extract_span_context(headers), provider=self.bus.tracer_provider)
+        # nothing to make current when there is no span and no incoming context (tracing off):
+        # the worker's own context has no span, and this message's handler leaves none behind
+        token = activate(span) if span is not INVALID_SPAN else None
         try:
             with span:
                 await self._serve(msg, ep, span, data, env, error)
         finally:
-            otel_context.detach(token)
+            if token is not None:
+                otel_context.detach(token)
             if st is not None:
                 st.time_ns += perf_counter_ns() - began
 
     async def _serve(self, msg: Msg, ep: Endpoint, span: Span, data: bytes, env: Any, error: Exception | None) -> None:
-        """Answer one decoded message (``env``) or its decoding ``error``, inside its ``process`` span."""
+        """Answer one decoded message (``env``) or its decoding ``error``, inside its ``process`` span.
+
+        One cancel scope bounds the handler: its deadline is the endpoint's timeout or the
+        request's ``Tandem-Deadline``, whichever comes first, and ``tandem.control.cancel``
+        for the request's correlation id cancels it (``_cancelled`` tells the two apart).
+        """
         request = env
         if error is not None:
             self._count_error(ep, error)
             await self._reject(msg, env, error, span, data)
             return
-        attempt = msg.headers.get(ATTEMPT_HEADER) if msg.headers else None
+        headers = msg.headers
+        attempt = headers.get(ATTEMPT_HEADER) if headers else None
         if attempt not in (None, "1") and not ep.idempotent:
-            exc = BadRequest(f"{ep.subject} is not idempotent: retry {attempt[:10]!r} refused")
+            exc: Exception = BadRequest(f"{ep.subject} is not idempotent: retry {attempt[:10]!r} refused")
             await self._fail(msg, ep, request, exc, span, data)
             return
+        # the request's deadline (Tandem-Deadline header) bounds the handler and every
+        # request it makes on the same work
+        token = enter_deadline(deadline_from_headers(headers))
+        scope: anyio.CancelScope | None = None
+        scopes: set[anyio.CancelScope] | None = None
         try:
-            # the request's deadline (Tandem-Deadline header) bounds the handler and every
-            # request it makes on the same work
-            with deadline_scope(deadline_from_headers(msg.headers)), \
-                    self._cancellable(request, bool(msg.reply)) as cancel:
-                budget = remaining(ep.timeout)
-                assert budget is not None
-                by_deadline = budget < ep.timeout
-                with anyio.fail_after(max(budget, 0.0)):
-                    reply = await ep.handler(request)
-            if cancel.cancelled_caught:  # tandem.control.cancel for this correlation id
-                exc = CancelledWork(f"{self.name}: {ep.subject} cancelled")
-                await self._fail(msg, ep, request, exc, span, data)
-                return
-        except TimeoutError as exc:
-            if by_deadline:
-                exc = DeadlineExceeded(f"{self.name}: deadline reached in {ep.subject}", step=ep.subject)
-            await self._fail(msg, ep, request, exc, span, data)
-            return
+            budget = remaining(ep.timeout)
+            assert budget is not None
+            by_deadline = budget < ep.timeout
+            scope = anyio.CancelScope(deadline=anyio.current_time() + max(budget, 0.0))
+            if msg.reply:  # requests only: one-way events, the cancel itself among them, are not cancellable
+                scopes = self._inflight.get(request.correlation_id)
+                if scopes is None:
+                    scopes = self._inflight[request.correlation_id] = set()
+                scopes.add(scope)
+            with scope:
+                reply = await ep.handler(request)
+        except TimeoutError as exc:  # the handler's own timeout
+            reply, error = None, (DeadlineExceeded(f"{self.name}: deadline reached in {ep.subject}", step=ep.subject)
+                                  if by_deadline else exc)
         except Exception as exc:
-            await self._fail(msg, ep, request, exc, span, data)
-            return
-        if msg.reply and reply is not None:
-            await self.bus.respond(msg, reply, _done(msg))
-
-    @contextmanager
-    def _cancellable(self, request: Message, enabled: bool) -> Iterator[anyio.CancelScope]:
-        """A scope that ``tandem.control.cancel`` for the request's correlation id cancels
-        (requests only: one-way events, the cancel itself among them, are not cancellable)."""
-        scope = anyio.CancelScope()
-        if not enabled:
-            with scope:
-                yield scope
-            return
-        scopes = self._inflight.setdefault(request.correlation_id, set())
-        scopes.add(scope)
-        try:
-            with scope:
-                yield scope
+            reply, error = None, exc
         finally:
-            scopes.discard(scope)
-            if not scopes:
-                self._inflight.pop(request.correlation_id, None)
+            exit_deadline(token)
+            if scope is not None:
+                cancelled = scope in self._cancelled
+                self._cancelled.discard(scope)
+            if scopes is not None:
+                scopes.discard(scope)
+                if not scopes:
+                    self._inflight.pop(request.correlation_id, None)
+        if error is None and scope is not None and scope.cancelled_caught:
+            if cancelled:  # tandem.control.cancel for this correlation id
+                error = CancelledWork(f"{self.name}: {ep.subject} cancelled")
+            elif by_deadline:
+                error = DeadlineExceeded(f"{self.name}: deadline reached in {ep.subject}", step=ep.subject)
+            else:
+                error = TimeoutError()
+        if error is not None:
+            await self._fail(msg, ep, request, error, span, data)
+        elif msg.reply and reply is not None:
+            await self.bus.respond(msg, reply, _done(msg), span=span)
 
     async def _fail(self, msg: Msg, ep: Endpoint, request: Message, exc: Exception, span: Span, data: bytes) -> None:
         self._count_error(ep, exc)
@@ -498,7 +580,7 @@ class Actor:
         span.set_status(Status(StatusCode.ERROR, truncate_text(str(exc), 200)))
         error = self._error_reply(exc, request, ep)
         if msg.reply:
-            await self.bus.respond(msg, error, _done(msg))
+            await self.bus.respond(msg, error, _done(msg), span=span)
         else:  # nobody waits for an answer: keep the message and the reason, do not crash
             await self._dead_letter(msg, error, data)
 
@@ -520,7 +602,7 @@ class Actor:
         error = ErrorReply(code=code, message=text, path=path,
                            correlation_id=env.correlation_id or new_id(), conversation_id=env.conversation_id)
         if msg.reply:
-            await self.bus.respond(msg, error, _done(msg))
+            await self.bus.respond(msg, error, _done(msg), span=span)
         else:
             await self._dead_letter(msg, error, data)
 

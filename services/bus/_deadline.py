@@ -20,9 +20,10 @@ from __future__ import annotations
 import time
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
-from contextvars import ContextVar
+from contextvars import ContextVar, Token
 
-__all__ = ["DEADLINE_HEADER", "current_deadline", "deadline_from_headers", "deadline_scope", "remaining"]
+__all__ = ["DEADLINE_HEADER", "current_deadline", "deadline_from_headers", "deadline_scope", "enter_deadline",
+           "exit_deadline", "remaining"]
 
 DEADLINE_HEADER = "Tandem-Deadline"
 
@@ -46,6 +47,24 @@ def deadline_scope(deadline: float | None) -> Iterator[float | None]:
     try:
         yield effective
     finally:
+        _deadline.reset(token)
+
+
+def enter_deadline(deadline: float | None) -> Token[float | None] | None:
+    """Enter :func:`deadline_scope` without a generator (the actor's per-message path).
+
+    Returns the token to pass to :func:`exit_deadline`; ``None`` (nothing set) when
+    ``deadline`` is ``None``.
+    """
+    if deadline is None:
+        return None
+    outer = _deadline.get()
+    return _deadline.set(deadline if outer is None else min(outer, deadline))
+
+
+def exit_deadline(token: Token[float | None] | None) -> None:
+    """Leave what :func:`enter_deadline` entered."""
+    if token is not None:
         _deadline.reset(token)
 
 

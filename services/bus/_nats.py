@@ -19,6 +19,7 @@ See ``_protocol.py`` for the header conventions.
 
 from __future__ import annotations
 
+import asyncio
 import functools
 import itertools
 import logging
@@ -119,6 +120,12 @@ def _auth_options(credentials: str | os.PathLike[str] | None, tls: ssl.SSLContex
     return options
 
 
+@functools.lru_cache(maxsize=1024)
+def _valid_subject(subject: str) -> str:
+    """:func:`validate_subject`, remembered for the few subjects a process sends requests to."""
+    return validate_subject(subject)
+
+
 @functools.cache
 def _reply_decoder(reply_type: Any) -> msgspec.json.Decoder[Any]:
     return decoder(reply_type | ErrorReply)
@@ -131,17 +138,34 @@ def _headers_size(headers: Mapping[str, str] | None) -> int:
 
 
 class _Pending:
-    """One request waiting for its reply; heartbeats move ``alive_at`` forward."""
+    """One request waiting for its reply; heartbeats move ``alive_at`` forward.
 
-    __slots__ = ("acked", "alive_at", "event", "lost", "msg", "subject")
+    The waiter sleeps on ``waiter``, a bare future resolved by the reply, by a heartbeat
+    that changes what silence means, by a lost connection, or by a ``call_at`` timer (a
+    future and a timer handle per wait, where ``anyio.move_on_after`` + ``Event`` cost
+    a cancel scope and an event: about 17 µs against 3 µs here).
+    """
+
+    __slots__ = ("acked", "alive_at", "lost", "msg", "subject", "waiter")
 
     def __init__(self, now: float, subject: str) -> None:
         self.subject = subject
         self.alive_at = now
         self.acked = False  # a heartbeat came: the responder is an actor that heartbeats
-        self.event = anyio.Event()
+        self.waiter: asyncio.Future[None] | None = None
         self.msg: Msg | None = None
         self.lost = False  # the connection closed under it
+
+    def wake(self) -> None:
+        """Let the waiter look again (idempotent)."""
+        waiter = self.waiter
+        if waiter is not None and not waiter.done():
+            waiter.set_result(None)
+
+
+def _resolve(waiter: asyncio.Future[None]) -> None:
+    if not waiter.done():
+        waiter.set_result(None)
 
 
 class _Silent(Exception):
@@ -288,7 +312,7 @@ class Bus:
             self._lost.set()
             for pending in self._pending.values():
                 pending.lost = True
-                pending.event.set()
+                pending.wake()
 
         nc._closed_cb = closed  # nats-py's connect() sets it from its argument; set after to bind nc
 
@@ -619,18 +643,18 @@ class Bus:
         pending = self._pending.get(msg.subject[len(prefix):])
         if pending is None:
             return  # a late reply to an attempt already given up on
-        if msg.headers and msg.headers.get(STATUS_HEADER) == STATUS_WORKING and not msg.data:
-            pending.alive_at = anyio.current_time()
+        status = msg.headers.get(STATUS_HEADER) if msg.headers else None
+        if status == STATUS_WORKING and not msg.data:
+            pending.alive_at = asyncio.get_running_loop().time()
             if not pending.acked:  # wake the waiter: from now on silence counts
                 pending.acked = True
                 self._acking.add(pending.subject)
-                woken, pending.event = pending.event, anyio.Event()
-                woken.set()
+                pending.wake()
             return
-        if msg.headers and msg.headers.get(STATUS_HEADER) == STATUS_DONE:
+        if status == STATUS_DONE:
             self._acking.add(pending.subject)  # served by actors: silence there means a lost request
         pending.msg = msg
-        pending.event.set()
+        pending.wake()
 
     async def _attempt(self, subject: str, body: bytes, headers: dict[str, str], end: float, *,
                        idempotent: bool) -> Msg | None:
@@ -641,14 +665,16 @@ class Bus:
         for an idempotent request (retrying it is harmless). A responder that never
         heartbeats (a plain subscription answering later) is waited for.
         """
-        await self._ensure_open()
-        prefix = await self._ensure_inbox()
+        if self.nc.is_closed:
+            await self._ensure_open()
+        prefix = self._inbox_prefix if self._inbox_prefix is not None else await self._ensure_inbox()
         token = str(next(self._tokens))
-        pending = self._pending[token] = _Pending(anyio.current_time(), subject)
+        loop = asyncio.get_running_loop()  # loop.time() is anyio.current_time() on asyncio
+        pending = self._pending[token] = _Pending(loop.time(), subject)
         try:
             await self.nc.publish(subject, body, reply=prefix + token, headers=headers)
             while pending.msg is None:
-                now = anyio.current_time()
+                now = loop.time()
                 if pending.lost:
                     raise _Silent("the connection closed")
                 if now >= end:
@@ -659,8 +685,12 @@ class Bus:
                     raise _Silent(f"no reply and no heartbeat for {quiet:.1f}s"
                                   if pending.acked else f"not received within {quiet:.1f}s")
                 wake = min(end, pending.alive_at + self.liveness) if watched else end
-                with anyio.move_on_after(wake - now):
-                    await pending.event.wait()
+                waiter = pending.waiter = loop.create_future()
+                timer = loop.call_at(wake, _resolve, waiter)
+                try:
+                    await waiter  # cancelled with the task: the future is cancelled, the timer too
+                finally:
+                    timer.cancel()
             return pending.msg
         finally:
             del self._pending[token]
@@ -709,7 +739,7 @@ class Bus:
         BusError
             When the reply does not decode as ``reply_type``, or NATS fails.
         """
-        validate_subject(subject)
+        _valid_subject(subject)
         deadline = current_deadline()
         wait = remaining(timeout)
         assert wait is not None
@@ -725,8 +755,12 @@ class Bus:
             if deadline is not None:
                 headers[DEADLINE_HEADER] = f"{deadline:.3f}"
             headers[HEARTBEAT_HEADER] = "1"
-            await self._ensure_open()
-            body, ref = await self._outgoing(payload, headers)
+            if self.nc.is_closed:
+                await self._ensure_open()
+            if len(payload) <= self._inline_limit(headers):
+                body, ref = payload, None
+            else:
+                body, ref = await self._outgoing(payload, headers)
             try:
                 msg = await self._exchange(subject, body, headers, wait=wait, timeout=timeout,
                                            idempotent=idempotent, span=span)
@@ -790,11 +824,12 @@ class Bus:
         """Tell the caller waiting on ``reply`` that its request is still being worked on."""
         await self.nc.publish(reply, b"", headers={STATUS_HEADER: STATUS_WORKING})
 
-    async def respond(self, msg: Msg, reply: Message, headers: Mapping[str, str] | None = None) -> None:
+    async def respond(self, msg: Msg, reply: Message, headers: Mapping[str, str] | None = None, *,
+                      span: trace.Span | None = None) -> None:
         """Send ``reply`` to the reply subject of request ``msg`` (headers are not echoed).
 
-        The reply carries the current span's context (``traceparent``): inside an actor,
-        the ``process`` span that produced it.
+        The reply carries the context (``traceparent``) of ``span``, by default the current
+        span: inside an actor, the ``process`` span that produced it.
 
         A reply larger than ``max_payload`` goes through the object store; when that
         is impossible (too large for it too, or no JetStream) the caller gets
@@ -812,9 +847,10 @@ class Bus:
         validate_subject(msg.reply)
         data = encode(reply)
         hdrs = dict(headers) if headers else {}
-        inject_span(trace.get_current_span(), hdrs)  # the reply carries the span that answered (process)
+        # the reply carries the span that answered (process)
+        inject_span(trace.get_current_span() if span is None else span, hdrs)
         try:
-            body, _ = await self._outgoing(data, hdrs)
+            body = data if len(data) <= self._inline_limit(hdrs) else (await self._outgoing(data, hdrs))[0]
         except BusError as exc:
             log.warning("reply of %d bytes to %s cannot be sent: %s", len(data), msg.subject, exc)
             body = encode(ErrorReply(
