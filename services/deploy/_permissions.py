@@ -12,7 +12,8 @@ actor that uses nothing declares nothing):
     per-task answer and checkpoint subjects).
 ``jetstream``
     JetStream resources it uses, one string each: ``"<kind> <name> [<access>]"`` with kind
-    ``kv``, ``objects`` or ``stream``, access ``own`` (the default: create, write, read, consume),
+    ``kv``, ``objects`` or ``stream``, access ``own`` (the default: create, write, read, consume,
+    administer), ``create`` (write, delete objects, and create the stream when it is missing),
     ``write`` (write and read, no stream administration) or ``read``. A name may refer to the
     config: ``"kv {config.plan_cache_bucket}"``.
 ``public``
@@ -61,7 +62,7 @@ from tandem.services.bus import PAYLOAD_BUCKET
 __all__ = ["ACCESS", "Grant", "Permissions", "actor_permissions", "client_permissions", "jetstream_subjects",
            "parse_jetstream", "subject_matches", "user_permissions"]
 
-ACCESS = ("read", "write", "own")
+ACCESS = ("read", "write", "create", "own")
 """JetStream access levels, weakest first."""
 
 _KINDS = {"kv": ("KV_", "$KV"), "objects": ("OBJ_", "$O"), "stream": ("", "")}
@@ -171,7 +172,9 @@ def jetstream_subjects(grant: Grant) -> list[str]:
     ``read``: stream info, message get (direct and API), ephemeral consumers (KV watch, object
     get) and their flow control. ``write`` adds the bucket's data subjects (``$KV.<b>.>``,
     ``$O.<b>.>``) but no purge (which could empty the whole stream): a writer's object deletes
-    leave the chunks to the bucket's TTL. ``own`` adds the rest of the stream's API (create,
+    leave the chunks to the bucket's TTL. ``create`` adds creating the stream and purging
+    (deleting one's objects), not updating or deleting the stream: for the shared payload
+    store, where every large request is deleted by its sender once answered. ``own`` adds the rest of the stream's API (create,
     update, purge, delete), durable consumers, pulls and acks.
     """
     stream = grant.stream
@@ -179,10 +182,12 @@ def jetstream_subjects(grant: Grant) -> list[str]:
             f"$JS.API.STREAM.INFO.{stream}", f"$JS.API.STREAM.MSG.GET.{stream}", f"$JS.API.DIRECT.GET.{stream}",
             f"$JS.API.DIRECT.GET.{stream}.>", f"$JS.API.CONSUMER.CREATE.{stream}", f"$JS.API.CONSUMER.CREATE.{stream}.>",
             f"$JS.API.CONSUMER.INFO.{stream}.>", f"$JS.API.CONSUMER.DELETE.{stream}.>", f"$JS.FC.{stream}.>"]
-    if grant.access in ("write", "own"):
+    if grant.access in ("write", "create", "own"):
         data = _KINDS[grant.kind][1]
         if data:
             subs.append(f"{data}.{grant.name}.>")
+    if grant.access == "create":
+        subs += [f"$JS.API.STREAM.CREATE.{stream}", f"$JS.API.STREAM.PURGE.{stream}"]
     if grant.access == "own":
         subs += [f"$JS.API.STREAM.*.{stream}", f"$JS.API.STREAM.MSG.*.{stream}", f"$JS.API.CONSUMER.*.{stream}",
                  f"$JS.API.CONSUMER.*.{stream}.>", f"$JS.API.CONSUMER.*.*.{stream}.>", f"$JS.ACK.{stream}.>"]
@@ -249,9 +254,10 @@ def actor_permissions(name: str, config: Any = None) -> Permissions:
     return Permissions(publish=publish, subscribe=subscribe, responses_expire_s=math.ceil(longest) + 60)
 
 
-CLIENT_JETSTREAM = ("kv tandem_tasks read", "objects tandem_task_data write", f"{_PAYLOADS} write")
+CLIENT_JETSTREAM = ("kv tandem_tasks read", "objects tandem_task_data write", f"{_PAYLOADS} create")
 """What a client reads and writes directly: task states (``TaskClient.get``), task inputs and
-results too large for a message, and messages over ``max_payload``."""
+results too large for a message, and messages over ``max_payload`` (the bus creates that store
+on first use, which may be a client's)."""
 
 
 def client_permissions(config: Any = None) -> Permissions:

@@ -64,7 +64,7 @@ class Topology(msgspec.Struct, frozen=True, kw_only=True):
         Client port of the first node (the others: the next free ports); 0 picks free ports.
     max_payload : int
         The servers' ``max_payload``, bytes (1 MiB, the nats-server default, written
-        explicitly); larger messages go through the JetStream object store.
+        explicitly; at least 256 KiB); larger messages go through the JetStream object store.
     monitoring : bool
         Open each node's HTTP monitoring port (``/varz``, ``/jsz``) on a free port.
     """
@@ -188,8 +188,9 @@ def render(topology: Topology, directory: Path, *, config: Config | None = None)
 
     if topology.cluster not in (1, 3):
         raise ConfigError(f"--cluster {topology.cluster}: a deployment runs 1 nats-server or a cluster of 3")
-    if not 1024 <= topology.max_payload <= 64 * 1024 * 1024:
-        raise ConfigError(f"max_payload {topology.max_payload}: expected 1 KiB .. 64 MiB")
+    if not MIN_MAX_PAYLOAD <= topology.max_payload <= 64 * 1024 * 1024:
+        raise ConfigError(f"max_payload {topology.max_payload}: expected {MIN_MAX_PAYLOAD // 1024} KiB .. 64 MiB "
+                          "(the object store sends 128 KiB chunks, which must fit in one message)")
     directory = Path(directory).expanduser().resolve()
     if directory.is_relative_to(_SOURCE_TREE):
         raise ConfigError(f"{directory} is inside Tandem's source tree ({_SOURCE_TREE}); credentials are never "
@@ -241,6 +242,10 @@ def render(topology: Topology, directory: Path, *, config: Config | None = None)
                       credentials=credentials, inbox_prefixes=prefixes,
                       jetstream_replicas=3 if topology.cluster == 3 else 1, max_payload=topology.max_payload)
 
+
+MIN_MAX_PAYLOAD = 256 * 1024
+"""Smallest ``max_payload`` rendered: nats-py's object store (where larger messages go) publishes
+128 KiB chunks, and one chunk must fit in a message with its headers."""
 
 CLUSTER_NAME = "tandem"
 """The ``cluster { name }`` of a three-node deployment."""

@@ -26,6 +26,9 @@ from tandem.actors import ACTORS, ChatActor, PlannerActor, RouterActor, supervis
 from tandem.messages import (
     ChatReply,
     ChatSend,
+    ChoiceContext,
+    ChoiceReply,
+    ChoiceRequest,
     ExecuteRequest,
     ExecuteReply,
     ExecutionPlan,
@@ -38,7 +41,7 @@ from tandem.messages import (
 from tandem.services.bus import Bus
 from tandem.services.config import Config
 from tandem.services.deploy import Deployment, Topology, render
-from tandem.services.errors import NoResponders
+from tandem.services.errors import NoResponders, PayloadTooLarge, RemoteError
 from tandem.services.tasks import TaskClient
 
 from ..conftest import chat_response, make_config
@@ -145,11 +148,14 @@ async def connect(deployment: Deployment, user: str, violations: Violations | No
 
 @asynccontextmanager
 async def actors(deployment: Deployment, config: Config, violations: Violations,
-                 factories: dict[str, Callable[[Bus, Config], Any]]) -> AsyncIterator[None]:
-    """Every actor in this process, each on its own connection with its own credential."""
+                 factories: dict[str, Callable[[Bus, Config], Any]], names: Any = ACTORS,
+                 **options: Any) -> AsyncIterator[None]:
+    """Actors ``names`` (all) in this process, each on its own connection with its own credential."""
+    table = {**ACTORS, **factories}
     async with AsyncExitStack() as stack, anyio.create_task_group() as tg:
-        for name, make in {**ACTORS, **factories}.items():
-            bus = await connect(deployment, name, violations)
+        for name in names:
+            make = table[name]
+            bus = await connect(deployment, name, violations, **options)
             stack.push_async_callback(bus.close)
             await tg.start(lambda task_status, m=make, b=bus: supervise(lambda: m(b, config), task_status=task_status))
         try:
@@ -334,3 +340,44 @@ async def test_fault_5_a_client_cannot_poison_the_plan_cache_or_forge_progress(s
     print(f"\nfault test 5: refused {sum(refused.values())} of {len(refused)}: "
           + ", ".join(f"{k} {'refused' if v else 'ALLOWED'}" for k, v in refused.items()))
     assert all(refused.values()), refused
+
+
+# -- payload limits: the generated max_payload, offload across users, typed too_large -------------
+
+
+async def test_payload_limits_over_the_generated_config(tmp_path: Path) -> None:
+    config = make_config()
+    deployment = render(Topology(port=0, max_payload=256 * 1024), tmp_path / "deploy", config=config)
+    model = Model()
+    violations = Violations()
+    async with _server(deployment):
+        with violations.scope:
+            factories = {"router": lambda b, c: RouterActor(b, c, transport=model.transport)}
+            async with actors(deployment, config, violations, factories):
+                client = await connect(deployment, "client", violations)
+                try:
+                    limit = client.nc.max_payload
+                    # input, execute request and reply, result: each over max_payload, each offloaded
+                    state = await TaskClient(client).run(TaskSubmit(
+                        task="Make the headings Textile", inputs={3: LARGE}, plan=msgspec.convert(SED_PLAN, ExecutionPlan)))
+                finally:
+                    await client.close()
+        assert violations.seen == [], "\n".join(violations.seen)
+        assert limit == 256 * 1024  # the server announces the generated max_payload
+        assert state.status == "succeeded" and state.result.outputs[0].text == LARGE.replace("# Title", "h1. Title")
+
+        big = ChoiceRequest(answer="yes", context=ChoiceContext(available_options=["a", "b"],
+                                                                conversation_context="x" * 300 * 1024))
+        async with actors(deployment, config, violations, {}, names=["choice"], max_object_bytes=100 * 1024):
+            client = await connect(deployment, "client", violations)
+            small = await connect(deployment, "client", violations, max_object_bytes=100 * 1024)
+            try:
+                with pytest.raises(RemoteError) as refused_by_actor:  # the actor will not fetch it
+                    await client.request(subjects.CHOICE_PARSE, big, ChoiceReply, timeout=10)
+                with pytest.raises(PayloadTooLarge):  # nor will a bus send one over its own limit
+                    await small.request(subjects.CHOICE_PARSE, big, ChoiceReply, timeout=10)
+            finally:
+                await client.close()
+                await small.close()
+        assert refused_by_actor.value.code == "too_large"
+        assert violations.seen == [], "\n".join(violations.seen)
