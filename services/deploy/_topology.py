@@ -11,7 +11,7 @@ from __future__ import annotations
 import os
 import socket
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import msgspec
 
@@ -184,41 +184,15 @@ def render(topology: Topology, directory: Path, *, config: Config | None = None)
     >>> deployment.url  # doctest: +SKIP
     'nats://127.0.0.1:41231,nats://127.0.0.1:40415,nats://127.0.0.1:35701'
     """
-    from ._natsconf import ClusterSpec, UserEntry, node_config
+    from ._natsconf import ClusterSpec, node_config
 
-    if topology.cluster not in (1, 3):
-        raise ConfigError(f"--cluster {topology.cluster}: a deployment runs 1 nats-server or a cluster of 3")
-    if not MIN_MAX_PAYLOAD <= topology.max_payload <= 64 * 1024 * 1024:
-        raise ConfigError(f"max_payload {topology.max_payload}: expected {MIN_MAX_PAYLOAD // 1024} KiB .. 64 MiB "
-                          "(the object store sends 128 KiB chunks, which must fit in one message)")
-    directory = Path(directory).expanduser().resolve()
-    if directory.is_relative_to(_SOURCE_TREE):
-        raise ConfigError(f"{directory} is inside Tandem's source tree ({_SOURCE_TREE}); credentials are never "
-                          "written into the repository: pick a directory outside it")
-    (directory / "nats").mkdir(parents=True, exist_ok=True)
-    os.chmod(directory / "nats", 0o700)
-
+    directory = _prepare(topology, directory)
     names = [f"n{i}" for i in range(1, topology.cluster + 1)]
     ports = _client_ports(topology)
     cluster_ports = [_free_port(topology.host) for _ in names] if topology.cluster > 1 else [0] * len(names)
     http_ports = [_free_port(topology.host) for _ in names] if topology.monitoring else [0] * len(names)
-
-    users: list[UserEntry] | None = None
-    credentials: dict[str, str] = {}
+    credentials, users = _write_users(directory, config) if topology.secure else ({}, None)
     prefixes = {user: inbox_prefix(user) for user in user_names()}
-    if topology.secure:
-        from ._permissions import user_permissions
-
-        creds_dir = directory / "creds"
-        creds_dir.mkdir(exist_ok=True)
-        os.chmod(creds_dir, 0o700)
-        users = []
-        for user, permissions in user_permissions(config).items():
-            seed, public = _new_user_key()
-            path = creds_dir / f"{user}.nk"
-            _write_secret(path, seed + b"\n")
-            credentials[user] = str(path)
-            users.append(UserEntry(name=user, nkey=public, permissions=permissions.to_config()))
 
     nodes: list[NodeSpec] = []
     for i, name in enumerate(names):
@@ -252,6 +226,42 @@ CLUSTER_NAME = "tandem"
 
 CLIENT = "client"
 """The user every non-actor process (CLI, chat, other services) connects as."""
+
+
+def _prepare(topology: Topology, directory: Path) -> Path:
+    """Check what cannot be rendered; create ``directory/nats`` (0700); return ``directory`` resolved."""
+    if topology.cluster not in (1, 3):
+        raise ConfigError(f"--cluster {topology.cluster}: a deployment runs 1 nats-server or a cluster of 3")
+    if not MIN_MAX_PAYLOAD <= topology.max_payload <= 64 * 1024 * 1024:
+        raise ConfigError(f"max_payload {topology.max_payload}: expected {MIN_MAX_PAYLOAD // 1024} KiB .. 64 MiB "
+                          "(the object store sends 128 KiB chunks, which must fit in one message)")
+    directory = Path(directory).expanduser().resolve()
+    if directory.is_relative_to(_SOURCE_TREE):
+        raise ConfigError(f"{directory} is inside Tandem's source tree ({_SOURCE_TREE}); credentials are never "
+                          "written into the repository: pick a directory outside it")
+    (directory / "nats").mkdir(parents=True, exist_ok=True)
+    os.chmod(directory / "nats", 0o700)
+    return directory
+
+
+def _write_users(directory: Path, config: Config | None) -> tuple[dict[str, str], list[Any]]:
+    """Write a fresh nkey seed per user into ``directory/creds`` (0700, files 0600); return the seed
+    files by user and the config's user entries (public key and permissions)."""
+    from ._natsconf import UserEntry
+    from ._permissions import user_permissions
+
+    creds_dir = directory / "creds"
+    creds_dir.mkdir(exist_ok=True)
+    os.chmod(creds_dir, 0o700)
+    credentials: dict[str, str] = {}
+    users: list[UserEntry] = []
+    for user, permissions in user_permissions(config).items():
+        seed, public = _new_user_key()
+        path = creds_dir / f"{user}.nk"
+        _write_secret(path, seed + b"\n")
+        credentials[user] = str(path)
+        users.append(UserEntry(name=user, nkey=public, permissions=permissions.to_config()))
+    return credentials, users
 
 
 def user_names() -> list[str]:
