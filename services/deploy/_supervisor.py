@@ -201,6 +201,8 @@ class Supervisor:
         self._stop = anyio.Event()
         self.ready = anyio.Event()
         """Set once every process is ready (when :meth:`run` reports started)."""
+        self.finished = anyio.Event()
+        """Set when :meth:`run` has stopped every process and is about to return."""
         self._stopping = False
         self._failure: ProcessGaveUp | None = None
         self._logs: dict[str, IO[str]] = {}
@@ -287,8 +289,12 @@ class Supervisor:
                 try:
                     servers = [p for p in self.processes.values() if p.kind == "server"]
                     actors = [p for p in self.processes.values() if p.kind == "actor"]
+                    # replica 1 of every actor first: it creates the streams and buckets the others then find
+                    # (replicas creating one R3 bucket at once on a new cluster time out)
+                    first = [p for p in actors if p.name.endswith(".1")]
                     if (await self._start_all(tg, servers) and (len(servers) == 1 or await self._wait_meta_leader())
-                            and await self._start_all(tg, actors)):
+                            and await self._start_all(tg, first)
+                            and await self._start_all(tg, [p for p in actors if p not in first])):
                         self._write_up_file()
                         self._say(f"ready: {len(actors)} actor processes on {len(servers)} nats-server node(s)")
                         self.ready.set()
@@ -305,6 +311,7 @@ class Supervisor:
                 f.close()
             if self._lock is not None:
                 self._lock.close()
+            self.finished.set()
         if self._failure is not None:
             raise self._failure
 
@@ -371,10 +378,9 @@ class Supervisor:
             proc.crashes.append(now)
             while proc.crashes and now - proc.crashes[0] > self.within:
                 proc.crashes.popleft()
-            if len(proc.crashes) > self.max_restarts or not proc.is_ready.is_set() and proc.starts == 1:
-                why = ("it never became ready" if proc.starts == 1 and not proc.is_ready.is_set()
-                       else f"it exited {len(proc.crashes)} times within {self.within:g}s")
-                self._give_up(proc, f"{why} (last exit {_status(rc)})")
+            if len(proc.crashes) > self.max_restarts:
+                self._give_up(proc, f"it exited {len(proc.crashes)} times within {self.within:g}s"
+                                    f"{'' if proc.is_ready.is_set() else ', never ready'} (last exit {_status(rc)})")
                 return
             delay = min(0.5 * 2 ** (len(proc.crashes) - 1), 10.0)
             self._say(f"{proc.name} exited unexpectedly ({_status(rc)}); restart {len(proc.crashes)}/"
@@ -465,14 +471,14 @@ class Supervisor:
                 _signal(p, signal.SIGTERM)
             with anyio.move_on_after(self.grace):
                 for p in running:
-                    await p.exited.wait()
+                    await _exit_of(p)
             for p in running:
-                if not p.exited.is_set():
+                if p.process is not None and p.process.returncode is None:
                     self._say(f"{p.name} did not stop within {self.grace:g}s: SIGKILL")
                     _signal(p, signal.SIGKILL)
             with anyio.move_on_after(5):
                 for p in running:
-                    await p.exited.wait()
+                    await _exit_of(p)
 
     async def _kill_leftovers(self) -> None:
         """After a cancellation: no process outlives the supervisor."""
@@ -496,6 +502,12 @@ class Supervisor:
 
     def _say(self, text: str) -> None:
         self._echo(f"{'up':<{self._width}} | {text}")
+
+
+async def _exit_of(proc: _Managed) -> None:
+    """Wait until ``proc`` has exited (its keeper may be gone: a cancelled :meth:`Supervisor.run`)."""
+    if proc.process is not None:
+        await proc.process.wait()
 
 
 def _signal(proc: _Managed, sig: int) -> None:
