@@ -125,10 +125,31 @@ async def _server(deployment: Deployment) -> AsyncIterator[Deployment]:
     from tandem.services._process import child_process
     from tandem.services.bus import find_nats_server
 
-    [node] = deployment.nodes
-    port = int(node.client_url.rsplit(":", 1)[1])
-    async with child_process(node.command(find_nats_server()), wait_ready=lambda p: _wait_port(port, p)):
+    async with AsyncExitStack() as stack:
+        for node in deployment.nodes:
+            port = int(node.client_url.rsplit(":", 1)[1])
+            await stack.enter_async_context(child_process(node.command(find_nats_server()),
+                                                          wait_ready=lambda p, port=port: _wait_port(port, p)))
+        if len(deployment.nodes) > 1:
+            await _wait_jetstream(deployment)
         yield deployment
+
+
+async def _wait_jetstream(deployment: Deployment) -> None:
+    """Wait until the cluster has a JetStream meta leader (a KV bucket can be created)."""
+    bus = await connect(deployment, "client", replicas=deployment.jetstream_replicas)
+    try:
+        with anyio.fail_after(30):
+            while True:
+                try:
+                    await bus.jetstream.stream_info(f"KV_{subjects.TASK_BUCKET}")  # the client may ask
+                    return
+                except nats.js.errors.NotFoundError:
+                    return
+                except Exception:  # no meta leader yet (503 / timeout)
+                    await anyio.sleep(0.2)
+    finally:
+        await bus.close()
 
 
 @pytest.fixture
@@ -155,7 +176,7 @@ async def actors(deployment: Deployment, config: Config, violations: Violations,
     async with AsyncExitStack() as stack, anyio.create_task_group() as tg:
         for name in names:
             make = table[name]
-            bus = await connect(deployment, name, violations, **options)
+            bus = await connect(deployment, name, violations, replicas=deployment.jetstream_replicas, **options)
             stack.push_async_callback(bus.close)
             await tg.start(lambda task_status, m=make, b=bus: supervise(lambda: m(b, config), task_status=task_status))
         try:
@@ -164,10 +185,11 @@ async def actors(deployment: Deployment, config: Config, violations: Violations,
             tg.cancel_scope.cancel()
 
 
-async def test_the_whole_flow_runs_with_the_generated_permissions(tmp_path: Path) -> None:
+@pytest.mark.parametrize("cluster", [1, 3])
+async def test_the_whole_flow_runs_with_the_generated_permissions(tmp_path: Path, cluster: int) -> None:
     model = Model()
     config = make_config(complexity_threshold=0.0)
-    async with _server(render(Topology(port=0), tmp_path / "deploy", config=config)) as secure:
+    async with _server(render(Topology(port=0, cluster=cluster), tmp_path / "deploy", config=config)) as secure:
         await _whole_flow(secure, config, model)
 
 
@@ -179,7 +201,7 @@ async def _whole_flow(secure: Deployment, config: Config, model: Model) -> None:
     done: dict[str, Any] = {}
     with violations.scope:
         async with actors(secure, config, violations, factories):
-            client = await connect(secure, "client", violations)
+            client = await connect(secure, "client", violations, replicas=secure.jetstream_replicas)
             try:
                 tasks = TaskClient(client)
                 done["first"] = await tasks.run(TaskSubmit(task="Convert this Markdown to Textile", inputs={3: DOC},
