@@ -26,9 +26,9 @@ block of every node's config. Why not decentralized JWT (operator → account �
   permissions are written, not what they are. Clients are unaffected either way:
   :meth:`Bus.connect <tandem.services.bus.Bus.connect>` reads a bare seed file or a ``.creds``
   file (JWT + seed) alike.
-* **Secrets stay out of the config.** The config holds public keys only; the nkey challenge
-  (the server signs nothing, the client proves it holds the seed) means the config and logs
-  leak no password.
+* **Secrets stay out of the config.** The config holds public keys only: the server sends a
+  nonce and the client signs it with its seed, so neither the config nor the wire carries a
+  password.
 
 Each user also gets its own inbox prefix (``_INBOX_<user>``), so no user can subscribe to
 another's replies.
@@ -37,6 +37,7 @@ another's replies.
 from __future__ import annotations
 
 import os
+import shlex
 import socket
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -182,6 +183,7 @@ def render(topology: Topology, directory: Path, *, config: Config | None = None)
         nats/n1.conf …        one config per node (mode 0600: it lists the users' public keys)
         store/n1/ …           each node's JetStream store (kept across renders and restarts)
         creds/ (0700)         when secure: <user>.nk, one nkey seed per actor and client (0600)
+        client.env            the client's TANDEM_NATS_* variables (``set -a; . client.env``)
 
     Rendering again rotates every credential (new seeds, new config) and picks ports again
     when ``topology.port`` is 0; the stores are kept.
@@ -240,9 +242,12 @@ def render(topology: Topology, directory: Path, *, config: Config | None = None)
         _write_secret(path, text.encode())
         nodes.append(NodeSpec(name=name, config_path=str(path), client_url=f"nats://{topology.host}:{ports[i]}",
                               cluster_port=cluster_ports[i], store_dir=str(store), http_port=http_ports[i]))
-    return Deployment(directory=str(directory), nodes=nodes, url=",".join(n.client_url for n in nodes),
-                      credentials=credentials, inbox_prefixes=prefixes,
-                      jetstream_replicas=3 if topology.cluster == 3 else 1, max_payload=topology.max_payload)
+    deployment = Deployment(directory=str(directory), nodes=nodes, url=",".join(n.client_url for n in nodes),
+                            credentials=credentials, inbox_prefixes=prefixes,
+                            jetstream_replicas=3 if topology.cluster == 3 else 1, max_payload=topology.max_payload)
+    env = deployment.env_for(CLIENT)
+    _write_secret(directory / "client.env", "".join(f"{k}={shlex.quote(v)}\n" for k, v in sorted(env.items())).encode())
+    return deployment
 
 
 MIN_MAX_PAYLOAD = 256 * 1024

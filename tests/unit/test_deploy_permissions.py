@@ -39,6 +39,9 @@ def test_secure_render_writes_private_seeds_and_a_config_the_server_accepts(tmp_
         done = subprocess.run([find_nats_server(), "-t", "-c", node.config_path], capture_output=True, text=True,
                               timeout=30)
         assert done.returncode == 0, done.stderr + done.stdout
+    client_env = (tmp_path / "client.env").read_text()
+    assert f"TANDEM_NATS_CREDS={deployment.credentials['client']}\n" in client_env
+    assert "TANDEM_NATS_INBOX_PREFIX=_INBOX_client\n" in client_env
     env = deployment.env_for("router", "router.1")
     assert env["TANDEM_NATS_CREDS"] == deployment.credentials["router"]
     assert env["TANDEM_NATS_INBOX_PREFIX"] == "_INBOX_router"
