@@ -45,6 +45,7 @@ from opentelemetry import propagate, trace
 from opentelemetry.attributes import BoundedAttributes
 from opentelemetry.context import Context
 from opentelemetry.sdk import trace as sdk_trace
+from opentelemetry.sdk.trace import sampling
 from opentelemetry.sdk.util import BoundedList
 from opentelemetry.semconv._incubating.attributes import gen_ai_attributes as G
 from opentelemetry.semconv._incubating.attributes import messaging_attributes as M
@@ -81,6 +82,8 @@ _TRACEPARENT = re.compile(r"00-([0-9a-f]{32})-([0-9a-f]{16})-([0-9a-f]{2})")
 _ZERO_TRACE = "0" * 32
 _ZERO_SPAN = "0" * 16
 _UNSET = Status(StatusCode.UNSET)
+_SAMPLED = TraceFlags(TraceFlags.SAMPLED)
+_NOT_SAMPLED = TraceFlags(TraceFlags.DEFAULT)
 _NO_ATTRIBUTES = BoundedAttributes(immutable=True)
 
 LINK_PARENT = False
@@ -222,9 +225,11 @@ class _HopSpan(sdk_trace.Span):
         self._span_processor = hop.processor
         self._limits = hop.limits
         self._lock = hop.lock
-        self._events = BoundedList(hop.limits.max_events)
-        self._links = BoundedList.from_seq(hop.limits.max_links, links) if links else BoundedList(hop.limits.max_links)
+        self._events: BoundedList | tuple[()] = ()  # a BoundedList on the first event: most hops have none
+        self._links: BoundedList | tuple[()] = BoundedList.from_seq(hop.limits.max_links, links) if links else ()
         self._record_end_metrics = None
+        self._ending = hop.ending
+        self._enders = hop.enders
 
     def _bounded(self) -> None:
         if not isinstance(self._attributes, BoundedAttributes):
@@ -239,17 +244,26 @@ class _HopSpan(sdk_trace.Span):
         self._bounded()
         super().set_attributes(attributes)
 
+    def _add_event(self, event: Any) -> None:
+        if self._end_time is None and not isinstance(self._events, BoundedList):
+            self._events = BoundedList(self._limits.max_events)
+        super()._add_event(event)
+
+    def _add_link(self, link: Link) -> None:
+        if self._end_time is None and not isinstance(self._links, BoundedList):
+            self._links = BoundedList(self._limits.max_links)
+        super()._add_link(link)
+
     def end(self, end_time: int | None = None) -> None:
         if self._end_time is not None:
             return
         self._end_time = end_time if end_time is not None else _time_ns()
         if isinstance(self._attributes, BoundedAttributes):
             self._attributes._immutable = True
-        processor = self._span_processor
-        on_ending = getattr(processor, "_on_ending", None)
-        if on_ending is not None:
+        for on_ending in self._ending:
             on_ending(self)
-        processor.on_end(self)
+        for on_end in self._enders:
+            on_end(self)
 
     def _readable_span(self) -> sdk_trace.ReadableSpan:
         return self  # ended spans are read-only
@@ -258,8 +272,9 @@ class _HopSpan(sdk_trace.Span):
 class _Sdk:
     """What the hop path needs from an SDK tracer, looked up once per provider."""
 
-    __slots__ = ("id_generator", "instrumentation_info", "instrumentation_scope", "limits", "lock", "processor",
-                 "provider", "resource", "sampler", "tracer")
+    __slots__ = ("_processors", "decide", "enders", "ending", "id_generator", "instrumentation_info",
+                 "instrumentation_scope", "limits", "lock", "on_start", "processor", "provider", "resource", "sampler",
+                 "tracer")
 
     def __init__(self, provider: sdk_trace.TracerProvider) -> None:
         import threading
@@ -268,6 +283,7 @@ class _Sdk:
         self.provider = provider
         self.tracer = t
         self.sampler = t.sampler
+        self.decide = _decider(t.sampler)
         self.id_generator = t.id_generator
         self.processor = t.span_processor
         self.resource = t.resource
@@ -275,10 +291,80 @@ class _Sdk:
         self.instrumentation_scope = getattr(t, "_instrumentation_scope", None)
         self.limits = t._span_limits
         self.lock = threading.Lock()  # spans of a hop are touched by one task; the SDK only needs *a* lock
+        self._processors: Any = None
+        self.refresh()
+
+    def refresh(self) -> None:
+        """Look at the provider's span processors again (one may have been added since)."""
+        processor = self.processor
+        processors = getattr(processor, "_span_processors", None)
+        if processors is not None and processors is self._processors:
+            return
+        self._processors = processors
+        if processors is None:  # not the SDK's multi-processor: call it as it is
+            self.on_start: Any = processor.on_start
+            self.ending: tuple[Any, ...] = (processor._on_ending,) if hasattr(processor, "_on_ending") else ()
+            self.enders: tuple[Any, ...] = (processor.on_end,)
+            return
+        # call each processor directly, and skip the calls that do nothing (QueuedSpanProcessor's on_start)
+        starters = [p.on_start for p in processors if not _does_nothing(p, "on_start")]
+        self.on_start = None if not starters else processor.on_start
+        self.ending = tuple(p._on_ending for p in processors
+                            if hasattr(p, "_on_ending") and not _does_nothing(p, "_on_ending"))
+        self.enders = tuple(p.on_end for p in processors)
 
     def enabled(self) -> bool:
         check = getattr(self.tracer, "_is_enabled", None)
         return check() if check is not None else True
+
+
+def _does_nothing(processor: Any, method: str) -> bool:
+    """Whether ``processor.<method>`` is the SDK base class's no-op (or declared one)."""
+    impl = getattr(type(processor), method, None)
+    return impl is getattr(sdk_trace.SpanProcessor, method, object()) or method in getattr(processor, "noop_hooks", ())
+
+
+def _decider(sampler: Any) -> Any:
+    """Return ``decide(parent, trace_id) -> sampled`` for the SDK's standard samplers, else None.
+
+    The standard samplers (``always_on``/``always_off``, ``traceidratio`` and their
+    ``parentbased_*`` forms, what ``OTEL_TRACES_SAMPLER`` names) add no attributes and
+    keep the parent's trace state, so their decision is one comparison; it is the same
+    decision ``should_sample`` would return, without a ``SamplingResult`` and a parent
+    ``Context`` per span. Any other sampler goes through ``should_sample``.
+    """
+    static = {id(sampling.ALWAYS_ON): True, id(sampling.ALWAYS_OFF): False}
+
+    def leaf(s: Any) -> Any:
+        if id(s) in static and type(s).should_sample is sampling.StaticSampler.should_sample:
+            value = static[id(s)]
+            return lambda trace_id: value
+        if type(s).should_sample is sampling.TraceIdRatioBased.should_sample:
+            bound, limit = s.bound, s.TRACE_ID_LIMIT
+            return lambda trace_id: trace_id & limit < bound
+        return None
+
+    if type(sampler).should_sample is sampling.ParentBased.should_sample:
+        root = leaf(sampler._root)
+        delegates = [leaf(getattr(sampler, name)) for name in (
+            "_remote_parent_sampled", "_remote_parent_not_sampled", "_local_parent_sampled",
+            "_local_parent_not_sampled")]
+        if root is None or any(d is None for d in delegates):
+            return None
+        remote_yes, remote_no, local_yes, local_no = delegates
+
+        def parent_based(parent: SpanContext | None, trace_id: int) -> bool:
+            if parent is None:
+                return root(trace_id)
+            if parent.is_remote:
+                return (remote_yes if parent.trace_flags.sampled else remote_no)(trace_id)
+            return (local_yes if parent.trace_flags.sampled else local_no)(trace_id)
+
+        return parent_based
+    plain = leaf(sampler)
+    if plain is None:
+        return None
+    return lambda parent, trace_id: plain(trace_id)
 
 
 _sdk_cache: list[Any] = [None, None]  # [provider, _Sdk | None]
@@ -315,23 +401,35 @@ def _start(name: str, kind: SpanKind, attributes: dict[str, Any], parent: SpanCo
                                                             set_status_on_exception=record_exception)
     if not hop.enabled():
         return NonRecordingSpan(parent) if parent is not None else INVALID_SPAN
-    parent_ctx = trace.set_span_in_context(NonRecordingSpan(parent)) if parent is not None else None
-    if parent is None:
-        trace_id = hop.id_generator.generate_trace_id()
+    hop.refresh()
+    trace_id = parent.trace_id if parent is not None else hop.id_generator.generate_trace_id()
+    parent_ctx: Context | None = None
+    decide = hop.decide
+    if decide is not None and not links:
+        sampled = decide(parent, trace_id)
+        trace_state = parent.trace_state if parent is not None else None
+        if not sampled:
+            return NonRecordingSpan(SpanContext(trace_id, hop.id_generator.generate_span_id(), is_remote=False,
+                                                trace_flags=_NOT_SAMPLED, trace_state=trace_state))
+        span_context = SpanContext(trace_id, hop.id_generator.generate_span_id(), is_remote=False,
+                                   trace_flags=_SAMPLED, trace_state=trace_state)
     else:
-        trace_id = parent.trace_id
-    result = hop.sampler.should_sample(parent_ctx, trace_id, name, kind, attributes, links)
-    decision = result.decision
-    flags = TraceFlags.SAMPLED if decision.is_sampled() else TraceFlags.DEFAULT
-    span_context = SpanContext(trace_id, hop.id_generator.generate_span_id(), is_remote=False,
-                               trace_flags=TraceFlags(flags), trace_state=result.trace_state)
-    if not decision.is_recording():
-        return NonRecordingSpan(span_context)
-    if len(result.attributes) != len(attributes):  # the sampler added attributes of its own
-        attributes = dict(result.attributes)
+        parent_ctx = trace.set_span_in_context(NonRecordingSpan(parent)) if parent is not None else None
+        result = hop.sampler.should_sample(parent_ctx, trace_id, name, kind, attributes, links)
+        decision = result.decision
+        span_context = SpanContext(trace_id, hop.id_generator.generate_span_id(), is_remote=False,
+                                   trace_flags=_SAMPLED if decision.is_sampled() else _NOT_SAMPLED,
+                                   trace_state=result.trace_state)
+        if not decision.is_recording():
+            return NonRecordingSpan(span_context)
+        if len(result.attributes) != len(attributes):  # the sampler added attributes of its own
+            attributes = dict(result.attributes)
     span = _HopSpan(name, span_context, parent, kind, attributes, links, hop, record_exception=record_exception)
     span._start_time = _time_ns()
-    hop.processor.on_start(span, parent_context=parent_ctx)
+    if hop.on_start is not None:
+        if parent_ctx is None and parent is not None:
+            parent_ctx = trace.set_span_in_context(NonRecordingSpan(parent))
+        hop.on_start(span, parent_context=parent_ctx)
     return span
 
 

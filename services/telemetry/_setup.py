@@ -33,7 +33,7 @@ import threading
 import time
 import uuid
 from collections.abc import Sequence
-from typing import Any, TextIO
+from typing import Any, BinaryIO
 
 import msgspec
 
@@ -42,8 +42,8 @@ from opentelemetry.propagate import set_global_textmap
 from opentelemetry.sdk.resources import PROCESS_PID, SERVICE_INSTANCE_ID, SERVICE_NAME, Resource
 from opentelemetry.context import Context
 from opentelemetry.sdk.trace import ReadableSpan, Span, SpanProcessor, TracerProvider
-from opentelemetry.sdk.trace.export import ConsoleSpanExporter, SpanExporter, SpanExportResult
-from opentelemetry.trace import SpanContext, SpanKind
+from opentelemetry.sdk.trace.export import SpanExporter, SpanExportResult
+from opentelemetry.trace import SpanContext, SpanKind, StatusCode
 from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
 
 from tandem.services.errors import ConfigError
@@ -85,29 +85,34 @@ def default_trace_file() -> pathlib.Path:
     return base / "tandem" / "traces.jsonl"
 
 
-class _JsonLinesExporter(ConsoleSpanExporter):
-    """The SDK's ``ConsoleSpanExporter`` writing one compact JSON span per line.
+class _JsonLinesExporter(SpanExporter):
+    """Write spans as JSON lines (the SDK's ``to_json`` documents) to a file opened for appending.
 
-    It owns ``out`` and closes it on shutdown, so ``provider.shutdown()`` both
-    flushes the batch and releases the file.
+    One ``write`` per batch, not one per span: the file is shared by every Tandem
+    process on the machine, and O_APPEND keeps each batch of whole lines together.
+    The batch is encoded at once by :func:`encode_spans`. It owns the file and closes
+    it on shutdown, so ``provider.shutdown()`` both flushes and releases it.
     """
 
-    def __init__(self, out: TextIO) -> None:
-        super().__init__(out=out, formatter=span_to_json_line)
+    def __init__(self, out: BinaryIO) -> None:
+        self.out = out
 
     def export(self, spans: Sequence[ReadableSpan]) -> SpanExportResult:
-        # One write per batch, not one per span: the file is shared by every
-        # Tandem process on the machine, and each line stays whole (O_APPEND).
-        self.out.write("".join(map(span_to_json_line, spans)))
-        self.out.flush()
+        data = encode_spans(spans)
+        fd = self.out.fileno()
+        view = memoryview(data)
+        while view:  # a regular file takes it all at once; a short write only continues where it stopped
+            view = view[os.write(fd, view):]
         return SpanExportResult.SUCCESS
+
+    def force_flush(self, timeout_millis: int = 30_000) -> bool:
+        return True
 
     def shutdown(self) -> None:
         if not self.out.closed:
             self.out.close()
 
 
-_encode = msgspec.json.Encoder().encode
 _KIND = {kind: str(kind) for kind in SpanKind}
 _resources: dict[int, tuple[Any, dict[str, Any]]] = {}
 
@@ -129,9 +134,51 @@ def _iso(ns: int | None) -> str | None:
     return f"{_second[1]}.{us:06d}Z"
 
 
-def _context(ctx: SpanContext) -> dict[str, str]:
-    return {"trace_id": f"0x{ctx.trace_id:032x}", "span_id": f"0x{ctx.span_id:016x}",
-            "trace_state": repr(ctx.trace_state)}
+class _Context(msgspec.Struct):
+    trace_id: str
+    span_id: str
+    trace_state: str
+
+
+class _Status(msgspec.Struct, omit_defaults=True):
+    status_code: str
+    description: str | None = None
+
+
+class _Event(msgspec.Struct):
+    name: str
+    timestamp: str | None
+    attributes: dict[str, Any]
+
+
+class _Link(msgspec.Struct):
+    context: _Context
+    attributes: dict[str, Any]
+
+
+class _SpanDocument(msgspec.Struct):
+    """``ReadableSpan.to_json()``'s document, field for field and in its order."""
+
+    name: str
+    context: _Context
+    kind: str
+    parent_id: str | None
+    start_time: str | None
+    end_time: str | None
+    status: _Status
+    attributes: dict[str, Any]
+    events: list[_Event]
+    links: list[_Link]
+    resource: dict[str, Any]
+
+
+_STATUS = {code: _Status(code.name) for code in StatusCode}
+_encoder = msgspec.json.Encoder()
+
+
+def _context(ctx: SpanContext) -> _Context:
+    state = ctx.trace_state
+    return _Context(f"0x{ctx.trace_id:032x}", f"0x{ctx.span_id:016x}", repr(state) if state else "[]")
 
 
 def _resource(span: ReadableSpan) -> dict[str, Any]:
@@ -142,32 +189,44 @@ def _resource(span: ReadableSpan) -> dict[str, Any]:
     return cached[1]
 
 
-def span_to_json_line(span: ReadableSpan) -> str:
-    """Return ``span`` as one JSON line, the same document as ``span.to_json(indent=None)``.
+def _attributes(span: Any) -> dict[str, Any]:
+    raw = getattr(span, "_attributes", None)
+    if type(raw) is dict:  # the hop path's spans keep a plain dict: no copy
+        return raw
+    return dict(span.attributes or {})
 
-    The SDK's ``to_json`` goes through ``json.dumps`` with indentation logic
-    and costs ~35 µs a span on the exporter thread, competing with the actors
-    for the GIL; this builds the same shape and encodes it with msgspec.
+
+def _document(span: ReadableSpan) -> _SpanDocument:
+    status = span.status
+    parent = span.parent
+    return _SpanDocument(
+        span.name,
+        _context(span.context),
+        _KIND[span.kind],
+        f"0x{parent.span_id:016x}" if parent else None,
+        _iso(span.start_time),
+        _iso(span.end_time),
+        _Status(status.status_code.name, status.description) if status.description else _STATUS[status.status_code],
+        _attributes(span),
+        [_Event(e.name, _iso(e.timestamp), dict(e.attributes or {})) for e in span.events] if span.events else [],
+        [_Link(_context(link.context), dict(link.attributes or {})) for link in span.links] if span.links else [],
+        _resource(span),
+    )
+
+
+def encode_spans(spans: Sequence[ReadableSpan]) -> bytes:
+    """Return ``spans`` as JSON lines, each the same document as ``span.to_json(indent=None)``.
+
+    The documents are msgspec Structs encoded in one ``encode_lines`` call per batch;
+    the SDK's ``to_json`` goes through ``json.dumps`` with indentation logic and costs
+    ~35 µs a span on the export thread, competing with the actors for the GIL.
     """
-    status: dict[str, Any] = {"status_code": span.status.status_code.name}
-    if span.status.description:
-        status["description"] = span.status.description
-    doc = {
-        "name": span.name,
-        "context": _context(span.context),
-        "kind": _KIND[span.kind],
-        "parent_id": f"0x{span.parent.span_id:016x}" if span.parent else None,
-        "start_time": _iso(span.start_time),
-        "end_time": _iso(span.end_time),
-        "status": status,
-        "attributes": dict(span.attributes or {}),
-        "events": [{"name": e.name, "timestamp": _iso(e.timestamp), "attributes": dict(e.attributes or {})}
-                   for e in span.events],
-        "links": [{"context": _context(link.context), "attributes": dict(link.attributes or {})}
-                  for link in span.links],
-        "resource": _resource(span),
-    }
-    return _encode(doc).decode() + "\n"
+    return _encoder.encode_lines([_document(span) for span in spans])
+
+
+def span_to_json_line(span: ReadableSpan) -> str:
+    """Return ``span`` as one JSON line (see :func:`encode_spans`)."""
+    return encode_spans((span,)).decode()
 
 
 class ExportStatistics(msgspec.Struct, frozen=True, kw_only=True):
@@ -214,6 +273,9 @@ class QueuedSpanProcessor(SpanProcessor):
     -----
     Drops are logged once per export round with their running total, and at shutdown.
     """
+
+    noop_hooks = ("on_start", "_on_ending")
+    """Hooks that do nothing here: the hop path does not call them."""
 
     def __init__(self, exporter: SpanExporter, *, max_queue_size: int = 8192, batch_size: int = 512,
                  schedule_delay: float = 0.5) -> None:
@@ -370,9 +432,9 @@ def setup_tracing(
     ``opentelemetry.propagate.inject``/``extract`` read and write
     ``traceparent``/``tracestate`` in NATS headers.
 
-    Several processes may append to the same file: it is opened in append
-    mode and line-buffered, so each span is one ``write`` at the end of the
-    file. A reader may still see a partially written last line.
+    Several processes may append to the same file: it is opened unbuffered in
+    append mode, so each exported batch of whole lines is one ``write`` at the end
+    of the file. A reader may still see a partially written last line.
 
     Examples
     --------
@@ -396,7 +458,7 @@ def setup_tracing(
         path = trace_file if trace_file is not None else default_trace_file()
         try:
             path.parent.mkdir(parents=True, exist_ok=True)
-            out = open(path, "a", buffering=1, encoding="utf-8")  # noqa: SIM115 - closed by exporter.shutdown
+            out = open(path, "ab", buffering=0)  # noqa: SIM115 - closed by exporter.shutdown
         except OSError as exc:
             raise ConfigError(f"cannot open trace file {path} for appending: {exc.strerror or exc}") from exc
         exporter = _JsonLinesExporter(out)
