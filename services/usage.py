@@ -11,12 +11,14 @@ working fallback.
 
 from __future__ import annotations
 
+import atexit
+import logging
 import os
 import statistics
+import threading
 from collections import Counter, defaultdict
 from datetime import datetime
 from pathlib import Path
-from typing import IO
 
 import msgspec
 from rich.table import Table
@@ -72,6 +74,8 @@ class UsageRecord(msgspec.Struct, frozen=True, kw_only=True, omit_defaults=True)
     credential_rejected: bool = False
 
 
+log = logging.getLogger("tandem.usage")
+
 _encoder = msgspec.json.Encoder()
 _decoder = msgspec.json.Decoder(UsageRecord)
 
@@ -86,25 +90,88 @@ def usage_log_path(configured: str | None) -> Path | None:
 
 
 class UsageLog:
-    """Appends usage records to a JSONL file (``None`` path: a no-op log)."""
+    """Appends usage records to a JSONL file (``None`` path: a no-op log), off the event loop.
+
+    :meth:`write` only encodes the record and queues the line: it never touches the
+    disk, so a slow or stalled file system never holds up the actor's event loop. A
+    writer thread appends whatever is queued with one ``os.write`` per batch (O_APPEND:
+    whole lines, even with other processes appending to the same file). :meth:`close`
+    waits for every queued line to be written; lines still queued when the interpreter
+    exits without :meth:`close` are written by an ``atexit`` hook, so a record is lost
+    only if the process is killed outright.
+
+    Parameters
+    ----------
+    path : Path or None
+        The log file (its directory is created); ``None`` records nothing.
+    """
 
     def __init__(self, path: Path | None) -> None:
         self.path = path
-        self._file: IO[bytes] | None = None
+        self._fd: int | None = None
+        self._lines: list[bytes] = []
+        self._lock = threading.Condition()
+        self._thread: threading.Thread | None = None
+        self._closing = False
         if path is not None:
             path.parent.mkdir(parents=True, exist_ok=True)
-            self._file = path.open("ab", buffering=0)  # O_APPEND, one write per line: whole lines
+            self._fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+            self._thread = threading.Thread(target=self._run, name="tandem-usage-log", daemon=True)
+            self._thread.start()
+            atexit.register(self.close)
 
     def write(self, record: UsageRecord) -> None:
-        """Append one record."""
-        if self._file is not None:
-            self._file.write(_encoder.encode(record) + b"\n")
+        """Queue one record for appending (returns at once; see the class notes)."""
+        if self._fd is None:
+            return
+        line = _encoder.encode(record) + b"\n"
+        with self._lock:
+            self._lines.append(line)
+            self._lock.notify()
+
+    def _run(self) -> None:
+        while True:
+            with self._lock:
+                while not self._lines and not self._closing:
+                    self._lock.wait()
+                lines, self._lines = self._lines, []
+                closing = self._closing
+            if lines:
+                self._append(b"".join(lines))
+            if closing and not lines:
+                return
+
+    def _append(self, data: bytes) -> None:
+        fd = self._fd
+        if fd is None:
+            return
+        view = memoryview(data)
+        try:
+            while view:
+                view = view[os.write(fd, view):]
+        except OSError as exc:  # a full or vanished disk: say so once per batch, keep the actor serving
+            log.error("usage log %s: %d bytes not written: %s", self.path, len(view), exc)
+
+    def flush(self) -> None:
+        """Wait until every queued record is written (blocking: call it off the event loop)."""
+        with self._lock:
+            lines, self._lines = self._lines, []
+        if lines:
+            self._append(b"".join(lines))
 
     def close(self) -> None:
-        """Close the file."""
-        if self._file is not None:
-            self._file.close()
-            self._file = None
+        """Write every queued record and close the file (idempotent; blocks until written)."""
+        if self._fd is None:
+            return
+        with self._lock:
+            self._closing = True
+            self._lock.notify()
+        if self._thread is not None and self._thread is not threading.current_thread():
+            self._thread.join(timeout=30)
+        self.flush()  # whatever the thread did not get to (it died, or timed out)
+        os.close(self._fd)
+        self._fd = None
+        atexit.unregister(self.close)
 
 
 def load_usage(path: Path) -> list[UsageRecord]:

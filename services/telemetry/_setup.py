@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import collections
 import datetime
+import functools
 import logging
 import math
 import os
@@ -35,6 +36,8 @@ import uuid
 from collections.abc import Sequence
 from typing import Any, BinaryIO
 
+import anyio
+import anyio.to_thread
 import msgspec
 
 from opentelemetry import trace
@@ -48,7 +51,8 @@ from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapProp
 
 from tandem.services.errors import ConfigError
 
-__all__ = ["ExportStatistics", "QueuedSpanProcessor", "default_trace_file", "setup_tracing", "shutdown_tracing"]
+__all__ = ["ExportStatistics", "QueuedSpanProcessor", "aclose_tracing", "default_trace_file", "encode_spans",
+           "setup_tracing", "shutdown_tracing"]
 
 log = logging.getLogger("tandem.telemetry")
 
@@ -488,3 +492,27 @@ def shutdown_tracing(provider: TracerProvider, *, timeout_millis: int = 30_000) 
     """
     provider.force_flush(timeout_millis)
     provider.shutdown()
+
+
+async def aclose_tracing(provider: TracerProvider, *, timeout_millis: int = 30_000) -> None:
+    """:func:`shutdown_tracing` from async code: flush and shut down in a worker thread.
+
+    The event loop keeps running while the spans are written (an OTLP collector that
+    does not answer can take the whole ``timeout_millis``); the call returns once they
+    are, and is shielded from cancellation, so a cancelled caller loses no span.
+
+    Parameters
+    ----------
+    provider : opentelemetry.sdk.trace.TracerProvider
+        A provider returned by :func:`setup_tracing`.
+    timeout_millis : int
+        Upper bound, in milliseconds, for the flush.
+
+    Examples
+    --------
+    >>> import anyio
+    >>> provider = setup_tracing("tandem.cli", trace_file=pathlib.Path("/tmp/t.jsonl"), install_global=False)
+    >>> anyio.run(aclose_tracing, provider)
+    """
+    with anyio.CancelScope(shield=True):
+        await anyio.to_thread.run_sync(functools.partial(shutdown_tracing, provider, timeout_millis=timeout_millis))
