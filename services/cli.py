@@ -145,13 +145,28 @@ Ephemeral = Annotated[bool, typer.Option("--ephemeral", help="Embedded server on
                                          "the persistent one (plan cache, tasks, recipes; also TANDEM_EPHEMERAL=1).")]
 
 
+class _RichOnFirstRecord(logging.Handler):
+    """A ``RichHandler`` made when the first record arrives: rich loads only when something is logged."""
+
+    def __init__(self, *, rich_tracebacks: bool) -> None:
+        super().__init__()
+        self._rich_tracebacks = rich_tracebacks
+        self._handler: logging.Handler | None = None
+
+    def emit(self, record: logging.LogRecord) -> None:
+        if self._handler is None:
+            from rich.logging import RichHandler
+
+            self._handler = RichHandler(console=err._load(), show_path=False, rich_tracebacks=self._rich_tracebacks)
+            self._handler.setFormatter(self.formatter)
+        self._handler.emit(record)
+
+
 def _setup_logging(verbose: int) -> None:
     # default: only what went unexpectedly wrong; handled failures are reported by the command itself
     level = logging.ERROR if verbose == 0 else logging.INFO if verbose == 1 else logging.DEBUG
-    from rich.logging import RichHandler
-
     logging.basicConfig(level=level, format="%(name)s: %(message)s", datefmt="[%X]",
-                        handlers=[RichHandler(console=err._load(), show_path=False, rich_tracebacks=verbose > 1)])
+                        handlers=[_RichOnFirstRecord(rich_tracebacks=verbose > 1)])
 
 
 def _fail(exc: BaseException | str, code: int = 1) -> typer.Exit:
@@ -862,6 +877,87 @@ app.command("up")(_deploy.up_command)  # tandem up
 app.command("status")(_deploy.status_command)  # tandem status
 
 
+# `tandem choose --no-llm` in a shell loop: read without typer (its option coercion loads pydantic, about a
+# third of the start-up). Only the plain spellings of choose's own options are read here; anything else
+# (--help, -oLabel, --, an unknown option, a bus to use, an error to report) goes to typer, which decides.
+_CHOOSE_VALUES = {"--option": "option", "-o": "option", "--description": "description", "-d": "description",
+                  "--risk": "risk", "--nats-url": "nats_url", "--creds": "creds", "--config": "config_path",
+                  "-c": "config_path"}
+_CHOOSE_FLAGS = {"--approval": "approval", "--no-llm": "no_llm"}
+
+
+def _parse_choose(args: list[str]) -> dict[str, Any] | None:
+    """``choose``'s arguments as the command receives them, or ``None`` when typer must read them."""
+    values: dict[str, Any] = {"answer": None, "option": [], "description": [], "risk": "medium", "approval": False,
+                              "no_llm": False, "nats_url": None, "creds": None, "config_path": None, "verbose": 0}
+    i = 0
+    while i < len(args):
+        arg = args[i]
+        i += 1
+        if not arg.startswith("-") or arg == "-":
+            if values["answer"] is not None or arg == "-":
+                return None
+            values["answer"] = arg
+            continue
+        name, eq, value = arg.partition("=") if arg.startswith("--") else (arg, "", "")
+        if name in _CHOOSE_FLAGS and not eq:
+            values[_CHOOSE_FLAGS[name]] = True
+        elif name in ("--verbose",) and not eq:
+            values["verbose"] += 1
+        elif not eq and len(name) > 1 and name.strip("v") == "-":  # -v, -vv
+            values["verbose"] += len(name) - 1
+        elif name in _CHOOSE_VALUES:
+            if not eq:
+                if i == len(args) or args[i].startswith("-"):
+                    return None
+                value = args[i]
+                i += 1
+            key = _CHOOSE_VALUES[name]
+            if isinstance(values[key], list):
+                values[key].append(value)
+            else:
+                values[key] = value
+        else:
+            return None
+    if values["answer"] is None or not values["option"]:
+        return None
+    for key, env in (("nats_url", "TANDEM_NATS_URL"), ("creds", "TANDEM_NATS_CREDS")):
+        if values[key] is None and os.environ.get(env):
+            values[key] = os.environ[env]
+    for key in ("creds", "config_path"):
+        if values[key] is not None:
+            values[key] = Path(values[key])
+    return values
+
+
+def _choose_in_process(args: list[str]) -> bool:
+    """Run ``tandem choose --no-llm`` without a bus, as :func:`choose` does; ``False``: typer must run it."""
+    values = _parse_choose(args)
+    if values is None or not values["no_llm"] or values["nats_url"] is not None:
+        return False
+    if values["risk"] not in ("low", "medium", "high", "critical"):
+        return False
+    _use_creds(values["creds"])
+    _setup_logging(values["verbose"])
+    try:
+        config, url = _config(values["config_path"], None)
+    except TandemError:
+        return False  # typer runs it again and reports the error as every command does
+    if url is not None:
+        return False
+    from tandem.messages import ChoiceContext
+    from tandem.services.choice._result import pattern_choice
+
+    context = ChoiceContext(available_options=values["option"], option_descriptions=values["description"],
+                            risk_level=values["risk"], kind="approval" if values["approval"] else "options")
+    result = pattern_choice(values["answer"], context, execute=config.choice.execute_threshold,
+                            confirm=config.choice.confirm_threshold)
+    sys.stdout.write(msgspec.json.format(msgspec.json.encode(result), indent=2).decode() + "\n")
+    return True
+
+
 def main() -> None:
     """Console-script entry point."""
+    if sys.argv[1:2] == ["choose"] and _choose_in_process(sys.argv[2:]):
+        return
     app()

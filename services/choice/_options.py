@@ -47,6 +47,12 @@ def _vocab_only(text: str) -> bool:
     return mo is not None and mo.lastgroup in _YESNO_ENTRIES
 
 
+# what may follow a keyword's stem: an inflection, not any letters ("packagzq" is no form of "package")
+_INFLECTION: Final = (
+    r"(?:e|s|d|r|n|st|es|ed|er|ers|est|en|ing|ings|ion|ions|ly|edly|ingly|ment|ments|ation|ations|or|ors|ive|y|ies)?"
+)
+
+
 def _stem(w: str) -> str:
     for suf in ("ingly", "ing", "edly", "ed", "ly", "est", "er", "es", "s", "ion"):
         if w.endswith(suf) and len(w) - len(suf) >= 3:
@@ -187,7 +193,7 @@ class OptionIndex:
             if kw[0].isascii() and kw[0].isalnum():
                 stem = _stem(kw)
                 if len(stem) >= 4 and stem.isalpha():
-                    kpats.append(rf"(?<![a-z0-9]){re.escape(stem)}[a-z]*(?![a-z0-9])")
+                    kpats.append(rf"(?<![a-z0-9]){re.escape(stem)}{_INFLECTION}(?![a-z0-9])")
                 else:
                     kpats.append(rf"(?<![a-z0-9.]){re.escape(kw)}(?![a-z0-9]|\.\d)")
             else:

@@ -220,3 +220,12 @@ def test_exclusions_are_refused(ctx: ChoiceContext, answer: str, expected: list[
     assert out.result is not None and out.result.selected_options == expected, out.result
     assert refused <= out.refused
     assert not refused & set(out.result.selected_options)
+
+
+@pytest.mark.parametrize(("answer", "expected"), [
+    ("Test packagzq", False), ("packagzq", False), ("test deployxx", False), ("deployqq", False),
+    ("Test packages", True), ("the packaged one", True), ("build deploys", True),
+])
+def test_a_keyword_counts_with_an_inflection_not_with_any_letters(answer: str, expected: bool) -> None:
+    """A label's stem followed by arbitrary letters is an unexplained word, not the label (hypothesis found it)."""
+    assert acts(match_choice(answer, EN5)) is expected

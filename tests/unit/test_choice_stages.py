@@ -217,3 +217,11 @@ def test_no_private_stdlib_api() -> None:
     for path in Path(pkg.__file__).parent.glob("*.py"):
         text = path.read_text()
         assert not re.search(r"re\._|sre_parse|sre_compile|_constants", text), path.name
+
+
+def test_lexicon_table_is_current() -> None:
+    """The generated first-two-character table matches the lexicons (regenerate with ``_lexicon.write_table()``)."""
+    from pathlib import Path
+
+    path = Path(_lexicon.__file__).with_name("_lexicon_table.py")
+    assert path.read_text(encoding="utf-8") == _lexicon.table_source()
