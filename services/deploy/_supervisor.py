@@ -10,7 +10,8 @@ What ``tandem up`` does, as a library the fault tests and ``bench/scale.py`` dri
         sup.stop()                       # ordered shutdown: actors first, then the servers
 
 Each process is an OS process of its own, in its own session (a terminal's Ctrl-C reaches
-``tandem up`` only, which then stops the others in order):
+``tandem up`` only, which then stops the others in order; on Linux a ``tandem up`` killed with
+SIGKILL takes them along, through ``PR_SET_PDEATHSIG``):
 
 * ``nats.<n>``: ``nats-server -c <node config>``; ready once it accepts a client (its ``INFO``
   line); on a cluster, the supervisor also waits until JetStream has a meta leader;
@@ -86,6 +87,21 @@ def actor_command(name: str, config_path: str | os.PathLike[str] | None = None) 
     if config_path is not None:
         cmd += ["--config", str(config_path)]
     return cmd
+
+
+_GUARD = ("import ctypes, os, signal, sys; ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGTERM); "
+          "os.getppid() == int(sys.argv[1]) or sys.exit(0); os.execv(sys.argv[2], sys.argv[2:])")
+
+
+def _orphan_guard(cmd: list[str]) -> list[str]:
+    """On Linux, ``cmd`` behind a tiny exec wrapper that asks the kernel for SIGTERM when the supervisor dies.
+
+    ``PR_SET_PDEATHSIG`` survives ``execv``: a ``tandem up`` killed with SIGKILL leaves no actor
+    or server behind (they stop as on Ctrl-C, each on its own SIGTERM). Elsewhere, ``cmd`` as is.
+    """
+    if not sys.platform.startswith("linux"):
+        return cmd
+    return [sys.executable, "-S", "-I", "-c", _GUARD, str(os.getpid()), *cmd]
 
 
 def read_up_file(directory: str | os.PathLike[str]) -> dict[str, Any] | None:
@@ -352,7 +368,7 @@ class Supervisor:
                     return
             proc.exited = anyio.Event()
             try:
-                process = await anyio.open_process(proc.cmd, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+                process = await anyio.open_process(_orphan_guard(proc.cmd), stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
                                                    stderr=subprocess.STDOUT, env=proc.env, start_new_session=True)
             except OSError as exc:
                 self._give_up(proc, f"cannot start {proc.cmd[0]}: {exc}")

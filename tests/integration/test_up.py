@@ -92,15 +92,6 @@ def test_tandem_up_status_run_and_ordered_shutdown(tmp_path: Path) -> None:
         assert run.returncode == 0, run.stderr
         assert "using running actors" in run.stderr
         trace_id = re.search(r"trace ([0-9a-f]{32})", run.stderr).group(1)
-        deadline = time.perf_counter() + 20  # the actor processes export their spans in batches
-        while len([i for i in _instances(_spans(traces), trace_id) if "." in i]) < 4 \
-                and time.perf_counter() < deadline:
-            time.sleep(0.2)
-        instances = _instances(_spans(traces), trace_id)
-        print(f"trace {trace_id}: spans per service.instance.id {dict(instances)}")
-        named = {i for i in instances if re.fullmatch(r"[a-z]+\.\d+", i)}
-        assert {n.split(".")[0] for n in named} >= {"task", "planner", "router", "executor"}, instances
-        assert len(instances) >= 5  # four actor processes and the `tandem run` process
 
         os.kill(up.pid, signal.SIGINT)
         stopping = time.perf_counter()
@@ -111,10 +102,21 @@ def test_tandem_up_status_run_and_ordered_shutdown(tmp_path: Path) -> None:
         lines = (tmp_path / "up.log").read_text().splitlines()
         order = [n for n, line in enumerate(lines) if "stopping" in line and "process(es)" in line]
         assert [lines[n].split("stopping ")[1].split()[1] for n in order] == ["actor", "server"], lines[-20:]
+
+        # every process has flushed its spans on the way out: one trace, spans from every process on its path
+        instances = _instances(_spans(traces), trace_id)
+        print(f"trace {trace_id}: spans per service.instance.id {dict(instances)}")
+        named = {i for i in instances if re.fullmatch(r"[a-z]+\.\d+", i)}
+        assert {n.split(".")[0] for n in named} >= {"task", "planner", "router", "executor"}, instances
+        assert len(instances) >= 5  # four actor processes at least, and the `tandem run` process
     finally:
         if up.poll() is None:
-            os.killpg(up.pid, signal.SIGKILL)
-            up.wait()
+            up.send_signal(signal.SIGTERM)  # the ordered shutdown
+            try:
+                up.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                up.kill()  # its children get SIGTERM from the kernel (PR_SET_PDEATHSIG)
+                up.wait()
         log.close()
         model.close()
 
