@@ -29,8 +29,8 @@ From these, :func:`actor_permissions` gives the actor's user:
   declared resources — per stream, never ``$JS.API.>``;
 * **replies** through ``allow_responses``: the server lets it publish to the reply subject of a
   request it received, and only that one. ``max: -1`` (no count limit) because a request that
-  asked for heartbeats gets one every second before its reply; ``expires`` is the longest
-  endpoint timeout plus a minute.
+  asked for heartbeats gets one every second before its reply; ``expires`` is twice the longest
+  endpoint timeout plus a minute (time waiting in the actor's backlog, then running).
 
 :func:`client_permissions` gives the ``client`` user (the CLI, ``tandem chat``, other
 services): request the actors' ``public`` endpoints and their ``ping``, publish a submission to
@@ -251,7 +251,8 @@ def actor_permissions(name: str, config: Any = None) -> Permissions:
                        f"tandem.events.dead_letter.{name}",
                        *(s for g in grants for s in jetstream_subjects(g))])
     longest = max([5.0, *(ep.timeout for ep in endpoints)])
-    return Permissions(publish=publish, subscribe=subscribe, responses_expire_s=math.ceil(longest) + 60)
+    # a request may wait in the actor's backlog (heartbeating) before it runs for up to its timeout
+    return Permissions(publish=publish, subscribe=subscribe, responses_expire_s=2 * math.ceil(longest) + 60)
 
 
 CLIENT_JETSTREAM = ("kv tandem_tasks read", "objects tandem_task_data write", f"{_PAYLOADS} create")
