@@ -32,8 +32,17 @@ from typing import Any
 
 import yaml
 
-from ._topology import CLUSTER_NAME, Deployment, NodeSpec, Topology, _prepare, _write_secret, _write_users, \
-    inbox_prefix, user_names
+from ._topology import (
+    CLUSTER_NAME,
+    Deployment,
+    NodeSpec,
+    Topology,
+    _prepare,
+    _write_secret,
+    _write_users,
+    inbox_prefix,
+    user_names,
+)
 
 __all__ = ["COMPOSE_TOPOLOGY", "JAEGER_IMAGE", "NATS_IMAGE", "compose_yaml", "container_deployment",
            "render_containers"]

@@ -55,7 +55,6 @@ from collections.abc import Iterable
 from typing import Any
 
 import msgspec
-
 from tandem.messages import subjects
 from tandem.services.bus import PAYLOAD_BUCKET
 

@@ -43,7 +43,6 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import msgspec
-
 from tandem.services.errors import ConfigError
 
 if TYPE_CHECKING:

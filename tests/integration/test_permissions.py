@@ -19,9 +19,9 @@ from typing import Any
 import anyio
 import httpx
 import msgspec
+import nats.errors
 import nats.js.errors
 import pytest
-
 from tandem.actors import ACTORS, ChatActor, PlannerActor, RouterActor, supervise
 from tandem.messages import (
     ChatReply,
@@ -29,8 +29,8 @@ from tandem.messages import (
     ChoiceContext,
     ChoiceReply,
     ChoiceRequest,
-    ExecuteRequest,
     ExecuteReply,
+    ExecuteRequest,
     ExecutionPlan,
     RememberPlan,
     TaskEvent,
@@ -146,7 +146,7 @@ async def _wait_jetstream(deployment: Deployment) -> None:
                     return
                 except nats.js.errors.NotFoundError:
                     return
-                except Exception:  # no meta leader yet (503 / timeout)
+                except (nats.errors.Error, TimeoutError):  # no meta leader yet (503 / timeout)
                     await anyio.sleep(0.2)
     finally:
         await bus.close()
