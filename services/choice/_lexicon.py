@@ -45,6 +45,7 @@ ORDER: Final = (
 # The guard makes every position inside an English word (and every space) fail before
 # the entries are tried: tokens start at word starts, digits, symbols or CJK.
 _GUARD: Final = r"(?! )(?:(?![a-z])|(?<![a-z0-9']))"
+_GUARD_AFTER: Final = r"(?<! )(?:(?<![a-z])|(?<![a-z0-9'][a-z]))"  # the same, just after the character
 
 
 def entries() -> list[tuple[str, str]]:
@@ -190,7 +191,9 @@ class _Finder:
             self.branches.append([(b, {c: None if f is None else frozenset(f) for c, f in pairs.items()})
                                   for b, pairs in rows])
         chars = sorted({c for rows in self.branches for _, pairs in rows for c in pairs})
-        self.candidate = re.compile(_GUARD + "[" + "".join(re.escape(c) for c in chars) + "]", re.ASCII)
+        # the guard, checked after the character: a class first lets the regex engine skip to candidates quickly
+        cls = "".join("\\" + c if c in "\\]^-[" else c for c in chars)
+        self.candidate = re.compile(f"[{cls}]" + _GUARD_AFTER, re.ASCII)
         self.groups = [_GROUP_NAME.findall(p) for _, p in self.alts]
         self.by_key: dict[str, re.Pattern[str] | None] = {}
         self.by_body: dict[str, re.Pattern[str]] = {}
