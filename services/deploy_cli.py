@@ -128,6 +128,9 @@ def _ready_lines(sup: Any) -> list[str]:
     prefix = client.get("TANDEM_NATS_INBOX_PREFIX", "_INBOX")
     env = f"TANDEM_NATS_INBOX_PREFIX={shlex.quote(prefix)} " if creds and prefix != "_INBOX" else ""
     lines.append(f"  try    {env}{shlex.join(run)}")
+    env_file = sup.directory / "client.env"
+    if env_file.exists():
+        lines.append(f"         or: set -a; . {shlex.quote(str(env_file))}; set +a; tandem run 'your task'")
     lines.append("         tandem status" + (f" --dir {shlex.quote(str(sup.directory))}"
                                              if sup.directory != default_up_dir() else ""))
     lines.append("  Ctrl-C stops everything (actors first, then the servers)")

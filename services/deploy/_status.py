@@ -164,19 +164,33 @@ async def gather_status(bus: Any, url: str, *, wait: float = 0.5, names: dict[in
          "theirs": m.theirs, "ours": m.ours} for m in mismatches])
 
 
+def _age(started: str) -> str:
+    """``"2026-11-30T13:52:15.123Z"`` → ``"3m"`` (how long the instance has served); ``"?"`` if unreadable."""
+    from datetime import UTC, datetime
+
+    try:
+        seconds = int((datetime.now(UTC) - datetime.fromisoformat(started.replace("Z", "+00:00"))).total_seconds())
+    except ValueError:
+        return "?"
+    for unit, size in (("d", 86400), ("h", 3600), ("m", 60)):
+        if seconds >= size:
+            return f"{seconds // size}{unit}"
+    return f"{max(seconds, 0)}s"
+
+
 def render_status(status: Status, *, endpoints: bool = True) -> list[Any]:
     """Return rich renderables: the instances table, the endpoints table, the schema mismatches."""
     from rich.table import Table
     from rich.text import Text
 
-    instances = Table("actor", "instance", "pid", "version", "started", "requests", "errors", box=None,
-                      highlight=False, title=f"actors on {status.url}", title_justify="left")
+    instances = Table("actor", "instance", "pid", "version", "up", "requests", "errors", box=None, highlight=False,
+                      title=f"actors on {status.url}", title_justify="left")
     for a in status.actors:
         count = f"{len(a.instances)}" + (f"/{a.expected}" if a.expected is not None else "")
         style = "red" if a.expected is not None and len(a.instances) < a.expected else ""
         instances.add_row(Text(f"{a.name} ({count})", style=style), "", "", "", "", "", "")
         for i in a.instances:
-            instances.add_row("", Text(i.name or i.id), str(i.pid or "?"), Text(i.version), Text(i.started[:19]),
+            instances.add_row("", Text(i.name or i.id), str(i.pid or "?"), Text(i.version), _age(i.started),
                               str(i.requests), Text(str(i.errors), style="red" if i.errors else ""))
     out: list[Any] = [instances]
     if endpoints:

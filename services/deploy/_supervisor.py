@@ -135,7 +135,7 @@ class _Managed:
     kind: str  # "server" or "actor"
     cmd: list[str]
     env: dict[str, str]
-    ready: Callable[[_Managed, str], bool]  # called with each output line: ready once it returns True
+    ready: Callable[[str], bool] | None  # called with each output line: ready once it returns True
     port: int = 0  # servers: the client port (readiness: a client gets INFO)
     process: Process | None = None
     pid: int | None = None
@@ -148,12 +148,9 @@ class _Managed:
     lines: deque[str] = field(default_factory=lambda: deque(maxlen=20))
 
 
-def _serving(proc: _Managed, line: str) -> bool:
+def _serving(line: str) -> bool:
+    """``tandem serve`` prints ``serving <actor> on <url>`` once its subscriptions are live."""
     return line.lstrip().startswith("serving ")
-
-
-def _server_line(proc: _Managed, line: str) -> bool:
-    return False  # a server is ready when a client gets its INFO line (see Supervisor._wait_server)
 
 
 class Supervisor:
@@ -188,6 +185,13 @@ class Supervisor:
     ----------
     processes : dict of str to _Managed
         ``"nats.1"``, ``"router.2"`` … in start order.
+    ready, finished : anyio.Event
+        Set once every process is ready; set when :meth:`run` has stopped them all.
+
+    Raises
+    ------
+    BusError
+        When no ``nats-server`` binary is found.
 
     Examples
     --------
@@ -216,19 +220,19 @@ class Supervisor:
         self._echo = echo or _stderr
         self._stop = anyio.Event()
         self.ready = anyio.Event()
-        """Set once every process is ready (when :meth:`run` reports started)."""
         self.finished = anyio.Event()
-        """Set when :meth:`run` has stopped every process and is about to return."""
         self._stopping = False
         self._failure: ProcessGaveUp | None = None
         self._logs: dict[str, IO[str]] = {}
         self._lock: IO[str] | None = None
+        self._meta_leader = False  # a node logged a JetStream metadata leader
         self.processes: dict[str, _Managed] = {}
         server = find_nats_server()
         for n, node in enumerate(deployment.nodes, 1):
             port = int(node.client_url.rsplit(":", 1)[1])
-            self.processes[f"nats.{n}"] = _Managed(f"nats.{n}", "server", [server, "-c", node.config_path],
-                                                   dict(os.environ), _server_line, port=port)
+            # ready when a client gets the node's INFO line (_wait_server), not from its log
+            self.processes[f"nats.{n}"] = _Managed(f"nats.{n}", "server", node.command(server), dict(os.environ),
+                                                   None, port=port)
         base = {k: v for k, v in os.environ.items() if k not in _INHERITED_OUT}
         base.update({"PYTHONUNBUFFERED": "1", "COLUMNS": "250", **(env or {})})
         for actor in ACTORS:
@@ -435,7 +439,7 @@ class Supervisor:
             self._echo(f"{proc.name:<{self._width}} | {line}")
         if "metadata leader" in line:
             self._meta_leader = True
-        if not proc.is_ready.is_set() and proc.ready(proc, line):
+        if proc.ready is not None and not proc.is_ready.is_set() and proc.ready(line):
             proc.is_ready.set()
 
     async def _wait_server(self, proc: _Managed, process: Process) -> None:
@@ -456,8 +460,6 @@ class Supervisor:
                 proc.is_ready.set()
                 return
             await anyio.sleep(0.05)
-
-    _meta_leader = False
 
     async def _wait_meta_leader(self) -> bool:
         """A cluster serves JetStream once its nodes have elected a meta leader (their logs say so)."""

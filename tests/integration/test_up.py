@@ -135,3 +135,16 @@ async def test_a_process_that_keeps_crashing_is_given_up_loudly(tmp_path: Path) 
     assert "no_such_field" in str(caught.value)  # the process's last output comes with it
     assert any("restart 1/1" in line for line in echo.lines)
     assert not any(pid and _alive(pid) for pid in sup.pids().values())
+
+
+def test_up_and_status_refuse_bad_input_with_one_line(tmp_path: Path) -> None:
+    env = {**os.environ, "NO_COLOR": "1", "COLUMNS": "200", "XDG_STATE_HOME": str(tmp_path / "state")}
+    env.pop("TANDEM_NATS_URL", None)
+    bad = subprocess.run([TANDEM, "up", "--replicas", "routr=2", "--dir", str(tmp_path / "up")], capture_output=True,
+                         text=True, env=env, timeout=60)
+    assert bad.returncode == 2 and "routr=2" in bad.stderr and "planner" in bad.stderr, bad.stderr
+    cluster = subprocess.run([TANDEM, "up", "--cluster", "2"], capture_output=True, text=True, env=env, timeout=60)
+    assert cluster.returncode == 2 and "--cluster" in cluster.stderr
+    none = subprocess.run([TANDEM, "status"], capture_output=True, text=True, env=env, timeout=60)
+    assert none.returncode == 1 and "no `tandem up` runs on" in none.stderr and "--nats-url" in none.stderr, none.stderr
+    assert not (tmp_path / "up").exists() or not any((tmp_path / "up").iterdir())
