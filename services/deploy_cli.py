@@ -69,7 +69,8 @@ def up_command(
     waits until they serve JetStream, then starts each actor replica as `tandem serve ACTOR` with
     its own credential and `service.instance.id` (router.2 …). Every process's output is echoed
     prefixed with its name and kept in DIR/logs/. A process that exits unasked is restarted (with
-    backoff, within a bounded budget). Ctrl-C or SIGTERM stops the actors first, then the servers.
+    backoff, within a bounded budget). Ctrl-C or SIGTERM stops the actors first, then the servers
+    (a second Ctrl-C kills whatever is left at once).
 
     Once ready it prints the client URL and credential; then, from another terminal:
 
@@ -144,8 +145,15 @@ async def _up(sup: Any) -> None:
 
     async def on_signals() -> None:
         with anyio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
+            stopping = False
             async for signum in signals:
-                sys.stderr.write(f"tandem up: {signal.Signals(signum).name}: stopping actors, then servers …\n")
+                name = signal.Signals(signum).name
+                if stopping:
+                    sys.stderr.write(f"tandem up: {name} again: killing every process now\n")
+                    sup.hurry()
+                    continue
+                sys.stderr.write(f"tandem up: {name}: stopping actors, then servers … (again to kill them now)\n")
+                stopping = True
                 sup.stop()
 
     async def announce() -> None:

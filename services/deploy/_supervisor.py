@@ -248,6 +248,14 @@ class Supervisor:
         """Ask :meth:`run` for the ordered shutdown (actors, then servers); returns at once."""
         self._stop.set()
 
+    def hurry(self) -> None:
+        """SIGKILL every process now (a second Ctrl-C during the ordered shutdown)."""
+        self._stopping = True
+        self._stop.set()
+        for p in self.processes.values():
+            if p.process is not None and p.process.returncode is None:
+                _signal(p, signal.SIGKILL)
+
     def kill(self, name: str, sig: int = signal.SIGKILL, *, restart: bool = True) -> int:
         """Send ``sig`` to process ``name`` (``"executor.2"``, ``"nats.1"``); return its pid.
 
