@@ -65,9 +65,10 @@ class Model:
 
     def __init__(self) -> None:
         self.calls: dict[str, int] = {"intent": 0, "chat": 0, "plan": 0, "step": 0}
+        self.hung = anyio.Event()  # a step whose text says HANG is in flight (and never answers)
         self.transport = httpx.MockTransport(self._handle)
 
-    def _handle(self, request: httpx.Request) -> httpx.Response:
+    async def _handle(self, request: httpx.Request) -> httpx.Response:
         body = json.loads(request.content)
         system = body["messages"][0]["content"]
         if system.startswith("Classify the user's chat message"):
@@ -79,6 +80,9 @@ class Model:
         else:
             kind, answer = "step", body["messages"][-1]["content"].split("Text:\n", 1)[-1].replace("**bold**", "*bold*")
         self.calls[kind] += 1
+        if kind == "step" and "HANG" in answer:
+            self.hung.set()
+            await anyio.sleep_forever()  # until the task is cancelled (tandem.control.cancel reaches the router)
         return httpx.Response(200, json=chat_response(answer, model=body["model"]))
 
 
@@ -222,6 +226,13 @@ async def _whole_flow(secure: Deployment, config: Config, model: Model) -> None:
                 done["large"] = await tasks.run(TaskSubmit(task="Make the headings Textile", inputs={3: LARGE},
                                                            plan=msgspec.convert(SED_PLAN, ExecutionPlan)))
                 done["large_ref"] = (await tasks.get(done["large"].task_id, resolve=False)).result_ref
+                hanging = TaskSubmit(task="Convert this Markdown to Textile", inputs={3: "# HANG\n"},
+                                     plan=msgspec.convert(PLAN, ExecutionPlan))
+                async with tasks.follow(hanging.task_id):
+                    await tasks.submit(hanging)
+                    with anyio.fail_after(20):
+                        await model.hung.wait()  # the model step of a running task
+                    done["cancelled"] = await tasks.cancel(hanging.task_id)
                 done["listed"] = await tasks.list(limit=10)
                 done["chat"] = await client.request(subjects.CHAT_SEND, ChatSend(session="s1", text="What is Textile?"),
                                                     ChatReply, timeout=30)
@@ -239,6 +250,7 @@ async def _whole_flow(secure: Deployment, config: Config, model: Model) -> None:
     assert done["large_ref"]  # the result was kept beside the state, and the client read it from there
     assert cached.status == "succeeded" and cached.result.plan_cached
     assert approved.status == "succeeded" and approved.result.approval == "approved" and done["questions"]
+    assert done["cancelled"].status == "cancelled"  # cancel signal and tandem.control.cancel went through
     assert {s.task_id for s in done["listed"]} >= {first.task_id, cached.task_id, approved.task_id, large.task_id}
     assert done["chat"].kind == "reply" and done["chat"].text.startswith("ANSWER to What is Textile")
     assert [m.content for m in done["history"].context.messages][:2] == [
