@@ -26,6 +26,7 @@ clarification or a confidence cap.
 
 from __future__ import annotations
 
+import operator
 import re
 from enum import IntEnum
 from typing import Final
@@ -173,6 +174,10 @@ def gap(s: str, a: Token, b: Token) -> str:
     return "other"
 
 
+_CUT_ORDER: Final = operator.itemgetter(0, 1)
+_EARLY_KINDS: Final = frozenset((KIND.ONLY, KIND.QUESTION, KIND.HOLD))
+
+
 def _split(s: str, masked: str, toks: list[Token]) -> list[Clause]:
     """Cut at punctuation and connectives; ``masked`` has every token masked."""
     cuts: list[tuple[int, int, Flag, Flag | None]] = []
@@ -183,7 +188,8 @@ def _split(s: str, masked: str, toks: list[Token]) -> list[Clause]:
         if rule is not None:
             cut_at_end, resume_at_end, nxt, prev = rule
             cuts.append((t.end if cut_at_end else t.start, t.end if resume_at_end else t.start, nxt, prev))
-    cuts.sort(key=lambda c: (c[0], c[1]))
+    if len(cuts) > 1:
+        cuts.sort(key=_CUT_ORDER)
     clauses: list[Clause] = []
     cur = 0
     pending = FLAG.MAIN
@@ -211,8 +217,8 @@ def _split(s: str, masked: str, toks: list[Token]) -> list[Clause]:
     return clauses
 
 
-def _residue(s: str, start: int, end: int, toks: list[Token]) -> str:
-    """The text of ``s[start:end]`` not covered by tokens, fillers removed."""
+def _uncovered(s: str, start: int, end: int, toks: list[Token]) -> str:
+    """The text of ``s[start:end]`` not covered by tokens (each token leaves a space)."""
     parts: list[str] = []
     cur = start
     for t in toks:
@@ -222,11 +228,20 @@ def _residue(s: str, start: int, end: int, toks: list[Token]) -> str:
         parts.append(" ")
     if end > cur:
         parts.append(s[cur:end])
-    r = "".join(parts)
+    return "".join(parts)
+
+
+def _unfilled(r: str) -> str:
+    """``r`` with the fillers replaced by spaces."""
     if _WORDCH.search(r) is None:
         return r  # no word left: the fillers (replaced by spaces) cannot change what callers count
     r = _lexicon.filler_en().sub(" ", r)
     return _lexicon.filler_ja().sub(" ", r)
+
+
+def _residue(s: str, start: int, end: int, toks: list[Token]) -> str:
+    """The text of ``s[start:end]`` not covered by tokens, fillers removed."""
+    return _unfilled(_uncovered(s, start, end, toks))
 
 
 def residue_words(s: str, start: int, end: int, toks: list[Token]) -> list[str]:
@@ -234,8 +249,12 @@ def residue_words(s: str, start: int, end: int, toks: list[Token]) -> list[str]:
     return _WORD_RE.findall(_residue(s, start, end, toks).replace(MASK, " "))
 
 
-def _wc(s: str, c: Clause, toks: list[Token] | None = None) -> int:
-    return len(_WORDCH.findall(_residue(s, c.start, c.end, c.toks if toks is None else toks)))
+def _two_words(s: str, c: Clause, toks: list[Token] | None = None) -> bool:
+    """Whether at least two word characters of the clause are left unexplained."""
+    r = _uncovered(s, c.start, c.end, c.toks if toks is None else toks)
+    if len(_WORDCH.findall(r)) < 2:
+        return False  # removing fillers only removes word characters
+    return len(_WORDCH.findall(_unfilled(r))) >= 2
 
 
 def _scope(s: str, toks: list[Token], i: int, pre: bool) -> list[Token]:
@@ -244,7 +263,7 @@ def _scope(s: str, toks: list[Token], i: int, pre: bool) -> list[Token]:
     rng = range(i + 1, len(toks)) if pre else range(i - 1, -1, -1)
     for j in rng:
         t = toks[j]
-        if not t.targetable() or t.neg is not None or t.exc is not None or t.src is SRC.POLITE:
+        if not t.tgt or t.neg is not None or t.exc is not None or t.src is SRC.POLITE:
             if group and t.kind not in (KIND.ONLY, KIND.FILL):
                 break
             continue
@@ -279,22 +298,22 @@ def _roles(s: str, clauses: list[Clause]) -> None:
             else:
                 c.role = ROLE.NONE
         elif c.flag in (FLAG.COND, FLAG.WITHOUT, FLAG.SEQ):
-            if c.flag is FLAG.WITHOUT and any(t.targetable() for t in c.toks):
+            if c.flag is FLAG.WITHOUT and any(t.tgt for t in c.toks):
                 c.role = ROLE.ACTIVE
-            elif c.flag is FLAG.SEQ and any(t.targetable() and t.kind is not KIND.YES for t in c.toks):
+            elif c.flag is FLAG.SEQ and any(t.tgt and t.kind is not KIND.YES for t in c.toks):
                 c.role = ROLE.ACTIVE  # "test then deploy", "2, also 3"
             elif structural or KIND.SARCASM in kinds:
                 c.role = ROLE.ACTIVE
-            elif _wc(s, c) >= 2:
+            elif _two_words(s, c):
                 c.role = ROLE.MOD
             else:  # "1, but no", "yes but never": a bare reversal is no condition
                 c.role = ROLE.ACTIVE if kinds & DECISIVE else ROLE.NONE
         elif kinds & DECISIVE or KIND.PAST in kinds:
             c.role = ROLE.ACTIVE
         else:
-            c.role = ROLE.MOD if _wc(s, c) >= 2 else ROLE.NONE
+            c.role = ROLE.MOD if _two_words(s, c) else ROLE.NONE
     # "the one with the backup": a descriptive clause is the choice when nothing else chooses
-    if not any(c.role is ROLE.ACTIVE and any(t.targetable() and t.kind is not KIND.YES for t in c.toks)
+    if not any(c.role is ROLE.ACTIVE and any(t.tgt and t.kind is not KIND.YES for t in c.toks)
                for c in clauses):
         for c in clauses:
             if c.role is not ROLE.ACTIVE and c.flag in (FLAG.COND, FLAG.SEQ) and any(t.kind is KIND.REF for t in c.toks):
@@ -308,7 +327,7 @@ def _correction(toks: list[Token], clauses: list[Clause]) -> None:
             break
     else:
         return  # no correction word
-    last_target = max((t.start for t in toks if t.targetable()), default=-1)
+    last_target = max((t.start for t in toks if t.tgt), default=-1)
     last_fix = max((t.start for t in toks if t.kind is KIND.CORRECT and t.start < last_target), default=-1)
     if last_fix >= 0:
         for c in clauses:
@@ -341,7 +360,7 @@ def _scopes(r: Reading, c: Clause, approval: bool, n: int) -> bool:
     st = c.toks
     if c.flag is FLAG.WITHOUT:
         for t in st:
-            if t.targetable():
+            if t.tgt:
                 t.exc = t
     # a past-tense clause only mentions the options it names
     past = next((t for t in st if t.kind is KIND.PAST), None)
@@ -388,7 +407,7 @@ def _scopes(r: Reading, c: Clause, approval: bool, n: int) -> bool:
             if prev_neg is not None and r.double_neg is None:
                 r.double_neg = t
             prev_neg = t
-        elif t.targetable() or t.kind in (KIND.EXC, KIND.QUESTION):
+        elif t.tgt or t.kind in (KIND.EXC, KIND.QUESTION):
             prev_neg = None
     # "deploy, but not on friday": an exclusion of something that is no option is a
     # condition on an explicit choice (with "all" or in an approval it changes the choice
@@ -412,7 +431,7 @@ def _scopes(r: Reading, c: Clause, approval: bool, n: int) -> bool:
     # a bare pure negator in a clause with other content is about that content:
     # "yes, don't delete the logs" -> modification "don't delete the logs"
     dec = [t for t in st if t.kind in DECISIVE]
-    has_object = any(t.kind is KIND.NEG for t in dec) and _wc(s, c, st) >= 2
+    has_object = any(t.kind is KIND.NEG for t in dec) and _two_words(s, c, st)
     if dec and all(t.kind is KIND.NEG and not t.rej and t.src is not SRC.YET for t in dec):
         if not any(t.neg is not None for t in st) and has_object and len(dec) == 1:
             c.role = ROLE.MOD
@@ -463,7 +482,8 @@ def read(s: str, orig: str, toks: list[Token], approval: bool, n: int) -> Readin
     -------
     Reading
     """
-    clauses = _split(s, mask(s, toks) if toks else s, toks)
+    # punctuation inside a token does not cut; without any punctuation there is nothing to mask
+    clauses = _split(s, mask(s, toks) if toks and _PUNCT_RE.search(s) is not None else s, toks)
     r = Reading(s, orig, clauses, toks)
     _roles(s, clauses)
     _correction(toks, clauses)
@@ -471,8 +491,9 @@ def read(s: str, orig: str, toks: list[Token], approval: bool, n: int) -> Readin
         if c.role is ROLE.ACTIVE and not _scopes(r, c, approval, n):
             r.defer = True
             return r
+    present = {t.kind for t in toks}  # clauses only ever drop tokens: checks for absent kinds are skipped
     # sarcasm anywhere the answer still stands: never a choice
-    for c in clauses:
+    for c in clauses if KIND.SARCASM in present else ():
         if c.role is not ROLE.NONE and any(t.kind is KIND.SARCASM for t in c.toks):
             sarc = next(t for t in c.toks if t.kind is KIND.SARCASM)
             for t in r.toks:
@@ -481,10 +502,11 @@ def read(s: str, orig: str, toks: list[Token], approval: bool, n: int) -> Readin
             r.guards.append(f"sarcasm or a rhetorical negation ({s[sarc.start:sarc.end]!r})")
             r.early = (0.1, f"sarcasm or a rhetorical negation ({s[sarc.start:sarc.end]!r}): not a choice", "sarcasm")
             return r
-    if approval and any(t.kind is KIND.PLANREF for c in clauses if c.role is not ROLE.NONE for t in c.toks):
+    if approval and KIND.PLANREF in present and any(
+            t.kind is KIND.PLANREF for c in clauses if c.role is not ROLE.NONE for t in c.toks):
         r.defer = True  # "yes to step 1", "skip the first step": about parts of the plan, for the model
         return r
-    for c in clauses:
+    for c in clauses if present & _EARLY_KINDS else ():
         if approval and c.role is ROLE.MOD and any(t.kind is KIND.ONLY for t in c.toks):
             r.defer = True  # "yes, but only the first step": a partial approval, for the model
             return r

@@ -17,6 +17,7 @@ Checks run in this order, each able to end the decision:
 from __future__ import annotations
 
 import itertools
+import operator
 from typing import Final
 
 from tandem.messages.choice import ChoiceContext, ChoiceResult
@@ -34,6 +35,8 @@ _MODIFY_CONF: Final = 0.8
 _SUPERLATIVE_CONF: Final = 0.85
 _NAMED: Final = frozenset((SRC.LABEL, SRC.KEYWORD, SRC.DESCRIPTION))
 _NUMERIC: Final = frozenset((SRC.NUMBER, SRC.ORDINAL))
+_CHOICES: Final = frozenset((KIND.REF, KIND.RANGE, KIND.FIRSTN, KIND.LASTN))
+_START: Final = operator.attrgetter("start")
 
 
 class Outcome:
@@ -339,7 +342,7 @@ def decide(r: Reading, idx: OptionIndex, context: ChoiceContext) -> Outcome:
         return _outcome(r, None)
 
     kinds = {t.kind for t in act}
-    targets = [t for t in act if t.targetable()]
+    targets = [t for t in act if t.tgt]
 
     # out-of-range / ambiguous references: never select, never let a model guess
     for t in targets:
@@ -347,7 +350,7 @@ def decide(r: Reading, idx: OptionIndex, context: ChoiceContext) -> Outcome:
         if err:
             return _outcome(r, _clarify(0.1, f"{_shown(s, t)!r}: {err}",
                                         "ambiguous ordinal" if t.amb else "invalid option", mods))
-    for t in targets:
+    for t in targets if KIND.ALLCOUNT in kinds else ():
         if t.kind is KIND.ALLCOUNT and t.val != n:
             explicit = [u for u in targets if u.kind in (KIND.REF, KIND.RANGE, KIND.FIRSTN, KIND.LASTN)
                         and u.neg is None]
@@ -356,14 +359,14 @@ def decide(r: Reading, idx: OptionIndex, context: ChoiceContext) -> Outcome:
                                             mods))
 
     # questions, concerns, holds
-    q = [t for t in act if t.kind is KIND.QUESTION]
+    q = [t for t in act if t.kind is KIND.QUESTION] if KIND.QUESTION in kinds else []
     if q or (KIND.CONCERN in kinds and KIND.QMARK in kinds):
         first = q[0] if q else next(t for t in act if t.kind is KIND.CONCERN)
         return _outcome(r, _clarify(0.2, f"question or concern ({_shown(s, first)!r})", "question: " + r.orig[:80],
                                     mods))
-    for c in r.clauses:
+    for c in r.clauses if KIND.QMARK in kinds else ():  # an active clause's tokens are in act
         if (c.role is ROLE.ACTIVE and any(t.kind is KIND.QMARK for t in c.toks)
-                and not any(t.targetable() and t.kind is not KIND.YES for t in c.toks)):
+                and not any(t.tgt and t.kind is not KIND.YES for t in c.toks)):
             return _outcome(r, _clarify(0.2, "answer is a question", "question: " + r.orig[:80], mods))
     if KIND.HOLD in kinds:
         return _outcome(r, _clarify(0.2, "user asked to wait", "hold", mods))
@@ -372,8 +375,11 @@ def decide(r: Reading, idx: OptionIndex, context: ChoiceContext) -> Outcome:
     if r.guards:
         return _outcome(r, _clarify(0.2, "; ".join(r.guards), "unclear negation", mods))
 
-    vague = [t for t in act if t.kind is KIND.VAGUE and t.src is not SRC.NOISE]
-    hesitation = [t for t in act if t.kind is KIND.VAGUE and t.src is SRC.NOISE]
+    if KIND.VAGUE in kinds:
+        vague = [t for t in act if t.kind is KIND.VAGUE and t.src is not SRC.NOISE]
+        hesitation = [t for t in act if t.kind is KIND.VAGUE and t.src is SRC.NOISE]
+    else:
+        vague, hesitation = [], []
 
     # resolve option references
     pos: list[Token] = []
@@ -391,14 +397,16 @@ def decide(r: Reading, idx: OptionIndex, context: ChoiceContext) -> Outcome:
     for t in excl + negd:
         if t.kind is not KIND.ALL:
             r.refused.update(_vals(t, n)[0])
-    used = {id(u.neg) for u in act if u.neg is not None} | {id(u.exc) for u in act if u.exc is not None}
-    bare = [t for t in act if t.kind is KIND.NEG and t.neg is None and id(t) not in used]
-    if any(t.kind is KIND.EXC and id(t) not in used for t in act):
+    if KIND.NEG in kinds or KIND.EXC in kinds:
+        used = {id(u.neg) for u in act if u.neg is not None} | {id(u.exc) for u in act if u.exc is not None}
+        bare = [t for t in act if t.kind is KIND.NEG and t.neg is None and id(t) not in used]
+    else:
+        used, bare = set(), []
+    if KIND.EXC in kinds and any(t.kind is KIND.EXC and id(t) not in used for t in act):
         return _outcome(r, None)  # "everything except the slow stuff": excludes something that is not an option
 
     # "1か2", "1 or 2"
-    ordered = sorted((t for t in pos if t.kind in (KIND.REF, KIND.RANGE, KIND.FIRSTN, KIND.LASTN)),
-                     key=lambda t: t.start)
+    ordered = sorted((t for t in pos if t.kind in _CHOICES), key=_START)
     for a, b in itertools.pairwise(ordered):
         if gap(s, a, b) == "or":
             return _outcome(r, _clarify(0.3, f"alternatives {_shown(s, a)!r} or {_shown(s, b)!r}", "ambiguous: either",

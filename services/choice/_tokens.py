@@ -128,7 +128,8 @@ class Token:
         A strong consent word ("yes", "承認") rather than politeness.
     """
 
-    __slots__ = ("amb", "conf", "end", "exc", "kind", "mention", "neg", "pre", "rej", "src", "start", "strong", "val")
+    __slots__ = ("amb", "conf", "end", "exc", "kind", "mention", "neg", "pre", "rej", "src", "start", "strong", "tgt",
+                 "val")
 
     def __init__(self, kind: Kind, start: int, end: int, val: int | tuple[int, int] | None = None, conf: float = 0.0,
                  src: Src = Src.NONE, pre: bool = False, rej: bool = False, strong: bool = False) -> None:
@@ -145,10 +146,11 @@ class Token:
         self.exc: Token | None = None  # the exclusion marker that excludes it
         self.amb = ""  # why this reference is ambiguous
         self.mention: Token | None = None  # the comparison that makes it a mention, not a choice
+        self.tgt = kind in TARGETABLE or (rej and kind is KIND.NEG)  # targetable(), read on hot paths
 
     def targetable(self) -> bool:
         """Whether a negator or an exclusion can apply to this token."""
-        return self.kind in TARGETABLE or (self.rej and self.kind is KIND.NEG)
+        return self.tgt
 
     def __repr__(self) -> str:
         return f"Token({self.kind.name}, {self.start}:{self.end}, val={self.val!r}, src={self.src.name})"
