@@ -21,7 +21,7 @@ from typing import Final
 from . import _lexicon_en as en
 from . import _lexicon_ja as ja
 
-__all__ = ["ORDER", "entries", "filler_en", "filler_ja", "finditer", "master", "table_source", "write_table"]
+__all__ = ["ORDER", "entries", "factor", "filler_en", "filler_ja", "finditer", "master", "table_source", "write_table"]
 
 # shared by both languages
 _COMMON: Final = {
@@ -279,11 +279,39 @@ _FILL_EN: re.Pattern[str] | None = None
 _FILL_JA: re.Pattern[str] | None = None
 
 
+_META: Final = frozenset("\\.^$*+?{}[]()|")
+
+
+def factor(pattern: str) -> str:
+    """``pattern`` with its alternatives grouped by their first character: the same matches, found faster.
+
+    At a position only the alternatives that start with the character there
+    can match, and they keep their order, so the first to match is the same
+    one; the regex engine then checks one character per group instead of one
+    per alternative. A pattern with an alternative that does not start with a
+    plain character is returned unchanged.
+
+    Examples
+    --------
+    >>> factor("ab|c|ad")
+    'a(?:b|d)|c(?:)'
+    """
+    groups: dict[str, list[str]] = {}
+    for b in _branches(pattern):
+        if not b or b[0] in _META or b[1:2] in ("*", "+", "?", "{"):
+            return pattern
+        groups.setdefault(b[0], []).append(b[1:])
+    return "|".join(f"{c}(?:{'|'.join(rests)})" for c, rests in groups.items())
+
+
 def filler_en() -> re.Pattern[str]:
     """English words that are grammar without a decision ("the", "please", "I'd")."""
     global _FILL_EN
     if _FILL_EN is None:
-        _FILL_EN = re.compile(en.FILLERS, re.ASCII)
+        body = en.FILLERS
+        if body.startswith(r"\b(?:") and body.endswith(r")\b") and _closes_at_end(body[2:-2]):
+            body = r"\b(?:" + factor(body[5:-3]) + r")\b"
+        _FILL_EN = re.compile(body, re.ASCII)
     return _FILL_EN
 
 
@@ -291,5 +319,5 @@ def filler_ja() -> re.Pattern[str]:
     """Japanese particles, politeness and choosing verbs ("を", "お願いします", "にします")."""
     global _FILL_JA
     if _FILL_JA is None:
-        _FILL_JA = re.compile(ja.FILLERS)
+        _FILL_JA = re.compile(factor(ja.FILLERS))
     return _FILL_JA
