@@ -87,10 +87,15 @@ async def test_sigkill_of_one_of_two_replicas_mid_run_loses_no_task(tmp_path: Pa
                     await load.wait_all(120)
                     tg.cancel_scope.cancel()
                 counts = await load.verify()
+                with anyio.fail_after(60):  # the supervisor started the killed replica again
+                    while not sup.processes[f"{victim}.2"].is_ready.is_set():
+                        await anyio.sleep(0.1)
+                starts = sup.processes[f"{victim}.2"].starts
             finally:
                 await bus.close()
     finally:
         model.close()
+    assert starts == 2
     _report(f"SIGKILL {victim}.2 (pid {pid}) with {in_flight} tasks not yet ended", load, counts,
             f"last task ended {max(load.done_at.values()) - killed_at:.1f}s after the kill, "
             f"whole run {max(load.done_at.values()) - started:.1f}s; model calls {dict(model.calls)}")
