@@ -16,7 +16,7 @@ import logging
 import os
 import statistics
 import threading
-from collections import Counter, defaultdict
+from collections import Counter, defaultdict, deque
 from datetime import datetime
 from pathlib import Path
 
@@ -92,27 +92,30 @@ def usage_log_path(configured: str | None) -> Path | None:
 class UsageLog:
     """Appends usage records to a JSONL file (``None`` path: a no-op log), off the event loop.
 
-    :meth:`write` only encodes the record and queues the line: it never touches the
-    disk, so a slow or stalled file system never holds up the actor's event loop. A
-    writer thread appends whatever is queued with one ``os.write`` per batch (O_APPEND:
-    whole lines, even with other processes appending to the same file). :meth:`close`
-    waits for every queued line to be written; lines still queued when the interpreter
-    exits without :meth:`close` are written by an ``atexit`` hook, so a record is lost
-    only if the process is killed outright.
+    :meth:`write` only encodes the record and appends the line to a queue: no disk, no
+    lock, no thread wake-up, so neither a slow file system nor a thread switch holds up
+    the actor's event loop. A writer thread appends whatever is queued every
+    ``interval`` seconds with one ``os.write`` (O_APPEND: whole lines, even with other
+    processes appending to the same file). :meth:`close` writes every queued line;
+    lines still queued when the interpreter exits without :meth:`close` are written by
+    an ``atexit`` hook, so a record is lost only if the process is killed outright.
 
     Parameters
     ----------
     path : Path or None
         The log file (its directory is created); ``None`` records nothing.
+    interval : float
+        Seconds between two writes of the queued lines.
     """
 
-    def __init__(self, path: Path | None) -> None:
+    def __init__(self, path: Path | None, *, interval: float = 0.25) -> None:
         self.path = path
+        self.interval = interval
         self._fd: int | None = None
-        self._lines: list[bytes] = []
-        self._lock = threading.Condition()
+        self._lines: deque[bytes] = deque()  # append/popleft are atomic: no lock on the hot path
+        self._write_lock = threading.Lock()  # one writer of the file at a time (thread, close, atexit)
+        self._closing = threading.Event()
         self._thread: threading.Thread | None = None
-        self._closing = False
         if path is not None:
             path.parent.mkdir(parents=True, exist_ok=True)
             self._fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
@@ -122,55 +125,40 @@ class UsageLog:
 
     def write(self, record: UsageRecord) -> None:
         """Queue one record for appending (returns at once; see the class notes)."""
-        if self._fd is None:
-            return
-        line = _encoder.encode(record) + b"\n"
-        with self._lock:
-            self._lines.append(line)
-            self._lock.notify()
+        if self._fd is not None:
+            self._lines.append(_encoder.encode(record) + b"\n")
 
     def _run(self) -> None:
-        while True:
-            with self._lock:
-                while not self._lines and not self._closing:
-                    self._lock.wait()
-                lines, self._lines = self._lines, []
-                closing = self._closing
-            if lines:
-                self._append(b"".join(lines))
-            if closing and not lines:
-                return
-
-    def _append(self, data: bytes) -> None:
-        fd = self._fd
-        if fd is None:
-            return
-        view = memoryview(data)
-        try:
-            while view:
-                view = view[os.write(fd, view):]
-        except OSError as exc:  # a full or vanished disk: say so once per batch, keep the actor serving
-            log.error("usage log %s: %d bytes not written: %s", self.path, len(view), exc)
+        while not self._closing.wait(self.interval):
+            self.flush()
 
     def flush(self) -> None:
-        """Wait until every queued record is written (blocking: call it off the event loop)."""
-        with self._lock:
-            lines, self._lines = self._lines, []
-        if lines:
-            self._append(b"".join(lines))
+        """Write every queued record now (blocking: call it off the event loop)."""
+        with self._write_lock:
+            lines = self._lines
+            chunk = [lines.popleft() for _ in range(len(lines))]
+            fd = self._fd
+            if not chunk or fd is None:
+                return
+            view = memoryview(b"".join(chunk))
+            try:
+                while view:
+                    view = view[os.write(fd, view):]
+            except OSError as exc:  # a full or vanished disk: say so, keep the actor serving
+                log.error("usage log %s: %d bytes not written: %s", self.path, len(view), exc)
 
     def close(self) -> None:
         """Write every queued record and close the file (idempotent; blocks until written)."""
         if self._fd is None:
             return
-        with self._lock:
-            self._closing = True
-            self._lock.notify()
+        self._closing.set()
         if self._thread is not None and self._thread is not threading.current_thread():
             self._thread.join(timeout=30)
-        self.flush()  # whatever the thread did not get to (it died, or timed out)
-        os.close(self._fd)
-        self._fd = None
+        self.flush()  # whatever the thread did not get to
+        with self._write_lock:
+            if self._fd is not None:
+                os.close(self._fd)
+                self._fd = None
         atexit.unregister(self.close)
 
 
