@@ -100,6 +100,14 @@ class _Group(TyperGroup):
         for name, cmd in self._placeholders.items():  # last, as add_typer's groups were
             self.commands.setdefault(name, cmd)
 
+    def format_help(self, ctx: Any, formatter: Any) -> None:
+        # `tandem --help` lists the commands in plain text: typer's rich layout loads rich, markdown-it and
+        # pygments, about half of its start-up. A command's own --help keeps the rich layout.
+        import shutil
+
+        formatter.width = max(formatter.width, min(shutil.get_terminal_size().columns, 160) - 2)  # whole help lines
+        return super(TyperGroup, self).format_help(ctx, formatter)
+
     def resolve_command(self, ctx: Any, args: list[str]) -> Any:
         if args and args[0] in self._placeholders and self.commands.get(args[0]) is self._placeholders[args[0]]:
             module, attr, _ = _LAZY_GROUPS[args[0]]
