@@ -6,6 +6,7 @@ import logging
 from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Any, TypeVar
 
+import anyio
 import nats.errors
 import nats.js.errors
 from nats.js import JetStreamContext
@@ -25,6 +26,7 @@ log = logging.getLogger("tandem.bus")
 T = TypeVar("T")
 
 _STREAM_NOT_FOUND = 10059  # JSStreamNotFoundErr
+_LIST_INACTIVE = 10.0  # seconds a key listing's consumer outlives a client that vanished mid-listing
 
 
 def is_stream_lost(exc: BaseException) -> bool:
@@ -139,3 +141,45 @@ class HealingKeyValue(KeyValue):
 
     async def watch(self, keys: Any, *args: Any, **kwargs: Any) -> KeyValue.KeyWatcher:
         return await self._healing(lambda: super(HealingKeyValue, self).watch(keys, *args, **kwargs))
+
+    async def keys(self, filters: list[str] | None = None, **kwargs: Any) -> list[str]:
+        """Return the bucket's keys (those not deleted), optionally only those containing one of ``filters``.
+
+        As nats-py's, with an ordered consumer that is deleted as soon as the keys are read:
+        nats-py leaves it on the server for its five-minute inactivity threshold, so a
+        process listing keys per request piled up consumers until the server refused more
+        (``maximum consumers limit reached``, seen in ``bench/flow.py``).
+
+        Raises
+        ------
+        nats.js.errors.NoKeysError
+            When the bucket has no key (as nats-py).
+        """
+        watcher = await self.watchall(ignore_deletes=True, meta_only=True, inactive_threshold=_LIST_INACTIVE)
+        keys: list[str] = []
+        try:
+            # nats-py asks for the consumer's info once more here; that round trip also gives
+            # the first keys time to arrive before an empty bucket's end marker could be taken
+            # for the end (its watch() decides "empty" from num_pending and delivered == 0)
+            await watcher._sub.consumer_info()
+            async for entry in watcher:
+                if not entry:  # None: the end of the keys present when the watch began
+                    break
+                if not filters or any(f in entry.key for f in filters):
+                    keys.append(entry.key)
+        finally:
+            with anyio.CancelScope(shield=True):
+                await self._drop_watcher(watcher)
+        if not keys:
+            raise nats.js.errors.NoKeysError
+        return keys
+
+    async def _drop_watcher(self, watcher: KeyValue.KeyWatcher) -> None:
+        sub = getattr(watcher, "_sub", None)
+        consumer = getattr(sub, "_consumer", None)
+        try:
+            await watcher.stop()
+            if consumer:  # no reply awaited: the server deletes it or its inactivity threshold does
+                await self._bus.nc.publish(f"$JS.API.CONSUMER.DELETE.{self._stream}.{consumer}", b"")
+        except (nats.errors.Error, OSError) as exc:  # the connection is going away
+            log.debug("KV %s: dropping a key listing's consumer: %r", self._name, exc)
