@@ -69,6 +69,17 @@ class Role(IntEnum):
 
 FLAG: Final = plain(Flag)
 ROLE: Final = plain(Role)
+# member tests against constants: a tuple of class attributes would be built on every test
+_ONLY_FILL: Final = frozenset((KIND.ONLY, KIND.FILL))
+_CHOICES: Final = frozenset((KIND.REF, KIND.RANGE, KIND.FIRSTN, KIND.LASTN))
+_NUMERIC: Final = frozenset((SRC.NUMBER, SRC.ORDINAL))
+_WORDED: Final = frozenset((SRC.KEYWORD, SRC.DESCRIPTION))
+_ATTACHED: Final = frozenset((FLAG.COND, FLAG.WITHOUT, FLAG.SEQ))
+_COND_SEQ: Final = frozenset((FLAG.COND, FLAG.SEQ))
+_FIRST_LAST: Final = frozenset((KIND.FIRSTN, KIND.LASTN))
+_EXC_QUESTION: Final = frozenset((KIND.EXC, KIND.QUESTION))
+_ALL_REST: Final = frozenset((KIND.ALL, KIND.ALLCOUNT, KIND.REST))
+_QUESTION_HOLD: Final = frozenset((KIND.QUESTION, KIND.HOLD))
 
 
 class Clause:
@@ -264,7 +275,7 @@ def _scope(s: str, toks: list[Token], i: int, pre: bool) -> list[Token]:
     for j in rng:
         t = toks[j]
         if not t.tgt or t.neg is not None or t.exc is not None or t.src is SRC.POLITE:
-            if group and t.kind not in (KIND.ONLY, KIND.FILL):
+            if group and t.kind not in _ONLY_FILL:
                 break
             continue
         if group:
@@ -280,24 +291,24 @@ def _mod_text(orig: str, c: Clause) -> str:
 
 
 def _is_choice(t: Token) -> bool:
-    return t.kind in (KIND.REF, KIND.RANGE, KIND.FIRSTN, KIND.LASTN)
+    return t.kind in _CHOICES
 
 
 def _roles(s: str, clauses: list[Clause]) -> None:
     """Reason clauses are ignored, conditional clauses without a choice are modifications."""
     for c in clauses:
         kinds = {t.kind for t in c.toks}
-        structural = any(t.kind in STRUCTURAL or (t.kind is KIND.REF and t.src in (SRC.NUMBER, SRC.ORDINAL))
+        structural = any(t.kind in STRUCTURAL or (t.kind is KIND.REF and t.src in _NUMERIC)
                          for t in c.toks)
         if c.flag is FLAG.REASON:
             if structural:  # "2番が安全だから": the choice sits inside the reason clause
-                c.toks = [t for t in c.toks if not (t.kind is KIND.REF and t.src in (SRC.KEYWORD, SRC.DESCRIPTION))]
+                c.toks = [t for t in c.toks if not (t.kind is KIND.REF and t.src in _WORDED)]
                 c.role = ROLE.ACTIVE
             elif kinds & {KIND.NEG, KIND.SARCASM, KIND.QUESTION, KIND.PAST}:
                 c.role = ROLE.ACTIVE  # "2, because I'd never pick 1": a reason that says more than a reason
             else:
                 c.role = ROLE.NONE
-        elif c.flag in (FLAG.COND, FLAG.WITHOUT, FLAG.SEQ):
+        elif c.flag in _ATTACHED:
             if c.flag is FLAG.WITHOUT and any(t.tgt for t in c.toks):
                 c.role = ROLE.ACTIVE
             elif c.flag is FLAG.SEQ and any(t.tgt and t.kind is not KIND.YES for t in c.toks):
@@ -316,7 +327,7 @@ def _roles(s: str, clauses: list[Clause]) -> None:
     if not any(c.role is ROLE.ACTIVE and any(t.tgt and t.kind is not KIND.YES for t in c.toks)
                for c in clauses):
         for c in clauses:
-            if c.role is not ROLE.ACTIVE and c.flag in (FLAG.COND, FLAG.SEQ) and any(t.kind is KIND.REF for t in c.toks):
+            if c.role is not ROLE.ACTIVE and c.flag in _COND_SEQ and any(t.kind is KIND.REF for t in c.toks):
                 c.role = ROLE.ACTIVE
 
 
@@ -345,7 +356,7 @@ def _vals_of(t: Token, n: int) -> list[int]:
         a, b = t.val  # type: ignore[misc]
         a, b = min(a, b), max(a, b)
         return list(range(max(a, 1), min(b, n) + 1))
-    if t.kind in (KIND.FIRSTN, KIND.LASTN):
+    if t.kind in _FIRST_LAST:
         v = t.val
         assert isinstance(v, int)
         if not 1 <= v <= n:
@@ -407,7 +418,7 @@ def _scopes(r: Reading, c: Clause, approval: bool, n: int) -> bool:
             if prev_neg is not None and r.double_neg is None:
                 r.double_neg = t
             prev_neg = t
-        elif t.tgt or t.kind in (KIND.EXC, KIND.QUESTION):
+        elif t.tgt or t.kind in _EXC_QUESTION:
             prev_neg = None
     # "deploy, but not on friday": an exclusion of something that is no option is a
     # condition on an explicit choice (with "all" or in an approval it changes the choice
@@ -415,7 +426,7 @@ def _scopes(r: Reading, c: Clause, approval: bool, n: int) -> bool:
     for t in list(st) if KIND.EXC in kinds else ():
         if t.kind is not KIND.EXC or t.src is SRC.ALLX or approval or any(u.exc is t for u in st):
             continue
-        if any(u.kind in (KIND.ALL, KIND.ALLCOUNT, KIND.REST) for u in r.toks):
+        if any(u.kind in _ALL_REST for u in r.toks):
             continue
         if t.pre:
             a = t.start + 4 if s.startswith("but ", t.start) else t.start
@@ -511,7 +522,7 @@ def read(s: str, orig: str, toks: list[Token], approval: bool, n: int) -> Readin
             r.defer = True  # "yes, but only the first step": a partial approval, for the model
             return r
         if c.role is not ROLE.ACTIVE and c.flag is not FLAG.REASON and any(
-                t.kind in (KIND.QUESTION, KIND.HOLD) for t in c.toks):
+                t.kind in _QUESTION_HOLD for t in c.toks):
             hold = any(t.kind is KIND.HOLD for t in c.toks)
             r.early = (0.2, f"{'hold' if hold else 'question'} in {_mod_text(orig, c)!r}",
                        "hold" if hold else "question: " + orig[:80])

@@ -24,7 +24,7 @@ from tandem.messages.choice import ChoiceContext, ChoiceResult
 
 from ._clauses import ROLE, Reading, gap
 from ._options import OptionIndex, previous_option
-from ._tokens import DECISIVE, KIND, SRC, Token
+from ._tokens import DECISIVE, KIND, SRC, Kind, Src, Token
 
 __all__ = ["CAP_UNEXPLAINED", "Outcome", "decide", "describe", "positives"]
 
@@ -35,8 +35,18 @@ _MODIFY_CONF: Final = 0.8
 _SUPERLATIVE_CONF: Final = 0.85
 _NAMED: Final = frozenset((SRC.LABEL, SRC.KEYWORD, SRC.DESCRIPTION))
 _NUMERIC: Final = frozenset((SRC.NUMBER, SRC.ORDINAL))
+# member tests against constants: a tuple of class attributes would be built on every test
+_WORDED: Final = frozenset((SRC.KEYWORD, SRC.DESCRIPTION))
+_FIRST_LAST: Final = frozenset((KIND.FIRSTN, KIND.LASTN))
+_ALLS: Final = frozenset((KIND.ALL, KIND.ALLCOUNT))
+_DELEGATING: Final = frozenset((SRC.DELEGATE, SRC.PREF))
+_YES_NEG: Final = frozenset((KIND.YES, KIND.NEG))
+_EXPLICIT: Final = frozenset((SRC.NUMBER, SRC.ORDINAL, SRC.LABEL))
+_NOT_CONSENT: Final = frozenset((KIND.QUESTION, KIND.HOLD, KIND.SARCASM, KIND.QMARK))
 _CHOICES: Final = frozenset((KIND.REF, KIND.RANGE, KIND.FIRSTN, KIND.LASTN))
 _START: Final = operator.attrgetter("start")
+_SRC_WORD: Final = {m: m.name.lower() for m in Src}  # an enum member's .name is slow to read
+_KIND_WORD: Final = {m: m.name.lower() for m in Kind}
 
 
 class Outcome:
@@ -92,7 +102,7 @@ def _vals(t: Token, n: int) -> tuple[list[int], str]:
             bad = b if b > n else a
             return [], f"option {bad} does not exist (there are {n})"
         return list(range(a, b + 1)), ""
-    if k in (KIND.FIRSTN, KIND.LASTN):
+    if k in _FIRST_LAST:
         v = t.val
         assert isinstance(v, int)
         if v < 1 or v > n:
@@ -113,7 +123,7 @@ def _fmt(sel: list[int]) -> str:
 
 def describe(s: str, ts: list[Token]) -> str:
     """How the references were named, for ``reasoning`` ("number '1', ordinal 'the last one')."""
-    return ", ".join(f"{t.src.name.lower() if t.src is not SRC.NONE else t.kind.name.lower()} {_shown(s, t)!r}"
+    return ", ".join(f"{_SRC_WORD[t.src] if t.src is not SRC.NONE else _KIND_WORD[t.kind]} {_shown(s, t)!r}"
                      for t in ts[:4])
 
 
@@ -123,7 +133,7 @@ def positives(pos: list[Token], n: int) -> tuple[set[int], float, list[Token]]:
     confs: list[float] = []
     used: list[Token] = []
     for t in pos:
-        if t.kind in (KIND.REF, KIND.RANGE, KIND.FIRSTN, KIND.LASTN):
+        if t.kind in _CHOICES:
             vs, _ = _vals(t, n)
             sel.update(vs)
             confs.append(t.conf)
@@ -136,7 +146,7 @@ def positives(pos: list[Token], n: int) -> tuple[set[int], float, list[Token]]:
 
 def _vague(s: str, vague: list[Token], idx: OptionIndex, mods: list[str]) -> ChoiceResult:
     v = vague[0]
-    if v.src in (SRC.DELEGATE, SRC.PREF) and idx.recommended is not None:
+    if v.src in _DELEGATING and idx.recommended is not None:
         return ChoiceResult(
             selected_options=[idx.recommended], confidence=0.7,
             reasoning=f"delegated ({_shown(s, v)!r}) → the recommended option {idx.recommended}",
@@ -150,7 +160,7 @@ def _options_mode(s: str, act: list[Token], pos: list[Token], negd: list[Token],
     n = idx.n
     everything = set(range(1, n + 1))
     sel, conf, used = positives(pos, n)
-    has_all = any(t.kind in (KIND.ALL, KIND.ALLCOUNT) for t in pos) or any(
+    has_all = any(t.kind in _ALLS for t in pos) or any(
         t.kind is KIND.EXC and t.src is SRC.ALLX for t in act)
     has_rest = any(t.kind is KIND.REST for t in pos)
     yes = [t for t in act if t.kind is KIND.YES and t.neg is None]
@@ -160,7 +170,7 @@ def _options_mode(s: str, act: list[Token], pos: list[Token], negd: list[Token],
     ng: set[int] = set()
     for t in negd:
         ng.update(_vals(t, n)[0])
-    if any(t.kind in (KIND.ALL, KIND.ALLCOUNT) for t in negd):
+    if any(t.kind in _ALLS for t in negd):
         return _clarify(0.2, "'not all' does not say which", "not all")
     if ex:
         base = sel if sel and not has_all else everything
@@ -239,7 +249,7 @@ def _approval_mode(s: str, act: list[Token], pos: list[Token], negd: list[Token]
 
     for t in negd:
         vs, _ = _vals(t, n)
-        if t.kind in (KIND.ALL, KIND.ALLCOUNT):  # "全部やめて", "全部却下"
+        if t.kind in _ALLS:  # "全部やめて", "全部却下"
             r = add(rj, 0.9, f"refusal of everything {_shown(s, t)!r}")
             if r is not None:
                 return r
@@ -284,7 +294,7 @@ def _approval_mode(s: str, act: list[Token], pos: list[Token], negd: list[Token]
             if r is not None:
                 return r
     if not signals:
-        if any(t.kind in (KIND.ALL, KIND.ALLCOUNT) for t in pos):
+        if any(t.kind in _ALLS for t in pos):
             r = add(ap, 0.7, "'all' in an approval prompt")
             if r is not None:
                 return r
@@ -352,7 +362,7 @@ def decide(r: Reading, idx: OptionIndex, context: ChoiceContext) -> Outcome:
                                         "ambiguous ordinal" if t.amb else "invalid option", mods))
     for t in targets if KIND.ALLCOUNT in kinds else ():
         if t.kind is KIND.ALLCOUNT and t.val != n:
-            explicit = [u for u in targets if u.kind in (KIND.REF, KIND.RANGE, KIND.FIRSTN, KIND.LASTN)
+            explicit = [u for u in targets if u.kind in _CHOICES
                         and u.neg is None]
             if not explicit:
                 return _outcome(r, _clarify(0.2, f"{_shown(s, t)!r} but there are {n} options", "ambiguous count",
@@ -386,7 +396,7 @@ def decide(r: Reading, idx: OptionIndex, context: ChoiceContext) -> Outcome:
     negd: list[Token] = []
     excl: list[Token] = []
     for t in targets:
-        if t.kind in (KIND.YES, KIND.NEG):
+        if t.kind in _YES_NEG:
             continue
         if t.exc is not None:
             excl.append(t)
@@ -468,13 +478,13 @@ def decide(r: Reading, idx: OptionIndex, context: ChoiceContext) -> Outcome:
         note.append("contains an unscoped negation")
     if approval and KIND.ONLY in kinds and words and not pos:
         return _outcome(r, _modify_reading(r, idx))  # "ファイル作成だけお願いします": a partial approval
-    only_keywords = bool(pos) and all(t.kind is KIND.REF and t.src in (SRC.KEYWORD, SRC.DESCRIPTION) for t in pos)
+    only_keywords = bool(pos) and all(t.kind is KIND.REF and t.src in _WORDED for t in pos)
     if only_keywords and len("".join(words)) >= 8 and not approval:
         return _outcome(r, None)  # mostly free text around a partial keyword: let the model read it
     strong_yes = any(t.kind is KIND.YES and t.strong and t.neg is None for t in act)
     if approval and intent == "approve" and len("".join(words)) >= 4 and not strong_yes:
         return _outcome(r, None)  # "please change the plan to add logging": politeness around a request
-    explicit = strong_yes or any(t.kind is KIND.REF and t.src in (SRC.NUMBER, SRC.ORDINAL, SRC.LABEL) for t in pos)
+    explicit = strong_yes or any(t.kind is KIND.REF and t.src in _EXPLICIT for t in pos)
     if approval and intent == "approve" and r.neg_mod and not explicit:
         # "never 1番、お願いします": a negation we could not scope, next to mere politeness
         return _outcome(r, _clarify(0.2, "a negation next to a polite request, no explicit consent",
@@ -515,6 +525,6 @@ def _modify_reading(r: Reading, idx: OptionIndex) -> ChoiceResult | None:
         return None
     if any(t.kind is KIND.NEG and t.rej for t in r.toks) and not any(t.kind is KIND.YES for t in r.toks):
         return None  # "設定変更はやめて": a refusal of a part; the model decides
-    if any(t.kind in (KIND.QUESTION, KIND.HOLD, KIND.SARCASM, KIND.QMARK) for t in r.toks):
+    if any(t.kind in _NOT_CONSENT for t in r.toks):
         return None
     return _modify_result(r, idx, [r.orig.strip(" ,、;。.!")], "approval of part of the plan: request changes")

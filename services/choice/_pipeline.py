@@ -217,6 +217,9 @@ def _read_typos(s: str, out: Outcome, idx: OptionIndex, context: ChoiceContext) 
 
 
 _LANE_CHOICES: Final = frozenset((KIND.REF, KIND.RANGE, KIND.FIRSTN, KIND.LASTN))
+# member tests against constants: a tuple of class attributes would be built on every test
+_FIRST_LAST: Final = frozenset((KIND.FIRSTN, KIND.LASTN))
+_NAMED: Final = frozenset((SRC.LABEL, SRC.KEYWORD, SRC.DESCRIPTION))
 
 
 def fast_lane(s: str, toks: list[Token], idx: OptionIndex) -> ChoiceResult | None:
@@ -267,7 +270,7 @@ def fast_lane(s: str, toks: list[Token], idx: OptionIndex) -> ChoiceResult | Non
     for a, b in itertools.pairwise(choices):
         if gap(s, a, b) != "list":
             return None
-        if a.src in (SRC.LABEL, SRC.KEYWORD, SRC.DESCRIPTION) or b.src in (SRC.LABEL, SRC.KEYWORD, SRC.DESCRIPTION):
+        if a.src in _NAMED or b.src in _NAMED:
             return None
     if residue_words(s, 0, len(s), toks):
         return None
@@ -278,7 +281,7 @@ def fast_lane(s: str, toks: list[Token], idx: OptionIndex) -> ChoiceResult | Non
             return None
         if t.kind is KIND.RANGE and not all(1 <= x <= idx.n for x in v):  # type: ignore[union-attr]
             return None
-        if t.kind in (KIND.FIRSTN, KIND.LASTN) and not (isinstance(v, int) and 1 <= v <= idx.n):
+        if t.kind in _FIRST_LAST and not (isinstance(v, int) and 1 <= v <= idx.n):
             return None
     out = sorted(sel)
     intent = ("only " if only else "select ") + ",".join(map(str, out))

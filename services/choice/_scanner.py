@@ -83,7 +83,7 @@ _WEAK_YES_CONF: Final = {
     "お願いします": 0.8, "お願い": 0.8, "よろしく": 0.8, "よろしくお願いします": 0.8, "頼む": 0.8, "頼みます": 0.8,
     "please": 0.75, "please do": 0.85, "fine": 0.8, "good": 0.8, "great": 0.8, "perfect": 0.85, "cool": 0.8,
 }
-_NUMERIC: Final = (SRC.NUMBER, SRC.ORDINAL)
+_NUMERIC: Final = frozenset((SRC.NUMBER, SRC.ORDINAL))
 _FIRST_WORDS: Final = frozenset(("一番最初", "いちばん最初", "一番上", "最初", "はじめ", "初め", "始め", "先頭", "トップ"))
 _MIDDLE_WORDS: Final = frozenset(("真ん中", "まんなか", "中間", "middle", "center", "centre"))
 _VAGUE_SRC: Final = {"vague_unknown": (SRC.UNKNOWN, 0.2), "vague_delegate": (SRC.DELEGATE, 0.3),
