@@ -242,18 +242,19 @@ class _Mailbox:
     async def get(self) -> tuple[Msg, Endpoint]:
         """Take the oldest queued message, or wait for the next one."""
         items = self.items
-        if items:
-            item = items.popleft()
-            room = self.room
-            while room:
-                waiter = room.popleft()
-                if not waiter.done():
-                    waiter.set_result(None)
-                    break
+        item = items.popleft() if items else None
+        # room in the backlog, or (backlog 0) an idle worker: one waiting callback may go on
+        room = self.room
+        while room:
+            waiter = room.popleft()
+            if not waiter.done():
+                waiter.set_result(None)
+                break
+        if item is not None:
             return item
-        waiter = asyncio.get_running_loop().create_future()
-        self.idle.append(waiter)
-        return await waiter
+        idle = asyncio.get_running_loop().create_future()
+        self.idle.append(idle)
+        return await idle
 
     def close(self) -> None:
         """Refuse further messages: callbacks waiting for room raise ``ClosedResourceError``."""
