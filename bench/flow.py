@@ -49,7 +49,18 @@ from typing import Any
 import anyio
 import httpx
 import msgspec
-from _measure import Layout, Side, add_common_arguments, file_exporter_only, flush_spans, print_medians, print_profile, tracing, warm_up
+from _measure import (
+    Layout,
+    Side,
+    add_common_arguments,
+    attribute_profile,
+    file_exporter_only,
+    flush_spans,
+    print_medians,
+    print_profile,
+    tracing,
+    warm_up,
+)
 
 from _measure import run_round
 
@@ -265,12 +276,13 @@ async def bench(args: argparse.Namespace, provider: Any) -> float:
                     import cProfile
 
                     profiler = cProfile.Profile()
+                profiled = flow if args.profile_side == "durable" else direct
                 for r in range(args.rounds):  # the order rotates, so no side always runs on a warm machine
                     for side in sides[r % 3:] + sides[:r % 3]:
-                        if profiler is not None and side is flow:
+                        if profiler is not None and side is profiled:
                             profiler.enable()
                         await run_round(side, args, LAYOUT)
-                        if profiler is not None and side is flow:
+                        if profiler is not None and side is profiled:
                             profiler.disable()
         finally:
             await bus.close()
@@ -290,7 +302,11 @@ async def bench(args: argparse.Namespace, provider: Any) -> float:
     print(f"target: overhead p50 <= {OVERHEAD_TARGET_MS:g} ms: {'met' if overhead <= OVERHEAD_TARGET_MS else 'NOT met'}")
     print(f"model calls: {model.planning_calls} planning, {model.other_calls} other (baseline included)")
     if profiler is not None:
-        print_profile(profiler, args.profile, "the flow rounds", "main thread", args.profile_top)
+        import pstats
+
+        print_profile(profiler, args.profile, f"the {args.profile_side} flow rounds", "main thread", args.profile_top)
+        print(f"\n--- {args.profile_side} flow: where the main thread's time goes (cProfile own time) ---")
+        attribute_profile(pstats.Stats(profiler))
     return overhead
 
 
@@ -306,6 +322,8 @@ def main(argv: list[str] | None = None) -> None:
         in_flight=16, warmup=30,
         profile_help="diagnostic: cProfile the flow rounds, write stats to FILE and print the hot spots",
     )
+    parser.add_argument("--profile-side", choices=("durable", "client"), default="durable",
+                        help="which flow --profile records (default durable)")
     args = parser.parse_args(argv)
 
     file_exporter_only()

@@ -143,7 +143,8 @@ SUBJECTS = {"tandem": TANDEM_SUBJECT, "untraced": "bench.echo_untraced", "sample
 FLUSH_SUBJECTS = {kind: f"{subject}.flush" for kind, subject in SUBJECTS.items()}
 
 
-async def serve_tandem(url: str, trace_file: Path | None, kind: str = "tandem") -> None:
+async def serve_tandem(url: str, trace_file: Path | None, kind: str = "tandem",
+                       stats_file: Path | None = None) -> None:
     if kind == "sampled":
         os.environ.update(SAMPLER_ENV)
     with tracing("bench.hop.responder", None if kind == "untraced" else trace_file) as provider:
@@ -156,6 +157,8 @@ async def serve_tandem(url: str, trace_file: Path | None, kind: str = "tandem") 
                 tg.cancel_scope.cancel()
         finally:
             await bus.close()
+            if stats_file is not None:  # the export thread, which cProfile does not see
+                stats_file.write_bytes(msgspec.json.encode(export_statistics(provider)))
 
 
 FASTSTREAM_SUBJECTS = {"faststream": "bench.fs_echo", "faststream-otel": "bench.fs_echo_otel"}
@@ -441,6 +444,12 @@ def _print_profiles(directory: Path, kinds: list[str], top: int = 20) -> None:
         stats = pstats.Stats(str(path))
         print(f"\n--- {name}: where the main thread's time goes (cProfile own time; all sides of the client) ---")
         attribute_profile(stats)
+        export = directory / f"{name}.export.json"
+        if export.exists():
+            for st in msgspec.json.decode(export.read_bytes()):
+                print(f"  span export thread (not in cProfile): {st['exported']} spans, {st['dropped']} dropped, "
+                      f"{st['export_cpu_seconds'] * 1e6 / max(st['exported'], 1):.1f} µs CPU per span "
+                      f"({st['export_cpu_seconds'] * 1000:.1f} ms in all, holding the GIL)")
         print(f"\n--- cProfile {name} (top {top} by own time; main thread only) ---")
         stats.sort_stats("tottime").print_stats(top)
 
@@ -467,8 +476,10 @@ def main(argv: list[str] | None = None) -> None:
 
     if args.serve:
         if args.serve in SUBJECTS:
+            stats_file = args.profile / f"responder-{args.serve}.export.json" if args.profile is not None else None
+
             def run() -> None:
-                anyio.run(serve_tandem, args.url, args.trace_file, args.serve)
+                anyio.run(serve_tandem, args.url, args.trace_file, args.serve, stats_file)
         elif args.serve in FASTSTREAM_SUBJECTS:
             def run() -> None:
                 anyio.run(serve_faststream, args.url, args.trace_file, args.serve)
