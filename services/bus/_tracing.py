@@ -383,6 +383,19 @@ def _sdk(provider: Any) -> _Sdk | None:
     return hop
 
 
+_no_env_provider: list[Any] = []  # the proxy provider, once it is known no OTEL_PYTHON_TRACER_PROVIDER is set
+
+
+def _default_provider() -> Any:
+    """``trace.get_tracer_provider()`` before any provider is set, without its environment lookup per call."""
+    if _no_env_provider:
+        return _no_env_provider[0]
+    provider = trace.get_tracer_provider()
+    if isinstance(provider, trace.ProxyTracerProvider) and hasattr(trace, "_TRACER_PROVIDER"):
+        _no_env_provider.append(provider)  # it turns into the real one when set_tracer_provider is called
+    return provider
+
+
 def _is_api_only(provider: Any) -> bool:
     return isinstance(provider, (trace.NoOpTracerProvider, trace.ProxyTracerProvider))
 
@@ -390,7 +403,7 @@ def _is_api_only(provider: Any) -> bool:
 def _start(name: str, kind: SpanKind, attributes: dict[str, Any], parent: SpanContext | None,
            provider: Any | None, *, record_exception: bool, links: tuple[Link, ...] = ()) -> trace.Span:
     if provider is None:
-        provider = trace.get_tracer_provider()
+        provider = getattr(trace, "_TRACER_PROVIDER", None) or _default_provider()
     hop = _sdk(provider)
     if hop is None:
         if _is_api_only(provider):  # tracing off: pass the parent's context on, record nothing
@@ -516,8 +529,25 @@ def extract_span_context(headers: Mapping[str, str] | None) -> SpanContext | Non
             return SpanContext(int(trace_id, 16), int(span_id, 16), is_remote=True,
                                trace_flags=TraceFlags(int(flags, 16)),
                                trace_state=TraceState.from_header([state]) if state else None)
+    fields = _fields(propagate.get_global_textmap())
+    if fields is not None and not any(field in headers for field in fields):
+        return None  # e.g. the default composite propagator and no traceparent: nothing to extract
     remote = trace.get_current_span(propagate.extract(headers)).get_span_context()
     return remote if remote.is_valid else None
+
+
+_fields_cache: list[Any] = [None, None]  # [propagator, the header names it reads or None]
+
+
+def _fields(textmap: Any) -> frozenset[str] | None:
+    """The header names ``textmap`` reads (its ``fields``, once per propagator); None when it does not say."""
+    if _fields_cache[0] is not textmap:
+        try:
+            fields: frozenset[str] | None = frozenset(textmap.fields) or None
+        except Exception:  # a propagator without fields: always ask it
+            fields = None
+        _fields_cache[:] = [textmap, fields]
+    return _fields_cache[1]
 
 
 def extract_context(headers: Mapping[str, str] | None) -> tuple[Context, list[Link]]:

@@ -105,3 +105,21 @@ def test_an_unsampled_parent_records_nothing_but_passes_its_context_on() -> None
     assert not span.is_recording() and span.get_span_context().trace_id == 5
     assert not span.get_span_context().trace_flags.sampled
     assert exporter.get_finished_spans() == ()
+
+
+def test_extraction_with_another_global_propagator() -> None:
+    from opentelemetry import propagate
+    from opentelemetry.baggage.propagation import W3CBaggagePropagator
+    from opentelemetry.propagators.composite import CompositePropagator
+    from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
+
+    from tandem.services.bus._tracing import extract_span_context
+
+    saved = propagate.get_global_textmap()
+    propagate.set_global_textmap(CompositePropagator([TraceContextTextMapPropagator(), W3CBaggagePropagator()]))
+    try:
+        assert extract_span_context({"Tandem-Heartbeat": "1"}) is None
+        ctx = extract_span_context({"traceparent": f"00-{7:032x}-{9:016x}-01", "Tandem-Heartbeat": "1"})
+        assert ctx is not None and (ctx.trace_id, ctx.span_id, ctx.is_remote) == (7, 9, True)
+    finally:
+        propagate.set_global_textmap(saved)
