@@ -206,6 +206,8 @@ def status_command(
                 raise InputError(f"no `tandem up` runs on {directory or default_up_dir()}: pass --nats-url "
                                  "(and --creds), or --dir of the running deployment")
             nats_url = up["url"]
+        if up is None and creds is not None:  # the deployment whose credential this is (DIR/creds/client.nk)
+            up = read_up_file(creds.expanduser().resolve().parent.parent)
         if up is not None and up.get("url") != nats_url:
             up = None  # another deployment: its names and replicas do not apply
         client_env = (up or {}).get("client") or {}
@@ -214,6 +216,11 @@ def status_command(
                 os.environ.setdefault(key, client_env[key])
         if creds is None and client_env.get("TANDEM_NATS_CREDS"):
             creds = Path(client_env["TANDEM_NATS_CREDS"])
+        if creds is not None and "TANDEM_NATS_INBOX_PREFIX" not in os.environ:
+            # a `tandem up` credential: its permissions allow replies only under the prefix its client.env names
+            prefix = _env_file(creds.expanduser().resolve().parent.parent / "client.env").get("TANDEM_NATS_INBOX_PREFIX")
+            if prefix:
+                os.environ["TANDEM_NATS_INBOX_PREFIX"] = prefix
         status = _invoke(_status, config_path, nats_url, creds, wait, up)
     except TandemError as exc:
         raise _fail(exc) from None
@@ -226,7 +233,30 @@ def status_command(
         for part in render_status(status, endpoints=endpoints):
             out.print(part)
     if not status.actors or status.missing() or not any(a.instances for a in status.actors):
+        if not any(a.instances for a in status.actors):
+            _console(stderr=True, highlight=False).print(
+                "no actor answered; with a credential of `tandem up`, replies come only under its inbox prefix "
+                "(TANDEM_NATS_INBOX_PREFIX, in DIR/client.env)", markup=False)
         raise typer.Exit(1)
+
+
+def _env_file(path: Path) -> dict[str, str]:
+    """``KEY=value`` lines of a file such as ``client.env`` (values shell-quoted); ``{}`` when unreadable."""
+    import shlex
+
+    try:
+        lines = path.read_text().splitlines()
+    except OSError:
+        return {}
+    out = {}
+    for line in lines:
+        key, eq, value = line.partition("=")
+        if eq and key.strip():
+            try:
+                out[key.strip()] = " ".join(shlex.split(value))
+            except ValueError:
+                continue
+    return out
 
 
 async def _status(config_path: Path | None, url: str, creds: Path | None, wait: float, up: dict | None) -> Any:

@@ -83,6 +83,12 @@ def test_tandem_up_status_run_and_ordered_shutdown(tmp_path: Path) -> None:
         text = subprocess.run([TANDEM, "status", "--dir", str(directory)], capture_output=True, text=True, env=env,
                               timeout=60)
         assert "router (2/2)" in text.stdout and "executor.1" in text.stdout, text.stdout
+        given = subprocess.run([TANDEM, "status", "--nats-url", info["url"], "--creds", creds, "--json"],
+                               capture_output=True, text=True, timeout=60,
+                               env={**env, "XDG_STATE_HOME": str(tmp_path / "elsewhere")})
+        assert given.returncode == 0, given.stderr  # the credential's own deployment: its inbox prefix and names
+        assert sorted(i["name"] for a in json.loads(given.stdout)["actors"] for i in a["instances"]) == \
+            sorted(i["name"] for a in actors.values() for i in a["instances"])
 
         (tmp_path / "in.txt").write_text("hello world\n")
         run = subprocess.run([TANDEM, "run", "--two-stage", "--no-cache", "--nats-url", info["url"], "--creds", creds,
