@@ -380,8 +380,9 @@ class Supervisor:
                     return
             proc.exited = anyio.Event()
             try:
-                process = await anyio.open_process(_orphan_guard(proc.cmd), stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
-                                                   stderr=subprocess.STDOUT, env=proc.env, start_new_session=True)
+                process = await anyio.open_process(_orphan_guard(proc.cmd), stdin=subprocess.DEVNULL,
+                                                   stdout=subprocess.PIPE, stderr=subprocess.STDOUT, env=proc.env,
+                                                   start_new_session=True)
             except OSError as exc:
                 self._give_up(proc, f"cannot start {proc.cmd[0]}: {exc}")
                 return
@@ -390,11 +391,15 @@ class Supervisor:
             if proc.starts > 1:
                 self._say(f"{proc.name} started again (pid {process.pid})")
                 self._write_up_file()
+            drained = anyio.Event()
             async with anyio.create_task_group() as tg:
-                tg.start_soon(self._pump, proc, process)
+                tg.start_soon(self._pump, proc, process, drained)
                 if proc.kind == "server":
                     tg.start_soon(self._wait_server, proc, process)
                 rc = await process.wait()
+                with anyio.move_on_after(2):  # its last lines; a grandchild may hold the pipe open for longer
+                    await drained.wait()
+                tg.cancel_scope.cancel()
             proc.exited.set()
             await process.aclose()
             if self._stopping:
@@ -424,12 +429,12 @@ class Supervisor:
             self._failure = ProcessGaveUp(message)
         self._stop.set()
 
-    async def _pump(self, proc: _Managed, process: Process) -> None:
-        """Echo the process's output line by line, prefixed, and append it to its log file."""
+    async def _pump(self, proc: _Managed, process: Process, drained: anyio.Event) -> None:
+        """Echo the process's output line by line, prefixed, and append it to its log file; set ``drained`` at EOF."""
         assert process.stdout is not None
         log = self._logs.get(proc.name)
         if log is None:
-            log = self._logs[proc.name] = (self.logs / f"{proc.name}.log").open("a", encoding="utf-8")
+            log = self._logs[proc.name] = (self.logs / f"{proc.name}.log").open("a", encoding="utf-8", buffering=1)
         buffer = b""
         async for chunk in process.stdout:
             buffer += chunk
@@ -439,6 +444,7 @@ class Supervisor:
         if buffer:
             self._line(proc, log, buffer.decode(errors="replace").rstrip())
         log.flush()
+        drained.set()
 
     def _line(self, proc: _Managed, log: IO[str], line: str) -> None:
         log.write(line + "\n")
