@@ -17,8 +17,10 @@ tasks / (first submission → last task ended). The hop cost is the p50 of ``--p
 envelope), on the secure and the open server.
 
 CPU seconds of every process (``/proc/<pid>/stat``) over the measured window are printed per
-actor, for the model server and for this (the client) process, with the machine's total
-utilisation: on two cores, that is what limits the ×2 ratio. Nothing is asserted; the target
+actor, for the model server and for this (the client) process, with the share of the cores this
+deployment kept busy, the whole machine's load (``/proc/stat``: other processes count too) and the
+CPU a task costs over all processes — cores / CPU per task is the ceiling no number of replicas
+passes: on two cores, that is what limits the ×2 ratio. Nothing is asserted; the target
 (≥ 1.7× from 1 to 2 replicas where the cores allow) is printed beside the result.
 
 Examples
@@ -198,7 +200,7 @@ async def _measure(label: str, replicas: int, secure: bool, config: Path, work: 
             after, machine1 = _cpu_of(pids), _machine()
             busy, total = machine1[0] - machine0[0], machine1[1] - machine0[1]
             result["machine"] = busy / total if total else 0.0
-            result.update(rate=args.tasks / seconds, seconds=seconds, outcomes=dict(outcomes))
+            result.update(rate=args.tasks / seconds, seconds=seconds, outcomes=dict(outcomes), tasks=args.tasks)
             cpu: Counter[str] = Counter()
             for name, value in after.items():
                 group = name.split(".")[0] if "." in name else name
@@ -224,6 +226,9 @@ def _print(result: dict) -> None:
     print(f"{'':<10} CPU s: {cpu}; this deployment kept {result['utilisation']:.0%} of {os.cpu_count()} cores busy, "
           f"the whole machine was {result['machine']:.0%} busy (other processes: "
           f"{max(0.0, result['machine'] - result['utilisation']):.0%})", flush=True)
+    per_task = sum(result["cpu"].values()) / result["tasks"]
+    print(f"{'':<10} CPU per task {per_task * 1e3:.0f} ms over all processes: {os.cpu_count()} idle cores would cap "
+          f"this at ≈ {(os.cpu_count() or 1) / per_task:.0f} tasks/s", flush=True)
 
 
 async def main(args: argparse.Namespace) -> None:
