@@ -30,8 +30,10 @@ block of every node's config. Why not decentralized JWT (operator → account �
   nonce and the client signs it with its seed, so neither the config nor the wire carries a
   password.
 
-Each user also gets its own inbox prefix (``_INBOX_<user>``), so no user can subscribe to
-another's replies.
+Each actor also gets its own inbox prefix (``_INBOX_<actor>``), so no user can subscribe to
+an actor's replies. Clients keep the standard ``_INBOX`` (every client shares the one ``client``
+credential, so a prefix of their own would isolate nothing), which is why ``tandem run --creds
+client.nk`` and ``nats --nkey client.nk …`` work with no further setting.
 """
 
 from __future__ import annotations
@@ -304,14 +306,16 @@ def user_names() -> list[str]:
 
 
 def inbox_prefix(user: str) -> str:
-    """Return the reply-subject prefix of ``user``: ``_INBOX_<user>``.
+    """Return the reply-subject prefix of ``user``: ``_INBOX_<actor>``, and NATS' default ``_INBOX`` for clients.
 
     Examples
     --------
     >>> inbox_prefix("router")
     '_INBOX_router'
+    >>> inbox_prefix("client")
+    '_INBOX'
     """
-    return f"_INBOX_{user}"
+    return "_INBOX" if user == CLIENT else f"_INBOX_{user}"
 
 
 _SOURCE_TREE = Path(__file__).resolve().parents[2]

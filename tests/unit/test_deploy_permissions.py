@@ -40,7 +40,7 @@ def test_secure_render_writes_private_seeds_and_a_config_the_server_accepts(tmp_
         assert done.returncode == 0, done.stderr + done.stdout
     client_env = (tmp_path / "client.env").read_text()
     assert f"TANDEM_NATS_CREDS={deployment.credentials['client']}\n" in client_env
-    assert "TANDEM_NATS_INBOX_PREFIX=_INBOX_client\n" in client_env
+    assert "TANDEM_NATS_INBOX_PREFIX=_INBOX\n" in client_env
     env = deployment.env_for("router", "router.1")
     assert env["TANDEM_NATS_CREDS"] == deployment.credentials["router"]
     assert env["TANDEM_NATS_INBOX_PREFIX"] == "_INBOX_router"
@@ -65,8 +65,9 @@ def test_the_client_may_use_the_public_endpoints_and_nothing_else() -> None:
                     "$JS.API.STREAM.PURGE.OBJ_tandem_task_data", "$JS.API.CONSUMER.MSG.NEXT.TANDEM_TASKS.tandem_task",
                     "tandem.history.s1", subjects.CONTROL_CANCEL):
         assert not client.may_publish(subject), subject
-    assert client.may_subscribe("tandem.events.>") and client.may_subscribe("_INBOX_client.abc.*")
-    for subject in ("tandem.router.>", subjects.EXECUTOR_EXECUTE, ">", "_INBOX.>", "_INBOX_router.>",
+    assert client.may_subscribe("tandem.events.>") and client.may_subscribe("_INBOX.abc.*")
+    assert not client.may_subscribe("_INBOX_router.abc.*") and not client.may_subscribe("_INBOX_task.>")
+    for subject in ("tandem.router.>", subjects.EXECUTOR_EXECUTE, ">", "_INBOX_router.>",
                     "tandem.task.answer.*", "$KV.>"):
         assert not client.may_subscribe(subject), subject
     assert client.responses_expire_s == 0
@@ -76,7 +77,7 @@ def test_an_actor_subscribes_to_its_own_subjects_only() -> None:
     router = actor_permissions("router")
     assert router.may_subscribe(subjects.ROUTER_COMPLETE) and router.may_subscribe("$SRV.PING.router")
     assert not router.may_subscribe(subjects.EXECUTOR_EXECUTE) and not router.may_subscribe("$SRV.PING.executor")
-    assert not router.may_subscribe("_INBOX_client.>") and router.may_subscribe("_INBOX_router.x.*")
+    assert not router.may_subscribe("_INBOX.>") and router.may_subscribe("_INBOX_router.x.*")
     assert router.may_publish(subjects.EVENT_ROUTED) and not router.may_publish(subjects.EVENT_STEP)
     assert router.may_publish("$KV.tandem_router_cooldown.x") and not router.may_publish("$KV.tandem_plans.x")
     planner = actor_permissions("planner")
