@@ -41,7 +41,10 @@ _LIST_GAP: Final = re.compile(r"(?:と|や|and|&|\+|および|及び|・|も|plu
 _OR_GAP: Final = re.compile(r"(?:か|or|または|もしくは|それか|or\s+maybe|/|か,|either)")
 _RANGE_GAP: Final = re.compile(r"(?:-|–|—|−|~|〜|から|to|through|thru|till|until|…|\.\.\.?)")
 _GAP_STRIP: Final = " ,、;。.!?:" + MASK
-_PUNCT_RE: Final = re.compile(r"[,、;。.!:()\[\]「」『』—]+|\s-\s")
+# "[,、;。.!:()[]「」『』—]+|\s-\s", written to start with one character class (which lets the regex engine
+# skip ahead when searching): punctuation never is a space, so the first character picks the branch
+_PUNCT_RE: Final = re.compile(r"[,、;。.!:()\[\]「」『』—\s](?:(?<=[,、;。.!:()\[\]「」『』—])[,、;。.!:()\[\]「」『』—]*|(?<=\s)-\s)")
+_TWO_WORDCH: Final = re.compile(r"\w.*?\w", re.DOTALL)  # at least two word characters
 _PUNCT_SPACE: Final = " ,、;。.!:?\"'「」()[]…~〜-—"
 _WORD_RE: Final = re.compile(r"[a-z0-9_]+|[^\W\d_a-z]+")
 _WORDCH: Final = re.compile(r"\w")
@@ -263,9 +266,9 @@ def residue_words(s: str, start: int, end: int, toks: list[Token]) -> list[str]:
 def _two_words(s: str, c: Clause, toks: list[Token] | None = None) -> bool:
     """Whether at least two word characters of the clause are left unexplained."""
     r = _uncovered(s, c.start, c.end, c.toks if toks is None else toks)
-    if len(_WORDCH.findall(r)) < 2:
+    if _TWO_WORDCH.search(r) is None:
         return False  # removing fillers only removes word characters
-    return len(_WORDCH.findall(_unfilled(r))) >= 2
+    return _TWO_WORDCH.search(_unfilled(r)) is not None
 
 
 def _scope(s: str, toks: list[Token], i: int, pre: bool) -> list[Token]:

@@ -53,6 +53,19 @@ _INFLECTION: Final = (
 )
 
 
+def _literal_first(text: str, before: str, after: str) -> str:
+    """``text`` not preceded by a ``before`` character (a class, or ``""``), then ``after``: one group, literal first.
+
+    ``(?<![a-z0-9])lint(?![a-z0-9])`` is written ``l(?<![a-z0-9]l)(int(?![a-z0-9]))``: the same matches, but
+    every alternative of the joined regex starts with a plain character, which the regex engine checks
+    before trying the alternative and uses to skip ahead when searching. The group is the alternative's
+    (``lastindex`` tells which matched); the whole match is the text.
+    """
+    first = re.escape(text[0])
+    guard = f"(?<!{before}{first})" if before else ""
+    return f"{first}{guard}({re.escape(text[1:])}{after})"
+
+
 def _stem(w: str) -> str:
     for suf in ("ingly", "ing", "edly", "ed", "ly", "est", "er", "es", "s", "ion"):
         if w.endswith(suf) and len(w) - len(suf) >= 3:
@@ -160,17 +173,10 @@ class OptionIndex:
                 self.single[lb] = i + 1
                 continue
             vals[lb] = i + 1
-            p = re.escape(lb)
-            if _LATIN_EDGE.match(lb[0]):
-                p = r"(?<![a-z0-9])" + p
-            elif _HIRA.match(lb[0]):
-                p = r"(?<![ぁ-ゖ])" + p
-            if _LATIN_EDGE.match(lb[-1]):
-                p += r"(?![a-z0-9])"
-            elif _HIRA.match(lb[-1]):
-                p += r"(?![ぁ-ゖ])"
-            pats.append(p)
-        self.label_re = re.compile("|".join(f"({p})" for p in pats)) if pats else None
+            before = "[a-z0-9]" if _LATIN_EDGE.match(lb[0]) else "[ぁ-ゖ]" if _HIRA.match(lb[0]) else ""
+            after = r"(?![a-z0-9])" if _LATIN_EDGE.match(lb[-1]) else r"(?![ぁ-ゖ])" if _HIRA.match(lb[-1]) else ""
+            pats.append(_literal_first(lb, before, after))
+        self.label_re = re.compile("|".join(pats)) if pats else None
         self.label_has_digits = any(ch.isdigit() for lb in labels for ch in lb)
         self.label_vals = vals
 
@@ -193,13 +199,13 @@ class OptionIndex:
             if kw[0].isascii() and kw[0].isalnum():
                 stem = _stem(kw)
                 if len(stem) >= 4 and stem.isalpha():
-                    kpats.append(rf"(?<![a-z0-9]){re.escape(stem)}{_INFLECTION}(?![a-z0-9])")
+                    kpats.append(_literal_first(stem, "[a-z0-9]", rf"{_INFLECTION}(?![a-z0-9])"))
                 else:
-                    kpats.append(rf"(?<![a-z0-9.]){re.escape(kw)}(?![a-z0-9]|\.\d)")
+                    kpats.append(_literal_first(kw, "[a-z0-9.]", r"(?![a-z0-9]|\.\d)"))
             else:
-                kpats.append(re.escape(kw))
+                kpats.append(_literal_first(kw, "", ""))
             self.kw_info.append((opt, len(kw), in_label.get(kw, False)))
-        self.kw_re = re.compile("|".join(f"({p})" for p in kpats)) if kpats else None
+        self.kw_re = re.compile("|".join(kpats)) if kpats else None
         self.label_chars = tuple(max(1, len(_WORDCH.findall(lb))) for lb in labels)
         self.typo_words: dict[str, int] | None = None  # built by the typo reader on first use
 

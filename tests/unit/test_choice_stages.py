@@ -5,6 +5,8 @@ from __future__ import annotations
 import re
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from tandem.messages.choice import ChoiceContext
 from tandem.services.choice import (
     _lexicon,
@@ -236,3 +238,14 @@ def test_factored_fillers_remove_the_same_text() -> None:
         s = normalize_answer(answer)
         assert _lexicon.filler_en().sub(" ", s) == plain_en.sub(" ", s), answer
         assert _lexicon.filler_ja().sub(" ", s) == plain_ja.sub(" ", s), answer
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.text(alphabet=st.sampled_from(list(",、;。.!:()[]「」『』— -\tab1あ_")), max_size=14))
+def test_rewritten_clause_regexes_match_as_written(text: str) -> None:
+    """The clause stage's punctuation and two-word regexes are rewritten for speed: same matches."""
+    from tandem.services.choice._clauses import _PUNCT_RE, _TWO_WORDCH
+
+    plain = re.compile(r"[,、;。.!:()\[\]「」『』—]+|\s-\s")
+    assert [m.span() for m in _PUNCT_RE.finditer(text)] == [m.span() for m in plain.finditer(text)]
+    assert (_TWO_WORDCH.search(text) is not None) == (len(re.findall(r"\w", text)) >= 2)
