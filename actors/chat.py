@@ -235,7 +235,8 @@ class ChatActor(Actor):
         subjects.ROUTER_COMPLETE, subjects.CONTEXT_APPEND, subjects.CONTEXT_GET, subjects.CONTEXT_HISTORY,
         subjects.CONTEXT_SHARED_UPDATE, subjects.TASK_SUBMIT, subjects.TASK_CANCEL, subjects.TASK_ANSWER)
     jetstream: ClassVar[tuple[str, ...]] = (f"kv {subjects.CHAT_BUCKET}", f"kv {subjects.TASK_BUCKET} read",
-                                            f"objects {subjects.TASK_DATA_BUCKET} write")
+                                            f"objects {subjects.TASK_INPUT_BUCKET} write",
+                                            f"objects {subjects.TASK_DATA_BUCKET} read")
     public: ClassVar[tuple[str, ...]] = (subjects.CHAT_SEND, subjects.CHAT_SESSION)
 
     def __init__(self, bus: Bus, config: Config, *, policy: str | None = None, approval: str | None = None,

@@ -77,7 +77,7 @@ from tandem.services.bus import Bus, deadline_scope, extract_context, messaging_
 from tandem.services.bus._tracing import PROCESS, tracer as bus_tracer
 from tandem.services.config import Config, TaskLoopConfig
 from tandem.services.tasks import open_object_store
-from tandem.services.errors import BusError, RemoteError, TandemError
+from tandem.services.errors import BadRequest, BusError, RemoteError, TandemError
 
 from ._base import Actor, DeadLetter, Endpoint
 from ._task_flow import Rejected, run_flow
@@ -148,6 +148,7 @@ class TaskStore:
         self.loop = loop
         self._kv: Any = None
         self._objects: Any = None
+        self._inputs: Any = None
         self._known: dict[str, tuple[TaskState, int]] = {}  # last state and revision this replica wrote
         self._known_max = max(256, loop.concurrency * 4)
 
@@ -155,6 +156,7 @@ class TaskStore:
         """Open (creating when missing) the KV bucket and the object store."""
         self._kv = await self.bus.key_value(subjects.TASK_BUCKET, ttl=self.loop.retention_s)
         self._objects = await open_object_store(self.bus, subjects.TASK_DATA_BUCKET, ttl=self.loop.retention_s)
+        self._inputs = await open_object_store(self.bus, subjects.TASK_INPUT_BUCKET, ttl=self.loop.retention_s)
         return self
 
     async def get(self, task_id: str) -> tuple[TaskState, int] | None:
@@ -240,6 +242,23 @@ class TaskStore:
         except nats.js.errors.NotFoundError as exc:
             raise TaskNotFound(f"object {name} is gone from {subjects.TASK_DATA_BUCKET}") from exc
 
+    async def get_input(self, task_id: str, name: str) -> bytes:
+        """Read an input a client put in ``tandem_task_inputs``; only the task's own (``<task_id>/input/...``).
+
+        Raises
+        ------
+        BadRequest
+            When ``name`` names another task's object.
+        TaskNotFound
+            When the object is gone.
+        """
+        if not name.startswith(f"{task_id}/input/"):
+            raise BadRequest(f"input_refs: {name!r} is not an input of task {task_id} ({task_id}/input/<fd>)")
+        try:
+            return (await self._inputs.get(name)).data
+        except nats.js.errors.NotFoundError as exc:
+            raise TaskNotFound(f"object {name} is gone from {subjects.TASK_INPUT_BUCKET}") from exc
+
     async def _encode(self, state: TaskState) -> bytes:
         data = encode(state)
         if len(data) <= self.loop.max_state_bytes:
@@ -274,7 +293,7 @@ class TaskActor(Actor):
     publishes: ClassVar[tuple[str, ...]] = (subjects.EVENT_TASK_ALL,)
     listens: ClassVar[tuple[str, ...]] = (subjects.task_answer_inbox("*"), "tandem.task.checkpoint.>")
     jetstream: ClassVar[tuple[str, ...]] = (f"stream {subjects.TASK_STREAM}", f"kv {subjects.TASK_BUCKET}",
-                                            f"objects {subjects.TASK_DATA_BUCKET}")
+                                            f"objects {subjects.TASK_DATA_BUCKET}", f"objects {subjects.TASK_INPUT_BUCKET}")
     public: ClassVar[tuple[str, ...]] = (subjects.TASK_GET, subjects.TASK_LIST, subjects.TASK_CANCEL, subjects.TASK_ANSWER)
 
     def __init__(self, bus: Bus, config: Config, *, concurrency: int = 64) -> None:
@@ -753,5 +772,5 @@ class TaskActor(Actor):
     async def _inputs(self, submit: TaskSubmit) -> dict[int, str]:
         inputs = dict(submit.inputs)
         for fd, ref in submit.input_refs.items():
-            inputs[fd] = (await self.store.get_object(ref)).decode("utf-8")
+            inputs[fd] = (await self.store.get_input(submit.task_id, ref)).decode("utf-8")
         return inputs

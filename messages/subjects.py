@@ -51,6 +51,7 @@ __all__ = [
     "TASK_CONSUMER",
     "TASK_BUCKET",
     "TASK_DATA_BUCKET",
+    "TASK_INPUT_BUCKET",
     "task_answer_inbox",
     "task_events",
     "EXECUTOR_EXECUTE",
@@ -116,7 +117,10 @@ TASK_CONSUMER = "tandem_task"
 TASK_BUCKET = "tandem_tasks"
 """KV bucket: one :class:`~tandem.messages.TaskState` per task id."""
 TASK_DATA_BUCKET = "tandem_task_data"
-"""Object store: inputs and results too large for a message."""
+"""Object store: results and task states too large for a message or a KV value (written by the task actor only)."""
+TASK_INPUT_BUCKET = "tandem_task_inputs"
+"""Object store: task inputs too large for a message, ``<task_id>/input/<fd>`` (written by clients; a
+separate bucket, so a client credential cannot overwrite a result)."""
 
 
 CONTEXT_APPEND = "tandem.context.append"

@@ -162,7 +162,7 @@ class TaskClient:
         self.max_submit_bytes = max_submit_bytes
         self.timeout = timeout
         self._kv: Any = None
-        self._objects: Any = None
+        self._objects: dict[str, Any] = {}
 
     async def submit(self, submit: TaskSubmit) -> TaskSubmit:
         """Publish ``submit`` to the task stream; return it as sent (large inputs moved out).
@@ -336,7 +336,7 @@ class TaskClient:
         large = {fd: text for fd, text in submit.inputs.items() if len(text.encode()) > self.inline_input_bytes}
         if not large:
             return submit
-        store = await self._store()
+        store = await self._store(subjects.TASK_INPUT_BUCKET)
         refs = dict(submit.input_refs)
         for fd, text in large.items():
             name = f"{submit.task_id}/input/{fd}"
@@ -345,11 +345,11 @@ class TaskClient:
         inputs = {fd: t for fd, t in submit.inputs.items() if fd not in large}
         return msgspec.structs.replace(submit, inputs=inputs, input_refs=refs)
 
-    async def _store(self) -> Any:
-        """The object store ``tandem_task_data``, opened once per client."""
-        if self._objects is None:
-            self._objects = await open_object_store(self.bus, subjects.TASK_DATA_BUCKET)
-        return self._objects
+    async def _store(self, bucket: str = subjects.TASK_DATA_BUCKET) -> Any:
+        """The object store ``bucket`` (results: ``tandem_task_data``; inputs: ``tandem_task_inputs``), opened once."""
+        if bucket not in self._objects:
+            self._objects[bucket] = await open_object_store(self.bus, bucket)
+        return self._objects[bucket]
 
     async def _object(self, name: str) -> bytes:
         try:

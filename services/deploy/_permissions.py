@@ -254,10 +254,12 @@ def actor_permissions(name: str, config: Any = None) -> Permissions:
     return Permissions(publish=publish, subscribe=subscribe, responses_expire_s=2 * math.ceil(longest) + 60)
 
 
-CLIENT_JETSTREAM = ("kv tandem_tasks read", "objects tandem_task_data write", f"{_PAYLOADS} create")
-"""What a client reads and writes directly: task states (``TaskClient.get``), task inputs and
-results too large for a message, and messages over ``max_payload`` (the bus creates that store
-on first use, which may be a client's)."""
+CLIENT_JETSTREAM = ("kv tandem_tasks read", "objects tandem_task_inputs write", "objects tandem_task_data read",
+                    f"{_PAYLOADS} create")
+"""What a client reads and writes directly: task states (``TaskClient.get``), task inputs too large
+for a message (written; their own bucket), results too large for a message (read only, so a client
+cannot overwrite a result), and messages over ``max_payload`` (the bus creates that store on first
+use, which may be a client's)."""
 
 
 def client_permissions(config: Any = None) -> Permissions:

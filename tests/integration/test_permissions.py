@@ -361,7 +361,11 @@ async def test_fault_5_a_client_cannot_poison_the_plan_cache_or_forge_progress(s
         # 6. a forged task state
         await client.nc.publish(f"$KV.{subjects.TASK_BUCKET}.victim", b"{}")
         refused["put a task state"] = await _refused(violations, f'Publish to "$KV.{subjects.TASK_BUCKET}.victim"')
-        # 7. a rogue replica of the executor answering first: it cannot even subscribe
+        # 7. a forged result: a chunk written into the results' object store (inputs have a bucket of their own)
+        await client.nc.publish(f"$O.{subjects.TASK_DATA_BUCKET}.C.forged", b"forged result")
+        refused["overwrite a task result object"] = await _refused(
+            violations, f'Publish to "$O.{subjects.TASK_DATA_BUCKET}.C.forged"')
+        # 8. a rogue replica of the executor answering first: it cannot even subscribe
         await client.nc.subscribe(subjects.EXECUTOR_EXECUTE, queue=subjects.queue_group("executor"))
         refused["subscribe tandem.executor.execute (queue tandem.executor)"] = await _refused(
             violations, f'Subscription to "{subjects.EXECUTOR_EXECUTE}"')

@@ -234,6 +234,19 @@ async def test_large_inputs_and_results_travel_through_the_object_store(bus: Bus
     assert state.result.outputs[0].text == big.replace("# Title", "h1. Title", 1)
 
 
+async def test_an_input_ref_to_another_tasks_object_is_refused(bus: Bus) -> None:
+    big = "secret input of task one\n" * 4_000
+    async with tandem(bus, Provider(), config(inline_input_bytes=1024)):
+        client = TaskClient(bus, inline_input_bytes=1024)
+        first = await client.submit(TaskSubmit(task="convert", inputs={3: big}, plan=BUILTIN))
+        assert (await client.wait(first.task_id)).status == "succeeded"
+        # a second task naming the first one's input object: read only a task's own inputs
+        thief = await client.submit(TaskSubmit(task="convert", input_refs={3: first.input_refs[3]}, plan=BUILTIN))
+        state = await client.wait(thief.task_id)
+    assert state.status == "failed" and state.error is not None
+    assert state.error.code == "bad_request" and "not an input of task" in state.error.message
+
+
 async def test_many_tasks_on_two_replicas_none_lost(bus: Bus) -> None:
     count = 500
     cfg = config(concurrency=16)

@@ -63,6 +63,7 @@ def test_the_client_may_use_the_public_endpoints_and_nothing_else() -> None:
                     subjects.event_task("succeeded", "x"), "tandem.task.answer.x", "tandem.task.checkpoint.a.b",
                     "$KV.tandem_plans.f00", "$KV.tandem_tasks.x", "$JS.API.STREAM.DELETE.TANDEM_TASKS",
                     "$JS.API.STREAM.PURGE.OBJ_tandem_task_data", "$JS.API.CONSUMER.MSG.NEXT.TANDEM_TASKS.tandem_task",
+                    "$O.tandem_task_data.C.x", "$O.tandem_task_data.M.eA",
                     "tandem.history.s1", subjects.CONTROL_CANCEL):
         assert not client.may_publish(subject), subject
     assert client.may_subscribe("tandem.events.>") and client.may_subscribe("_INBOX.abc.*")
