@@ -910,7 +910,7 @@ def _parse_choose(args: list[str]) -> dict[str, Any] | None:
         name, eq, value = arg.partition("=") if arg.startswith("--") else (arg, "", "")
         if name in _CHOOSE_FLAGS and not eq:
             values[_CHOOSE_FLAGS[name]] = True
-        elif name in ("--verbose",) and not eq:
+        elif name == "--verbose" and not eq:
             values["verbose"] += 1
         elif not eq and len(name) > 1 and name.strip("v") == "-":  # -v, -vv
             values["verbose"] += len(name) - 1
