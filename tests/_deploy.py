@@ -144,6 +144,7 @@ class Load:
         self.done_at: dict[str, float] = {}
         self.attempts: Counter[int] = Counter()
         self.samples: dict[str, str] = {}  # error code → one task's error message
+        self.failures: list[tuple[str, str]] = []  # (code, message) of every failed task
 
     @property
     def ended(self) -> int:
@@ -202,6 +203,7 @@ class Load:
         """Re-read every task's final state from KV; return the counts (status → tasks)."""
         self.errors.clear()
         self.attempts.clear()
+        self.failures.clear()
         for task_id in self.ids:
             state = await self.client.get(task_id, resolve=False)
             self.status[task_id] = state.status
@@ -209,4 +211,5 @@ class Load:
             if state.error is not None:
                 self.errors[state.error.code] += 1
                 self.samples.setdefault(state.error.code, state.error.message[:300])
+                self.failures.append((state.error.code, state.error.message))
         return self.counts()
