@@ -10,7 +10,7 @@ import anyio
 import nats.errors
 import nats.js.errors
 from nats.js import JetStreamContext
-from nats.js.api import KeyValueConfig
+from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy, KeyValueConfig
 from nats.js.kv import KeyValue
 
 from ..errors import BusError
@@ -26,6 +26,7 @@ log = logging.getLogger("tandem.bus")
 T = TypeVar("T")
 
 _STREAM_NOT_FOUND = 10059  # JSStreamNotFoundErr
+_KV_OP, _KV_DEL, _KV_PURGE, _MARKER_REASON = "KV-Operation", "DEL", "PURGE", "Nats-Marker-Reason"
 _LIST_INACTIVE = 10.0  # seconds a key listing's consumer outlives a client that vanished mid-listing
 
 
@@ -145,16 +146,67 @@ class HealingKeyValue(KeyValue):
     async def keys(self, filters: list[str] | None = None, **kwargs: Any) -> list[str]:
         """Return the bucket's keys (those not deleted), optionally only those containing one of ``filters``.
 
-        As nats-py's, with an ordered consumer that is deleted as soon as the keys are read:
-        nats-py leaves it on the server for its five-minute inactivity threshold, so a
-        process listing keys per request piled up consumers until the server refused more
-        (``maximum consumers limit reached``, seen in ``bench/flow.py``).
+        One JetStream round trip: a short-lived push consumer (last message per key, headers
+        only) is created on an inbox subscribed beforehand; its create reply says how many
+        keys are coming, they arrive on the inbox, and the consumer is deleted without waiting.
+        nats-py's ``keys()`` takes three round trips (consumer create, then its info twice)
+        and leaves its ordered consumer on the server for five minutes, so a process listing
+        keys per request (the planner's recipes) piled up consumers until the server refused
+        more (``maximum consumers limit reached``). When the listing cannot be completed that
+        way (a message lost, an old server), nats-py's watcher is used, its consumer deleted.
 
         Raises
         ------
         nats.js.errors.NoKeysError
             When the bucket has no key (as nats-py).
         """
+        try:
+            keys = await self._healing(self._list_keys)
+        except (nats.errors.TimeoutError, nats.js.errors.APIError) as exc:
+            log.debug("KV %s: one-round-trip key listing failed (%r); using a watcher", self._name, exc)
+            keys = await self._keys_by_watch()
+        if filters:
+            keys = [k for k in keys if any(f in k for f in filters)]
+        if not keys:
+            raise nats.js.errors.NoKeysError
+        return keys
+
+    async def _list_keys(self) -> list[str]:
+        nc = self._bus.nc
+        inbox = nc.new_inbox()
+        sub = await nc.subscribe(inbox)
+        name = ""
+        try:
+            info = await self._js.add_consumer(self._stream, ConsumerConfig(
+                deliver_subject=inbox, deliver_policy=DeliverPolicy.LAST_PER_SUBJECT, ack_policy=AckPolicy.NONE,
+                filter_subject=f"{self._pre}>", headers_only=True, mem_storage=True, num_replicas=1,
+                inactive_threshold=_LIST_INACTIVE))
+            name = info.name or ""
+            keys: list[str] = []
+            more = (info.num_pending or 0) + (info.delivered.consumer_seq if info.delivered else 0) > 0
+            while more:
+                msg = await sub.next_msg(timeout=self._js._timeout)
+                if not msg.reply:  # a status message (idle heartbeat, flow control): not a key
+                    continue
+                more = msg.metadata.num_pending > 0
+                headers = msg.headers or {}
+                op = headers.get(_KV_OP)
+                if op is None and _MARKER_REASON in headers:  # nats-server 2.11+ TTL/age/remove markers
+                    continue
+                if op not in (_KV_DEL, _KV_PURGE):
+                    keys.append(msg.subject[len(self._pre):])
+            return keys
+        finally:
+            with anyio.CancelScope(shield=True):
+                try:
+                    await sub.unsubscribe()
+                    if name:  # no reply awaited: the server deletes it, or its inactivity threshold does
+                        await nc.publish(f"$JS.API.CONSUMER.DELETE.{self._stream}.{name}", b"")
+                except (nats.errors.Error, OSError) as exc:  # the connection is going away
+                    log.debug("KV %s: dropping a key listing's consumer: %r", self._name, exc)
+
+    async def _keys_by_watch(self) -> list[str]:
+        """nats-py's listing (an ordered consumer), deleting the consumer afterwards."""
         watcher = await self.watchall(ignore_deletes=True, meta_only=True, inactive_threshold=_LIST_INACTIVE)
         keys: list[str] = []
         try:
@@ -165,13 +217,10 @@ class HealingKeyValue(KeyValue):
             async for entry in watcher:
                 if not entry:  # None: the end of the keys present when the watch began
                     break
-                if not filters or any(f in entry.key for f in filters):
-                    keys.append(entry.key)
+                keys.append(entry.key)
         finally:
             with anyio.CancelScope(shield=True):
                 await self._drop_watcher(watcher)
-        if not keys:
-            raise nats.js.errors.NoKeysError
         return keys
 
     async def _drop_watcher(self, watcher: KeyValue.KeyWatcher) -> None:
