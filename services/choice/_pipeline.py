@@ -64,7 +64,7 @@ from typing import Final
 import msgspec
 from tandem.messages.choice import ChoiceContext, ChoiceResult
 
-from ._clauses import gap, read, residue_words
+from ._clauses import _PUNCT_RE, gap, read, residue_words
 from ._decide import Outcome, decide, describe, positives
 from ._normalize import prep
 from ._options import OptionIndex, index_for
@@ -74,7 +74,7 @@ from ._tokens import KIND, SRC, Token
 __all__ = ["Analysis", "analyse", "fast_lane", "match_choice"]
 
 _FAST: Final = re.compile(
-    r"(?:option\s*|no\.\s*|#\s*|第)?(\d{1,3})\s*(?:番目|番|つ目|個目|号)?\s*"
+    r"(?P<tok>(?:option\s*|no\.\s*|#\s*|第)?(?P<n>\d{1,3})\s*(?:番目|番|つ目|個目|号)?)\s*"
     r"(?:で|です|でお願いします|にします|をお願いします|お願いします|please)?[\s.!。]*",
     re.ASCII,
 )
@@ -128,12 +128,13 @@ def analyse(answer: str, context: ChoiceContext, *, lane: bool = True, typos: bo
     # the common case: a bare number ("2", "２番で", "option 3", "No.1")
     fast = _FAST.fullmatch(s) if lane else None
     if fast is not None and not idx.single and not idx.label_has_digits:
-        v = int(fast.group(1))
+        v = int(fast.group("n"))
         if 1 <= v <= n:
             intent = f"select {v}"
             if idx.approval:
                 intent = "approve" if v == idx.approve else "reject" if v == idx.reject else intent
-            return Outcome(ChoiceResult(selected_options=[v], confidence=0.95, reasoning=f"number {core!r}",
+            tok = fast.group("tok").strip()  # the number token, as the scanner would show it
+            return Outcome(ChoiceResult(selected_options=[v], confidence=0.95, reasoning=f"number {tok!r}",
                                         extracted_intent=intent, decided_by="pattern"), set(), [], [])
 
     toks = scan(s, idx)
@@ -255,6 +256,8 @@ def fast_lane(s: str, toks: list[Token], idx: OptionIndex) -> ChoiceResult | Non
                 return None
             choices.append(t)
         elif k is KIND.ONLY:
+            if _PUNCT_RE.search(s) is not None:
+                return None  # "only" may sit in a clause of its own, which the clause stage reads
             only = True
         elif k is KIND.ALL:
             every = True

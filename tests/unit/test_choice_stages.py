@@ -211,6 +211,34 @@ def test_fast_lane_agrees_with_the_full_pipeline() -> None:
     assert taken >= 100  # it does cover the common answers
 
 
+_LANE_PIECES = [
+    "1", "2", "3", "4", "7", "12", "0", "第", "案", "番", "番目", "つ目", "option ", "#", "no.", "No. ", "と", " and ", ", ",
+    "、", "や", "&", "+", " or ", "か", "で", "です", "お願いします", " please", "!", "。", ".", "?", " ", "全部", "both",
+    "all", "the last one", "最初の2つ", "first two", "the second", "はい", "いいえ", "yes", "no", "ok", "承認", "却下",
+    "cancel", "やめて", "only ", "だけ", "lint", "test", "deploy", "ファイル作成", "完全実行", "-", "~", "から", "to ", "まで",
+]
+
+
+@settings(max_examples=400, deadline=None)
+@given(st.lists(st.sampled_from(_LANE_PIECES), min_size=1, max_size=4),
+       st.sampled_from([JP3, EN5, PLAN, ChoiceContext(available_options=["Python 3.11", "Python 3.12"]),
+                        ChoiceContext(available_options=["Approve", "Reject"], kind="approval")]))
+def test_fast_paths_give_the_full_pipelines_result(pieces: list[str], ctx: ChoiceContext) -> None:
+    """The bare-number path and the fast lane are optimisations only: the same result, reasoning included."""
+    answer = "".join(pieces)
+    fast, full = analyse(answer, ctx), analyse(answer, ctx, lane=False)
+    assert fast.result == full.result, answer
+    assert (fast.refused, fast.guards, fast.unexplained) == (full.refused, full.guards, full.unexplained), answer
+
+
+@pytest.mark.parametrize(("answer", "ctx"), [
+    ("3, だけ", JP3), ("only 、3", EN5), ("first two。only ", EN5), ("だけ、最初の2つ", JP3),  # "only" in a clause of its own
+    ("3 please", EN5), ("3番目です", JP3), ("No. 2お願いします", JP3),  # the bare-number path names the number token
+])
+def test_fast_paths_agree_where_they_once_did_not(answer: str, ctx: ChoiceContext) -> None:
+    assert analyse(answer, ctx).result == analyse(answer, ctx, lane=False).result
+
+
 def test_no_private_stdlib_api() -> None:
     from pathlib import Path
 
