@@ -230,9 +230,9 @@ class TwoStageHealth:
         if self.kv is None:
             return
         for _ in range(5):
-            values, revision = await self._get(key)
-            new = msgspec.json.encode([*values, value][-self.policy.window:])
             try:
+                values, revision = await self._get(key)
+                new = msgspec.json.encode([*values, value][-self.policy.window:])
                 if revision:
                     await self.kv.update(key, new, last=revision)
                 else:
@@ -255,9 +255,16 @@ class TwoStageHealth:
         await self._append("planning", round(latency_s, 3))
 
     async def verdict(self) -> str | None:
-        """Return why two stage performs poorly now, or ``None``."""
+        """Return why two stage performs poorly now, or ``None`` (also when the numbers cannot be read)."""
         if self.kv is None:
             return None
+        try:
+            return await self._verdict()
+        except (nats.errors.Error, TandemError) as exc:  # advisory numbers: never fail a task on them
+            log.info("two-stage health: not read: %s", exc)
+            return None
+
+    async def _verdict(self) -> str | None:
         p = self.policy
         plans, _ = await self._get("plans")
         if len(plans) >= max(p.min_runs, 1):

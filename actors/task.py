@@ -530,6 +530,12 @@ class TaskActor(Actor):
             except nats.errors.TimeoutError:
                 slots.release()
                 continue
+            except (nats.js.errors.ServiceUnavailableError, nats.errors.NoRespondersError) as exc:
+                # JetStream is briefly away (a server restarting, a stream leader election): wait, not crash
+                slots.release()
+                log.info("task queue unavailable (%s); fetching again", type(exc).__name__)
+                await anyio.sleep(0.5)
+                continue
             except BaseException:
                 slots.release()
                 raise

@@ -174,12 +174,13 @@ async def _measure(label: str, replicas: int, secure: bool, config: Path, work: 
 
     from tandem.actors import ACTORS
     from tandem.services.bus import Bus
+    from tandem.services.config import load_config
     from tandem.services.deploy import Topology, render
     from tandem.services.deploy._supervisor import Supervisor
     from tandem.services.tasks import TaskClient
 
     topology = Topology(replicas={name: replicas for name in ACTORS}, secure=secure, port=0)
-    deployment = render(topology, work / label.replace(" ", "-").replace("×", "x"))
+    deployment = render(topology, work / label.replace(" ", "-").replace("×", "x"), config=load_config(config))
     lines: list[str] = []
     sup = Supervisor(deployment, topology, config_path=config, echo=lines.append, grace=5,
                      env={"TANDEM_USAGE_LOG_DISABLE": "1", "TANDEM_TRACE_FILE": str(work / "traces.jsonl")})

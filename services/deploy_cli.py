@@ -79,6 +79,7 @@ def up_command(
         tandem status          # the actors serving, their replicas and request/error counts
     """
     from tandem.services.cli import _fail, _invoke, _setup_logging
+    from tandem.services.config import load_config
     from tandem.services.errors import TandemError
 
     from .deploy import Topology, parse_replicas, render
@@ -99,7 +100,8 @@ def up_command(
     where = Path(tempfile.mkdtemp(prefix="tandem-up-")) if ephemeral else (directory or default_up_dir()).expanduser()
     try:
         where.mkdir(parents=True, exist_ok=True)
-        deployment = render(topology, where.resolve())
+        # the permissions follow the config the actors run with (its bucket names, endpoint timeouts)
+        deployment = render(topology, where.resolve(), config=load_config(config_path))
         sup = Supervisor(deployment, topology, config_path=config_path.resolve() if config_path else None,
                          max_restarts=max_restarts, within=restart_window, grace=grace, server_output=server_logs)
         _invoke(_up, sup)

@@ -46,7 +46,8 @@ boundary with ``raise ... from exc``, so callers never need to string-match.
     │   └── FallbackExhausted          every candidate failed within the budget
     ├── CancelledWork                the work was cancelled (``tandem.control.cancel``)
     ├── InputError                   a user-supplied file is missing or unreadable
-    └── StoreBusy                    the persistent embedded store is held by another process
+    ├── StoreBusy                    the persistent embedded store is held by another process
+    └── ProcessGaveUp                a ``tandem up`` process crashed more often than its restart budget
 """
 
 from __future__ import annotations
@@ -82,6 +83,7 @@ __all__ = [
     "RequestTimeout",
     "StepFailed",
     "StoreBusy",
+    "ProcessGaveUp",
     "TandemError",
     "TruncatedOutput",
 ]
@@ -434,3 +436,9 @@ class StoreBusy(TandemError):
     """Raised when the persistent embedded NATS store is locked by another Tandem process."""
 
     code = "store_busy"
+
+
+class ProcessGaveUp(TandemError):
+    """Raised when a process of a ``tandem up`` deployment crashed more often than its restart budget allows."""
+
+    code = "process_gave_up"

@@ -26,6 +26,7 @@ import anyio
 
 from tandem.messages import TERMINAL, ExecutionPlan, TaskSubmit, decoder
 from tandem.services.bus import Bus
+from tandem.services.config import load_config
 from tandem.services.deploy import Deployment, Topology, render
 from tandem.services.deploy._supervisor import Supervisor
 from tandem.services.errors import RemoteError, TandemError
@@ -107,7 +108,7 @@ class Echo:
 async def running(directory: Path, topology: Topology, config: Path, *, env: dict[str, str] | None = None,
                   **options: Any) -> AsyncIterator[Supervisor]:
     """Render ``topology`` into ``directory`` and run it under a :class:`Supervisor` for the block."""
-    deployment = render(topology, directory)
+    deployment = render(topology, directory, config=load_config(config))
     sup = Supervisor(deployment, topology, config_path=config, echo=Echo(), grace=5,
                      env={"TANDEM_USAGE_LOG_DISABLE": "1", **(env or {})}, **options)
     async with anyio.create_task_group() as tg:

@@ -18,12 +18,13 @@ from ._topology import (
     user_names,
 )
 
-__all__ = ["CLIENT", "CLUSTER_NAME", "Deployment", "NodeSpec", "Permissions", "Topology", "actor_permissions",
-           "client_permissions", "compose_yaml", "inbox_prefix", "parse_replicas", "render", "render_containers",
-           "user_names", "user_permissions"]
+__all__ = ["CLIENT", "CLUSTER_NAME", "Deployment", "NodeSpec", "Permissions", "ProcessGaveUp", "Supervisor", "Topology",
+           "actor_permissions", "client_permissions", "compose_yaml", "inbox_prefix", "parse_replicas", "render",
+           "render_containers", "user_names", "user_permissions"]
 
 _LAZY = {"Permissions": "_permissions", "actor_permissions": "_permissions", "client_permissions": "_permissions",
-         "user_permissions": "_permissions", "compose_yaml": "_compose", "render_containers": "_compose"}
+         "user_permissions": "_permissions", "compose_yaml": "_compose", "render_containers": "_compose",
+         "Supervisor": "_supervisor", "ProcessGaveUp": "_supervisor"}
 
 
 def __getattr__(name: str) -> Any:

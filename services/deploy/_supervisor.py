@@ -50,7 +50,7 @@ import anyio.abc
 from anyio.abc import Process, TaskStatus
 
 from tandem.services.bus import find_nats_server
-from tandem.services.errors import ConfigError, TandemError
+from tandem.services.errors import ConfigError, ProcessGaveUp
 
 from ._topology import Deployment, Topology
 
@@ -62,12 +62,6 @@ UP_FILE = "up.json"
 _LOCK_FILE = "up.lock"
 _INHERITED_OUT = ("TANDEM_NATS_URL", "TANDEM_NATS_CREDS", "TANDEM_NATS_INBOX_PREFIX", "TANDEM_NATS_REPLICAS",
                   "TANDEM_INSTANCE_ID")
-
-
-class ProcessGaveUp(TandemError):
-    """Raised when a process of the deployment crashed more often than its restart budget allows."""
-
-    code = "process_gave_up"
 
 
 def actor_command(name: str, config_path: str | os.PathLike[str] | None = None) -> list[str]:
