@@ -19,7 +19,7 @@ from ._limits import validate_kv_key
 if TYPE_CHECKING:
     from ._nats import Bus
 
-__all__ = ["HealingKeyValue", "is_stream_lost"]
+__all__ = ["UNAVAILABLE_RETRY_S", "HealingKeyValue", "is_stream_lost"]
 
 log = logging.getLogger("tandem.bus")
 
@@ -30,8 +30,21 @@ _KV_OP, _KV_DEL, _KV_PURGE, _MARKER_REASON = "KV-Operation", "DEL", "PURGE", "Na
 _LIST_INACTIVE = 10.0  # seconds a key listing's consumer outlives a client that vanished mid-listing
 
 
+UNAVAILABLE_RETRY_S = 10.0
+"""Seconds a KV operation keeps retrying while JetStream is briefly unavailable (a server
+restarting, a stream leader election after a cluster node died) before it fails with
+:class:`~tandem.services.errors.BusError`."""
+
+_TRANSIENT = (nats.js.errors.ServiceUnavailableError, nats.errors.NoRespondersError)
+
+
 def is_stream_lost(exc: BaseException) -> bool:
-    """Whether ``exc`` says the JetStream stream behind a bucket does not exist (any more)."""
+    """Whether ``exc`` says the JetStream stream behind a bucket does not exist (any more).
+
+    ``NoStreamResponseError`` (a write nobody stored) also counts; it is ambiguous: a stream
+    between leaders answers the same way, which :class:`HealingKeyValue` tells apart by
+    asking for the stream's info before it recreates anything.
+    """
     if isinstance(exc, nats.js.errors.KeyNotFoundError):
         return False
     if isinstance(exc, (nats.js.errors.NoStreamResponseError, nats.js.errors.BucketNotFoundError)):
@@ -49,6 +62,10 @@ class HealingKeyValue(KeyValue):
     * when the bucket's stream is gone (bucket deleted, server restarted with an empty
       store), the bucket is recreated with its original configuration and the operation
       is tried once more; reads of a lost bucket simply find no key;
+    * while JetStream is briefly unavailable (503, no responders, a stream between leaders:
+      a server restarting, a cluster node dying) an operation is retried with backoff for up
+      to :data:`UNAVAILABLE_RETRY_S` seconds, then fails with
+      :class:`~tandem.services.errors.BusError`; a bucket that still exists is never recreated;
     * it uses the bus's *current* JetStream context, so it survives
       :meth:`Bus.reconnect <tandem.services.bus.Bus.reconnect>`.
 
@@ -96,29 +113,48 @@ class HealingKeyValue(KeyValue):
         except nats.errors.Error as exc:
             raise BusError(f"cannot recreate JetStream KV {self._name!r}: {exc}") from exc
 
-    async def _healing(self, op: Callable[[], Awaitable[T]]) -> T:
+    async def _gone(self, exc: nats.errors.Error) -> bool:
+        """Whether the bucket's stream is really gone (not just between leaders or servers)."""
+        if not isinstance(exc, nats.js.errors.NoStreamResponseError):
+            return True
         try:
-            return await op()
-        except nats.errors.Error as exc:
-            if not is_stream_lost(exc):
-                raise
-            log.warning("KV bucket %s is gone (%s); recreating it", self._name, type(exc).__name__)
-        await self.recreate()
-        try:
-            return await op()
-        except nats.errors.Error as exc:
-            if is_stream_lost(exc):
-                raise BusError(f"JetStream KV {self._name!r} lost and not recreated: {exc!r}") from exc
-            raise
+            await self._bus.jetstream.stream_info(self._stream)
+        except nats.js.errors.NotFoundError:
+            return True
+        except nats.errors.Error:
+            return False  # cannot tell yet: treat as unavailable and ask again
+        return False
+
+    async def _healing(self, op: Callable[[], Awaitable[T]], *, read: bool = False) -> T:
+        """Run ``op``; wait out a briefly unavailable JetStream; recreate a lost bucket once (a read: a miss)."""
+        give_up = anyio.current_time() + UNAVAILABLE_RETRY_S
+        delay, recreated = 0.1, False
+        while True:
+            try:
+                return await op()
+            except nats.errors.Error as exc:
+                lost = is_stream_lost(exc)
+                if not lost and not isinstance(exc, _TRANSIENT):
+                    raise
+                if lost and await self._gone(exc):
+                    if read:  # nothing stored any more: a miss, like a missing key
+                        raise nats.js.errors.KeyNotFoundError(message=f"bucket {self._name} lost") from exc
+                    if recreated:
+                        raise BusError(f"JetStream KV {self._name!r} lost and not recreated: {exc!r}") from exc
+                    log.warning("KV bucket %s is gone (%s); recreating it", self._name, type(exc).__name__)
+                    await self.recreate()
+                    recreated = True
+                    continue
+                if anyio.current_time() + delay > give_up:
+                    raise BusError(f"JetStream KV {self._name!r} unavailable for {UNAVAILABLE_RETRY_S:g}s: "
+                                   f"{type(exc).__name__}: {exc}") from exc
+                log.info("KV bucket %s unavailable (%s); retrying", self._name, type(exc).__name__)
+                await anyio.sleep(delay)
+                delay = min(delay * 2, 1.0)
 
     async def get(self, key: str, revision: int | None = None, validate_keys: bool = True) -> KeyValue.Entry:
         validate_kv_key(key)
-        try:
-            return await super().get(key, revision, validate_keys)
-        except nats.errors.Error as exc:
-            if is_stream_lost(exc):  # nothing stored any more: a miss, like a missing key
-                raise nats.js.errors.KeyNotFoundError(message=f"bucket {self._name} lost") from exc
-            raise
+        return await self._healing(lambda: super(HealingKeyValue, self).get(key, revision, validate_keys), read=True)
 
     async def put(self, key: str, value: bytes, validate_keys: bool = True) -> int:
         validate_kv_key(key)
