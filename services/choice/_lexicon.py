@@ -121,6 +121,7 @@ def _closes_at_end(b: str) -> bool:
 
 
 _GROUP_NAME: Final = re.compile(r"\(\?P<(\w+)>")
+_KEYS_KEPT: Final = 8192  # two-character keys remembered (their regexes are shared: one per distinct set of entries)
 
 
 def _table_row(name: str, pattern: str) -> tuple[str, str, tuple[tuple[str, dict[str, str | None]], ...]]:
@@ -207,6 +208,8 @@ class _Finder:
         """The regex for a position whose text starts with ``key`` (two characters, one at the end)."""
         if key in self.by_key:
             return self.by_key[key]
+        if len(self.by_key) >= _KEYS_KEPT:  # arbitrary text brings arbitrary pairs: stay bounded
+            self.by_key.clear()
         c = key[0]
         second = key[1:]
         parts = []
