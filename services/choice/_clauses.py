@@ -26,6 +26,7 @@ clarification or a confidence cap.
 
 from __future__ import annotations
 
+import bisect
 import operator
 import re
 from enum import IntEnum
@@ -189,18 +190,18 @@ def gap(s: str, a: Token, b: Token) -> str:
 
 
 _CUT_ORDER: Final = operator.itemgetter(0, 1)
+_SPAN: Final = re.Match.span
 _EARLY_KINDS: Final = frozenset((KIND.ONLY, KIND.QUESTION, KIND.HOLD))
 
 
 def _split(s: str, masked: str, toks: list[Token]) -> list[Clause]:
     """Cut at punctuation and connectives; ``masked`` has every token masked."""
-    cuts: list[tuple[int, int, Flag, Flag | None]] = []
-    for mo in _PUNCT_RE.finditer(masked):
-        cuts.append((mo.start(), mo.end(), FLAG.MAIN, None))
+    main = FLAG.MAIN
+    cuts: list[tuple[int, int, Flag, Flag | None]] = [(a, b, main, None)
+                                                      for a, b in map(_SPAN, _PUNCT_RE.finditer(masked))]
     for t in toks:
-        rule = _CUTS.get(t.kind)
-        if rule is not None:
-            cut_at_end, resume_at_end, nxt, prev = rule
+        if t.kind in _CUTS:
+            cut_at_end, resume_at_end, nxt, prev = _CUTS[t.kind]
             cuts.append((t.end if cut_at_end else t.start, t.end if resume_at_end else t.start, nxt, prev))
     if len(cuts) > 1:
         cuts.sort(key=_CUT_ORDER)
@@ -223,11 +224,12 @@ def _split(s: str, masked: str, toks: list[Token]) -> list[Clause]:
         clauses.append(Clause(cur, len(s), pending))
     else:
         clauses[-1].end = len(s)
-    j = 0
+    if len(clauses) == 1:
+        clauses[0].toks.extend(toks)
+        return clauses
+    starts = [c.start for c in clauses]  # increasing: a token goes to the last clause starting at or before it
     for t in toks:
-        while j + 1 < len(clauses) and t.start >= clauses[j + 1].start:
-            j += 1
-        clauses[j].toks.append(t)
+        clauses[max(bisect.bisect_right(starts, t.start) - 1, 0)].toks.append(t)
     return clauses
 
 
