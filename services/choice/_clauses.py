@@ -194,6 +194,27 @@ _SPAN: Final = re.Match.span
 _EARLY_KINDS: Final = frozenset((KIND.ONLY, KIND.QUESTION, KIND.HOLD))
 
 
+def _punct_text(s: str, toks: list[Token]) -> str:
+    """The text to find cutting punctuation in: ``s`` with the tokens masked (punctuation inside a token does not cut).
+
+    Masking changes nothing unless a punctuation match of ``s`` overlaps a token (outside tokens the
+    two texts are the same, and a token's masked characters are never punctuation): then ``s`` itself.
+    """
+    if not toks:
+        return s
+    i = 0
+    n = len(toks)
+    for a, b in map(_SPAN, _PUNCT_RE.finditer(s)):
+        while i < n and toks[i].end <= a:
+            i += 1
+        j = i
+        while j < n and toks[j].start < b:  # tokens are sorted by start and do not overlap
+            if toks[j].end > a:
+                return mask(s, toks)
+            j += 1
+    return s
+
+
 def _split(s: str, masked: str, toks: list[Token]) -> list[Clause]:
     """Cut at punctuation and connectives; ``masked`` has every token masked."""
     main = FLAG.MAIN
@@ -498,8 +519,7 @@ def read(s: str, orig: str, toks: list[Token], approval: bool, n: int) -> Readin
     -------
     Reading
     """
-    # punctuation inside a token does not cut; without any punctuation there is nothing to mask
-    clauses = _split(s, mask(s, toks) if toks and _PUNCT_RE.search(s) is not None else s, toks)
+    clauses = _split(s, _punct_text(s, toks), toks)
     r = Reading(s, orig, clauses, toks)
     _roles(s, clauses)
     _correction(toks, clauses)
