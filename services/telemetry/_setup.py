@@ -102,7 +102,14 @@ class _JsonLinesExporter(SpanExporter):
         self.out = out
 
     def export(self, spans: Sequence[ReadableSpan]) -> SpanExportResult:
-        data = encode_spans(spans)
+        # encoded a slice at a time, letting go of the GIL in between: the event loop waiting
+        # for it gets it at once instead of after the interpreter's 5 ms switch interval
+        parts = []
+        for start in range(0, len(spans), _GIL_SLICE):
+            if start:
+                time.sleep(0)
+            parts.append(encode_spans(spans[start:start + _GIL_SLICE]))
+        data = b"".join(parts)
         fd = self.out.fileno()
         view = memoryview(data)
         while view:  # a regular file takes it all at once; a short write only continues where it stopped
@@ -117,6 +124,7 @@ class _JsonLinesExporter(SpanExporter):
             self.out.close()
 
 
+_GIL_SLICE = 32  # spans encoded between two GIL releases (~0.3 ms of work)
 _KIND = {kind: str(kind) for kind in SpanKind}
 _resources: dict[int, tuple[Any, dict[str, Any]]] = {}
 
