@@ -258,19 +258,24 @@ def finditer(text: str) -> Iterator[re.Match[str]]:
     can start with the two characters at a candidate position are tried there.
     """
     f = _finder or _get()
-    by_key = f.by_key
+    get = f.by_key.get
     pos = 0
-    for c in f.candidate.finditer(text):
-        p = c.start()
+    for p in map(_MATCH_START, f.candidate.finditer(text)):
         if p < pos:
             continue
         key = text[p : p + 2]
-        rx = by_key[key] if key in by_key else f.dispatch(key)
+        rx = get(key, _UNSEEN)
+        if rx is _UNSEEN:
+            rx = f.dispatch(key)
         if rx is not None:
             mo = rx.match(text, p)
             if mo is not None:
                 yield mo
                 pos = mo.end()
+
+
+_MATCH_START: Final = re.Match.start
+_UNSEEN: Final = object()
 
 
 def master() -> re.Pattern[str]:

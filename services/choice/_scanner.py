@@ -215,8 +215,6 @@ def _lexicon_tokens(m: str, n: int, toks: list[Token], approval: bool) -> None:
         simple = _SIMPLE.get(name)  # type: ignore[arg-type]
         if simple is not None:
             kind, conf, src, pre, rej, strong = simple
-            if kind is KIND.YES and name == "yes_reluct":
-                pass
             add(Token(kind, st, en, None, conf, src, pre, rej, strong))
             continue
         if name == "num":
