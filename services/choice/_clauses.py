@@ -399,8 +399,9 @@ def _scopes(r: Reading, c: Clause, approval: bool, n: int) -> bool:
         for t in st:
             if t.tgt:
                 t.exc = t
+    kinds = {t.kind for t in st}  # the passes below only act on these kinds: skip those with nothing to do
     # a past-tense clause only mentions the options it names
-    past = next((t for t in st if t.kind is KIND.PAST), None)
+    past = next((t for t in st if t.kind is KIND.PAST), None) if KIND.PAST in kinds else None
     if past is not None:
         named = [t for t in st if _is_choice(t) or t.kind is KIND.YES or (t.kind is KIND.NEG and t.rej)]
         for t in named:
@@ -409,7 +410,7 @@ def _scopes(r: Reading, c: Clause, approval: bool, n: int) -> bool:
         if named:
             r.cap_guards.append("past reference " + ", ".join(repr(s[t.start:t.end]) for t in named))
         st = [t for t in st if t.mention is None]
-    kinds = {t.kind for t in st}  # the passes below only act on these kinds: skip those with nothing to do
+        kinds = {t.kind for t in st}
     has_neg = KIND.NEG in kinds
     for phase in ((0, 1) if has_neg or KIND.EXC in kinds or KIND.COMPARE in kinds else ()):
         for i, t in enumerate(st):
@@ -431,7 +432,7 @@ def _scopes(r: Reading, c: Clause, approval: bool, n: int) -> bool:
             obj = st[i - 1]
             if obj.neg is None and obj.exc is None and _OBJECT_GAP.fullmatch(s[obj.end : t.start]):
                 obj.neg = t.neg
-    mentions = [t for t in st if t.mention is not None]
+    mentions = [t for t in st if t.mention is not None] if KIND.COMPARE in kinds else ()  # only a comparison marks
     if mentions:
         for t in mentions:
             r.mentioned.update(_vals_of(t, n))
@@ -468,7 +469,7 @@ def _scopes(r: Reading, c: Clause, approval: bool, n: int) -> bool:
     # a bare pure negator in a clause with other content is about that content:
     # "yes, don't delete the logs" -> modification "don't delete the logs"
     dec = [t for t in st if t.kind in DECISIVE]
-    has_object = any(t.kind is KIND.NEG for t in dec) and _two_words(s, c, st)
+    has_object = has_neg and any(t.kind is KIND.NEG for t in dec) and _two_words(s, c, st)
     if dec and all(t.kind is KIND.NEG and not t.rej and t.src is not SRC.YET for t in dec):
         if not any(t.neg is not None for t in st) and has_object and len(dec) == 1:
             c.role = ROLE.MOD
