@@ -248,9 +248,14 @@ def _split(s: str, masked: str, toks: list[Token]) -> list[Clause]:
     if len(clauses) == 1:
         clauses[0].toks.extend(toks)
         return clauses
-    starts = [c.start for c in clauses]  # increasing: a token goes to the last clause starting at or before it
-    for t in toks:
-        clauses[max(bisect.bisect_right(starts, t.start) - 1, 0)].toks.append(t)
+    # a token goes to the last clause starting at or before it (the first clause takes any before it)
+    starts = [t.start for t in toks]
+    lo = 0
+    for c, nxt_clause in zip(clauses, clauses[1:]):
+        hi = bisect.bisect_left(starts, nxt_clause.start, lo)
+        c.toks = toks[lo:hi]
+        lo = hi
+    clauses[-1].toks = toks[lo:]
     return clauses
 
 
