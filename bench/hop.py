@@ -7,7 +7,7 @@ machine. Nothing here asserts on timings: targets are printed, never enforced.
 
 * **Tandem**: a responder process runs :class:`EchoActor` (one
   :class:`~actors.Endpoint` on ``bench.echo``) with tracing on (JSON-lines file
-  in a temporary directory, ``BatchSpanProcessor`` active); the client calls
+  in a temporary directory, the ``QueuedSpanProcessor`` of ``setup_tracing``); the client calls
   :meth:`tandem.services.bus.Bus.request`, which opens the ``send`` span and injects
   ``traceparent``.
 * **Raw**: a responder process does ``nc.subscribe(subject, cb=...)`` +
@@ -19,7 +19,11 @@ throughput with K requests in flight (req/s). The last line printed is
 
 Diagnostics (not the benchmark proper): ``--no-tracing`` runs both sides
 without tracer providers; ``--profile DIR`` writes cProfile stats of the
-client and of both responders and prints the hot spots.
+client and of the responders and prints, per process, the main thread's own
+time by cost category (span start/end, processor, header injection and
+extraction, nats-py header encode/parse, msgspec, the actor mailbox, cancel
+scopes, event-loop iterations) and the span export thread's CPU per span,
+then the hot spots.
 
 Examples
 --------
