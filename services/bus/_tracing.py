@@ -544,7 +544,7 @@ def _fields(textmap: Any) -> frozenset[str] | None:
     if _fields_cache[0] is not textmap:
         try:
             fields: frozenset[str] | None = frozenset(textmap.fields) or None
-        except Exception:  # a propagator without fields: always ask it
+        except (AttributeError, NotImplementedError, TypeError):  # a propagator without fields: always ask it
             fields = None
         _fields_cache[:] = [textmap, fields]
     return _fields_cache[1]

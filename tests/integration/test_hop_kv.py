@@ -7,7 +7,6 @@ import anyio
 import nats.js.errors
 import pytest
 from nats.js.kv import KeyValue
-
 from tandem.services.bus import Bus
 
 

@@ -12,8 +12,8 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 import anyio
+import anyio.lowlevel
 import pytest
-
 from tandem.services import usage as usage_module
 from tandem.services.telemetry import aclose_tracing, setup_tracing
 from tandem.services.usage import UsageLog, UsageRecord, load_usage
@@ -88,7 +88,7 @@ async def test_aclose_tracing_writes_every_span_while_the_loop_runs(tmp_path: Pa
         nonlocal ticks
         while True:
             ticks += 1
-            await anyio.sleep(0)
+            await anyio.lowlevel.checkpoint()
 
     async with anyio.create_task_group() as tg:
         tg.start_soon(tick)

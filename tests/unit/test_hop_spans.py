@@ -11,8 +11,12 @@ from opentelemetry.sdk.trace import sampling as S
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 from opentelemetry.trace import NonRecordingSpan, SpanContext, TraceFlags
-
-from tandem.services.bus._tracing import HopAttributes, _decider, start_process, start_send
+from tandem.services.bus._tracing import (
+    HopAttributes,
+    _decider,
+    start_process,
+    start_send,
+)
 
 SAMPLERS = {
     "always_on": S.ALWAYS_ON,
@@ -111,8 +115,9 @@ def test_extraction_with_another_global_propagator() -> None:
     from opentelemetry import propagate
     from opentelemetry.baggage.propagation import W3CBaggagePropagator
     from opentelemetry.propagators.composite import CompositePropagator
-    from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
-
+    from opentelemetry.trace.propagation.tracecontext import (
+        TraceContextTextMapPropagator,
+    )
     from tandem.services.bus._tracing import extract_span_context
 
     saved = propagate.get_global_textmap()
