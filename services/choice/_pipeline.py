@@ -78,6 +78,10 @@ _FAST: Final = re.compile(
     r"(?:で|です|でお願いします|にします|をお願いします|お願いします|please)?[\s.!。]*",
     re.ASCII,
 )
+_NUMBER: Final = r"(?:option\s*|no\.\s*|#\s*|第)?(\d{1,3})(?:\s*(?:番目|番|つ目|個目|号))?"
+_LIST_NUMBER: Final = re.compile(_NUMBER, re.ASCII)
+_FAST_LIST: Final = re.compile(rf"{_NUMBER}(?:(?:\s*(?:と|&|,|、)\s*|\s+and\s+){_NUMBER})+[\s.!。]*", re.ASCII)
+_FAST_FIRST: Final = frozenset("0123456789on#第")
 _PUNCT_SPACE: Final = " ,、;。.!:?\"'「」()[]…~〜-"
 _LABEL_WORD: Final = re.compile(r"[a-z]{4,}")
 _TYPO_CONF: Final = 0.85
@@ -95,8 +99,10 @@ def analyse(answer: str, context: ChoiceContext, *, lane: bool = True, typos: bo
         The user's free-text answer, Japanese or English.
     context : ChoiceContext
     lane : bool
-        Take the fast lane for plain answers (:func:`fast_lane`); ``False``
-        runs every stage (the tests check both agree).
+        Take the fast paths: a bare number or a list of bare numbers read
+        without the scanner, plain answers without the clause stage
+        (:func:`fast_lane`). ``False`` runs every stage; a property test
+        checks both give the same result on generated answers.
     typos : bool
         Read a label with one typo as the label (at most 0.85).
 
@@ -125,17 +131,22 @@ def analyse(answer: str, context: ChoiceContext, *, lane: bool = True, typos: bo
         return Outcome(ChoiceResult(reasoning="empty answer", clarification_needed=True, extracted_intent="empty",
                                     decided_by="pattern"), set(), [], [])
 
-    # the common case: a bare number ("2", "２番で", "option 3", "No.1")
-    fast = _FAST.fullmatch(s) if lane else None
-    if fast is not None and not idx.single and not idx.label_has_digits:
-        v = int(fast.group("n"))
-        if 1 <= v <= n:
-            intent = f"select {v}"
-            if idx.approval:
-                intent = "approve" if v == idx.approve else "reject" if v == idx.reject else intent
-            tok = fast.group("tok").strip()  # the number token, as the scanner would show it
-            return Outcome(ChoiceResult(selected_options=[v], confidence=0.95, reasoning=f"number {tok!r}",
-                                        extracted_intent=intent, decided_by="pattern"), set(), [], [])
+    # the common cases: a bare number ("2", "２番で", "option 3", "No.1") or a list of them ("1と3", "2 and 4")
+    if lane and s[0] in _FAST_FIRST and not idx.single and not idx.label_has_digits and not _names_an_option(s, idx):
+        fast = _FAST.fullmatch(s)
+        if fast is not None:
+            v = int(fast.group("n"))
+            if 1 <= v <= n:
+                intent = f"select {v}"
+                if idx.approval:
+                    intent = "approve" if v == idx.approve else "reject" if v == idx.reject else intent
+                tok = fast.group("tok").strip()  # the number token, as the scanner would show it
+                return Outcome(ChoiceResult(selected_options=[v], confidence=0.95, reasoning=f"number {tok!r}",
+                                            extracted_intent=intent, decided_by="pattern"), set(), [], [])
+        elif not idx.approval and _FAST_LIST.fullmatch(s) is not None:
+            listed = _list(s, n)
+            if listed is not None:
+                return Outcome(listed, set(), [], [])
 
     toks = scan(s, idx)
     if lane:
@@ -151,6 +162,30 @@ def analyse(answer: str, context: ChoiceContext, *, lane: bool = True, typos: bo
         if fixed is not None:
             return fixed
     return out
+
+
+def _names_an_option(s: str, idx: OptionIndex) -> bool:
+    """Whether a label or a keyword occurs in ``s`` (then the scanner must read it)."""
+    return (idx.label_re is not None and idx.label_re.search(s) is not None) or (
+        idx.kw_re is not None and idx.kw_re.search(s) is not None)
+
+
+def _list(s: str, n: int) -> ChoiceResult | None:
+    """A list of bare numbers ("1と3", "2 and 4", "1, 3番") as the fast lane reads it; ``None``: one does not exist."""
+    nums = _LIST_NUMBER.finditer(s)
+    vals: list[int] = []
+    shown: list[str] = []
+    for mo in nums:
+        v = int(mo.group(1))
+        if not 1 <= v <= n:
+            return None
+        vals.append(v)
+        shown.append(f"number {mo.group().strip()!r}")
+    k = len(vals)
+    conf = round(max(0.95 - 0.02 * (k - 1), 0.85), 3)  # as positives() scores k number tokens
+    out = sorted(set(vals))
+    return ChoiceResult(selected_options=out, confidence=conf, reasoning=", ".join(shown[:4]),
+                        extracted_intent="select " + ",".join(map(str, out)), decided_by="pattern")
 
 
 def _near(a: str, b: str) -> bool:

@@ -212,7 +212,7 @@ def test_fast_lane_agrees_with_the_full_pipeline() -> None:
 
 
 _LANE_PIECES = [
-    "1", "2", "3", "4", "7", "12", "0", "第", "案", "番", "番目", "つ目", "option ", "#", "no.", "No. ", "と", " and ", ", ",
+    "1", "2", "3", "4", "7", "12", "0", "1と3", "2 and 4", "1, 3", "3、1", "2&5", "1and3", " and 2", "個目", "号", "第", "案", "番", "番目", "つ目", "option ", "#", "no.", "No. ", "と", " and ", ", ",
     "、", "や", "&", "+", " or ", "か", "で", "です", "お願いします", " please", "!", "。", ".", "?", " ", "全部", "both",
     "all", "the last one", "最初の2つ", "first two", "the second", "はい", "いいえ", "yes", "no", "ok", "承認", "却下",
     "cancel", "やめて", "only ", "だけ", "lint", "test", "deploy", "ファイル作成", "完全実行", "-", "~", "から", "to ", "まで",
@@ -222,7 +222,9 @@ _LANE_PIECES = [
 @settings(max_examples=400, deadline=None)
 @given(st.lists(st.sampled_from(_LANE_PIECES), min_size=1, max_size=4),
        st.sampled_from([JP3, EN5, PLAN, ChoiceContext(available_options=["Python 3.11", "Python 3.12"]),
-                        ChoiceContext(available_options=["Approve", "Reject"], kind="approval")]))
+                        ChoiceContext(available_options=["Approve", "Reject"], kind="approval"),
+                        ChoiceContext(available_options=["Option", "and", "番目のやつ"]),  # labels a list could hold
+                        ChoiceContext(available_options=["x", "y", "z"], option_descriptions=["opt in", "個目", "tap"])]))
 def test_fast_paths_give_the_full_pipelines_result(pieces: list[str], ctx: ChoiceContext) -> None:
     """The bare-number path and the fast lane are optimisations only: the same result, reasoning included."""
     answer = "".join(pieces)
@@ -234,6 +236,8 @@ def test_fast_paths_give_the_full_pipelines_result(pieces: list[str], ctx: Choic
 @pytest.mark.parametrize(("answer", "ctx"), [
     ("3, だけ", JP3), ("only 、3", EN5), ("first two。only ", EN5), ("だけ、最初の2つ", JP3),  # "only" in a clause of its own
     ("3 please", EN5), ("3番目です", JP3), ("No. 2お願いします", JP3),  # the bare-number path names the number token
+    ("1と3", JP3), ("2 and 4", EN5), ("1, 3番", JP3), ("1と1", JP3), ("1and3", EN5), ("1と5", JP3),  # lists of numbers
+    ("option 1 and option 3", ChoiceContext(available_options=["Option", "and", "番目のやつ"])),
 ])
 def test_fast_paths_agree_where_they_once_did_not(answer: str, ctx: ChoiceContext) -> None:
     assert analyse(answer, ctx).result == analyse(answer, ctx, lane=False).result
