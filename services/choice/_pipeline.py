@@ -132,18 +132,18 @@ def analyse(answer: str, context: ChoiceContext, *, lane: bool = True, typos: bo
                                     decided_by="pattern"), set(), [], [])
 
     # the common cases: a bare number ("2", "２番で", "option 3", "No.1") or a list of them ("1と3", "2 and 4")
-    if lane and s[0] in _FAST_FIRST and not idx.single and not idx.label_has_digits and not _names_an_option(s, idx):
+    if lane and s[0] in _FAST_FIRST and not idx.single and not idx.label_has_digits:
         fast = _FAST.fullmatch(s)
         if fast is not None:
             v = int(fast.group("n"))
-            if 1 <= v <= n:
+            if 1 <= v <= n and not _names_an_option(s, idx):
                 intent = f"select {v}"
                 if idx.approval:
                     intent = "approve" if v == idx.approve else "reject" if v == idx.reject else intent
                 tok = fast.group("tok").strip()  # the number token, as the scanner would show it
                 return Outcome(ChoiceResult(selected_options=[v], confidence=0.95, reasoning=f"number {tok!r}",
                                             extracted_intent=intent, decided_by="pattern"), set(), [], [])
-        elif not idx.approval and _FAST_LIST.fullmatch(s) is not None:
+        elif not idx.approval and _FAST_LIST.fullmatch(s) is not None and not _names_an_option(s, idx):
             listed = _list(s, n)
             if listed is not None:
                 return Outcome(listed, set(), [], [])
