@@ -34,7 +34,7 @@ from typing import Final
 
 from . import _lexicon
 from ._scanner import MASK, mask
-from ._tokens import DECISIVE, KIND, SRC, STRUCTURAL, Token, plain
+from ._tokens import DECISIVE, KIND, SRC, STRUCTURAL, Kind, Token, plain
 
 __all__ = ["Clause", "Flag", "Reading", "Role", "gap", "read", "residue_words"]
 
@@ -327,22 +327,31 @@ def _is_choice(t: Token) -> bool:
 
 def _roles(s: str, clauses: list[Clause]) -> None:
     """Reason clauses are ignored, conditional clauses without a choice are modifications."""
+    chooses = False  # an active clause names an option (more than a "yes")
     for c in clauses:
-        kinds = {t.kind for t in c.toks}
-        structural = any(t.kind in STRUCTURAL or (t.kind is KIND.REF and t.src in _NUMERIC)
-                         for t in c.toks)
+        kinds: set[Kind] = set()
+        structural = targeted = naming = False
+        for t in c.toks:  # one pass: kinds, a structural reference, a targetable token, one that names an option
+            k = t.kind
+            kinds.add(k)
+            if k in STRUCTURAL or (k is KIND.REF and t.src in _NUMERIC):
+                structural = True
+            if t.tgt:
+                targeted = True
+                if k is not KIND.YES:
+                    naming = True
         if c.flag is FLAG.REASON:
             if structural:  # "2番が安全だから": the choice sits inside the reason clause
-                c.toks = [t for t in c.toks if not (t.kind is KIND.REF and t.src in _WORDED)]
+                c.toks = [t for t in c.toks if not (t.kind is KIND.REF and t.src in _WORDED)]  # a structural one stays
                 c.role = ROLE.ACTIVE
             elif kinds & {KIND.NEG, KIND.SARCASM, KIND.QUESTION, KIND.PAST}:
                 c.role = ROLE.ACTIVE  # "2, because I'd never pick 1": a reason that says more than a reason
             else:
                 c.role = ROLE.NONE
         elif c.flag in _ATTACHED:
-            if c.flag is FLAG.WITHOUT and any(t.tgt for t in c.toks):
+            if c.flag is FLAG.WITHOUT and targeted:
                 c.role = ROLE.ACTIVE
-            elif c.flag is FLAG.SEQ and any(t.tgt and t.kind is not KIND.YES for t in c.toks):
+            elif c.flag is FLAG.SEQ and naming:
                 c.role = ROLE.ACTIVE  # "test then deploy", "2, also 3"
             elif structural or KIND.SARCASM in kinds:
                 c.role = ROLE.ACTIVE
@@ -354,9 +363,10 @@ def _roles(s: str, clauses: list[Clause]) -> None:
             c.role = ROLE.ACTIVE
         else:
             c.role = ROLE.MOD if _two_words(s, c) else ROLE.NONE
+        if naming and c.role is ROLE.ACTIVE:
+            chooses = True
     # "the one with the backup": a descriptive clause is the choice when nothing else chooses
-    if not any(c.role is ROLE.ACTIVE and any(t.tgt and t.kind is not KIND.YES for t in c.toks)
-               for c in clauses):
+    if not chooses:
         for c in clauses:
             if c.role is not ROLE.ACTIVE and c.flag in _COND_SEQ and any(t.kind is KIND.REF for t in c.toks):
                 c.role = ROLE.ACTIVE
