@@ -156,21 +156,23 @@ def _vague(s: str, vague: list[Token], idx: OptionIndex, mods: list[str]) -> Cho
 
 
 def _options_mode(s: str, act: list[Token], pos: list[Token], negd: list[Token], excl: list[Token],
-                  bare: list[Token], idx: OptionIndex, previous: list[str]) -> _Decision | ChoiceResult | None:
+                  bare: list[Token], idx: OptionIndex, previous: list[str],
+                  kinds: set[Kind]) -> _Decision | ChoiceResult | None:
+    # kinds: the kinds in act (pos is part of act); a check for an absent kind is skipped
     n = idx.n
     everything = set(range(1, n + 1))
     sel, conf, used = positives(pos, n)
-    has_all = any(t.kind in _ALLS for t in pos) or any(
-        t.kind is KIND.EXC and t.src is SRC.ALLX for t in act)
-    has_rest = any(t.kind is KIND.REST for t in pos)
-    yes = [t for t in act if t.kind is KIND.YES and t.neg is None]
+    has_all = (not kinds.isdisjoint(_ALLS) and any(t.kind in _ALLS for t in pos)) or (
+        KIND.EXC in kinds and any(t.kind is KIND.EXC and t.src is SRC.ALLX for t in act))
+    has_rest = KIND.REST in kinds and any(t.kind is KIND.REST for t in pos)
+    yes = [t for t in act if t.kind is KIND.YES and t.neg is None] if KIND.YES in kinds else []
     ex: set[int] = set()
     for t in excl:
         ex.update(_vals(t, n)[0])
     ng: set[int] = set()
     for t in negd:
         ng.update(_vals(t, n)[0])
-    if any(t.kind in _ALLS for t in negd):
+    if negd and any(t.kind in _ALLS for t in negd):
         return _clarify(0.2, "'not all' does not say which", "not all")
     if ex:
         base = sel if sel and not has_all else everything
@@ -194,23 +196,23 @@ def _options_mode(s: str, act: list[Token], pos: list[Token], negd: list[Token],
                         f"not {_fmt(sorted(ng))}")
     if sel:
         out = sorted(sel)
-        if any(t.kind is KIND.ALLCOUNT and t.val != len(out) for t in pos):
+        if KIND.ALLCOUNT in kinds and any(t.kind is KIND.ALLCOUNT and t.val != len(out) for t in pos):
             return _clarify(0.3, f"count does not match {_fmt(out)}", "ambiguous count")
         intent = f"select {_fmt(out)}"
-        if any(t.kind is KIND.ONLY for t in act):
+        if KIND.ONLY in kinds:
             intent = f"only {_fmt(out)}"
         return out, conf, intent, describe(s, used)
     if has_all:
         return sorted(everything), 0.92, "all", "all options"
-    negated_yes = [t for t in act if t.kind is KIND.YES and t.neg is not None]
+    negated_yes = [t for t in act if t.kind is KIND.YES and t.neg is not None] if KIND.YES in kinds else []
     if bare or negated_yes:
         return _clarify(0.3, "a refusal without an option to reject", "none")
-    if any(t.kind is KIND.RECOMMEND for t in pos):
+    if KIND.RECOMMEND in kinds and any(t.kind is KIND.RECOMMEND for t in pos):
         if idx.recommended is not None:
             return ([idx.recommended], 0.75, f"select {idx.recommended} (recommended)",
                     "asked for the recommended option")
         return _clarify(0.3, "asked for a recommendation; no option is marked recommended", "delegate")
-    if any(t.kind is KIND.SAME for t in pos):
+    if KIND.SAME in kinds and any(t.kind is KIND.SAME for t in pos):
         v = previous_option(idx, previous)
         if v is not None:
             return [v], 0.75, f"select {v} (same as before)", "same as the previous choice"
@@ -432,7 +434,7 @@ def decide(r: Reading, idx: OptionIndex, context: ChoiceContext) -> Outcome:
     if approval:
         res = _approval_mode(s, act, pos, negd, excl, bare, idx)
     else:
-        res = _options_mode(s, act, pos, negd, excl, bare, idx, context.previous_choices)
+        res = _options_mode(s, act, pos, negd, excl, bare, idx, context.previous_choices, kinds)
     if res is None or isinstance(res, ChoiceResult):
         if res is None:
             if vague:
@@ -481,7 +483,7 @@ def decide(r: Reading, idx: OptionIndex, context: ChoiceContext) -> Outcome:
     only_keywords = bool(pos) and all(t.kind is KIND.REF and t.src in _WORDED for t in pos)
     if only_keywords and len("".join(words)) >= 8 and not approval:
         return _outcome(r, None)  # mostly free text around a partial keyword: let the model read it
-    strong_yes = any(t.kind is KIND.YES and t.strong and t.neg is None for t in act)
+    strong_yes = KIND.YES in kinds and any(t.kind is KIND.YES and t.strong and t.neg is None for t in act)
     if approval and intent == "approve" and len("".join(words)) >= 4 and not strong_yes:
         return _outcome(r, None)  # "please change the plan to add logging": politeness around a request
     explicit = strong_yes or any(t.kind is KIND.REF and t.src in _EXPLICIT for t in pos)
