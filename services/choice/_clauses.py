@@ -483,6 +483,8 @@ def _scopes(r: Reading, c: Clause, approval: bool, n: int) -> bool:
             c.start = t.end
     # a bare pure negator in a clause with other content is about that content:
     # "yes, don't delete the logs" -> modification "don't delete the logs"
+    if not has_neg:
+        return True  # both checks below need a negator
     dec = [t for t in st if t.kind in DECISIVE]
     has_object = has_neg and any(t.kind is KIND.NEG for t in dec) and _two_words(s, c, st)
     if dec and all(t.kind is KIND.NEG and not t.rej and t.src is not SRC.YET for t in dec):

@@ -232,7 +232,7 @@ def _read_typos(s: str, out: Outcome, idx: OptionIndex, context: ChoiceContext) 
         for label in idx.labels:  # CJK: a whole label with one character substituted
             if len(label) >= 4 and not label.isascii():
                 k = len(label)
-                starts = {j for j in _finds(s, label[:2])} | {j - k + 2 for j in _finds(s, label[-2:])}
+                starts = set(_finds(s, label[:2])) | {j - k + 2 for j in _finds(s, label[-2:])}
                 for j in sorted(starts):
                     if 0 <= j <= len(s) - k and _near(s[j : j + k], label):
                         fixes.append((s[j : j + k], label))
