@@ -76,7 +76,7 @@ from tandem.services.bus import (
 )
 from tandem.services.bus._deadline import enter_deadline, exit_deadline
 from tandem.services.bus._tracing import HopAttributes, activate, extract_span_context, start_process
-from tandem.services.errors import BadRequest, BusClosed, CancelledWork, DeadlineExceeded, TandemError
+from tandem.services.errors import BadRequest, BusClosed, CancelledWork, DeadlineExceeded, RequestTimeout, TandemError
 from tandem.services.schema import schema_hash
 
 __all__ = ["MAX_DEAD_LETTER_PAYLOAD_CHARS", "MAX_ERROR_CHARS", "SRV_PREFIX", "VERSION", "Actor", "DeadLetter", "Endpoint",
@@ -384,9 +384,17 @@ class Actor:
 
     # -- NATS micro service protocol (ADR-32) -------------------------------------------------
 
+    @property
+    def _srv_metadata(self) -> dict[str, str]:
+        # pid, and the process's name in a `tandem up` deployment (router.2), which tandem status shows
+        meta = {"pid": str(os.getpid())}
+        if os.environ.get("TANDEM_INSTANCE_ID"):
+            meta["instance"] = os.environ["TANDEM_INSTANCE_ID"]
+        return meta
+
     def _srv_identity(self, kind: str) -> dict[str, Any]:
         return {"type": f"io.nats.micro.v1.{kind}_response", "name": self.name, "id": self.instance_id,
-                "version": VERSION, "metadata": {"pid": str(os.getpid())}}
+                "version": VERSION, "metadata": self._srv_metadata}
 
     def _srv_ping(self) -> dict[str, Any]:
         return self._srv_identity("ping")
@@ -548,9 +556,9 @@ class Actor:
                 scopes.add(scope)
             with scope:
                 reply = await ep.handler(request)
-        except TimeoutError as exc:  # the handler's own timeout
-            reply, error = None, (DeadlineExceeded(f"{self.name}: deadline reached in {ep.subject}", step=ep.subject)
-                                  if by_deadline else exc)
+        except TimeoutError as exc:  # raised inside the handler (a NATS call, an inner limit), not its own timeout
+            reply, error = None, RequestTimeout(
+                f"{self.name}: a call inside {ep.subject} timed out ({type(exc).__name__}: {exc or 'no detail'})")
         except Exception as exc:
             reply, error = None, exc
         finally:

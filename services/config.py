@@ -89,6 +89,10 @@ class NatsConfig(_Conf, frozen=True, kw_only=True):
     replicas : int
         Replicas of the streams, KV buckets and object stores Tandem creates: 1 on one
         server, 3 on a three-node cluster (``tandem up --cluster 3`` sets it).
+    responders_wait_s : float
+        On a server Tandem did not start (``url`` set): seconds a request keeps resending
+        while nobody serves its subject — an actor restarting, or reconnecting after a
+        server restart or a cluster node's death — before it fails with ``no_responders``.
     """
 
     url: str | None = None
@@ -101,16 +105,19 @@ class NatsConfig(_Conf, frozen=True, kw_only=True):
     tls_key: str | None = None
     inbox_prefix: str = "_INBOX"
     replicas: int = 1
+    responders_wait_s: float = 5.0
 
     def connect_options(self) -> dict[str, Any]:
-        """Keywords for :meth:`tandem.services.bus.Bus.connect`: ``credentials``, ``tls``, ``inbox_prefix``, ``replicas``.
+        """Keywords for :meth:`tandem.services.bus.Bus.connect`: ``credentials``, ``tls``, ``inbox_prefix``, ``replicas``,
+        ``responders_wait``.
 
         Raises
         ------
         ConfigError
             When a TLS file cannot be loaded.
         """
-        options: dict[str, Any] = {"inbox_prefix": self.inbox_prefix, "replicas": self.replicas}
+        options: dict[str, Any] = {"inbox_prefix": self.inbox_prefix, "replicas": self.replicas,
+                                   "responders_wait": self.responders_wait_s}
         if self.creds:
             options["credentials"] = os.path.expanduser(self.creds)
         if self.tls_ca or self.tls_cert:

@@ -77,7 +77,7 @@ async def find_running(bus: Bus, names: Iterable[str], *, timeout: float = 0.5) 
     running: set[str] = set()
     for name in names:
         try:
-            await bus.request(subjects.ping(name), Ping(), Pong, timeout=timeout)
+            await bus.request(subjects.ping(name), Ping(), Pong, timeout=timeout, responders_wait=0)
         except (NoResponders, RequestTimeout):
             continue
         running.add(name)

@@ -198,9 +198,13 @@ class Bus:
     """
 
     def __init__(self, nc: Client, *, liveness: float = 5.0, max_object_bytes: int = 64 * 1024 * 1024,
-                 payload_ttl: float = 3600.0, tracer_provider: Any | None = None, replicas: int = 1) -> None:
+                 payload_ttl: float = 3600.0, tracer_provider: Any | None = None, replicas: int = 1,
+                 responders_wait: float = 0.0) -> None:
         self.nc = nc
         self.replicas = replicas
+        self.responders_wait = responders_wait
+        """Seconds a request keeps resending while nobody serves its subject (an actor restarting or
+        reconnecting after a server restart) before :class:`NoResponders`; 0: at once."""
         """Replicas of the streams, KV buckets and object stores Tandem creates (3 on a 3-node cluster)."""
         self.tracer_provider = tracer_provider
         self._send_hops: dict[tuple[str, str | None], HopAttributes] = {}
@@ -250,7 +254,7 @@ class Bus:
             lets each user subscribe only to its own prefix.
         **options
             Passed to :class:`Bus` (``liveness``, ``max_object_bytes``, ``payload_ttl``,
-            ``tracer_provider``, ``replicas``).
+            ``tracer_provider``, ``replicas``, ``responders_wait``).
 
         Raises
         ------
@@ -446,8 +450,11 @@ class Bus:
                     PAYLOAD_BUCKET, ObjectStoreConfig(bucket=PAYLOAD_BUCKET, ttl=self.payload_ttl, replicas=self.replicas,
                                                       description="Tandem payloads over max_payload"),
                 )
-        except nats.js.errors.BadRequestError:
-            self._obs = await self.jetstream.object_store(PAYLOAD_BUCKET)  # created meanwhile
+        except nats.js.errors.BadRequestError as exc:
+            try:  # created meanwhile by another client, or refused (a cluster still electing leaders)
+                self._obs = await self.jetstream.object_store(PAYLOAD_BUCKET)
+            except nats.errors.Error:
+                raise BusError(f"JetStream object store {PAYLOAD_BUCKET!r} unavailable: {exc}") from exc
         except nats.errors.Error as exc:
             raise BusError(f"JetStream object store {PAYLOAD_BUCKET!r} unavailable: {exc}") from exc
         return self._obs
@@ -696,7 +703,7 @@ class Bus:
             del self._pending[token]
 
     async def request(self, subject: str, message: Message, reply_type: type[R] | Any, *, timeout: float,
-                      idempotent: bool = False) -> R:
+                      idempotent: bool = False, responders_wait: float | None = None) -> R:
         """Send ``message`` and wait for a typed reply.
 
         Parameters
@@ -713,6 +720,11 @@ class Bus:
             The request may run twice: when its replica goes silent (dies), send it
             again to another replica (``Tandem-Attempt: 2``…) while time is left. The
             endpoint must be declared ``idempotent`` too, or it refuses the retry.
+        responders_wait : float or None
+            While nobody serves ``subject``, resend (with backoff) for up to this many
+            seconds, within ``timeout``: nobody received the request, so resending is always
+            safe, and an actor restarting or reconnecting comes back within seconds.
+            ``None``: :attr:`responders_wait`; 0: raise :class:`NoResponders` at once.
 
         Returns
         -------
@@ -724,7 +736,7 @@ class Bus:
         RemoteError
             When the peer answered with an ``ErrorReply``.
         NoResponders
-            When nobody serves ``subject``.
+            When nobody serves ``subject`` (still, after ``responders_wait``).
         ReplicaLost
             When the replica went silent (no reply or heartbeat for :attr:`liveness`
             seconds) and the request is not idempotent or no time is left.
@@ -763,7 +775,9 @@ class Bus:
                 body, ref = await self._outgoing(payload, headers)
             try:
                 msg = await self._exchange(subject, body, headers, wait=wait, timeout=timeout,
-                                           idempotent=idempotent, span=span)
+                                           idempotent=idempotent, span=span,
+                                           responders_wait=self.responders_wait if responders_wait is None
+                                           else responders_wait)
             finally:
                 if ref is not None:
                     await self.delete_payload(ref)
@@ -786,8 +800,11 @@ class Bus:
             return reply
 
     async def _exchange(self, subject: str, body: bytes, headers: dict[str, str], *, wait: float, timeout: float,
-                        idempotent: bool, span: Any) -> Msg:
-        end = anyio.current_time() + wait
+                        idempotent: bool, span: Any, responders_wait: float = 0.0) -> Msg:
+        now = anyio.current_time()
+        end = now + wait
+        stop_waiting = min(end, now + responders_wait)
+        backoff = 0.05
         attempt = 1
         while True:
             try:
@@ -815,6 +832,11 @@ class Bus:
                 span.set_attribute("error.type", "timeout")
                 raise RequestTimeout(f"no reply from {subject} within {timeout:g}s")
             if msg.headers and msg.headers.get("Status") == _NO_RESPONDERS_STATUS and not msg.data:
+                if anyio.current_time() + backoff < stop_waiting:  # nobody got it: resending is safe
+                    span.add_event("no_responders", {"tandem.backoff_s": backoff})
+                    await anyio.sleep(backoff)
+                    backoff = min(backoff * 2, 0.5)
+                    continue
                 span.set_status(Status(StatusCode.ERROR, "no responders"))
                 span.set_attribute("error.type", "no_responders")
                 raise NoResponders(f"no actor serves {subject} (is it running?)")

@@ -111,6 +111,23 @@ async def test_no_responders_is_typed(bus: Bus) -> None:
         await bus.request("test.nobody", Echo(text="x"), Echoed, timeout=1)
 
 
+async def test_a_request_waits_for_an_actor_that_comes_back_within_responders_wait(bus: Bus) -> None:
+    """An actor restarting (or reconnecting after a server restart) is waited for, not reported missing."""
+    async with anyio.create_task_group() as tg:
+        async def come_back_later() -> None:
+            await anyio.sleep(0.4)
+            await tg.start(EchoActor(bus).run)
+
+        tg.start_soon(come_back_later)
+        reply = await bus.request("test.echo", Echo(text="back"), Echoed, timeout=5, responders_wait=3)
+        assert reply.text == "back"
+        with pytest.raises(NoResponders):  # 0: at once, as for a liveness probe
+            await bus.request("test.nobody", Echo(text="x"), Echoed, timeout=5, responders_wait=0)
+        with pytest.raises(NoResponders):  # still nobody after the wait: the typed error, not RequestTimeout
+            await bus.request("test.nobody", Echo(text="x"), Echoed, timeout=5, responders_wait=0.3)
+        tg.cancel_scope.cancel()
+
+
 async def test_replicas_share_work_through_the_queue_group(nats_url: str) -> None:
     buses = [await Bus.connect(nats_url) for _ in range(3)]
     try:
