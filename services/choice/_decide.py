@@ -480,14 +480,15 @@ def decide(r: Reading, idx: OptionIndex, context: ChoiceContext) -> Outcome:
         note.append("contains an unscoped negation")
     if approval and KIND.ONLY in kinds and words and not pos:
         return _outcome(r, _modify_reading(r, idx))  # "ファイル作成だけお願いします": a partial approval
-    only_keywords = bool(pos) and all(t.kind is KIND.REF and t.src in _WORDED for t in pos)
-    if only_keywords and len("".join(words)) >= 8 and not approval:
+    if (not approval and words and pos and len("".join(words)) >= 8
+            and all(t.kind is KIND.REF and t.src in _WORDED for t in pos)):
         return _outcome(r, None)  # mostly free text around a partial keyword: let the model read it
-    strong_yes = KIND.YES in kinds and any(t.kind is KIND.YES and t.strong and t.neg is None for t in act)
-    if approval and intent == "approve" and len("".join(words)) >= 4 and not strong_yes:
+    approves = approval and intent == "approve"
+    strong_yes = approves and KIND.YES in kinds and any(
+        t.kind is KIND.YES and t.strong and t.neg is None for t in act)
+    if approves and len("".join(words)) >= 4 and not strong_yes:
         return _outcome(r, None)  # "please change the plan to add logging": politeness around a request
-    explicit = strong_yes or any(t.kind is KIND.REF and t.src in _EXPLICIT for t in pos)
-    if approval and intent == "approve" and r.neg_mod and not explicit:
+    if approves and r.neg_mod and not (strong_yes or any(t.kind is KIND.REF and t.src in _EXPLICIT for t in pos)):
         # "never 1番、お願いします": a negation we could not scope, next to mere politeness
         return _outcome(r, _clarify(0.2, "a negation next to a polite request, no explicit consent",
                                     "unclear negation", mods))
