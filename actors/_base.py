@@ -179,6 +179,11 @@ class Endpoint:
         Running the same request twice is harmless (no side effect beyond a cache), so a
         caller may retry it on another replica when the first went silent
         (``Bus.request(..., idempotent=True)``). Retries of other endpoints are refused.
+    observe : bool
+        The actor only watches messages addressed to someone else (a JetStream stream's
+        subject, whose reply subject carries the stream's acknowledgement): it never
+        replies, and a message it cannot read or handle is logged, not dead-lettered
+        (the stream's consumer deals with it).
     """
 
     subject: str
@@ -187,6 +192,7 @@ class Endpoint:
     timeout: float = 60.0
     queue: bool = True
     idempotent: bool = False
+    observe: bool = False
     decoder: msgspec.json.Decoder[Any] = field(init=False)
 
     def __post_init__(self) -> None:
@@ -449,7 +455,9 @@ class Actor:
         put_nowait = mailbox.put_nowait
 
         async def dispatch(msg: Msg) -> None:
-            if msg.reply and msg.headers and HEARTBEAT_HEADER in msg.headers:
+            if ep.observe:
+                msg.reply = ""  # the reply subject is not ours to answer (a stream's acknowledgement)
+            elif msg.reply and msg.headers and HEARTBEAT_HEADER in msg.headers:
                 waiting[msg.reply] = now()
             # Hand over without yielding while a worker or the backlog has room: messages
             # that arrived together are dispatched together, so their replies leave in
@@ -531,7 +539,7 @@ class Actor:
         request = env
         if error is not None:
             self._count_error(ep, error)
-            await self._reject(msg, env, error, span, data)
+            await self._reject(msg, env, error, span, data, ep)
             return
         headers = msg.headers
         attempt = headers.get(ATTEMPT_HEADER) if headers else None
@@ -588,12 +596,15 @@ class Actor:
         span.set_attribute("error.type", getattr(exc, "code", type(exc).__qualname__))
         span.set_status(Status(StatusCode.ERROR, truncate_text(str(exc), 200)))
         error = self._error_reply(exc, request, ep)
+        if ep.observe:
+            return  # logged by _error_reply; the message's owner handles it
         if msg.reply:
             await self.bus.respond(msg, error, _done(msg), span=span)
         else:  # nobody waits for an answer: keep the message and the reason, do not crash
             await self._dead_letter(msg, error, data)
 
-    async def _reject(self, msg: Msg, env: Message | _EnvelopeOnly, exc: Exception, span: Span, data: bytes) -> None:
+    async def _reject(self, msg: Msg, env: Message | _EnvelopeOnly, exc: Exception, span: Span, data: bytes,
+                      ep: Endpoint | None = None) -> None:
         """Answer a payload that could not be read, or dead-letter it when nobody waits for an answer."""
         path: str | None = None
         if isinstance(exc, msgspec.DecodeError):
@@ -610,6 +621,8 @@ class Actor:
         log.warning("%s: malformed payload on %s: %s (at %s)", self.name, msg.subject, truncate_text(text, 300), path)
         error = ErrorReply(code=code, message=text, path=path,
                            correlation_id=env.correlation_id or new_id(), conversation_id=env.conversation_id)
+        if ep is not None and ep.observe:
+            return  # logged above; the message's owner handles it
         if msg.reply:
             await self.bus.respond(msg, error, _done(msg), span=span)
         else:

@@ -77,7 +77,7 @@ from tandem.services.bus import Bus, deadline_scope, extract_context, messaging_
 from tandem.services.bus._tracing import PROCESS, tracer as bus_tracer
 from tandem.services.config import Config, TaskLoopConfig
 from tandem.services.tasks import open_object_store
-from tandem.services.errors import BadRequest, BusError, RemoteError, TandemError
+from tandem.services.errors import BadRequest, BusError, RemoteError, RequestTimeout, TandemError
 
 from ._base import Actor, DeadLetter, Endpoint
 from ._task_flow import Rejected, run_flow
@@ -311,7 +311,7 @@ class TaskActor(Actor):
             Endpoint(subjects.TASK_ANSWER, TaskAnswer, self.answer, timeout=60),
             Endpoint(subjects.TASK_CANCEL_SIGNAL, TaskCancel, self._cancel_signal, timeout=5, queue=False),
             # the submission as it is published (besides the stream): one replica records it as pending
-            Endpoint(subjects.TASK_SUBMIT, TaskSubmit, self._record_pending, timeout=10),
+            Endpoint(subjects.TASK_SUBMIT, TaskSubmit, self._record_pending, timeout=10, observe=True),
         ]
 
     async def setup(self, stack: AsyncExitStack) -> None:
@@ -661,14 +661,16 @@ class TaskActor(Actor):
         but for the actor's own cancellation)."""
         try:
             with scope, deadline_scope(state.deadline):
-                with anyio.fail_after(max(0.0, state.deadline - time.time())):
+                with anyio.CancelScope(deadline=anyio.current_time() + max(0.0, state.deadline - time.time())) as limit:
                     inputs = await self._inputs(submit)
                     return "succeeded", await run_flow(self, state, submit, inputs)
+                if limit.cancelled_caught:
+                    return "deadline", TimeoutError()
             return "cancelled", None
         except Rejected as rejected:
             return "rejected", rejected.approval
-        except TimeoutError as exc:
-            return "deadline", exc
+        except TimeoutError as exc:  # raised inside the flow (a NATS call timed out), not the task's deadline
+            return "failed", RequestTimeout(f"a call timed out ({type(exc).__name__}: {exc or 'no detail'})")
         except TandemError as exc:
             return ("deadline" if exc.code == "deadline_exceeded" else "failed"), exc
         except Exception as exc:  # a bug: the task fails with the reason, the actor keeps serving

@@ -14,6 +14,7 @@ from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy, KeyValueConfig
 from nats.js.kv import KeyValue
 
 from ..errors import BusError
+from ._deadline import remaining
 from ._limits import validate_kv_key
 
 if TYPE_CHECKING:
@@ -30,12 +31,15 @@ _KV_OP, _KV_DEL, _KV_PURGE, _MARKER_REASON = "KV-Operation", "DEL", "PURGE", "Na
 _LIST_INACTIVE = 10.0  # seconds a key listing's consumer outlives a client that vanished mid-listing
 
 
-UNAVAILABLE_RETRY_S = 10.0
+UNAVAILABLE_RETRY_S = 30.0
 """Seconds a KV operation keeps retrying while JetStream is briefly unavailable (a server
-restarting, a stream leader election after a cluster node died) before it fails with
-:class:`~tandem.services.errors.BusError`."""
+restarting, a stream leader election after a cluster node died; seen here: up to about 10 s
+on a 3-node cluster on a loaded 2-core machine) before it fails with
+:class:`~tandem.services.errors.BusError`; never past the current deadline."""
 
-_TRANSIENT = (nats.js.errors.ServiceUnavailableError, nats.errors.NoRespondersError)
+_TRANSIENT = (nats.js.errors.ServiceUnavailableError, nats.errors.NoRespondersError, nats.errors.TimeoutError)
+# A write retried after a timeout that did land is safe: puts, deletes and purges are idempotent, and a
+# revision-checked create/update then fails with a wrong-last-sequence conflict, which callers re-read.
 
 
 def is_stream_lost(exc: BaseException) -> bool:
@@ -62,7 +66,7 @@ class HealingKeyValue(KeyValue):
     * when the bucket's stream is gone (bucket deleted, server restarted with an empty
       store), the bucket is recreated with its original configuration and the operation
       is tried once more; reads of a lost bucket simply find no key;
-    * while JetStream is briefly unavailable (503, no responders, a stream between leaders:
+    * while JetStream is briefly unavailable (503, no responders, a timeout, a stream between leaders:
       a server restarting, a cluster node dying) an operation is retried with backoff for up
       to :data:`UNAVAILABLE_RETRY_S` seconds, then fails with
       :class:`~tandem.services.errors.BusError`; a bucket that still exists is never recreated;
@@ -127,8 +131,9 @@ class HealingKeyValue(KeyValue):
 
     async def _healing(self, op: Callable[[], Awaitable[T]], *, read: bool = False) -> T:
         """Run ``op``; wait out a briefly unavailable JetStream; recreate a lost bucket once (a read: a miss)."""
-        give_up = anyio.current_time() + UNAVAILABLE_RETRY_S
-        delay, recreated = 0.1, False
+        budget = remaining(UNAVAILABLE_RETRY_S)
+        give_up = anyio.current_time() + max(0.0, UNAVAILABLE_RETRY_S if budget is None else budget)
+        delay, recreated, started = 0.1, False, anyio.current_time()
         while True:
             try:
                 return await op()
@@ -146,7 +151,7 @@ class HealingKeyValue(KeyValue):
                     recreated = True
                     continue
                 if anyio.current_time() + delay > give_up:
-                    raise BusError(f"JetStream KV {self._name!r} unavailable for {UNAVAILABLE_RETRY_S:g}s: "
+                    raise BusError(f"JetStream KV {self._name!r} unavailable for {give_up - started:.3g}s: "
                                    f"{type(exc).__name__}: {exc}") from exc
                 log.info("KV bucket %s unavailable (%s); retrying", self._name, type(exc).__name__)
                 await anyio.sleep(delay)

@@ -44,23 +44,6 @@ def _assert_none_lost(load: Load, counts) -> None:
     assert sum(load.errors.values()) >= failed and all(load.errors), load.errors  # each failure has a typed code
 
 
-KNOWN_FAULT_WINDOW = frozenset({"no_responders", "timeout", "bus", "replica_lost", "step_failed"})
-"""Typed errors a task can still end with when a request or a JetStream call falls in the second or so a
-server restart or a node fail-over takes (bugs reported with issue 15, in code these tests do not own):
-a request that finds no responder while its actors reconnect fails at once instead of being retried
-(``no_responders``, also as a step's cause ``step_failed``); a KV write that gets no stream response
-recreates the bucket, which times out (``bus``: "cannot recreate JetStream KV …"); a NATS timeout inside
-a handler is reported as the endpoint's own (``timeout``: "executor gave up after 30s"); the executor's
-plan-health write after a plan that ran fails the execution (``internal``: "ServiceUnavailableError … JetStream
-system temporarily unavailable")."""
-
-
-def _failed_in_the_fault_window(load: Load) -> bool:
-    """Whether every failure is one of the known fault-window bugs above (xfail, not fail: see there)."""
-    return bool(load.failures) and all(
-        code in KNOWN_FAULT_WINDOW or "temporarily unavailable" in message for code, message in load.failures)
-
-
 async def _wait_ended(load: Load, n: int, timeout: float = 60) -> None:
     with anyio.fail_after(timeout):
         while load.ended < n:
@@ -168,10 +151,7 @@ async def test_nats_server_restart_mid_run_actors_reconnect_and_queued_tasks_res
     assert history_after[-1] == "after the restart" and len(history_after) == 4
     assert sum(restarts.values()) == 0  # the actors reconnected by themselves: no process was restarted
     not_resumed = {i: load.status[i] for i in queued if load.status[i] != "succeeded"}
-    if not_resumed and _failed_in_the_fault_window(load):
-        # everything above holds (none lost, every failure typed); these are the known bugs of KNOWN_FAULT_WINDOW
-        pytest.xfail(f"{len(not_resumed)} of {len(queued)} queued tasks failed in the restart window: {load.samples}")
-    assert not not_resumed, not_resumed
+    assert not not_resumed, (not_resumed, load.samples)  # every queued task resumed and succeeded
 
 
 async def test_cluster_node_killed_mid_run_clients_fail_over_and_state_is_intact(tmp_path: Path) -> None:
@@ -213,7 +193,4 @@ async def test_cluster_node_killed_mid_run_clients_fail_over_and_state_is_intact
     _assert_none_lost(load, counts)
     assert all(after[i].status == s.status and after[i].result == s.result for i, s in before.items())  # KV intact
     assert history == ["message 0", "message 1", "message 2"]
-    if counts["succeeded"] < len(load.ids) and _failed_in_the_fault_window(load):
-        # everything above holds (none lost, every failure typed, KV intact); the known bugs of KNOWN_FAULT_WINDOW
-        pytest.xfail(f"{len(load.ids) - counts['succeeded']} tasks failed during the fail-over: {load.samples}")
-    assert counts["succeeded"] == len(load.ids), load.samples
+    assert counts["succeeded"] == len(load.ids), load.samples  # every task completed through the fail-over
