@@ -62,7 +62,7 @@ async def _chat(config: Any, url: str | None, session: str | None, jsonl: bool, 
 
     from .cli import _open_bus
     from .runtime import find_running, start_actors
-    from .telemetry import setup_tracing, shutdown_tracing
+    from .telemetry import aclose_tracing, setup_tracing
 
     session = session or new_id()[:16]
     provider = setup_tracing("tandem")
@@ -83,7 +83,7 @@ async def _chat(config: Any, url: str | None, session: str | None, jsonl: bool, 
                 tg.cancel_scope.cancel()
             return code
     finally:
-        shutdown_tracing(provider)
+        await aclose_tracing(provider)  # spans written off the event loop, shielded
 
 
 class _Session:

@@ -175,6 +175,8 @@ def _setup_logging(verbose: int) -> None:
     level = logging.ERROR if verbose == 0 else logging.INFO if verbose == 1 else logging.DEBUG
     logging.basicConfig(level=level, format="%(name)s: %(message)s", datefmt="[%X]",
                         handlers=[_RichOnFirstRecord(rich_tracebacks=verbose > 1)])
+    if verbose < 2:  # httpx logs every model call at INFO: noise in `tandem serve` / `tandem up` output
+        logging.getLogger("httpx").setLevel(logging.WARNING)
 
 
 def _fail(exc: BaseException | str, code: int = 1) -> typer.Exit:
@@ -208,10 +210,7 @@ def _invoke(fn, *args):
 
 
 def _config(path: Path | None, nats_url: str | None, *, ephemeral: bool = False) -> tuple[Config, str | None]:
-    config = load_config(path)
-    creds = os.environ.get("TANDEM_NATS_CREDS")  # --creds sets it (the option's callback, _use_creds)
-    if creds:
-        config = msgspec.structs.replace(config, nats=msgspec.structs.replace(config.nats, creds=creds))
+    config = load_config(path)  # nats.creds from $TANDEM_NATS_CREDS, which --creds sets (_use_creds)
     if ephemeral:
         config = msgspec.structs.replace(config, nats=msgspec.structs.replace(config.nats, store="ephemeral"))
     return config, nats_url or config.nats.url
@@ -344,19 +343,29 @@ def _approver(answers: list[str]):
     return approver
 
 
+RUN_ACTORS = ("task", "planner", "router", "executor", "choice")
+"""The actors a task needs (chat and context serve conversations): `tandem run` uses running ones, starts the rest."""
+
+
 async def _run(config: Config, url: str | None, submit, output: Path | None, answers: list[str],
                detach: bool = False) -> int:
     from tandem.actors import ACTORS
 
     from .runtime import find_running, start_actors
     from .tasks import TaskClient
-    from .telemetry import setup_tracing, shutdown_tracing
+    from .telemetry import aclose_tracing, setup_tracing
 
     provider = setup_tracing("tandem")
     try:
         async with _open_bus(config, url) as (bus, used_url):
-            remote = await find_running(bus, ACTORS) if url else set()
-            local = [n for n in ACTORS if n not in remote]
+            # embedded: every actor, as before (context keeps the shared context from task events);
+            # a running Tandem: the ones a task needs, started here only when missing
+            remote = await find_running(bus, RUN_ACTORS) if url else set()
+            local = [n for n in (RUN_ACTORS if url else ACTORS) if n not in remote]
+            if local and url and config.nats.creds:
+                raise InputError(f"{', '.join(local)} not serving on {redact_url(used_url)}: with --creds, "
+                                 "tandem run uses the deployment's actors (tandem up, or tandem serve with an "
+                                 "actor's credential); a client credential cannot serve them")
             if detach and "task" in local:
                 raise InputError(f"--detach needs a task actor serving on {redact_url(used_url)} "
                                  "(tandem serve task --nats-url …); one in this process would stop with it")
@@ -382,7 +391,7 @@ async def _run(config: Config, url: str | None, submit, output: Path | None, ans
                 if state is None:  # cancelled on a signal: report what the task says now
                     state = await client.get(submit.task_id)
     finally:
-        shutdown_tracing(provider)
+        await aclose_tracing(provider)  # spans written off the event loop, shielded
     return _report(state, submit.plan_only, output, shown)
 
 
@@ -528,7 +537,7 @@ def serve(
 
 async def _serve(config: Config, url: str | None, names: list[str]) -> None:
     from .runtime import start_actors
-    from .telemetry import setup_tracing, shutdown_tracing
+    from .telemetry import aclose_tracing, setup_tracing
 
     provider = setup_tracing("tandem-" + "-".join(names))
     try:
@@ -541,7 +550,7 @@ async def _serve(config: Config, url: str | None, names: list[str]) -> None:
                     err.print(f"stopping on {signal.Signals(signum).name}")
                     break
     finally:
-        shutdown_tracing(provider)
+        await aclose_tracing(provider)  # spans written off the event loop, shielded
 
 
 @app.command("trace")
@@ -612,7 +621,7 @@ async def _choose(config: Config, url: str | None, request):
     from tandem.messages import ChoiceReply
 
     from .runtime import find_running, start_actors
-    from .telemetry import setup_tracing, shutdown_tracing
+    from .telemetry import aclose_tracing, setup_tracing
 
     provider = setup_tracing("tandem")
     try:
@@ -624,7 +633,7 @@ async def _choose(config: Config, url: str | None, request):
                                           timeout=config.choice.llm_timeout_s + 10)
         return reply.result
     finally:
-        shutdown_tracing(provider)
+        await aclose_tracing(provider)  # spans written off the event loop, shielded
 
 
 @app.command()
@@ -738,19 +747,19 @@ def _task_config(config_path: Path | None, nats_url: str | None) -> tuple[Config
     return config, url
 
 
-async def _with_client(url: str, fn):
+async def _with_client(config: Config, url: str, fn):
     from .runtime import open_bus
     from .tasks import TaskClient
 
-    async with open_bus(url, name="tandem-task") as (bus, _):
+    async with open_bus(url, name="tandem-task", **config.nats.connect_options()) as (bus, _):
         return await fn(TaskClient(bus))
 
 
 def _task_call(config_path: Path | None, nats_url: str | None, fn):
     """Run ``await fn(TaskClient)`` against the Tandem at ``--nats-url``; errors become one line and exit 1."""
     try:
-        _, url = _task_config(config_path, nats_url)
-        return _invoke(_with_client, url, fn)
+        config, url = _task_config(config_path, nats_url)
+        return _invoke(_with_client, config, url, fn)
     except TandemError as exc:
         raise _fail(exc) from None
 

@@ -268,3 +268,20 @@ def test_serve_stops_cleanly_on_ctrl_c_and_takes_its_nats_server_along(env: dict
         proc.kill()
     with pytest.raises(OSError):
         socket.create_connection(("127.0.0.1", port), timeout=2)  # and gone with it
+
+
+@pytest.mark.anyio
+async def test_run_with_a_client_credential_does_not_try_to_serve_missing_actors(tmp_path: Path, env: dict[str, str],
+                                                                                  nats_url: str) -> None:
+    """With --creds (a deployment's client), missing actors are named, not started with a credential that cannot serve."""
+    import nkeys
+
+    seed = tmp_path / "client.nk"
+    seed.write_bytes(nkeys.encode_seed(os.urandom(32), nkeys.PREFIX_BYTE_USER))
+    seed.chmod(0o600)
+    import anyio
+
+    done = await anyio.to_thread.run_sync(lambda: tandem("run", "--nats-url", nats_url, "--creds", str(seed), "hello",
+                                                         env=env))
+    assert done.returncode == 1
+    assert "not serving" in done.stderr and "task" in done.stderr and "Traceback" not in done.stderr

@@ -98,6 +98,10 @@ def test_tandem_up_status_run_and_ordered_shutdown(tmp_path: Path) -> None:
         assert run.returncode == 0, run.stderr
         assert "using running actors" in run.stderr
         trace_id = re.search(r"trace ([0-9a-f]{32})", run.stderr).group(1)
+        # the task commands with the client credential alone (no inbox prefix to set: clients keep _INBOX)
+        tasks = subprocess.run([TANDEM, "tasks", "--nats-url", info["url"], "--creds", creds], capture_output=True,
+                               text=True, timeout=60, env=env)
+        assert tasks.returncode == 0 and "succeeded" in tasks.stdout, tasks.stderr + tasks.stdout
 
         os.kill(up.pid, signal.SIGINT)
         stopping = time.perf_counter()
