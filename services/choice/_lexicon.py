@@ -62,11 +62,10 @@ def entries() -> list[tuple[str, str]]:
     return out
 
 
-def _branches(pattern: str) -> list[str]:
-    """The top-level alternatives of ``pattern``, a group that wraps a whole alternative opened up."""
-    out: list[str] = []
+def _structure(pattern: str) -> Iterator[tuple[int, str, int]]:
+    """Yield ``(index, char, depth)`` for every ``(``, ``)`` and ``|`` of ``pattern`` outside escapes and
+    character classes; ``depth`` is the group depth after the character."""
     depth = 0
-    cur = 0
     i = 0
     n = len(pattern)
     while i < n:
@@ -78,14 +77,20 @@ def _branches(pattern: str) -> list[str]:
             i += 2 if pattern[i + 1 : i + 2] == "]" else 1
             while pattern[i] != "]":
                 i += 2 if pattern[i] == "\\" else 1
-        elif ch == "(":
-            depth += 1
-        elif ch == ")":
-            depth -= 1
-        elif ch == "|" and depth == 0:
+        elif ch in "()|":
+            depth += {"(": 1, ")": -1, "|": 0}[ch]
+            yield i, ch, depth
+        i += 1
+
+
+def _branches(pattern: str) -> list[str]:
+    """The top-level alternatives of ``pattern``, a group that wraps a whole alternative opened up."""
+    out: list[str] = []
+    cur = 0
+    for i, ch, depth in _structure(pattern):
+        if ch == "|" and depth == 0:
             out.append(pattern[cur:i])
             cur = i + 1
-        i += 1
     out.append(pattern[cur:])
     if len(out) == 1:
         b = out[0]
@@ -99,24 +104,9 @@ def _branches(pattern: str) -> list[str]:
 
 def _closes_at_end(b: str) -> bool:
     """Whether the group opened at ``b[0]`` closes at the last character."""
-    depth = 0
-    i = 0
-    while i < len(b):
-        ch = b[i]
-        if ch == "\\":
-            i += 2
-            continue
-        if ch == "[":
-            i += 2 if b[i + 1 : i + 2] == "]" else 1
-            while b[i] != "]":
-                i += 2 if b[i] == "\\" else 1
-        elif ch == "(":
-            depth += 1
-        elif ch == ")":
-            depth -= 1
-            if depth == 0:
-                return i == len(b) - 1
-        i += 1
+    for i, ch, depth in _structure(b):
+        if ch == ")" and depth == 0:
+            return i == len(b) - 1
     return False
 
 
