@@ -14,7 +14,6 @@ seconds). Every event is one JSON line on stdout: ``reply``, ``task_event``, ``a
 from __future__ import annotations
 
 import json
-import os
 import sys
 from pathlib import Path
 from typing import Annotated, Any, Optional
@@ -40,13 +39,12 @@ def chat_command(
     Commands: /tasks, /cancel [ID], /history, /context, /session, /policy, /set KEY VALUE,
     /interrupt TASK, /quit.
     """
-    from .cli import _config, _invoke, _setup_logging
+    from .cli import _config, _invoke, _setup_logging, _use_creds
 
     _setup_logging(verbose)
     if policy not in (None, "enqueue", "reject", "interrupt"):
         raise typer.BadParameter("--policy is one of enqueue, reject, interrupt")
-    if creds is not None:  # _config reads it from the environment, as for every command
-        os.environ["TANDEM_NATS_CREDS"] = str(creds)
+    _use_creds(creds)  # as every command's --creds: load_config reads it from the environment
     config, url = _config(config_path, nats_url, ephemeral=ephemeral)
     raise typer.Exit(_invoke(_chat, config, url, session, jsonl, policy, wait))
 
