@@ -37,7 +37,7 @@ from .errors import BusError, InputError, StoreBusy, TandemError
 
 __all__ = ["CacheEntry", "cache_app", "cache_clear", "cache_list", "clear_plans", "list_plans", "store_dir_for"]
 
-cache_app = typer.Typer(name="cache", help="The plan cache kept in the persistent store (list, clear).",
+cache_app = typer.Typer(name="cache", rich_markup_mode="markdown", help="The plan cache kept in the persistent store (list, clear).",
                         no_args_is_help=True)
 
 _plan = msgspec.json.Decoder(ExecutionPlan)

@@ -122,6 +122,7 @@ app = typer.Typer(
     no_args_is_help=True,
     add_completion=False,
     pretty_exceptions_enable=False,
+    rich_markup_mode="markdown",
 )
 err: Console = _Lazy(lambda: _console(stderr=True, highlight=False))
 log = logging.getLogger("tandem")
@@ -513,7 +514,7 @@ async def _progress(bus, task_id: str, shown: set[tuple[int, str]], *,
 
 @app.command()
 def serve(
-    names: Annotated[Optional[list[str]], typer.Argument(help="Actors to serve: planner, router, executor, choice, task (default: all).")] = None,
+    names: Annotated[Optional[list[str]], typer.Argument(help="Actors to serve: planner, router, executor, choice, task, context, chat (default: all).")] = None,
     ephemeral: Ephemeral = False,
     nats_url: NatsUrl = None,
     creds: Creds = None,
@@ -656,7 +657,7 @@ def usage(
         raise _fail(exc) from None
 
 
-plans_app = typer.Typer(name="plans", help="Vetted plans (recipes) the planner offers a model before it writes a plan.",
+plans_app = typer.Typer(name="plans", rich_markup_mode="markdown", help="Vetted plans (recipes) the planner offers a model before it writes a plan.",
                         no_args_is_help=True)
 app.add_typer(plans_app)
 
@@ -734,7 +735,7 @@ def plans_remove(name: Annotated[str, typer.Argument(help="Recipe name.")], nats
     err.print(f"removed recipe {name}", highlight=False, markup=False)
 
 
-task_app = typer.Typer(name="task", help="Show, cancel or wait for one task (needs --nats-url: a running Tandem).",
+task_app = typer.Typer(name="task", rich_markup_mode="markdown", help="Show, cancel or wait for one task (needs --nats-url: a running Tandem).",
                        no_args_is_help=True)
 app.add_typer(task_app)
 
@@ -856,7 +857,7 @@ def task_wait(
     raise typer.Exit(_report(state, state.result is not None and state.result.mode == "plan_only", output, set()))
 
 
-config_app = typer.Typer(name="config", help="Show the effective configuration and where it comes from.",
+config_app = typer.Typer(name="config", rich_markup_mode="markdown", help="Show the effective configuration and where it comes from.",
                          no_args_is_help=True)
 app.add_typer(config_app)
 
