@@ -299,6 +299,7 @@ class PlannerActor(Actor):
     # what it needs on the bus beyond its endpoints (issue 15: the generated NATS permissions)
     calls: ClassVar[tuple[str, ...]] = (subjects.ROUTER_COMPLETE,)
     jetstream: ClassVar[tuple[str, ...]] = ("kv {config.plan_cache_bucket}",)
+    admin: ClassVar[tuple[str, ...]] = (PLANNER_RECIPES,)  # tandem plans add|remove: the admin credential, not client
 
     def __init__(self, bus: Bus, config: Config, *, concurrency: int = 32, recipes: Sequence[Any] | None = None) -> None:
         super().__init__(bus, concurrency=concurrency)
