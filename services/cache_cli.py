@@ -31,6 +31,7 @@ import typer
 from tandem.messages import ExecutionPlan
 
 from .bus import Bus
+from .cli import Creds
 from .bus._embedded import EmbeddedNats, default_store_dir, running_server
 from .config import Config, load_config, redact_url
 from .errors import BusError, InputError, StoreBusy, TandemError
@@ -162,7 +163,7 @@ def _run(fn, *args):
 
 
 @cache_app.command("list")
-def cache_list(config_path: ConfigOpt = None, nats_url: UrlOpt = None) -> None:
+def cache_list(config_path: ConfigOpt = None, nats_url: UrlOpt = None, creds: Creds = None) -> None:
     """List the cached plans (fingerprint, task type, steps) and where the store is."""
     try:
         config = load_config(config_path)
@@ -186,6 +187,7 @@ def cache_list(config_path: ConfigOpt = None, nats_url: UrlOpt = None) -> None:
 def cache_clear(
     config_path: ConfigOpt = None,
     nats_url: UrlOpt = None,
+    creds: Creds = None,
     all_: Annotated[bool, typer.Option("--all", help="Remove the whole persistent store (plans, task states, "
                                                      "recipes, chat history); refused while Tandem runs on it.")] = False,
 ) -> None:

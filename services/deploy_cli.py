@@ -127,6 +127,8 @@ def _ready_lines(sup: Any) -> list[str]:
              f"  url    {redact_url(d.url)}"]
     if creds:
         lines.append(f"  creds  {creds}  (client credential: submit tasks, answer approvals, read events)")
+        if d.credentials.get("admin"):
+            lines.append(f"         {d.credentials['admin']}  (admin: also tandem plans add|remove, tandem cache)")
     run = ["tandem", "run", "--nats-url", d.url] + (["--creds", creds] if creds else []) + ["your task"]
     prefix = client.get("TANDEM_NATS_INBOX_PREFIX", "_INBOX")
     env = f"TANDEM_NATS_INBOX_PREFIX={shlex.quote(prefix)} " if creds and prefix != "_INBOX" else ""

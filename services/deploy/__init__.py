@@ -7,6 +7,7 @@ them); the permissions (which import the actors) and the compose file are loaded
 from typing import Any
 
 from ._topology import (
+    ADMIN,
     CLIENT,
     CLUSTER_NAME,
     Deployment,
@@ -18,11 +19,12 @@ from ._topology import (
     user_names,
 )
 
-__all__ = ["CLIENT", "CLUSTER_NAME", "Deployment", "NodeSpec", "Permissions", "ProcessGaveUp", "Supervisor", "Topology",
-           "actor_permissions", "client_permissions", "compose_yaml", "inbox_prefix", "parse_replicas", "render",
+__all__ = ["ADMIN", "CLIENT", "CLUSTER_NAME", "Deployment", "NodeSpec", "Permissions", "ProcessGaveUp", "Supervisor", "Topology",
+           "actor_permissions", "admin_permissions", "client_permissions", "compose_yaml", "inbox_prefix", "parse_replicas", "render",
            "render_containers", "user_names", "user_permissions"]
 
-_LAZY = {"Permissions": "_permissions", "actor_permissions": "_permissions", "client_permissions": "_permissions",
+_LAZY = {"Permissions": "_permissions", "actor_permissions": "_permissions", "admin_permissions": "_permissions",
+         "client_permissions": "_permissions",
          "user_permissions": "_permissions", "compose_yaml": "_compose", "render_containers": "_compose",
          "Supervisor": "_supervisor", "ProcessGaveUp": "_supervisor"}
 

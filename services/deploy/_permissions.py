@@ -41,6 +41,10 @@ under ``tandem.router.>`` or any request subject (so no rogue replica can answer
 publish to ``tandem.executor.execute`` or under ``tandem.events.>`` (no spoofed task, step or
 progress event), no write to the plan cache or to task states.
 
+:func:`admin_permissions` gives the ``admin`` user (an operator's ``tandem plans add|remove`` and
+``tandem cache list|clear``): a client's permissions plus the endpoints actors declare as ``admin``
+and write access to the plan cache bucket — still no actor subject, event or task state.
+
 Why JetStream API subjects per stream rather than ``$JS.API.>``: ``$JS.API.>`` lets a user
 delete or purge any stream, create consumers on the plan cache and read every conversation's
 history; per-stream subjects keep each actor to its own buckets at the cost of a longer list,
@@ -58,7 +62,7 @@ import msgspec
 from tandem.messages import subjects
 from tandem.services.bus import PAYLOAD_BUCKET
 
-__all__ = ["ACCESS", "Grant", "Permissions", "actor_permissions", "client_permissions", "jetstream_subjects",
+__all__ = ["ACCESS", "Grant", "Permissions", "actor_permissions", "admin_permissions", "client_permissions", "jetstream_subjects",
            "parse_jetstream", "subject_matches", "user_permissions"]
 
 ACCESS = ("read", "write", "create", "own")
@@ -292,13 +296,49 @@ def client_permissions(config: Any = None) -> Permissions:
     return Permissions(publish=publish, subscribe=(subjects.EVENTS_ALL, f"{inbox_prefix(CLIENT)}.>"))
 
 
-def user_permissions(config: Any = None) -> dict[str, Permissions]:
-    """Return every user's permissions: each actor's, then the client's."""
+ADMIN_JETSTREAM = ("kv {config.plan_cache_bucket} write",)
+"""What the ``admin`` user writes directly, beyond a client: the plan cache (``tandem cache list|clear``
+list its keys and purge plans)."""
+
+
+def admin_permissions(config: Any = None) -> Permissions:
+    """Return the permissions of the ``admin`` user: a client that also manages Tandem.
+
+    Everything :func:`client_permissions` allows, plus the endpoints actors declare as ``admin``
+    (the planner's recipe management behind ``tandem plans add|remove``) and
+    :data:`ADMIN_JETSTREAM` (``tandem cache list|clear``). Kept apart from ``client`` so that the
+    credential every service shares cannot store a recipe the planner then offers a model.
+
+    Raises
+    ------
+    ValueError
+        When an actor declares as admin a subject it does not serve.
+    """
     from tandem.actors import ACTORS
 
-    from ._topology import CLIENT
+    config = config if config is not None else _default_config()
+    client = client_permissions(config)
+    admin: list[str] = []
+    for name in ACTORS:
+        declared = getattr(ACTORS[name], "admin", ())
+        if declared:
+            served = {ep.subject for ep in _endpoint_actor(name, config).endpoints()}
+            if not set(declared) <= served:
+                raise ValueError(f"{name} declares as admin {sorted(set(declared) - served)}, which it does not serve")
+            admin += declared
+    grants = [parse_jetstream(text, config) for text in ADMIN_JETSTREAM]
+    return Permissions(publish=_unique([*client.publish, *admin, *(s for g in grants for s in jetstream_subjects(g))]),
+                       subscribe=client.subscribe)
+
+
+def user_permissions(config: Any = None) -> dict[str, Permissions]:
+    """Return every user's permissions: each actor's, then the client's and the admin's."""
+    from tandem.actors import ACTORS
+
+    from ._topology import ADMIN, CLIENT
 
     config = config if config is not None else _default_config()
     users = {name: actor_permissions(name, config) for name in ACTORS}
     users[CLIENT] = client_permissions(config)
+    users[ADMIN] = admin_permissions(config)
     return users

@@ -50,7 +50,7 @@ from tandem.services.errors import ConfigError
 if TYPE_CHECKING:
     from tandem.services.config import Config
 
-__all__ = ["CLIENT", "CLUSTER_NAME", "Deployment", "NodeSpec", "Topology", "inbox_prefix", "parse_replicas", "render",
+__all__ = ["ADMIN", "CLIENT", "CLUSTER_NAME", "Deployment", "NodeSpec", "Topology", "inbox_prefix", "parse_replicas", "render",
            "user_names"]
 
 
@@ -261,6 +261,9 @@ CLUSTER_NAME = "tandem"
 CLIENT = "client"
 """The user every non-actor process (CLI, chat, other services) connects as."""
 
+ADMIN = "admin"
+"""The user that may also manage Tandem: recipes (``tandem plans add|remove``) and the plan cache."""
+
 
 def _prepare(topology: Topology, directory: Path) -> Path:
     """Check what cannot be rendered; create ``directory/nats`` (0700); return ``directory`` resolved."""
@@ -299,10 +302,10 @@ def _write_users(directory: Path, config: Config | None) -> tuple[dict[str, str]
 
 
 def user_names() -> list[str]:
-    """Return every user a secure deployment has: each actor's name, then ``client``."""
+    """Return every user a secure deployment has: each actor's name, then ``client`` and ``admin``."""
     from tandem.actors import ACTORS
 
-    return [*ACTORS, CLIENT]
+    return [*ACTORS, CLIENT, ADMIN]
 
 
 def inbox_prefix(user: str) -> str:
@@ -315,7 +318,7 @@ def inbox_prefix(user: str) -> str:
     >>> inbox_prefix("client")
     '_INBOX'
     """
-    return "_INBOX" if user == CLIENT else f"_INBOX_{user}"
+    return "_INBOX" if user in (CLIENT, ADMIN) else f"_INBOX_{user}"
 
 
 _SOURCE_TREE = Path(__file__).resolve().parents[2]

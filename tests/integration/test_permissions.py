@@ -383,6 +383,55 @@ async def test_fault_5_a_client_cannot_poison_the_plan_cache_or_forge_progress(s
     assert all(refused.values()), refused
 
 
+# -- the admin credential: what a client may not do, an operator may -----------------------------
+
+
+async def test_admin_manages_recipes_and_the_plan_cache_which_a_client_may_not(tmp_path: Path) -> None:
+    config = make_config()
+    async with _server(render(Topology(port=0, secure=True), tmp_path / "deploy", config=config)) as secure:
+        await _admin_and_client(secure, config)
+
+
+async def _admin_and_client(secure: Deployment, config: Config) -> None:
+    from tandem.messages.recipes import PLANNER_RECIPES, AddRecipe, ListRecipes, Recipe, RecipeList, RecipeReply
+    from tandem.services.cache_cli import clear_plans, list_plans
+
+    recipe = Recipe(name="keep-lines", description="Keep the lines with a word", plan={"version": "1.0", "workflow": [
+        {"step": 1, "action": "read_input", "params": {"source": "fd:3"}},
+        {"step": 2, "action": "spawn_command", "params": {"cmd": "grep", "args": ["-F", "-e", "x"]}},
+        {"step": 3, "action": "write_output"}]})
+    violations = Violations()
+    with violations.scope:
+        async with actors(secure, config, violations, {"planner": lambda b, c: PlannerActor(b, c, recipes=[])},
+                          names=["planner"]):
+            admin = await connect(secure, "admin", violations)
+            client = await connect(secure, "client")
+            client_violations = Violations()
+            client_violations.watch(client, "client", fail_fast=False)
+            try:
+                added = await admin.request(PLANNER_RECIPES, AddRecipe(recipe=recipe), RecipeReply, timeout=10)
+                listed = await admin.request(PLANNER_RECIPES, ListRecipes(), RecipeList, timeout=10)
+                fingerprint = "ab" * 32  # a plan the planner cached (it owns the bucket)
+                planner = await connect(secure, "planner")
+                try:
+                    await (await planner.key_value(config.plan_cache_bucket)).put(
+                        fingerprint, encode(msgspec.convert(PLAN, ExecutionPlan)))
+                finally:
+                    await planner.close()
+                cached = [e.fingerprint for e in await list_plans(admin, config.plan_cache_bucket)]
+                cleared = await clear_plans(admin, config.plan_cache_bucket)
+                after = await list_plans(admin, config.plan_cache_bucket)
+                await client.nc.publish(PLANNER_RECIPES, encode(AddRecipe(recipe=recipe, replace=True)))
+                refused = await _refused(client_violations, f'Publish to "{PLANNER_RECIPES}"')
+            finally:
+                await admin.close()
+                await client.close()
+    assert violations.seen == [], "the admin lacks a permission it needs:\n" + "\n".join(violations.seen)
+    assert added.recipe.name == "keep-lines" and "keep-lines" in [r.name for r in listed.recipes]
+    assert cached == [fingerprint] and cleared == 1 and after == []
+    assert refused, "a client credential could manage recipes"
+
+
 # -- payload limits: the generated max_payload, offload across users, typed too_large -------------
 
 

@@ -71,4 +71,4 @@ def test_the_mounted_configs_have_the_users_and_permissions_of_tandem_up(tmp_pat
                               timeout=30)
         assert done.returncode == 0, done.stderr + done.stdout
     assert sorted(p.name for p in (tmp_path / "compose" / "creds").iterdir()) == sorted(
-        f"{u}.nk" for u in [*ACTORS, "client"])
+        f"{u}.nk" for u in [*ACTORS, "client", "admin"])

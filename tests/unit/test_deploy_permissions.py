@@ -9,11 +9,13 @@ from pathlib import Path
 import pytest
 from tandem.actors import ACTORS
 from tandem.messages import subjects
+from tandem.messages.recipes import PLANNER_RECIPES
 from tandem.services.bus import find_nats_server
 from tandem.services.config import Config
 from tandem.services.deploy import Topology, render
 from tandem.services.deploy._permissions import (
     actor_permissions,
+    admin_permissions,
     client_permissions,
     parse_jetstream,
     subject_matches,
@@ -23,7 +25,7 @@ from tandem.services.deploy._permissions import (
 
 def test_secure_render_writes_private_seeds_and_a_config_the_server_accepts(tmp_path: Path) -> None:
     deployment = render(Topology(port=0, cluster=3), tmp_path)
-    assert set(deployment.credentials) == {*ACTORS, "client"}
+    assert set(deployment.credentials) == {*ACTORS, "client", "admin"}
     creds = tmp_path / "creds"
     assert stat.S_IMODE(creds.stat().st_mode) == 0o700
     text = Path(deployment.nodes[0].config_path).read_text()
@@ -94,7 +96,7 @@ def test_bucket_names_come_from_the_config() -> None:
 
 def test_every_declaration_parses_and_public_subjects_are_served() -> None:
     users = user_permissions()
-    assert set(users) == {*ACTORS, "client"}
+    assert set(users) == {*ACTORS, "client", "admin"}
     for cls in ACTORS.values():
         for text in getattr(cls, "jetstream", ()):
             parse_jetstream(text, Config())
@@ -102,6 +104,16 @@ def test_every_declaration_parses_and_public_subjects_are_served() -> None:
         parse_jetstream("bucket x")
     with pytest.raises(ValueError):
         parse_jetstream("kv x.y")
+
+
+def test_admin_is_a_client_that_also_manages_recipes_and_the_plan_cache() -> None:
+    config = Config(plan_cache_bucket="other_plans")
+    client, admin = client_permissions(config), admin_permissions(config)
+    assert set(client.publish) < set(admin.publish) and admin.subscribe == client.subscribe
+    for subject in (PLANNER_RECIPES, "$KV.other_plans.recipe.x", "$JS.API.CONSUMER.CREATE.KV_other_plans"):
+        assert admin.may_publish(subject) and not client.may_publish(subject), subject
+    for subject in (subjects.EXECUTOR_EXECUTE, subjects.PLANNER_REMEMBER, "$KV.tandem_tasks.x", "tandem.events.task.x"):
+        assert not admin.may_publish(subject), subject  # managing is not acting as an actor
 
 
 @pytest.mark.parametrize(("pattern", "subject", "expected"), [
