@@ -31,8 +31,8 @@ import typer
 from tandem.messages import ExecutionPlan
 
 from .bus import Bus
-from .cli import Creds
 from .bus._embedded import EmbeddedNats, default_store_dir, running_server
+from .cli import Creds
 from .config import Config, load_config, redact_url
 from .errors import BusError, InputError, StoreBusy, TandemError
 

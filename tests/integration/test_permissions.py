@@ -393,7 +393,14 @@ async def test_admin_manages_recipes_and_the_plan_cache_which_a_client_may_not(t
 
 
 async def _admin_and_client(secure: Deployment, config: Config) -> None:
-    from tandem.messages.recipes import PLANNER_RECIPES, AddRecipe, ListRecipes, Recipe, RecipeList, RecipeReply
+    from tandem.messages.recipes import (
+        PLANNER_RECIPES,
+        AddRecipe,
+        ListRecipes,
+        Recipe,
+        RecipeList,
+        RecipeReply,
+    )
     from tandem.services.cache_cli import clear_plans, list_plans
 
     recipe = Recipe(name="keep-lines", description="Keep the lines with a word", plan={"version": "1.0", "workflow": [
