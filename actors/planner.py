@@ -33,6 +33,7 @@ The planner also serves the recipe library on ``tandem.planner.recipes``
 from __future__ import annotations
 
 import copy
+import functools
 import hashlib
 import logging
 import re
@@ -217,6 +218,28 @@ def _narrow(node: Any, inputs: list[int], commands: list[str]) -> Any:
     return node
 
 
+SCHEMA_CACHE_SIZE = 64
+"""Narrowed plan schemas kept (one per distinct pair of input fds and available commands)."""
+
+_schema_json = msgspec.json.Decoder(dict[str, Any])
+
+
+def _shared_schema(inputs: Sequence[InputInfo], commands: Sequence[str]) -> dict[str, Any]:
+    """:func:`plan_schema_for`, but one shared object per ``(fds, commands)``: never mutate it."""
+    return _narrowed_schema(tuple(i.fd for i in inputs), tuple(c for c in commands if c in BUILTIN_COMMANDS))
+
+
+@functools.lru_cache(maxsize=SCHEMA_CACHE_SIZE)
+def _narrowed_schema(fds: tuple[int, ...], commands: tuple[str, ...]) -> dict[str, Any]:
+    """The narrowed schema, computed once per ``(fds, commands)`` (a deep copy and walk: ~1.7 ms)."""
+    schema = copy.deepcopy(plan_json_schema_compact())
+    _narrow(schema, list(fds), list(commands))
+    if not fds:
+        variants = schema["properties"]["workflow"]["items"]["anyOf"]
+        variants[:] = [v for v in variants if v["properties"]["action"].get("enum") != ["read_input"]]
+    return schema
+
+
 def plan_schema_for(inputs: Sequence[InputInfo], commands: Sequence[str]) -> dict[str, Any]:
     """Return the plan's structured-output schema narrowed to one task.
 
@@ -238,6 +261,15 @@ def plan_schema_for(inputs: Sequence[InputInfo], commands: Sequence[str]) -> dic
     dict
         A new schema; :func:`~tandem.messages.plan_json_schema_compact` is not modified.
 
+    Notes
+    -----
+    The schema depends only on the inputs' fds and the commands, and
+    :func:`~tandem.messages.plan_json_schema_compact` never changes in a
+    process: it is computed once per pair (the last :data:`SCHEMA_CACHE_SIZE`
+    pairs are kept) and each call returns a copy of it (an encode and decode,
+    ~0.14 ms, instead of a deep copy and walk, ~1.7 ms). The planner itself
+    sends the kept schema as it is: it only encodes it.
+
     Examples
     --------
     >>> schema = plan_schema_for([InputInfo(fd=3)], ["grep", "sed"])
@@ -245,13 +277,7 @@ def plan_schema_for(inputs: Sequence[InputInfo], commands: Sequence[str]) -> dic
     >>> steps[0]["properties"]["params"]["properties"]["source"]
     {'enum': ['fd:3']}
     """
-    schema = copy.deepcopy(plan_json_schema_compact())
-    fds = [i.fd for i in inputs]
-    _narrow(schema, fds, [c for c in commands if c in BUILTIN_COMMANDS])
-    if not fds:
-        variants = schema["properties"]["workflow"]["items"]["anyOf"]
-        variants[:] = [v for v in variants if v["properties"]["action"].get("enum") != ["read_input"]]
-    return schema
+    return _schema_json.decode(msgspec.json.encode(_shared_schema(inputs, commands)))
 
 
 def check_plan_inputs(plan: ExecutionPlan, fds: set[int]) -> None:
@@ -340,7 +366,7 @@ class PlannerActor(Actor):
             return PlanReply(plan=plan, fingerprint=fingerprint, model=model, attempts=calls, recipe=recipe,
                              recipe_params=values, **env)
         messages = self._prompt(request, commands)
-        schema = plan_schema_for(request.inputs, [c.name for c in commands])
+        schema = _shared_schema(request.inputs, [c.name for c in commands])
         fds = {i.fd for i in request.inputs}
         attempts = self.config.two_stage.planning_attempts
         error: Exception | None = None
