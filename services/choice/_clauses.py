@@ -194,35 +194,37 @@ _SPAN: Final = re.Match.span
 _EARLY_KINDS: Final = frozenset((KIND.ONLY, KIND.QUESTION, KIND.HOLD))
 
 
-def _punct_text(s: str, toks: list[Token]) -> str:
-    """The text to find cutting punctuation in: ``s`` with the tokens masked (punctuation inside a token does not cut).
+def _punct_spans(s: str, toks: list[Token]) -> list[tuple[int, int]]:
+    """The spans of cutting punctuation: found in ``s`` with the tokens masked (punctuation inside a token does not cut).
 
     Masking changes nothing unless a punctuation match of ``s`` overlaps a token (outside tokens the
-    two texts are the same, and a token's masked characters are never punctuation): then ``s`` itself.
+    two texts are the same, and a token's masked characters are never punctuation): then the spans
+    are found again in the masked text.
     """
-    if not toks:
-        return s
+    spans = list(map(_SPAN, _PUNCT_RE.finditer(s)))
+    if not toks or not spans:
+        return spans
     i = 0
     n = len(toks)
-    for a, b in map(_SPAN, _PUNCT_RE.finditer(s)):
+    for a, b in spans:
         while i < n and toks[i].end <= a:
             i += 1
         j = i
         while j < n and toks[j].start < b:  # tokens are sorted by start and do not overlap
             if toks[j].end > a:
-                return mask(s, toks)
+                return list(map(_SPAN, _PUNCT_RE.finditer(mask(s, toks))))
             j += 1
-    return s
+    return spans
 
 
-def _split(s: str, masked: str, toks: list[Token]) -> list[Clause]:
-    """Cut at punctuation and connectives; ``masked`` has every token masked."""
+def _split(s: str, spans: list[tuple[int, int]], toks: list[Token]) -> list[Clause]:
+    """Cut at punctuation (``spans``, from :func:`_punct_spans`) and connectives."""
     main = FLAG.MAIN
-    cuts: list[tuple[int, int, Flag, Flag | None]] = [(a, b, main, None)
-                                                      for a, b in map(_SPAN, _PUNCT_RE.finditer(masked))]
+    cuts: list[tuple[int, int, Flag, Flag | None]] = [(a, b, main, None) for a, b in spans]
     for t in toks:
-        if t.kind in _CUTS:
-            cut_at_end, resume_at_end, nxt, prev = _CUTS[t.kind]
+        cut = _CUTS.get(t.kind)
+        if cut is not None:
+            cut_at_end, resume_at_end, nxt, prev = cut
             cuts.append((t.end if cut_at_end else t.start, t.end if resume_at_end else t.start, nxt, prev))
     if len(cuts) > 1:
         cuts.sort(key=_CUT_ORDER)
@@ -262,23 +264,47 @@ def _split(s: str, masked: str, toks: list[Token]) -> list[Clause]:
 def _uncovered(s: str, start: int, end: int, toks: list[Token]) -> str:
     """The text of ``s[start:end]`` not covered by tokens (each token leaves a space)."""
     parts: list[str] = []
+    add = parts.append
     cur = start
     for t in toks:
-        if t.start > cur:
-            parts.append(s[cur : t.start])
-        cur = max(cur, t.end)
-        parts.append(" ")
+        a = t.start
+        if a > cur:
+            add(s[cur:a])
+        b = t.end
+        if b > cur:
+            cur = b
+        add(" ")
     if end > cur:
-        parts.append(s[cur:end])
+        add(s[cur:end])
     return "".join(parts)
 
 
 def _unfilled(r: str) -> str:
-    """``r`` with the fillers replaced by spaces."""
+    """``r`` with the fillers replaced by spaces.
+
+    The English fillers are ASCII words (nothing to do without a Latin
+    letter), the Japanese ones have no ASCII character (nothing to do in ASCII
+    text).
+    """
     if _WORDCH.search(r) is None:
         return r  # no word left: the fillers (replaced by spaces) cannot change what callers count
-    r = _lexicon.filler_en().sub(" ", r)
-    return _lexicon.filler_ja().sub(" ", r)
+    if _LATIN.search(r) is not None:
+        r = (_FILL_EN or _fillers()[0]).sub(" ", r)
+    if r.isascii():
+        return r
+    return (_FILL_JA or _fillers()[1]).sub(" ", r)
+
+
+_FILL_EN: re.Pattern[str] | None = None
+_FILL_JA: re.Pattern[str] | None = None
+_LATIN: Final = re.compile(r"[a-z]")
+
+
+def _fillers() -> tuple[re.Pattern[str], re.Pattern[str]]:
+    """The filler regexes, compiled on first use (kept here: one global read per residue)."""
+    global _FILL_EN, _FILL_JA
+    _FILL_EN, _FILL_JA = _lexicon.filler_en(), _lexicon.filler_ja()
+    return _FILL_EN, _FILL_JA
 
 
 def _residue(s: str, start: int, end: int, toks: list[Token]) -> str:
@@ -288,7 +314,8 @@ def _residue(s: str, start: int, end: int, toks: list[Token]) -> str:
 
 def residue_words(s: str, start: int, end: int, toks: list[Token]) -> list[str]:
     """Words of ``s[start:end]`` that no token and no filler explains."""
-    return _WORD_RE.findall(_residue(s, start, end, toks).replace(MASK, " "))
+    r = _unfilled(_uncovered(s, start, end, toks))
+    return _WORD_RE.findall(r.replace(MASK, " ") if MASK in r else r)
 
 
 def _two_words(s: str, c: Clause, toks: list[Token] | None = None) -> bool:
@@ -537,7 +564,7 @@ def read(s: str, orig: str, toks: list[Token], approval: bool, n: int) -> Readin
     -------
     Reading
     """
-    clauses = _split(s, _punct_text(s, toks), toks)
+    clauses = _split(s, _punct_spans(s, toks), toks)
     r = Reading(s, orig, clauses, toks)
     _roles(s, clauses)
     _correction(toks, clauses)

@@ -106,6 +106,9 @@ STRUCTURAL = frozenset((Kind.RANGE, Kind.FIRSTN, Kind.LASTN, Kind.ALLCOUNT))
 NEGATIONS = frozenset((Kind.NEG,))
 
 
+_NEG = Kind.NEG
+
+
 class Token:
     """One recognised span of the normalised answer.
 
@@ -146,7 +149,8 @@ class Token:
         self.exc: Token | None = None  # the exclusion marker that excludes it
         self.amb = ""  # why this reference is ambiguous
         self.mention: Token | None = None  # the comparison that makes it a mention, not a choice
-        self.tgt = kind in TARGETABLE or (rej and kind is KIND.NEG)  # targetable(), read on hot paths
+        # targetable(), read on hot paths; a refusal word ("cancel") is targetable too
+        self.tgt = (rej and kind is _NEG) or kind in TARGETABLE
 
     def targetable(self) -> bool:
         """Whether a negator or an exclusion can apply to this token."""
