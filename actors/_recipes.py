@@ -14,7 +14,8 @@ The planner offers recipes to the model before asking it to write a plan
   :func:`instantiate` turns a recipe and its values into an
   :class:`~tandem.messages.ExecutionPlan`;
 * :class:`RecipeStore` keeps recipes in the plan-cache KV bucket under
-  ``recipe.<name>`` and loads the shipped ones on first use.
+  ``recipe.<name>``, loads the shipped ones on first use, and keeps a copy in
+  memory for planning, kept current by a watch on the bucket.
 
 Errors (all :class:`~tandem.services.errors.PlanError`)::
 
@@ -34,12 +35,14 @@ from typing import Any
 
 import anyio
 import msgspec
+import nats.errors
 import nats.js.errors
+from nats.js.kv import KV_DEL, KV_PURGE, KeyValue
 
 from tandem.messages import ExecutionPlan, InputInfo, decode_error_path
 from tandem.messages.plan import BUILTIN_COMMANDS
 from tandem.messages.recipes import Recipe, RecipeParam
-from tandem.services.errors import PlanError, PlanValidationError
+from tandem.services.errors import PlanError, PlanValidationError, TandemError
 
 __all__ = [
     "Candidate",
@@ -531,6 +534,12 @@ KEY_PREFIX = "recipe."
 SHIPPED_KEY = "recipes.shipped"
 """Names of shipped recipes already loaded into the bucket (so a removed one stays removed)."""
 
+MAX_WATCHED = 1024
+"""Most recipe keys (removed ones included) the in-memory view holds; beyond, planning reads the bucket."""
+
+WATCH_CHECK_S = 5.0
+"""Seconds without a change after which the watch asks whether its consumer still exists."""
+
 _names = msgspec.json.Decoder(list[str])
 
 
@@ -542,10 +551,20 @@ class RecipeStore:
     shipped version (never when a user replaced it), and left out when a
     user removed it.
 
+    For planning, :meth:`current` answers from memory: :meth:`watch` (run by
+    the planner beside its endpoints) follows the bucket's ``recipe.>`` keys
+    with an ordered consumer, so a recipe added or removed by any process
+    (another planner replica serving ``tandem plans add``, or a write to the
+    bucket) is seen as soon as JetStream delivers the change, and one changed
+    through this store at once. Until the watch has delivered every stored
+    recipe, or while it is being re-established, :meth:`current` reads the
+    bucket like :meth:`all`. The library requests (:meth:`all`, :meth:`get`,
+    :meth:`add`, :meth:`remove`) always read and write the bucket.
+
     Parameters
     ----------
-    kv : nats.js.kv.KeyValue
-        The bucket.
+    kv : HealingKeyValue
+        The bucket (:meth:`~tandem.services.bus.Bus.key_value`).
     shipped : sequence of Recipe or None
         :func:`load_shipped` when ``None`` (tests pass their own).
     """
@@ -555,6 +574,11 @@ class RecipeStore:
         self.shipped = tuple(load_shipped() if shipped is None else shipped)
         self._loaded = False
         self._lock = anyio.Lock()
+        # the watch's view: name -> (revision, recipe or None when removed or unusable)
+        self._view: dict[str, tuple[int, Recipe | None]] | None = None  # None: not primed
+        self._building: dict[str, tuple[int, Recipe | None]] | None = None  # the view the watch is filling
+        self._listing: list[Recipe] | None = None  # the view's recipes sorted by name, built on first use
+        self._primed = anyio.Event()
 
     async def _get(self, key: str) -> bytes | None:
         try:
@@ -605,6 +629,30 @@ class RecipeStore:
                 log.warning("planner: skipping unusable recipe %s: %s", key, exc)
         return recipes
 
+    async def current(self) -> list[Recipe]:
+        """Return the recipes to plan with, sorted by name: the watch's view, or :meth:`all` until it is primed.
+
+        Raises
+        ------
+        TandemError
+            Bus errors of the fallback read (as :meth:`all`).
+        """
+        if self._view is None:
+            return await self.all()
+        if self._listing is None:
+            self._listing = [recipe for _, (_, recipe) in sorted(self._view.items()) if recipe is not None]
+        return list(self._listing)
+
+    @property
+    def primed(self) -> bool:
+        """Whether :meth:`current` answers from memory."""
+        return self._view is not None
+
+    async def wait_primed(self) -> None:
+        """Wait until :meth:`current` answers from memory (the watch has delivered every stored recipe)."""
+        while self._view is None:
+            await self._primed.wait()
+
     async def get(self, name: str) -> Recipe:
         """Return one recipe.
 
@@ -631,12 +679,13 @@ class RecipeStore:
         recipe = msgspec.structs.replace(recipe, shipped=False)
         key = KEY_PREFIX + recipe.name
         if replace:
-            await self.kv.put(key, msgspec.json.encode(recipe))
+            self._note(recipe.name, await self.kv.put(key, msgspec.json.encode(recipe)), recipe)
             return recipe
         try:
-            await self.kv.create(key, msgspec.json.encode(recipe))
+            revision = await self.kv.create(key, msgspec.json.encode(recipe))
         except nats.js.errors.KeyWrongLastSequenceError as exc:
             raise RecipeInvalid(f"a recipe named {recipe.name!r} exists; remove it first or replace it") from exc
+        self._note(recipe.name, revision, recipe)
         return recipe
 
     async def remove(self, name: str) -> None:
@@ -648,6 +697,91 @@ class RecipeStore:
         """
         await self.get(name)
         await self.kv.delete(KEY_PREFIX + name)
+        for view in (self._view, self._building):
+            if view is not None and name in view:  # the delete marker's revision comes with the watch
+                view[name] = (view[name][0], None)
+                self._listing = None
+
+    # ------------------------------------------------------------------ the watch
+
+    async def watch(self) -> None:
+        """Keep the in-memory view of :meth:`current` up to date until cancelled.
+
+        Loads the shipped recipes, then follows ``recipe.>`` in the bucket. When the
+        watch fails (JetStream unavailable, its consumer or the bucket lost) the view is
+        dropped, so :meth:`current` reads the bucket, and the watch starts again after a
+        pause (0.5 s, doubling up to 30 s while it keeps failing); more than
+        :data:`MAX_WATCHED` recipe keys also drop the view (for 30 s at a time).
+        """
+        pause = 0.5
+        while True:
+            try:
+                await self.load_shipped()
+                overflow = await self._follow()
+            except (nats.errors.Error, TandemError) as exc:
+                log.info("planner: recipe watch stopped (%s: %s); planning reads the bucket meanwhile",
+                         type(exc).__name__, exc)
+                overflow = False
+            pause = 30.0 if overflow else pause
+            await anyio.sleep(pause)
+            pause = min(pause * 2, 30.0)
+
+    async def _follow(self) -> bool:
+        """Follow the bucket's recipes until the watch's consumer is gone; ``True`` when there were too many."""
+        watcher: KeyValue.KeyWatcher = await self.kv.watch(KEY_PREFIX + ">")
+        self._building = view = {}
+        try:
+            # nats-py's first-None marker can come before entries already on their way (it compares
+            # num_pending and *received* with 0), so primed is decided here: an entry with nothing
+            # pending behind it, or a consumer that had nothing to deliver at all
+            info = await watcher._sub.consumer_info()
+            if not info.num_pending and not (info.delivered.consumer_seq if info.delivered else 0):
+                self._prime(view)
+            while True:
+                try:
+                    entry = await watcher.updates(timeout=WATCH_CHECK_S)
+                except nats.errors.TimeoutError:
+                    await watcher._sub.consumer_info()  # NotFoundError when the consumer (or the bucket) is gone
+                    continue
+                if not isinstance(entry, KeyValue.Entry):
+                    continue  # nats-py's end-of-initial-values marker
+                self._apply(view, entry)
+                if len(view) > MAX_WATCHED:
+                    log.warning("planner: more than %d recipe keys; planning reads the bucket", MAX_WATCHED)
+                    return True
+                if self._view is None and entry.delta == 0:
+                    self._prime(view)
+        finally:
+            self._view = self._building = self._listing = None
+            if self._primed.is_set():
+                self._primed = anyio.Event()
+            with anyio.CancelScope(shield=True):
+                await self.kv.drop_watcher(watcher)
+
+    def _prime(self, view: dict[str, tuple[int, Recipe | None]]) -> None:
+        self._view, self._listing = view, None
+        self._primed.set()
+
+    def _apply(self, view: dict[str, tuple[int, Recipe | None]], entry: KeyValue.Entry) -> None:
+        name = entry.key[len(KEY_PREFIX):]
+        revision = entry.revision or 0
+        if name in view and view[name][0] >= revision:
+            return  # this store wrote a newer revision already
+        recipe: Recipe | None = None
+        if entry.operation not in (KV_DEL, KV_PURGE):
+            try:
+                recipe = decode_recipe(entry.value or b"")
+            except RecipeInvalid as exc:
+                log.warning("planner: skipping unusable recipe %s: %s", entry.key, exc)
+        view[name] = (revision, recipe)
+        self._listing = None
+
+    def _note(self, name: str, revision: int, recipe: Recipe) -> None:
+        """Write-through of this store's own change (the watch delivers it again, ignored by revision)."""
+        for view in (self._view, self._building):
+            if view is not None and (name not in view or view[name][0] < revision):
+                view[name] = (revision, recipe)
+                self._listing = None
 
 
 def _valid_name(name: str) -> bool:

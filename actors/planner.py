@@ -41,8 +41,10 @@ from collections.abc import Sequence
 from contextlib import AsyncExitStack
 from typing import Any, ClassVar
 
+import anyio
 import msgspec
 import nats.js.errors
+from anyio.abc import TaskStatus
 from nats.js.kv import KeyValue
 
 from tandem.messages import (
@@ -346,6 +348,17 @@ class PlannerActor(Actor):
         self.kv = await self.bus.key_value(self.config.plan_cache_bucket)
         self.recipes = RecipeStore(self.kv, self._shipped)
 
+    async def run(self, *, task_status: TaskStatus[None] = anyio.TASK_STATUS_IGNORED) -> None:
+        """Serve the endpoints, and keep the recipes in memory current (:meth:`RecipeStore.watch`), until cancelled.
+
+        Plans are served from the start: until the watch is primed, they read the recipes from the bucket.
+        """
+        async with anyio.create_task_group() as tg:
+            await tg.start(super().run)
+            assert self.recipes is not None
+            tg.start_soon(self.recipes.watch)
+            task_status.started()
+
     async def plan(self, request: PlanRequest) -> PlanReply:
         """Return a validated plan: from the cache, a recipe, or the planning tier.
 
@@ -454,7 +467,7 @@ class PlannerActor(Actor):
             When the model cannot be reached (the caller would fail the same way).
         """
         assert self.recipes is not None
-        candidates = prefilter(await self.recipes.all(), request.task, request.inputs, commands)
+        candidates = prefilter(await self.recipes.current(), request.task, request.inputs, commands)
         if not candidates:
             return None
         listing = _listing(request.inputs, preview=False)  # a short prompt: the menu call is on the critical path

@@ -261,10 +261,15 @@ class HealingKeyValue(KeyValue):
                 keys.append(entry.key)
         finally:
             with anyio.CancelScope(shield=True):
-                await self._drop_watcher(watcher)
+                await self.drop_watcher(watcher)
         return keys
 
-    async def _drop_watcher(self, watcher: KeyValue.KeyWatcher) -> None:
+    async def drop_watcher(self, watcher: KeyValue.KeyWatcher) -> None:
+        """Stop a watcher of this bucket and delete its consumer without waiting (never raises a bus error).
+
+        nats-py's ``stop()`` only unsubscribes, leaving the consumer on the server until its
+        inactivity threshold (five minutes by default).
+        """
         sub = getattr(watcher, "_sub", None)
         consumer = getattr(sub, "_consumer", None)
         try:
