@@ -34,7 +34,7 @@ from typing import Final
 
 from . import _lexicon
 from ._scanner import MASK, mask
-from ._tokens import DECISIVE, KIND, SRC, STRUCTURAL, Kind, Token, plain
+from ._tokens import DECISIVE, KIND, SRC, STRUCTURAL, TARGETABLE, Kind, Token, plain
 
 __all__ = ["Clause", "Flag", "Reading", "Role", "gap", "read", "residue_words"]
 
@@ -73,6 +73,14 @@ class Role(IntEnum):
 
 FLAG: Final = plain(Flag)
 ROLE: Final = plain(Role)
+_UNSET: Final = ROLE.UNSET
+# C-level readers for map()/filter() over tokens (no bytecode per token)
+_KIND_OF: Final = operator.attrgetter("kind")
+_START_OF: Final = operator.attrgetter("start")
+_END_OF: Final = operator.attrgetter("end")
+_TGT_OF: Final = operator.attrgetter("tgt")
+_MENTION_OF: Final = operator.attrgetter("mention")
+_NAMING: Final = frozenset(k for k in TARGETABLE if k is not KIND.YES)  # a token of these kinds names an option
 # member tests against constants: a tuple of class attributes would be built on every test
 _ONLY_FILL: Final = frozenset((KIND.ONLY, KIND.FILL))
 _CHOICES: Final = frozenset((KIND.REF, KIND.RANGE, KIND.FIRSTN, KIND.LASTN))
@@ -84,19 +92,21 @@ _FIRST_LAST: Final = frozenset((KIND.FIRSTN, KIND.LASTN))
 _EXC_QUESTION: Final = frozenset((KIND.EXC, KIND.QUESTION))
 _ALL_REST: Final = frozenset((KIND.ALL, KIND.ALLCOUNT, KIND.REST))
 _QUESTION_HOLD: Final = frozenset((KIND.QUESTION, KIND.HOLD))
+_SCOPING: Final = frozenset((KIND.PAST, KIND.NEG, KIND.EXC, KIND.COMPARE))  # kinds _scopes acts on
 
 
 class Clause:
     """A span of the answer with its tokens."""
 
-    __slots__ = ("end", "flag", "role", "start", "toks")
+    __slots__ = ("end", "flag", "kinds", "role", "start", "toks")
 
     def __init__(self, start: int, end: int, flag: Flag) -> None:
         self.start = start
         self.end = end
         self.flag = flag
         self.toks: list[Token] = []
-        self.role = ROLE.UNSET
+        self.role = _UNSET
+        self.kinds: set[Kind] | None = None  # the kinds of ``toks`` (``None``: not computed, or toks changed since)
 
 
 # token kind -> (cut at its end?, resume at its end?, flag of the next clause, flag of the previous one or None)
@@ -194,38 +204,34 @@ _SPAN: Final = re.Match.span
 _EARLY_KINDS: Final = frozenset((KIND.ONLY, KIND.QUESTION, KIND.HOLD))
 
 
-def _punct_spans(s: str, toks: list[Token]) -> list[tuple[int, int]]:
+def _punct_spans(s: str, toks: list[Token], starts: list[int], ends: list[int]) -> list[tuple[int, int]]:
     """The spans of cutting punctuation: found in ``s`` with the tokens masked (punctuation inside a token does not cut).
 
     Masking changes nothing unless a punctuation match of ``s`` overlaps a token (outside tokens the
     two texts are the same, and a token's masked characters are never punctuation): then the spans
-    are found again in the masked text.
+    are found again in the masked text. ``starts``/``ends``: the tokens' (sorted, non-overlapping).
     """
     spans = list(map(_SPAN, _PUNCT_RE.finditer(s)))
-    if not toks or not spans:
+    if not toks:
         return spans
-    i = 0
     n = len(toks)
     for a, b in spans:
-        while i < n and toks[i].end <= a:
-            i += 1
-        j = i
-        while j < n and toks[j].start < b:  # tokens are sorted by start and do not overlap
-            if toks[j].end > a:
-                return list(map(_SPAN, _PUNCT_RE.finditer(mask(s, toks))))
-            j += 1
+        i = bisect.bisect_right(ends, a)  # the first token ending after a
+        if i < n and starts[i] < b:
+            return list(map(_SPAN, _PUNCT_RE.finditer(mask(s, toks))))
     return spans
 
 
-def _split(s: str, spans: list[tuple[int, int]], toks: list[Token]) -> list[Clause]:
-    """Cut at punctuation (``spans``, from :func:`_punct_spans`) and connectives."""
+def _split(s: str, spans: list[tuple[int, int]], toks: list[Token], present: set[Kind],
+           starts: list[int]) -> list[Clause]:
+    """Cut at punctuation (``spans``, from :func:`_punct_spans`) and connectives (``present``: the tokens' kinds)."""
     main = FLAG.MAIN
     cuts: list[tuple[int, int, Flag, Flag | None]] = [(a, b, main, None) for a, b in spans]
-    for t in toks:
-        cut = _CUTS.get(t.kind)
-        if cut is not None:
-            cut_at_end, resume_at_end, nxt, prev = cut
-            cuts.append((t.end if cut_at_end else t.start, t.end if resume_at_end else t.start, nxt, prev))
+    if not present.isdisjoint(_CUTS):
+        for t, cut in zip(toks, map(_CUTS.get, map(_KIND_OF, toks))):
+            if cut is not None:
+                cut_at_end, resume_at_end, nxt, prev = cut
+                cuts.append((t.end if cut_at_end else t.start, t.end if resume_at_end else t.start, nxt, prev))
     if len(cuts) > 1:
         cuts.sort(key=_CUT_ORDER)
     clauses: list[Clause] = []
@@ -249,9 +255,9 @@ def _split(s: str, spans: list[tuple[int, int]], toks: list[Token]) -> list[Clau
         clauses[-1].end = len(s)
     if len(clauses) == 1:
         clauses[0].toks.extend(toks)
+        clauses[0].kinds = present
         return clauses
     # a token goes to the last clause starting at or before it (the first clause takes any before it)
-    starts = [t.start for t in toks]
     lo = 0
     for c, nxt_clause in zip(clauses, clauses[1:]):
         hi = bisect.bisect_left(starts, nxt_clause.start, lo)
@@ -352,35 +358,41 @@ def _is_choice(t: Token) -> bool:
     return t.kind in _CHOICES
 
 
+def _naming(kinds: set[Kind], toks: list[Token]) -> bool:
+    """Whether a token names an option: a targetable one other than a consent word (``Token.tgt``)."""
+    return not kinds.isdisjoint(_NAMING) or (KIND.NEG in kinds and any(t.rej for t in toks if t.kind is KIND.NEG))
+
+
+def _structural(kinds: set[Kind], toks: list[Token]) -> bool:
+    """Whether a token is a structural reference: a range, a count, a number or an ordinal."""
+    return not kinds.isdisjoint(STRUCTURAL) or (
+        KIND.REF in kinds and any(t.src in _NUMERIC for t in toks if t.kind is KIND.REF))
+
+
 def _roles(s: str, clauses: list[Clause]) -> None:
     """Reason clauses are ignored, conditional clauses without a choice are modifications."""
     chooses = False  # an active clause names an option (more than a "yes")
     for c in clauses:
-        kinds: set[Kind] = set()
-        structural = targeted = naming = False
-        for t in c.toks:  # one pass: kinds, a structural reference, a targetable token, one that names an option
-            k = t.kind
-            kinds.add(k)
-            if k in STRUCTURAL or (k is KIND.REF and t.src in _NUMERIC):
-                structural = True
-            if t.tgt:
-                targeted = True
-                if k is not KIND.YES:
-                    naming = True
-        if c.flag is FLAG.REASON:
-            if structural:  # "2番が安全だから": the choice sits inside the reason clause
-                c.toks = [t for t in c.toks if not (t.kind is KIND.REF and t.src in _WORDED)]  # a structural one stays
+        toks = c.toks
+        kinds = c.kinds
+        if kinds is None:
+            kinds = c.kinds = set(map(_KIND_OF, toks))
+        flag = c.flag
+        if flag is FLAG.REASON:
+            if _structural(kinds, toks):  # "2番が安全だから": the choice sits inside the reason clause
+                c.toks = [t for t in toks if not (t.kind is KIND.REF and t.src in _WORDED)]  # a structural one stays
+                c.kinds = None
                 c.role = ROLE.ACTIVE
             elif kinds & {KIND.NEG, KIND.SARCASM, KIND.QUESTION, KIND.PAST}:
                 c.role = ROLE.ACTIVE  # "2, because I'd never pick 1": a reason that says more than a reason
             else:
                 c.role = ROLE.NONE
-        elif c.flag in _ATTACHED:
-            if c.flag is FLAG.WITHOUT and targeted:
+        elif flag in _ATTACHED:
+            if flag is FLAG.WITHOUT and (KIND.YES in kinds or _naming(kinds, toks)):  # a targetable token
                 c.role = ROLE.ACTIVE
-            elif c.flag is FLAG.SEQ and naming:
+            elif flag is FLAG.SEQ and _naming(kinds, toks):
                 c.role = ROLE.ACTIVE  # "test then deploy", "2, also 3"
-            elif structural or KIND.SARCASM in kinds:
+            elif _structural(kinds, toks) or KIND.SARCASM in kinds:
                 c.role = ROLE.ACTIVE
             elif _two_words(s, c):
                 c.role = ROLE.MOD
@@ -390,7 +402,7 @@ def _roles(s: str, clauses: list[Clause]) -> None:
             c.role = ROLE.ACTIVE
         else:
             c.role = ROLE.MOD if _two_words(s, c) else ROLE.NONE
-        if naming and c.role is ROLE.ACTIVE:
+        if not chooses and c.role is ROLE.ACTIVE and _naming(kinds, toks):
             chooses = True
     # "the one with the backup": a descriptive clause is the choice when nothing else chooses
     if not chooses:
@@ -414,6 +426,7 @@ def _correction(toks: list[Token], clauses: list[Clause]) -> None:
                 c.role = ROLE.NONE
             elif c.start < last_fix:
                 c.toks = [t for t in c.toks if t.start > last_fix]
+                c.kinds = None
 
 
 def _vals_of(t: Token, n: int) -> list[int]:
@@ -441,7 +454,11 @@ def _scopes(r: Reading, c: Clause, approval: bool, n: int) -> bool:
         for t in st:
             if t.tgt:
                 t.exc = t
-    kinds = {t.kind for t in st}  # the passes below only act on these kinds: skip those with nothing to do
+    kinds = c.kinds  # the passes below only act on these kinds: skip those with nothing to do
+    if kinds is None:
+        kinds = c.kinds = set(map(_KIND_OF, st))
+    if kinds.isdisjoint(_SCOPING):
+        return True  # no past marker, negator, exclusion or comparison: no scope to resolve
     # a past-tense clause only mentions the options it names
     past = next((t for t in st if t.kind is KIND.PAST), None) if KIND.PAST in kinds else None
     if past is not None:
@@ -452,7 +469,7 @@ def _scopes(r: Reading, c: Clause, approval: bool, n: int) -> bool:
         if named:
             r.cap_guards.append("past reference " + ", ".join(repr(s[t.start:t.end]) for t in named))
         st = [t for t in st if t.mention is None]
-        kinds = {t.kind for t in st}
+        kinds = set(map(_KIND_OF, st))
     has_neg = KIND.NEG in kinds
     for phase in ((0, 1) if has_neg or KIND.EXC in kinds or KIND.COMPARE in kinds else ()):
         for i, t in enumerate(st):
@@ -564,7 +581,9 @@ def read(s: str, orig: str, toks: list[Token], approval: bool, n: int) -> Readin
     -------
     Reading
     """
-    clauses = _split(s, _punct_spans(s, toks), toks)
+    present = set(map(_KIND_OF, toks))  # clauses only ever drop tokens: checks for absent kinds are skipped
+    starts = list(map(_START_OF, toks))
+    clauses = _split(s, _punct_spans(s, toks, starts, list(map(_END_OF, toks))), toks, present, starts)
     r = Reading(s, orig, clauses, toks)
     _roles(s, clauses)
     _correction(toks, clauses)
@@ -572,7 +591,6 @@ def read(s: str, orig: str, toks: list[Token], approval: bool, n: int) -> Readin
         if c.role is ROLE.ACTIVE and not _scopes(r, c, approval, n):
             r.defer = True
             return r
-    present = {t.kind for t in toks}  # clauses only ever drop tokens: checks for absent kinds are skipped
     # sarcasm anywhere the answer still stands: never a choice
     for c in clauses if KIND.SARCASM in present else ():
         if c.role is not ROLE.NONE and any(t.kind is KIND.SARCASM for t in c.toks):
@@ -597,10 +615,23 @@ def read(s: str, orig: str, toks: list[Token], approval: bool, n: int) -> Readin
             r.early = (0.2, f"{'hold' if hold else 'question'} in {_mod_text(orig, c)!r}",
                        "hold" if hold else "question: " + orig[:80])
             return r
-    r.act = [t for c in clauses if c.role is ROLE.ACTIVE for t in c.toks if t.mention is None]
-    r.mods = [x for x in (_mod_text(orig, c) for c in clauses if c.role is ROLE.MOD) if x] + [x for x in r.mods if x]
+    act: list[Token] = []
+    mods: list[str] = []
     for c in clauses:
-        if c.role is ROLE.ACTIVE and c.flag is not FLAG.REASON:  # a reason's words are explained as a reason
-            r.unexplained.extend(residue_words(s, c.start, c.end, c.toks))
+        role = c.role
+        if role is ROLE.ACTIVE:
+            act += c.toks
+            if c.flag is not FLAG.REASON:  # a reason's words are explained as a reason
+                r.unexplained += residue_words(s, c.start, c.end, c.toks)
+        elif role is ROLE.MOD:
+            x = _mod_text(orig, c)
+            if x:
+                mods.append(x)
+    if any(map(_MENTION_OF, act)):
+        act = [t for t in act if t.mention is None]
+    r.act = act
+    if r.mods:
+        mods += [x for x in r.mods if x]
+    r.mods = mods
     _trailing_negation(r, n)
     return r
