@@ -29,7 +29,11 @@ Model calls (``manual_transform``, and single stage, which is one):
 Built-in commands run under one :class:`~tandem.services.textcmd.Limits` built
 from the ``builtins:`` config. Every executed two-stage plan is recorded in
 :class:`~tandem.actors.router.TwoStageHealth` (the router's "performing
-poorly" fallback reads it).
+poorly" fallback reads it): a failed plan before the error goes back (the next
+task's shape decision sees it), a successful one just after the reply, off the
+task's path (it is a KV read and a revision-checked write; with
+:data:`HEALTH_IN_FLIGHT` such records pending, the next one is made before the
+reply, as a failed one is).
 """
 
 from __future__ import annotations
@@ -85,6 +89,9 @@ __all__ = ["ExecutorActor", "evaluate_condition"]
 
 tracer = trace.get_tracer("tandem.executor")
 log = logging.getLogger("tandem.executor")
+
+HEALTH_IN_FLIGHT = 64
+"""Most records of successful plans pending after their replies (see the module docstring)."""
 
 
 class _SkillAnswer(msgspec.Struct, frozen=True):
@@ -181,12 +188,27 @@ class ExecutorActor(Actor):
                              max_output_chars=b.max_output_chars, max_plan_chars=b.max_plan_chars,
                              max_threads=b.max_threads, pandoc_max_heap_mb=b.pandoc_max_heap_mb)
         self.health = TwoStageHealth(None, config)
+        self._health_pending = 0
 
     async def setup(self, stack: AsyncExitStack) -> None:
         try:
             self.health.kv = await self.bus.key_value(self.config.two_stage.fallback.bucket)
         except TandemError as exc:  # advisory numbers: run plans without them
             log.warning("executor: two-stage health bucket unavailable: %s", exc)
+
+    async def _record_success(self) -> None:
+        """Record a plan that ran in the health numbers, after the reply unless many records are pending."""
+        if self._health_pending >= HEALTH_IN_FLIGHT:  # the bucket is slow or away: no pile-up of records
+            await self.health.record_plan(True)
+            return
+        self._health_pending += 1
+        self.start_soon(self._record_success_later)
+
+    async def _record_success_later(self) -> None:
+        try:
+            await self.health.record_plan(True)  # advisory: it never raises for the bucket's errors
+        finally:
+            self._health_pending -= 1
 
     def endpoints(self) -> list[Endpoint]:
         # idempotent: a plan has no side effects outside its reply (built-ins on text, model calls), and a
@@ -232,7 +254,7 @@ class ExecutorActor(Actor):
                 await self._checkpoint(run, durable=isinstance(step, ManualTransform) or bool(
                     run.outcomes and run.outcomes[-1].status == "recovered"))
         if not run.single_stage:
-            await self.health.record_plan(True)
+            await self._record_success()
         return ExecuteReply(correlation_id=request.correlation_id, conversation_id=request.conversation_id,
                             outputs=run.outputs, steps=run.outcomes)
 
