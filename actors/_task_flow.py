@@ -218,31 +218,46 @@ async def run_flow(host: FlowHost, state: TaskState, submit: TaskSubmit, inputs:
     result = msgspec.structs.replace(result, mode="two_stage", plan_cached=planned.cached,
                                      planning_model=planned.model, recipe=planned.recipe,
                                      recipe_params=dict(planned.recipe_params))
-    state = await host.transition(state, plan=planned.plan, plan_fingerprint=planned.fingerprint, result=result)
+    if submit.plan_only:
+        state = await host.transition(state, plan=planned.plan, plan_fingerprint=planned.fingerprint, result=result)
+        await _announce_planned(host, state, planned)
+        return msgspec.structs.replace(result, mode="plan_only")
+    # The plan is recorded with the status it goes on in (running, or awaiting_approval): one write. Recorded
+    # alone, while still "planning", it would not be resumed anyway: a redelivery resumes only a running plan or
+    # one awaiting approval, and plans again otherwise.
+    return await _execute(host, state, submit, inputs, infos, planned.plan, result, approved=False, planned=planned)
+
+
+async def _announce_planned(host: FlowHost, state: TaskState, planned: PlanReply) -> None:
+    """The ``planned`` event, as seen while planning (its status is ``planning`` whatever was recorded with it)."""
     how = "cached plan" if planned.cached else f"recipe {planned.recipe}" if planned.recipe else \
         f"planned by {planned.model}"
-    await host.announce(state, "planned", how,
+    await host.announce(msgspec.structs.replace(state, status="planning"), "planned", how,
                         plan=planned.plan, total_steps=len(planned.plan.workflow))
-    if submit.plan_only:
-        return msgspec.structs.replace(result, mode="plan_only")
-    return await _execute(host, state, submit, inputs, infos, planned.plan, result, approved=False)
 
 
 async def _execute(host: FlowHost, state: TaskState, submit: TaskSubmit, inputs: dict[int, str],
                    infos: list[InputInfo], plan: ExecutionPlan, result: TaskResult, *,
-                   approved: bool = True) -> TaskResult:
+                   approved: bool = True, planned: PlanReply | None = None) -> TaskResult:
     env = {"correlation_id": submit.task_id, "conversation_id": submit.conversation_id}
+    fingerprint = {} if planned is None else {"plan_fingerprint": planned.fingerprint}  # recorded with the plan
     if submit.approval == "ask" and not approved:
         steps = "\n".join(f"  {s.step}. {describe_step(s)}" for s in plan.workflow)
         question = f"Plan:\n{steps}\nApprove it? (yes / no / which steps, in your own words)"
-        state = await host.transition(state, status="awaiting_approval", plan=plan, question=question, result=result)
+        state = await host.transition(state, status="awaiting_approval", plan=plan, question=question, result=result,
+                                      **fingerprint)
+        if planned is not None:
+            await _announce_planned(host, state, planned)
+            planned, fingerprint = None, {}
         approval = await host.approve(state, plan, question)
         if approval.decision not in ("approved", "partial") or approval.plan is None:
             raise Rejected(approval)
         plan = approval.plan or plan
         result = msgspec.structs.replace(result, approval=approval.decision, approved_steps=approval.kept_steps,
                                          modifications=approval.modifications)
-    state = await host.transition(state, status="running", plan=plan, question="", result=result)
+    state = await host.transition(state, status="running", plan=plan, question="", result=result, **fingerprint)
+    if planned is not None:
+        await _announce_planned(host, state, planned)
     try:
         reply = await host.bus.request(
             subjects.EXECUTOR_EXECUTE,
