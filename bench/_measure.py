@@ -86,15 +86,24 @@ async def measure_throughput(call: Call, total: int, in_flight: int) -> float:
 
 
 class Side:
-    """One contender: a ``call(i)`` coroutine, how to settle between rounds, and its figures per round."""
+    """One contender: a ``call(i)`` coroutine, how to settle between rounds, and its figures per round.
 
-    def __init__(self, name: str, call: Call, settle: Callable[[], Awaitable[None]]) -> None:
+    ``cpu``, when given, returns the CPU seconds used so far by each process involved
+    (e.g. ``{"client": ..., "responder": ...}``); :func:`run_round` then records the CPU
+    time per call of the throughput run in :attr:`cpu_per_call` (µs), a figure that other
+    work on a shared machine disturbs far less than the wall-clock ones.
+    """
+
+    def __init__(self, name: str, call: Call, settle: Callable[[], Awaitable[None]],
+                 cpu: Callable[[], dict[str, float]] | None = None) -> None:
         self.name = name
         self.call = call
         self.settle = settle
+        self.cpu = cpu
         self.p50: list[float] = []
         self.p99: list[float] = []
         self.rate: list[float] = []
+        self.cpu_per_call: dict[str, list[float]] = {}
 
 
 @dataclass(frozen=True)
@@ -117,7 +126,12 @@ async def run_round(side: Side, args: argparse.Namespace, layout: Layout) -> Non
     for i in range(args.round_warmup):
         await side.call(i)
     p50, p99 = await measure_latency(side.call, args.latency_requests, layout.ns_per_unit)
+    before = side.cpu() if side.cpu is not None else {}
     rate = await measure_throughput(side.call, args.throughput_requests, args.in_flight)
+    if side.cpu is not None:
+        for process, seconds in side.cpu().items():
+            used = (seconds - before.get(process, float("nan"))) * 1e6 / max(args.throughput_requests, 1)
+            side.cpu_per_call.setdefault(process, []).append(used)
     await side.settle()  # export this side's spans now, not during the other side's round
     side.p50.append(p50)
     side.p99.append(p99)
@@ -231,6 +245,21 @@ def attribute_profile(stats: Any) -> dict[str, float]:
     for name, seconds in sorted(totals.items(), key=lambda kv: -kv[1]):
         print(f"  {seconds * 1000:10.1f} ms  {100 * seconds / grand if grand else 0:5.1f}%  {name}")
     return totals
+
+
+def process_cpu(pid: int | None = None) -> float:
+    """CPU seconds (user + system, every thread) used so far by process ``pid`` (None: this one).
+
+    Read from ``/proc/<pid>/stat`` on Linux; NaN where that is not available.
+    """
+    if pid is None:
+        return time.process_time()
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as fh:
+            fields = fh.read().rsplit(b")", 1)[1].split()
+    except (OSError, IndexError):
+        return float("nan")
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")  # utime, stime (fields 14, 15)
 
 
 # --------------------------------------------------------------------------- tracing

@@ -37,6 +37,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -56,6 +57,7 @@ from _measure import (
     file_exporter_only,
     flush_spans,
     print_medians,
+    process_cpu,
     run_round,
     tracing,
     warm_up,
@@ -280,6 +282,9 @@ def _kinds(args: argparse.Namespace) -> list[str]:
         kinds += ["untraced", "sampled"]
         if faststream_installed():
             kinds += ["faststream", "faststream-otel"]
+    if args.sides:
+        wanted = {"raw", *args.sides.split(",")}
+        kinds = [kind for kind in kinds if kind in wanted]
     return kinds
 
 
@@ -292,7 +297,8 @@ async def bench(args: argparse.Namespace) -> None:
                 procs = {kind: await spawn(kind, server.url, trace_file, Path(tmp) / f"{kind}.log", args.profile)
                          for kind in kinds}
                 try:
-                    await _compare(args, server.url, provider, trace_file, kinds)
+                    await _compare(args, server.url, provider, trace_file, kinds,
+                                   {kind: proc.pid for kind, proc in procs.items()})
                 finally:
                     for kind, proc in procs.items():
                         await stop(proc, Path(tmp) / f"{kind}.log")
@@ -309,8 +315,12 @@ async def bench(args: argparse.Namespace) -> None:
 
 
 async def _compare(args: argparse.Namespace, url: str, provider: Any, trace_file: Path | None,
-                   kinds: list[str]) -> None:
+                   kinds: list[str], pids: dict[str, int]) -> None:
     from opentelemetry.trace import NoOpTracerProvider
+
+    def cpu_of(kind: str) -> Callable[[], dict[str, float]]:
+        pid = pids.get(kind)
+        return lambda: {"client": process_cpu(), "responder": process_cpu(pid) if pid is not None else float("nan")}
 
     timeout = args.timeout
     sides: dict[str, Side] = {}
@@ -328,7 +338,7 @@ async def _compare(args: argparse.Namespace, url: str, provider: Any, trace_file
     async def raw_settle() -> None:
         await nc.flush()
 
-    sides["raw"] = Side("raw", raw_call, raw_settle)
+    sides["raw"] = Side("raw", raw_call, raw_settle, cpu_of("raw"))
 
     for kind in ("tandem", "untraced", "sampled"):
         if kind not in kinds:
@@ -358,7 +368,7 @@ async def _compare(args: argparse.Namespace, url: str, provider: Any, trace_file
                 await bus.request(flush_subject, FlushRequest(), FlushReply, timeout=30)
                 await flush_spans(tp if hasattr(tp, "force_flush") else provider)
 
-            return Side(kind, call, settle)
+            return Side(kind, call, settle, cpu_of(kind))
 
         sides[kind] = make(bus, subject, flush_subject, tp)
 
@@ -382,7 +392,7 @@ async def _compare(args: argparse.Namespace, url: str, provider: Any, trace_file
                 if traced:
                     await flush_spans(provider)
 
-            return Side(kind, call, settle)
+            return Side(kind, call, settle, cpu_of(kind))
 
         sides[kind] = make_fs(broker, FASTSTREAM_SUBJECTS[kind], traced)
 
@@ -415,8 +425,16 @@ async def _compare(args: argparse.Namespace, url: str, provider: Any, trace_file
     if "untraced" in medians and "sampled" in medians:
         print(f"sampled/untraced p50 {medians['sampled'][0] / medians['untraced'][0]:.2f}x, "
               f"throughput {medians['sampled'][2] / medians['untraced'][2]:.2f}x (target: within 5%)")
-    main_side = "tandem" if "tandem" in medians else "untraced"
-    _bench_result.append(medians[main_side][0] / r50)
+    print()
+    print("CPU per request in the throughput runs (µs, median of rounds; all threads of the process; the client's")
+    print("figure includes the idle connections of the other sides):")
+    for name, side in sides.items():
+        cpu = {process: statistics.median(values) for process, values in side.cpu_per_call.items()}
+        print(f"  {name:<16} client {cpu.get('client', float('nan')):7.1f}   "
+              f"responder {cpu.get('responder', float('nan')):7.1f}")
+    main_side = next((name for name in ("tandem", "untraced", *medians) if name in medians and name != "raw"), None)
+    if main_side is not None:
+        _bench_result.append(medians[main_side][0] / r50)
 
 
 TARGETS = {"tandem": "<= 1.6x / >= 0.5x", "untraced": "<= 1.2x / >= 0.8x"}
@@ -473,6 +491,8 @@ def main(argv: list[str] | None = None) -> None:
     )
     parser.add_argument("--traced-only", action="store_true",
                         help="only raw and traced Tandem (no untraced, sampled or FastStream sides)")
+    parser.add_argument("--sides", metavar="A,B",
+                        help="diagnostic: only these sides besides raw (e.g. tandem,untraced,sampled)")
     parser.add_argument("--serve", choices=("raw", *SUBJECTS, *FASTSTREAM_SUBJECTS), help=argparse.SUPPRESS)
     parser.add_argument("--url", help=argparse.SUPPRESS)
     parser.add_argument("--trace-file", type=Path, help=argparse.SUPPRESS)
