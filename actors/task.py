@@ -275,6 +275,53 @@ class TaskStore:
         return data
 
 
+CHECKPOINT_QUIET_S = 0.2
+"""Seconds without a newer checkpoint after which the newest checkpoint of a built-in step is stored."""
+
+
+def _newest(stored: RunCheckpoint | None, other: RunCheckpoint | None) -> RunCheckpoint | None:
+    """The checkpoint covering more steps (``stored`` on a tie)."""
+    if other is None or (stored is not None and len(stored.steps) >= len(other.steps)):
+        return stored
+    return other
+
+
+class _Progress:
+    """One running task's checkpoints as the replica holding it follows them.
+
+    ``announced`` counts the steps announced as events, ``stored`` those the stored checkpoint
+    covers; ``unstored`` is the newest checkpoint not stored yet (a built-in step's, waiting out
+    :data:`CHECKPOINT_QUIET_S`), which the task's final write takes along.
+    """
+
+    def __init__(self, state: TaskState) -> None:
+        self.announced = self.stored = len(state.checkpoint.steps) if state.checkpoint else 0
+        self.unstored: RunCheckpoint | None = None
+        self._announced = anyio.Event()
+
+    def note_stored(self, cp: RunCheckpoint) -> None:
+        self.stored = max(self.stored, len(cp.steps))
+        if self.unstored is not None and len(self.unstored.steps) <= self.stored:
+            self.unstored = None
+
+    def note_unstored(self, cp: RunCheckpoint) -> bool:
+        """Keep ``cp`` to store later; ``False`` when a stored or kept one covers as many steps."""
+        if len(cp.steps) <= max(self.stored, len(self.unstored.steps) if self.unstored else 0):
+            return False
+        self.unstored = cp
+        return True
+
+    def note_announced(self, steps: int) -> None:
+        self.announced = steps
+        self._announced.set()
+        self._announced = anyio.Event()
+
+    async def wait_announced(self, steps: int) -> None:
+        """Wait until ``steps`` steps are announced."""
+        while self.announced < steps:
+            await self._announced.wait()
+
+
 class TaskActor(Actor):
     """Serve the task loop: the pull consumer of ``TANDEM_TASKS`` and ``tandem.task.*``.
 
@@ -641,20 +688,19 @@ class TaskActor(Actor):
                               span: trace.Span) -> None:
         """Run the flow under the task's deadline and cancel scope; record how it ended."""
         checkpoints = await self.bus.subscribe(self.checkpoint_subject(state))
-        followed = [len(state.checkpoint.steps) if state.checkpoint else 0]  # steps announced so far
+        progress = _Progress(state)
         try:
             async with anyio.create_task_group() as tg:
-                tg.start_soon(self._follow_checkpoints, state, checkpoints, followed)
+                tg.start_soon(self._follow_checkpoints, state, checkpoints, progress)
                 outcome = await self._outcome(state, submit, scope)
                 if outcome[0] == "succeeded":  # checkpoints sent before the reply may still be in flight
                     with anyio.move_on_after(2):
-                        while followed[0] < len(outcome[1].steps):
-                            await anyio.sleep(0.005)
+                        await progress.wait_announced(len(outcome[1].steps))
                 tg.cancel_scope.cancel()
         finally:
             await self.bus.unsubscribe(checkpoints)
         with anyio.CancelScope(shield=True):
-            await self._record(state.task_id, outcome, span)
+            await self._record(state.task_id, outcome, span, progress.unstored)
 
     async def _outcome(self, state: TaskState, submit: TaskSubmit, scope: anyio.CancelScope) -> tuple[str, Any]:
         """Run the flow; return how it ended: succeeded, rejected, cancelled, deadline or failed (never raises
@@ -677,23 +723,31 @@ class TaskActor(Actor):
             log.exception("task %s failed unexpectedly", state.task_id)
             return "failed", exc
 
-    async def _record(self, task_id: str, outcome: tuple[str, Any], span: trace.Span) -> None:
+    async def _record(self, task_id: str, outcome: tuple[str, Any], span: trace.Span,
+                      unstored: RunCheckpoint | None = None) -> None:
+        """Record how the task ended, with ``unstored`` (the newest checkpoint not stored yet) in the same write."""
         kind, value = outcome
         found = self.store.cached(task_id) or await self.store.get(task_id)
         state = found[0] if found else TaskState(task_id=task_id)
+        if unstored is not None:
+            state = msgspec.structs.replace(state, checkpoint=_newest(state.checkpoint, unstored))
         if kind == "succeeded":
-            await self._finish(state, "succeeded", result=value, detail=value.mode.replace("_", " "))
+            await self._finish(state, "succeeded", result=value, detail=value.mode.replace("_", " "),
+                               checkpoint=unstored)
         elif kind == "rejected":
             a: Approval = value
             result = TaskResult(mode="not_run", approval=a.decision, modifications=a.modifications,
                                 fallback="; ".join(a.problems))
             if a.decision == "rejected":
-                await self._finish(state, "cancelled", result=result, detail="plan rejected: nothing was run")
+                await self._finish(state, "cancelled", result=result, detail="plan rejected: nothing was run",
+                                   checkpoint=unstored)
             else:
                 await self._finish(state, "failed", result=result, error=ErrorReply(
-                    code="approval_unclear", message="no clear approval: nothing was run", correlation_id=task_id))
+                    code="approval_unclear", message="no clear approval: nothing was run", correlation_id=task_id),
+                    checkpoint=unstored)
         elif kind == "cancelled":
-            await self._finish(state, "cancelled", detail=f"cancelled while {state.status.replace('_', ' ')}")
+            await self._finish(state, "cancelled", detail=f"cancelled while {state.status.replace('_', ' ')}",
+                               checkpoint=unstored)
         else:
             if kind == "deadline":
                 where = state.status.replace("_", " ")
@@ -714,48 +768,54 @@ class TaskActor(Actor):
                 error = ErrorReply(code=code, message=message, path=getattr(exc, "path", None), correlation_id=task_id)
             span.set_status(Status(StatusCode.ERROR, error.message))
             span.set_attribute("error.type", error.code)
-            await self._finish(state, "failed", error=error, detail=error.message)
+            await self._finish(state, "failed", error=error, detail=error.message, checkpoint=unstored)
 
     async def _finish(self, state: TaskState, status: str, *, result: TaskResult | None = None,
-                      error: ErrorReply | None = None, detail: str = "") -> None:
+                      error: ErrorReply | None = None, detail: str = "", checkpoint: RunCheckpoint | None = None,
+                      ) -> None:
         def end(current: TaskState | None) -> TaskState | None:
             base = current or state
             if base.status in TERMINAL:
                 return None
             return msgspec.structs.replace(base, status=status, result=result or base.result, error=error,
-                                           question="")
+                                           question="", checkpoint=_newest(base.checkpoint, checkpoint))
 
         new = await self.store.update(state.task_id, end)
         if new is not None and new.status == status:
             await self.announce(new, status, detail, error=error)
 
-    async def _follow_checkpoints(self, state: TaskState, sub: Any, followed: list[int]) -> None:
+    async def _follow_checkpoints(self, state: TaskState, sub: Any, progress: _Progress) -> None:
         """Announce each finished step at once; keep the executor's latest checkpoint in the state.
 
-        Checkpoints of quick steps arrive faster than KV writes finish: the writer stores only the
-        newest one each time, so a burst of steps costs one or two writes, not one each.
+        A checkpoint the executor waits for (after a model step or a recovery) is stored at once.
+        One it sends without waiting (after a built-in step: cheap and deterministic to run again)
+        is stored once no newer checkpoint has come for :data:`CHECKPOINT_QUIET_S`, so quick steps
+        cost no write of their own: the next stored checkpoint, or the task's final write
+        (:meth:`_record`), covers them. A crash in between resumes from the checkpoint stored
+        before, so it re-runs those built-in steps, never a model step.
         """
-        latest: list[RunCheckpoint] = []
-        ready = anyio.Event()
-        stored = len(state.checkpoint.steps) if state.checkpoint else 0  # steps covered by the stored checkpoint
+        arrived = anyio.Event()
+        due = 0.0  # when the newest unstored checkpoint is stored, unless a newer one comes first
 
-        async def write_latest() -> None:
-            nonlocal ready, state, stored
+        async def store_when_quiet() -> None:
+            nonlocal arrived, state
             while True:
-                await ready.wait()
-                ready = anyio.Event()
-                cp = latest.pop()
-                if len(cp.steps) <= stored:  # a newer one was stored meanwhile (a model step's, at once)
+                await arrived.wait()
+                arrived = anyio.Event()
+                while (wait := due - anyio.current_time()) > 0:
+                    await anyio.sleep(wait)
+                cp = progress.unstored
+                if cp is None or len(cp.steps) <= progress.stored:  # a newer one was stored meanwhile
                     continue
                 try:
                     state = await self._store_checkpoint(state, cp)
-                    stored = len(cp.steps)
+                    progress.note_stored(cp)
                 except TandemError as exc:  # the task goes on; a redelivery would re-run from an older checkpoint
                     log.warning("task %s: checkpoint not stored: %s", state.task_id, exc)
 
-        last = followed[0]
+        last = progress.announced
         async with anyio.create_task_group() as tg:
-            tg.start_soon(write_latest)
+            tg.start_soon(store_when_quiet)
             async for msg in sub.messages:
                 try:
                     cp = _checkpoint_decoder.decode(await self.bus.payload_of(msg)).checkpoint
@@ -765,17 +825,18 @@ class TaskActor(Actor):
                 if msg.reply:  # after a model step the executor waits until it is stored
                     try:
                         state = await self._store_checkpoint(state, cp)
-                        stored = max(stored, len(cp.steps))
+                        progress.note_stored(cp)
                         await self.bus.respond(msg, Ack(correlation_id=state.task_id))
                     except TandemError as exc:
                         await self.bus.respond(msg, ErrorReply(code=exc.code, message=str(exc)))
-                else:
-                    latest[:] = [cp]
-                    ready.set()
+                elif progress.note_unstored(cp):
+                    due = anyio.current_time() + CHECKPOINT_QUIET_S
+                    arrived.set()
                 for outcome in cp.steps[last:]:
                     await self.announce(state, "step", outcome.detail, step=outcome,
                                         total_steps=len(state.plan.workflow) if state.plan else 0)
-                last = followed[0] = len(cp.steps)
+                last = len(cp.steps)
+                progress.note_announced(last)
 
     async def _inputs(self, submit: TaskSubmit) -> dict[int, str]:
         inputs = dict(submit.inputs)

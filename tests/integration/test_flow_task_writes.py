@@ -1,0 +1,152 @@
+"""The task actor's state writes per task over a real nats-server: folded, with the same states and resume points.
+
+* a new plan is recorded with the status it runs in (one write, not a "planning + plan" one first);
+* a model step's checkpoint is stored before the executor goes on;
+* a built-in step's checkpoint is stored after :data:`~tandem.actors.task.CHECKPOINT_QUIET_S` without a newer
+  one, or by the task's final write, which carries the newest checkpoint as before.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
+
+import anyio
+import httpx
+import pytest
+
+from tandem.actors import PlannerActor, RouterActor, task as task_actor
+from tandem.actors.task import TaskStore
+from tandem.messages import RunCheckpoint, StepOutcome, TaskState, TaskSubmit
+from tandem.services.bus import Bus
+from tandem.services.runtime import start_actors
+from tandem.services.tasks import TaskClient
+
+from ..conftest import chat_response, make_config
+
+DOC = "b\na\n"
+PLAN = {"version": "1.0", "workflow": [
+    {"step": 1, "action": "read_input", "params": {"source": "fd:3"}},
+    {"step": 2, "action": "spawn_command", "params": {"cmd": "sort"}},
+    {"step": 3, "action": "manual_transform", "params": {"instructions": "Upper-case it."}},
+    {"step": 4, "action": "write_output"},
+]}
+
+
+class Model:
+    """Planning calls get :data:`PLAN`; the transform waits on ``release`` (when set), then upper-cases."""
+
+    def __init__(self) -> None:
+        self.release: anyio.Event | None = None
+        self.transforms = 0
+        self.transport = httpx.MockTransport(self._handle)
+
+    async def _handle(self, request: httpx.Request) -> httpx.Response:
+        body = json.loads(request.content)
+        if "response_format" in body:
+            return httpx.Response(200, json=chat_response(json.dumps(PLAN), model=body["model"]))
+        self.transforms += 1
+        if self.release is not None:
+            await self.release.wait()
+        text = body["messages"][-1]["content"].split("Text:\n", 1)[-1]
+        return httpx.Response(200, json=chat_response(text.upper(), model=body["model"]))
+
+
+@asynccontextmanager
+async def tandem(bus: Bus, model: Model) -> AsyncIterator[None]:
+    factories = {"router": lambda b, c: RouterActor(b, c, transport=model.transport),
+                 "planner": lambda b, c: PlannerActor(b, c, recipes=[])}
+    async with start_actors(bus, make_config(), ["planner", "router", "executor", "task"], factories=factories):
+        yield
+
+
+@pytest.fixture
+def writes(monkeypatch: pytest.MonkeyPatch) -> list[TaskState]:
+    """Every task state the task actor stores with :meth:`TaskStore.update`, in order."""
+    stored: list[TaskState] = []
+    update = TaskStore.update
+
+    async def spy(self: TaskStore, task_id: str, change: Callable) -> TaskState | None:
+        new = await update(self, task_id, change)
+        if new is not None and (not stored or stored[-1] is not new):
+            stored.append(new)
+        return new
+
+    monkeypatch.setattr(TaskStore, "update", spy)
+    return stored
+
+
+def submit() -> TaskSubmit:
+    return TaskSubmit(task="Sort these lines, then upper-case them", inputs={3: DOC}, mode="two_stage",
+                      use_cache=False)
+
+
+def steps(state: TaskState) -> int:
+    return len(state.checkpoint.steps) if state.checkpoint else 0
+
+
+async def test_a_two_stage_task_writes_its_plan_with_running_and_its_last_checkpoint_with_the_end(
+        bus: Bus, writes: list[TaskState], monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(task_actor, "CHECKPOINT_QUIET_S", 5.0)  # a loaded machine never stores one early
+    async with tandem(bus, Model()):
+        final = await TaskClient(bus).run(submit())
+    assert final.status == "succeeded" and final.result is not None
+    assert final.result.outputs[0].text == "A\nB\n"
+    assert steps(final) == 4 and final.checkpoint.next_index == 4  # the newest checkpoint, as before
+    assert [(w.status, w.plan is not None, steps(w)) for w in writes] == [
+        ("pending", False, 0),  # taken
+        ("planning", False, 0),
+        ("running", True, 0),  # the plan goes in with the status it runs in
+        ("running", True, 3),  # after the model step, before the executor goes on
+        ("succeeded", True, 4),  # the last built-in step's checkpoint comes with the end
+    ]
+    assert writes[2].plan_fingerprint and writes[2].plan == final.plan
+
+
+async def test_the_planned_event_still_says_planning(bus: Bus) -> None:
+    async with tandem(bus, Model()):
+        client = TaskClient(bus)
+        seen = []
+        final = await client.run(submit(), on_event=lambda e: _append(seen, e))
+    assert final.status == "succeeded"
+    assert [(e.kind, e.status) for e in seen if e.kind in ("planned", "succeeded")] == [
+        ("planned", "planning"), ("succeeded", "succeeded")]
+
+
+async def _append(seen: list, event: object) -> None:
+    seen.append(event)
+
+
+async def test_a_built_in_steps_checkpoint_is_stored_once_no_newer_one_comes(
+        bus: Bus, writes: list[TaskState], monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(task_actor, "CHECKPOINT_QUIET_S", 0.05)
+    model = Model()
+    model.release = anyio.Event()
+    async with tandem(bus, model):
+        client = TaskClient(bus)
+        task = submit()
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(client.run, task)
+            with anyio.fail_after(10):  # the model step runs; steps 1 and 2 are stored meanwhile
+                while model.transforms == 0 or not writes or steps(writes[-1]) < 2:
+                    await anyio.sleep(0.01)
+            stored = await client.get(task.task_id)
+            assert stored.status == "running" and steps(stored) == 2 and stored.checkpoint.next_index == 2
+            model.release.set()
+        final = await client.get(task.task_id)
+    assert final.status == "succeeded" and steps(final) == 4
+    assert [steps(w) for w in writes if w.status == "running"] == [0, 2, 3]
+
+
+def test_the_newest_checkpoint_wins() -> None:
+    """What the final write takes along never replaces a stored checkpoint covering as many steps."""
+
+    def cp(n: int) -> RunCheckpoint:
+        return RunCheckpoint(next_index=n, steps=[StepOutcome(step=i + 1, action="read_input", status="ok")
+                                                  for i in range(n)])
+
+    stored, kept = cp(3), cp(3)
+    assert task_actor._newest(stored, kept) is stored
+    assert task_actor._newest(cp(3), cp(2)).next_index == task_actor._newest(cp(2), cp(3)).next_index == 3
+    assert task_actor._newest(None, cp(1)).next_index == task_actor._newest(cp(1), None).next_index == 1
