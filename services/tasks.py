@@ -264,14 +264,23 @@ class TaskClient:
                                       TaskAnswerReply, timeout=60)
 
     @asynccontextmanager
-    async def follow(self, task_id: str = "*") -> AsyncIterator[TaskEvents]:
+    async def follow(self, task_id: str = "*", *, flush: bool = True) -> AsyncIterator[TaskEvents]:
         """Subscribe to the events of one task (``*``: all tasks); iterate the yielded :class:`TaskEvents`.
 
         The subscription is live when the block starts, so submit inside it. Malformed events
         (another publisher's) are skipped with a warning.
+
+        Parameters
+        ----------
+        task_id : str
+        flush : bool
+            Wait until the server has the subscription (one round trip). Not needed when the
+            submission goes out on this client's connection next: the server handles one
+            connection's messages in order, so the subscription is in place before the task is.
         """
         sub = await self.bus.subscribe(subjects.task_events(task_id))
-        await self.bus.flush()
+        if flush:
+            await self.bus.flush()
         try:
             yield TaskEvents(sub, self.bus)
         finally:
@@ -306,7 +315,7 @@ class TaskClient:
                         G.GEN_AI_PROVIDER_NAME: "tandem", "tandem.task.id": submit.task_id,
                         **({G.GEN_AI_CONVERSATION_ID: submit.conversation_id} if submit.conversation_id else {})},
         ):
-            async with self.follow(submit.task_id) as events:
+            async with self.follow(submit.task_id, flush=False) as events:  # the submission follows on this connection
                 await self.submit(submit)
                 while True:
                     event = await events.next(timeout=poll)

@@ -8,9 +8,14 @@ import anyio
 import msgspec
 import nats.js.errors
 import pytest
-
 from tandem.actors import ExecutorActor, executor
-from tandem.messages import ExecuteReply, ExecuteRequest, ExecutionPlan, decoder, subjects
+from tandem.messages import (
+    ExecuteReply,
+    ExecuteRequest,
+    ExecutionPlan,
+    decoder,
+    subjects,
+)
 from tandem.services.bus import Bus
 from tandem.services.errors import RemoteError
 from tandem.services.runtime import start_actors

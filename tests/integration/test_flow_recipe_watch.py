@@ -13,7 +13,6 @@ import anyio
 import msgspec
 import pytest
 from nats.js.kv import KV_DEL, KeyValue
-
 from tandem.actors import RouterActor, _recipes
 from tandem.actors._recipes import KEY_PREFIX, RecipeStore
 from tandem.actors.planner import PlannerActor

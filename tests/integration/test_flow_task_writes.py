@@ -15,8 +15,8 @@ from contextlib import asynccontextmanager
 import anyio
 import httpx
 import pytest
-
-from tandem.actors import PlannerActor, RouterActor, task as task_actor
+from tandem.actors import PlannerActor, RouterActor
+from tandem.actors import task as task_actor
 from tandem.actors.task import TaskStore
 from tandem.messages import RunCheckpoint, StepOutcome, TaskState, TaskSubmit
 from tandem.services.bus import Bus

@@ -5,7 +5,6 @@ from __future__ import annotations
 import copy
 
 import pytest
-
 from tandem.actors import planner
 from tandem.actors.planner import SCHEMA_CACHE_SIZE, plan_schema_for
 from tandem.messages import InputInfo, plan_json_schema_compact
