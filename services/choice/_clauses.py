@@ -27,6 +27,7 @@ clarification or a confidence cap.
 from __future__ import annotations
 
 import bisect
+import itertools
 import operator
 import re
 from enum import IntEnum
@@ -268,21 +269,16 @@ def _split(s: str, spans: list[tuple[int, int]], toks: list[Token], present: set
 
 
 def _uncovered(s: str, start: int, end: int, toks: list[Token]) -> str:
-    """The text of ``s[start:end]`` not covered by tokens (each token leaves a space)."""
-    parts: list[str] = []
-    add = parts.append
-    cur = start
-    for t in toks:
-        a = t.start
-        if a > cur:
-            add(s[cur:a])
-        b = t.end
-        if b > cur:
-            cur = b
-        add(" ")
-    if end > cur:
-        add(s[cur:end])
-    return "".join(parts)
+    """The text of ``s[start:end]`` not covered by tokens (each token leaves a space).
+
+    The gaps run from the furthest token end so far (``start`` at first) to the next token's start, the
+    last one to ``end``; a gap that would run backwards is empty. Built without bytecode per token.
+    """
+    if not toks:
+        return s[start:end]
+    los = itertools.accumulate(map(_END_OF, toks), max, initial=start)
+    his = itertools.chain(map(_START_OF, toks), (end,))
+    return " ".join(map(s.__getitem__, map(slice, los, his)))
 
 
 def _unfilled(r: str) -> str:

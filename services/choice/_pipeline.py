@@ -255,6 +255,7 @@ def _read_typos(s: str, out: Outcome, idx: OptionIndex, context: ChoiceContext) 
 _LANE_CHOICES: Final = frozenset((KIND.REF, KIND.RANGE, KIND.FIRSTN, KIND.LASTN))
 # member tests against constants: a tuple of class attributes would be built on every test
 _FIRST_LAST: Final = frozenset((KIND.FIRSTN, KIND.LASTN))
+_HEDGES: Final = frozenset((KIND.HEDGE, KIND.SUGGEST))  # cap at 0.7, "hedged"
 _NAMED: Final = frozenset((SRC.LABEL, SRC.KEYWORD, SRC.DESCRIPTION))
 
 
@@ -262,10 +263,11 @@ def fast_lane(s: str, toks: list[Token], idx: OptionIndex) -> ChoiceResult | Non
     """The decision for plain answers, without the clause stage; ``None`` when the answer is not plain.
 
     Plain: only option references joined as a list ("1と3番", "the last one",
-    "lint, test, build", "全部"), possibly with "only"; or one consent or
-    refusal word in an approval prompt ("はい", "cancel"); and no word left
-    unexplained. The result is the one the full pipeline gives (a unit test
-    compares them on every tested answer).
+    "lint, test, build", "全部"), possibly with "only", a hedge ("maybe 2",
+    "2番かな", "how about 3") or a final question mark ("2?") in an answer
+    without punctuation; or one consent or refusal word in an approval prompt
+    ("はい", "cancel"); and no word left unexplained. The result is the one the
+    full pipeline gives (unit tests compare them on every tested answer).
     """
     if idx.approval:
         if len(toks) != 1:
@@ -283,23 +285,29 @@ def fast_lane(s: str, toks: list[Token], idx: OptionIndex) -> ChoiceResult | Non
                                 decided_by="pattern")
         return None
     choices: list[Token] = []
-    only = every = False
+    only = every = hedged = asked = False
     for t in toks:
         k = t.kind
         if k in _LANE_CHOICES:
-            if t.amb:
-                return None
+            if t.amb or asked:
+                return None  # a choice after the question mark would start a clause of its own
             choices.append(t)
         elif k is KIND.ONLY:
-            if _PUNCT_RE.search(s) is not None:
-                return None  # "only" may sit in a clause of its own, which the clause stage reads
             only = True
+        elif k in _HEDGES:
+            hedged = True
+        elif k is KIND.QMARK and not asked:
+            asked = True
         elif k is KIND.ALL:
             every = True
         else:
             return None
+    if (only or hedged or asked) and _PUNCT_RE.search(s) is not None:
+        return None  # "only", a hedge or a question mark may sit in a clause of its own, which the clause stage reads
+    if asked and toks[-1].kind is not KIND.QMARK:
+        return None  # what follows the question mark is a clause of its own
     if every:
-        if choices or only or residue_words(s, 0, len(s), toks):
+        if choices or only or hedged or asked or residue_words(s, 0, len(s), toks):
             return None
         return ChoiceResult(selected_options=list(range(1, idx.n + 1)), confidence=0.92, reasoning="all options",
                             extracted_intent="all", decided_by="pattern")
@@ -323,8 +331,18 @@ def fast_lane(s: str, toks: list[Token], idx: OptionIndex) -> ChoiceResult | Non
             return None
     out = sorted(sel)
     intent = ("only " if only else "select ") + ",".join(map(str, out))
+    why = describe(s, used)
+    if hedged or asked:  # the caps of the decision stage, in its order
+        note = []
+        if hedged:
+            conf = min(conf, 0.7)
+            note.append("hedged")
+        if asked:
+            conf = min(conf, 0.7)
+            note.append("asked as a question")
+        why += " (" + ", ".join(note) + ")"
     return ChoiceResult(selected_options=out, confidence=round(max(0.0, min(conf, 1.0)), 3),
-                        reasoning=describe(s, used), extracted_intent=intent, decided_by="pattern")
+                        reasoning=why, extracted_intent=intent, decided_by="pattern")
 
 
 def match_choice(answer: str, context: ChoiceContext) -> ChoiceResult | None:
