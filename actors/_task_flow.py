@@ -22,6 +22,7 @@ import logging
 import re
 from typing import Protocol
 
+import anyio
 import msgspec
 
 from tandem.messages import (
@@ -204,14 +205,11 @@ async def run_flow(host: FlowHost, state: TaskState, submit: TaskSubmit, inputs:
         result = msgspec.structs.replace(result, mode="single_stage")
         return await _execute(host, state, submit, inputs, infos, single_stage_plan(infos), result, approved=False)
 
-    state = await host.transition(state, status="planning", result=result)
-    try:
-        planned = await host.bus.request(
-            subjects.PLANNER_PLAN, PlanRequest(task=submit.task, inputs=infos, use_cache=submit.use_cache, **env),
-            PlanReply, timeout=timeout, idempotent=True)
-    except RemoteError as exc:
-        if submit.plan_only or exc.code not in ("planning_failed", "plan_invalid"):
-            raise
+    state, planned, exc = await _plan(host, state, result, PlanRequest(task=submit.task, inputs=infos,
+                                                                     use_cache=submit.use_cache, **env), timeout)
+    if exc is not None:
+        if not isinstance(exc, RemoteError) or submit.plan_only or exc.code not in ("planning_failed", "plan_invalid"):
+            raise exc
         log.warning("task %s: planning failed, falling back to single stage: %s", submit.task_id, exc.message)
         result = msgspec.structs.replace(result, mode="single_stage", fallback=f"planning failed: {exc.message}")
         return await _execute(host, state, submit, inputs, infos, single_stage_plan(infos), result, approved=False)
@@ -226,6 +224,42 @@ async def run_flow(host: FlowHost, state: TaskState, submit: TaskSubmit, inputs:
     # alone, while still "planning", it would not be resumed anyway: a redelivery resumes only a running plan or
     # one awaiting approval, and plans again otherwise.
     return await _execute(host, state, submit, inputs, infos, planned.plan, result, approved=False, planned=planned)
+
+
+async def _plan(host: FlowHost, state: TaskState, result: TaskResult, request: PlanRequest,
+                timeout: float) -> tuple[TaskState, PlanReply | None, Exception | None]:
+    """Ask the planner while the ``planning`` status is recorded; return the recorded state and the answer.
+
+    The status is for watchers only (a redelivery plans again whether it was recorded or not), so its
+    write need not finish before the planner is asked: both are under way at once, and this returns
+    once both have ended: ``(state, reply, None)``, or ``(state, None, error)`` when the request failed.
+
+    Raises
+    ------
+    TandemError
+        When the write failed (a plan asked for meanwhile is dropped), as it did before the planner was asked.
+    """
+    recorded: list[TaskState] = []
+    failed: list[Exception] = []
+    reply: PlanReply | None = None
+    error: Exception | None = None
+
+    async def record() -> None:
+        try:
+            recorded.append(await host.transition(state, status="planning", result=result))
+        except Exception as exc:  # noqa: BLE001 - re-raised below, unwrapped
+            failed.append(exc)
+
+    async with anyio.create_task_group() as tg:
+        tg.start_soon(record)
+        try:
+            reply = await host.bus.request(subjects.PLANNER_PLAN, request, PlanReply, timeout=timeout,
+                                           idempotent=True)
+        except Exception as exc:  # noqa: BLE001 - returned once the write has ended (a task group would wrap it)
+            error = exc
+    if failed:
+        raise failed[0]
+    return recorded[0], reply, error
 
 
 async def _announce_planned(host: FlowHost, state: TaskState, planned: PlanReply) -> None:

@@ -17,9 +17,11 @@ import httpx
 import pytest
 from tandem.actors import PlannerActor, RouterActor
 from tandem.actors import task as task_actor
+from tandem.actors._task_flow import run_flow
 from tandem.actors.task import TaskStore
 from tandem.messages import RunCheckpoint, StepOutcome, TaskState, TaskSubmit
 from tandem.services.bus import Bus
+from tandem.services.errors import BusError
 from tandem.services.runtime import start_actors
 from tandem.services.tasks import TaskClient
 
@@ -150,3 +152,31 @@ def test_the_newest_checkpoint_wins() -> None:
     assert task_actor._newest(stored, kept) is stored
     assert task_actor._newest(cp(3), cp(2)).next_index == task_actor._newest(cp(2), cp(3)).next_index == 3
     assert task_actor._newest(None, cp(1)).next_index == task_actor._newest(cp(1), None).next_index == 1
+
+
+class FailingHost:
+    """A flow host whose state writes fail (the bucket away for good): the flow fails with that error, unwrapped."""
+
+    def __init__(self, bus: Bus) -> None:
+        self.bus = bus
+        self.config = make_config()
+
+    async def transition(self, state: TaskState, **changes: object) -> TaskState:
+        raise BusError("JetStream KV 'tandem_tasks' unavailable")
+
+    async def announce(self, state: TaskState, kind: str, detail: str = "", **fields: object) -> None:
+        pass
+
+    async def approve(self, state: TaskState, plan: object, question: str) -> object:
+        raise NotImplementedError
+
+    def checkpoint_subject(self, state: TaskState) -> str:
+        return ""
+
+
+async def test_a_failed_planning_write_fails_the_flow_with_its_own_error(bus: Bus) -> None:
+    model = Model()
+    async with tandem(bus, model):
+        task = submit()
+        with pytest.raises(BusError, match="unavailable"):
+            await run_flow(FailingHost(bus), TaskState(task_id=task.task_id), task, task.inputs)
