@@ -153,6 +153,10 @@ def analyse(answer: str, context: ChoiceContext, *, lane: bool = True, typos: bo
         quick = fast_lane(s, toks, idx)
         if quick is not None:
             return Outcome(quick, set(), [], [])
+        if len(toks) == 2 and not idx.approval:
+            refusal = _refused_one(s, toks, n)
+            if refusal is not None:
+                return refusal
     reading = read(s, t_orig, toks, idx.approval, n)
     out = decide(reading, idx, context)
     if out.result is None and not out.unexplained:
@@ -343,6 +347,43 @@ def fast_lane(s: str, toks: list[Token], idx: OptionIndex) -> ChoiceResult | Non
         why += " (" + ", ".join(note) + ")"
     return ChoiceResult(selected_options=out, confidence=round(max(0.0, min(conf, 1.0)), 3),
                         reasoning=why, extracted_intent=intent, decided_by="pattern")
+
+
+def _refused_one(s: str, toks: list[Token], n: int) -> Outcome | None:
+    """One option negated or excluded, and nothing else ("not 2", "2はいらない", "2以外", "all but 2"), in an
+    options prompt: the decision as every stage would take it; ``None`` when the answer is not of that shape.
+
+    A negation without a choice asks back, naming the option as refused; an
+    exclusion selects every other option (0.9 after "all but", else 0.88).
+    The answer has no punctuation (no clause of its own for either word) and
+    no word left unexplained; the marker stands where its scope reaches the
+    option (English before it, Japanese after it).
+    """
+    a, b = toks
+    if a.kind is KIND.REF:
+        ref, marker, before = a, b, False
+    elif b.kind is KIND.REF:
+        ref, marker, before = b, a, True
+    else:
+        return None
+    k = marker.kind
+    v = ref.val
+    if (k is not KIND.EXC and (k is not KIND.NEG or marker.rej or marker.src is SRC.YET)) or marker.pre is not before:
+        return None
+    if ref.amb or not isinstance(v, int) or not 1 <= v <= n or (k is KIND.EXC and n < 2):
+        return None
+    if _PUNCT_RE.search(s) is not None or residue_words(s, 0, len(s), toks):
+        return None
+    if k is KIND.NEG:
+        result = ChoiceResult(selected_options=[], confidence=0.2,
+                              reasoning=f"negated option(s) {v} without saying what to do instead",
+                              clarification_needed=True, extracted_intent=f"not {v}", decided_by="pattern")
+    else:
+        result = ChoiceResult(selected_options=[i for i in range(1, n + 1) if i != v],
+                              confidence=0.9 if marker.src is SRC.ALLX else 0.88,
+                              reasoning=f"exclusion of {v} from all", extracted_intent=f"all except {v}",
+                              decided_by="pattern")
+    return Outcome(result, {v}, [], [])
 
 
 def match_choice(answer: str, context: ChoiceContext) -> ChoiceResult | None:

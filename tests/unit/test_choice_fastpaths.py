@@ -66,3 +66,21 @@ def test_hedged_and_asked_answers_take_the_fast_lane() -> None:
         s = normalize_answer(answer)
         quick = fast_lane(s, scan(s, idx), idx)
         assert quick is not None and quick.reasoning == reasoning and quick.confidence == 0.7, answer
+
+
+@pytest.mark.parametrize(("answer", "selected", "refused"), [
+    ("not 2", [], {2}), ("2はいらない", [], {2}), ("2じゃない", [], {2}),
+    ("2以外", [1, 3], {2}), ("all but 2", [1, 3], {2}), ("except the second", [1, 3], {2}),
+])
+def test_one_refused_option_is_read_without_the_clause_stage(answer: str, selected: list[int], refused: set[int]) -> None:
+    from tandem.services.choice import normalize_answer
+    from tandem.services.choice._options import index_for
+    from tandem.services.choice._pipeline import _refused_one
+    from tandem.services.choice._scanner import scan
+
+    idx = index_for(JP3)
+    s = normalize_answer(answer)
+    quick = _refused_one(s, scan(s, idx), idx.n)
+    assert quick is not None and quick.result is not None, answer
+    assert (quick.result.selected_options, quick.refused) == (selected, refused)
+    _same(answer, JP3)
