@@ -180,9 +180,10 @@ class TaskStore:
     async def create(self, state: TaskState) -> bool:
         """Store a new task; ``False`` when the id exists already."""
         try:
-            await self._kv.create(state.task_id, await self._encode(state))
+            revision = await self._kv.create(state.task_id, await self._encode(state))
         except nats.js.errors.KeyWrongLastSequenceError:
             return False
+        self._remember(state.task_id, state, revision, replace=False)  # a write of its own may have come first
         return True
 
     async def update(self, task_id: str, change: Callable[[TaskState | None], TaskState | None]) -> TaskState | None:
@@ -211,11 +212,16 @@ class TaskStore:
             except nats.js.errors.KeyWrongLastSequenceError:
                 self._known.pop(task_id, None)  # someone wrote in between: read again, apply again
                 continue
-            self._known[task_id] = (new, revision)
-            if len(self._known) > self._known_max:  # bounded: the oldest entry goes (dicts keep insertion order)
-                self._known.pop(next(iter(self._known)))
+            self._remember(task_id, new, revision)
             return new
         raise BusError(f"task {task_id}: state kept changing under 50 updates")
+
+    def _remember(self, task_id: str, state: TaskState, revision: int, *, replace: bool = True) -> None:
+        if not replace and task_id in self._known:
+            return
+        self._known[task_id] = (state, revision)
+        if len(self._known) > self._known_max:  # bounded: the oldest entry goes (dicts keep insertion order)
+            self._known.pop(next(iter(self._known)))
 
     async def list(self, limit: int, status: str | None) -> list[TaskSummary]:
         """Return up to ``limit`` tasks, newest first (``status`` filters)."""
@@ -349,6 +355,7 @@ class TaskActor(Actor):
         self.loop = config.task
         self.store = TaskStore(bus, config.task)
         self._running: dict[str, anyio.CancelScope] = {}
+        self._recording: dict[str, anyio.Event] = {}  # task id -> set once its pending state is written (or not)
 
     def endpoints(self) -> list[Endpoint]:
         return [
@@ -460,11 +467,16 @@ class TaskActor(Actor):
         JetStream publish whose reply subject belongs to the stream's acknowledgement, so this
         handler never answers, and a failure is logged rather than replied.
         """
+        done = self._recording.setdefault(submit.task_id, anyio.Event())
         try:
             await self.store.create(TaskState(task_id=submit.task_id, task=submit.task[:2000],
                                               conversation_id=submit.conversation_id, submitted_at=submit.sent_at))
         except (TandemError, nats.errors.Error) as exc:  # the take creates the state when this one could not
             log.warning("task %s: pending state not recorded: %s", submit.task_id, exc)
+        finally:
+            done.set()
+            if self._recording.get(submit.task_id) is done:
+                del self._recording[submit.task_id]
 
     async def _cancel_signal(self, request: TaskCancel) -> None:
         scope = self._running.get(request.task_id)
@@ -653,6 +665,11 @@ class TaskActor(Actor):
             return msgspec.structs.replace(base, worker=self.instance_id, attempts=attempt, deadline=deadline,
                                            trace_id=base.trace_id or trace_id)
 
+        if (recording := self._recording.get(submit.task_id)) is not None:
+            # its pending state is being written here: once written, its revision is known and the take
+            # needs no read first (the write is a KV round trip already under way)
+            with anyio.move_on_after(self.config.nats.request_timeout_s):
+                await recording.wait()
         state = await self.store.update(submit.task_id, take)
         assert state is not None
         return state

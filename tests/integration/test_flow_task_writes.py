@@ -91,13 +91,28 @@ def steps(state: TaskState) -> int:
 async def test_a_two_stage_task_writes_its_plan_with_running_and_its_last_checkpoint_with_the_end(
         bus: Bus, writes: list[TaskState], monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(task_actor, "CHECKPOINT_QUIET_S", 5.0)  # a loaded machine never stores one early
+    reads: list[str] = []
+    get = TaskStore.get
+
+    async def counted(self: TaskStore, task_id: str) -> object:
+        reads.append(task_id)
+        return await get(self, task_id)
+
+    monkeypatch.setattr(TaskStore, "get", counted)
     async with tandem(bus, Model()):
-        final = await TaskClient(bus).run(submit())
+        client = TaskClient(bus)
+        for _ in range(4):
+            await client.run(submit())
+        writes.clear()
+        final = await client.run(submit())
+    # the take waits for the pending state being written here and knows its revision (it reads the state
+    # only when the stream delivers the task before the submission's copy reached the pending write)
+    assert len(reads) < 5, reads
     assert final.status == "succeeded" and final.result is not None
     assert final.result.outputs[0].text == "A\nB\n"
     assert steps(final) == 4 and final.checkpoint.next_index == 4  # the newest checkpoint, as before
     assert [(w.status, w.plan is not None, steps(w)) for w in writes] == [
-        ("pending", False, 0),  # taken
+        ("pending", False, 0),  # taken (the pending state before it came from TaskStore.create)
         ("planning", False, 0),
         ("running", True, 0),  # the plan goes in with the status it runs in
         ("running", True, 3),  # after the model step, before the executor goes on
