@@ -26,7 +26,7 @@ from ._clauses import ROLE, Reading, gap
 from ._options import OptionIndex, previous_option
 from ._tokens import DECISIVE, KIND, SRC, Kind, Src, Token
 
-__all__ = ["CAP_UNEXPLAINED", "Outcome", "decide", "describe", "positives"]
+__all__ = ["CAP_UNEXPLAINED", "Outcome", "decide", "decide_one_word", "describe", "positives"]
 
 CAP_UNEXPLAINED: Final = 0.75
 """Highest confidence of an answer that is not a total parse (the default acting threshold is 0.8)."""
@@ -226,6 +226,33 @@ def _options_mode(s: str, act: list[Token], pos: list[Token], negd: list[Token],
     cnt = next((t for t in act if t.kind is KIND.CNT), None)
     if cnt is not None:
         return _clarify(0.2, f"a count ({_shown(s, cnt)!r}) without saying which", "ambiguous count")
+    return None
+
+
+def decide_one_word(s: str, t: Token, idx: OptionIndex) -> ChoiceResult | None:
+    """The decision for an answer that is one consent, refusal or vague word and nothing else.
+
+    What :func:`decide` concludes for such an answer, without the clause stage
+    (the answer is one active clause holding ``t``, with no word left
+    unexplained): in an options prompt a consent word asks which option
+    ("yes" with several options) and a refusal names none to reject; a vague
+    word asks back or, when it delegates, takes the recommended option (both
+    prompts). ``None``: another kind, or a case :func:`decide` must read.
+    """
+    k = t.kind
+    if k is KIND.VAGUE:
+        if t.src is SRC.NOISE:
+            return _clarify(0.1, f"hesitation only ({_shown(s, t)!r})", "vague")
+        return _vague(s, [t], idx, [])
+    if idx.approval:
+        return None
+    if k is KIND.YES:
+        n = idx.n
+        if n == 1:
+            return None
+        return _clarify(0.2, f"affirmative {_shown(s, t)!r} but {n} options", "yes, but which option?")
+    if k is KIND.NEG:
+        return _clarify(0.3, "a refusal without an option to reject", "none")
     return None
 
 

@@ -65,7 +65,7 @@ import msgspec
 from tandem.messages.choice import ChoiceContext, ChoiceResult
 
 from ._clauses import _PUNCT_RE, gap, read, residue_words
-from ._decide import Outcome, decide, describe, positives
+from ._decide import Outcome, decide, decide_one_word, describe, positives
 from ._normalize import prep
 from ._options import OptionIndex, index_for
 from ._scanner import scan
@@ -157,6 +157,10 @@ def analyse(answer: str, context: ChoiceContext, *, lane: bool = True, typos: bo
             refusal = _refused_one(s, toks, n)
             if refusal is not None:
                 return refusal
+        elif len(toks) == 1 and not residue_words(s, 0, len(s), toks):
+            word = decide_one_word(s, toks[0], idx)
+            if word is not None:
+                return Outcome(word, set(), [], [])
     reading = read(s, t_orig, toks, idx.approval, n)
     out = decide(reading, idx, context)
     if out.result is None and not out.unexplained:

@@ -23,13 +23,15 @@ _PIECES = [
     "は", "で", "と", " and ", " or ", "か", ", ", "、", "。", " ", "please", "お願いします", "thanks", "the", "lint",
     "ファイル作成", "all", "全部", "both", "yes", "no", "cancel", "idk", "last time ", "前回", "than ", "より",
     "but ", "けど", "actually ", "やっぱり", "as if ", "2 files", "-1", "3.12", "deplyo",
+    "whatever", "うーん", "hmm", "up to you", "おまかせ", "not yet", "いいよ", "却下", "承認", "いいえ", "!",
 ]
 _CONTEXTS = [JP3, EN5, PLAN, ChoiceContext(available_options=["Python 3.11", "Python 3.12"]),
              ChoiceContext(available_options=["Approve", "Reject"], kind="approval"),
              ChoiceContext(available_options=["Option", "and", "番目のやつ"]),
              ChoiceContext(available_options=["x", "y", "z"], option_descriptions=["opt in", "個目", "tap"]),
              ChoiceContext(available_options=["a", "b"]),
-             ChoiceContext(available_options=["only", "maybe", "not"])]
+             ChoiceContext(available_options=["only", "maybe", "not"]),
+             ChoiceContext(available_options=["Fast", "Safe (recommended)"]), ChoiceContext(available_options=["Go"])]
 
 
 def _same(answer: str, ctx: ChoiceContext) -> None:
@@ -84,3 +86,10 @@ def test_one_refused_option_is_read_without_the_clause_stage(answer: str, select
     assert quick is not None and quick.result is not None, answer
     assert (quick.result.selected_options, quick.refused) == (selected, refused)
     _same(answer, JP3)
+
+
+@pytest.mark.parametrize("answer", ["yes", "はい", "no", "cancel", "やめて", "not yet", "idk", "whatever", "うーん", "hmm",
+                                    "up to you", "おまかせ", "please", "yes!", "、はい", "no.", "idk?"])
+@pytest.mark.parametrize("ctx", _CONTEXTS)
+def test_one_word_answers(answer: str, ctx: ChoiceContext) -> None:
+    _same(answer, ctx)
