@@ -263,6 +263,7 @@ def _read_typos(s: str, out: Outcome, idx: OptionIndex, context: ChoiceContext) 
 _LANE_CHOICES: Final = frozenset((KIND.REF, KIND.RANGE, KIND.FIRSTN, KIND.LASTN))
 # member tests against constants: a tuple of class attributes would be built on every test
 _FIRST_LAST: Final = frozenset((KIND.FIRSTN, KIND.LASTN))
+_NUMERIC: Final = frozenset((SRC.NUMBER, SRC.ORDINAL))
 _HEDGES: Final = frozenset((KIND.HEDGE, KIND.SUGGEST))  # cap at 0.7, "hedged"
 _NAMED: Final = frozenset((SRC.LABEL, SRC.KEYWORD, SRC.DESCRIPTION))
 
@@ -273,8 +274,9 @@ def fast_lane(s: str, toks: list[Token], idx: OptionIndex) -> ChoiceResult | Non
     Plain: only option references joined as a list ("1と3番", "the last one",
     "lint, test, build", "全部"), possibly with "only", a hedge ("maybe 2",
     "2番かな", "how about 3") or a final question mark ("2?") in an answer
-    without punctuation; or one consent or refusal word in an approval prompt
-    ("はい", "cancel"); and no word left unexplained. The result is the one the
+    without punctuation; or, in an approval prompt, one consent or refusal word
+    ("はい", "cancel") or one number or ordinal ("2", "the second"); and no word
+    left unexplained. The result is the one the
     full pipeline gives (unit tests compare them on every tested answer).
     """
     if idx.approval:
@@ -287,10 +289,16 @@ def fast_lane(s: str, toks: list[Token], idx: OptionIndex) -> ChoiceResult | Non
             return ChoiceResult(selected_options=[idx.approve], confidence=t.conf,
                                 reasoning=f"affirmative {s[t.start:t.end].strip()!r}", extracted_intent="approve",
                                 decided_by="pattern")
-        if t.kind is KIND.NEG and t.rej and idx.reject is not None:
-            return ChoiceResult(selected_options=[idx.reject], confidence=t.conf,
+        if t.kind is KIND.NEG and idx.reject is not None:  # "cancel", "no", "not yet"
+            return ChoiceResult(selected_options=[idx.reject], confidence=0.85 if t.src is SRC.YET else t.conf,
                                 reasoning=f"refusal {s[t.start:t.end].strip()!r}", extracted_intent="reject",
                                 decided_by="pattern")
+        v = t.val
+        if t.kind is KIND.REF and t.src in _NUMERIC and not t.amb and isinstance(v, int) and 1 <= v <= idx.n:
+            # "2", "the second": the option itself, named as approving or rejecting when it is one of them
+            intent = "approve" if v == idx.approve else "reject" if v == idx.reject else f"select {v}"
+            return ChoiceResult(selected_options=[v], confidence=t.conf, reasoning=describe(s, toks),
+                                extracted_intent=intent, decided_by="pattern")
         return None
     choices: list[Token] = []
     only = every = hedged = asked = False

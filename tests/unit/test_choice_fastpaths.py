@@ -93,3 +93,21 @@ def test_one_refused_option_is_read_without_the_clause_stage(answer: str, select
 @pytest.mark.parametrize("ctx", _CONTEXTS)
 def test_one_word_answers(answer: str, ctx: ChoiceContext) -> None:
     _same(answer, ctx)
+
+
+@pytest.mark.parametrize(("answer", "selected", "intent"), [
+    ("2", [2], "reject"), ("the second", [2], "reject"), ("二番目", [2], "reject"), ("1番", [1], "approve"),
+    ("3", [3], "select 3"), ("no", [2], "reject"), ("not yet", [2], "reject"), ("cancel", [2], "reject"),
+])
+def test_approval_prompt_one_reference_or_refusal_takes_the_fast_lane(answer: str, selected: list[int],
+                                                                     intent: str) -> None:
+    from tandem.services.choice import normalize_answer
+    from tandem.services.choice._options import index_for
+    from tandem.services.choice._pipeline import fast_lane
+    from tandem.services.choice._scanner import scan
+
+    idx = index_for(PLAN)
+    s = normalize_answer(answer)
+    quick = fast_lane(s, scan(s, idx), idx)
+    assert quick is not None and (quick.selected_options, quick.extracted_intent) == (selected, intent), answer
+    _same(answer, PLAN)
