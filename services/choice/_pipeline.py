@@ -74,7 +74,7 @@ from ._tokens import KIND, SRC, Token
 __all__ = ["Analysis", "analyse", "fast_lane", "match_choice"]
 
 _FAST: Final = re.compile(
-    r"(?P<tok>(?:option\s*|no\.\s*|#\s*|第)?(?P<n>\d{1,3})\s*(?:番目|番|つ目|個目|号)?)\s*"
+    r"(?P<tok>(?:option\s*|no\.\s*|#\s*|第)?(?P<n>\d{1,3})\s*(?:番目|番|つ目|個目|号|案)?)\s*"
     r"(?:で|です|でお願いします|にします|をお願いします|お願いします|please)?[\s.!。]*",
     re.ASCII,
 )
