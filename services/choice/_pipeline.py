@@ -239,8 +239,11 @@ def _read_typos(s: str, out: Outcome, idx: OptionIndex, context: ChoiceContext) 
     if not fixes:
         for label in idx.labels:  # CJK: a whole label with one character substituted
             if len(label) >= 4 and not label.isascii():
+                head, tail = label[:2], label[-2:]  # one substitution leaves one of them intact
+                if head not in s and tail not in s:
+                    continue
                 k = len(label)
-                starts = set(_finds(s, label[:2])) | {j - k + 2 for j in _finds(s, label[-2:])}
+                starts = set(_finds(s, head)) | {j - k + 2 for j in _finds(s, tail)}
                 for j in sorted(starts):
                     if 0 <= j <= len(s) - k and _near(s[j : j + k], label):
                         fixes.append((s[j : j + k], label))
