@@ -22,6 +22,7 @@ Examples
 
     .venv/bin/python bench/choice.py
     .venv/bin/python bench/choice.py --seconds 3 --requests 3000
+    .venv/bin/python bench/choice.py --profile multi   # where the time goes (cProfile), then exit
 """
 
 from __future__ import annotations
@@ -171,11 +172,32 @@ async def round_trips(n: int) -> tuple[list[float], list[float]]:
     return tandem, baseline
 
 
+def profile(which: str, top: int = 25) -> None:
+    """Print the ``top`` functions by own time (cProfile) over a few passes of one answer set; a diagnostic only."""
+    import cProfile
+    import pstats
+
+    answers = short_answers() if which == "short" else multi_answers()
+    for a, c in answers:
+        match_choice(a, c)
+    prof = cProfile.Profile()
+    prof.enable()
+    for _ in range(3):
+        for a, c in answers:
+            match_choice(a, c)
+    prof.disable()
+    pstats.Stats(prof).sort_stats("tottime").print_stats(top)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--seconds", type=float, default=2.0, help="time per throughput measurement (default 2)")
     parser.add_argument("--requests", type=int, default=2000, help="choice requests over NATS (default 2000)")
+    parser.add_argument("--profile", choices=["short", "multi"], help="profile one answer set instead, then exit")
     args = parser.parse_args()
+    if args.profile:
+        profile(args.profile)
+        return
     os.environ.setdefault("TANDEM_TRACE_FILE", os.path.join(tempfile.mkdtemp(), "traces.jsonl"))
     short, multi = short_answers(), multi_answers()
     r_short = rate(short, args.seconds)
