@@ -37,7 +37,7 @@ sampled task is complete and an unsampled one costs no span anywhere.
 from __future__ import annotations
 
 import re
-from collections.abc import Mapping, MutableMapping
+from collections.abc import Callable, Mapping, MutableMapping
 from typing import Any
 
 from opentelemetry import context as otel_context
@@ -84,6 +84,7 @@ _ZERO_SPAN = "0" * 16
 _UNSET = Status(StatusCode.UNSET)
 _SAMPLED = TraceFlags(TraceFlags.SAMPLED)
 _NOT_SAMPLED = TraceFlags(TraceFlags.DEFAULT)
+_FLAGS = {"01": _SAMPLED, "00": _NOT_SAMPLED}  # traceparent's flags as almost every producer writes them
 _NO_ATTRIBUTES = BoundedAttributes(immutable=True)
 
 LINK_PARENT = False
@@ -272,7 +273,7 @@ class _HopSpan(sdk_trace.Span):
 class _Sdk:
     """What the hop path needs from an SDK tracer, looked up once per provider."""
 
-    __slots__ = ("_processors", "decide", "enders", "ending", "id_generator", "instrumentation_info",
+    __slots__ = ("_enabled", "_processors", "decide", "enders", "ending", "id_generator", "instrumentation_info",
                  "instrumentation_scope", "limits", "lock", "on_start", "processor", "provider", "resource", "sampler",
                  "tracer")
 
@@ -292,6 +293,7 @@ class _Sdk:
         self.limits = t._span_limits
         self.lock = threading.Lock()  # spans of a hop are touched by one task; the SDK only needs *a* lock
         self._processors: Any = None
+        self._enabled = getattr(t, "_is_enabled", None)
         self.refresh()
 
     def refresh(self) -> None:
@@ -314,7 +316,7 @@ class _Sdk:
         self.enders = tuple(p.on_end for p in processors)
 
     def enabled(self) -> bool:
-        check = getattr(self.tracer, "_is_enabled", None)
+        check = self._enabled
         return check() if check is not None else True
 
 
@@ -400,7 +402,12 @@ def _is_api_only(provider: Any) -> bool:
     return isinstance(provider, (trace.NoOpTracerProvider, trace.ProxyTracerProvider))
 
 
-def _start(name: str, kind: SpanKind, attributes: dict[str, Any], parent: SpanContext | None,
+Attributes = dict[str, Any] | Callable[[], dict[str, Any]]
+"""A span's attributes, or a function returning them: called only when the span is recorded, so an
+untraced or unsampled hop does not build a dict it throws away."""
+
+
+def _start(name: str, kind: SpanKind, attributes: Attributes, parent: SpanContext | None,
            provider: Any | None, *, record_exception: bool, links: tuple[Link, ...] = ()) -> trace.Span:
     if provider is None:
         provider = getattr(trace, "_TRACER_PROVIDER", None) or _default_provider()
@@ -409,12 +416,13 @@ def _start(name: str, kind: SpanKind, attributes: dict[str, Any], parent: SpanCo
         if _is_api_only(provider):  # tracing off: pass the parent's context on, record nothing
             return NonRecordingSpan(parent) if parent is not None else INVALID_SPAN
         ctx = trace.set_span_in_context(NonRecordingSpan(parent)) if parent is not None else Context()
+        if callable(attributes):
+            attributes = attributes()
         return provider.get_tracer("tandem.bus").start_span(name, context=ctx, kind=kind, attributes=attributes,
                                                             links=links, record_exception=record_exception,
                                                             set_status_on_exception=record_exception)
     if not hop.enabled():
         return NonRecordingSpan(parent) if parent is not None else INVALID_SPAN
-    hop.refresh()
     trace_id = parent.trace_id if parent is not None else hop.id_generator.generate_trace_id()
     parent_ctx: Context | None = None
     decide = hop.decide
@@ -426,7 +434,11 @@ def _start(name: str, kind: SpanKind, attributes: dict[str, Any], parent: SpanCo
                                                 trace_flags=_NOT_SAMPLED, trace_state=trace_state))
         span_context = SpanContext(trace_id, hop.id_generator.generate_span_id(), is_remote=False,
                                    trace_flags=_SAMPLED, trace_state=trace_state)
+        if callable(attributes):
+            attributes = attributes()
     else:
+        if callable(attributes):
+            attributes = attributes()
         parent_ctx = trace.set_span_in_context(NonRecordingSpan(parent)) if parent is not None else None
         result = hop.sampler.should_sample(parent_ctx, trace_id, name, kind, attributes, links)
         decision = result.decision
@@ -437,6 +449,7 @@ def _start(name: str, kind: SpanKind, attributes: dict[str, Any], parent: SpanCo
             return NonRecordingSpan(span_context)
         if len(result.attributes) != len(attributes):  # the sampler added attributes of its own
             attributes = dict(result.attributes)
+    hop.refresh()  # only a recorded span meets the processors: an unsampled hop does not look at them
     span = _HopSpan(name, span_context, parent, kind, attributes, links, hop, record_exception=record_exception)
     span._start_time = _time_ns()
     if hop.on_start is not None:
@@ -446,7 +459,7 @@ def _start(name: str, kind: SpanKind, attributes: dict[str, Any], parent: SpanCo
     return span
 
 
-def start_send(hop: HopAttributes, attributes: dict[str, Any], *, provider: Any | None = None) -> trace.Span:
+def start_send(hop: HopAttributes, attributes: Attributes, *, provider: Any | None = None) -> trace.Span:
     """Start a ``send`` span (PRODUCER) under the current span; end it with ``span.end()``.
 
     The span is not made current (nothing runs under it but the send itself):
@@ -456,8 +469,9 @@ def start_send(hop: HopAttributes, attributes: dict[str, Any], *, provider: Any 
     ----------
     hop : HopAttributes
         The endpoint's name and fixed attributes.
-    attributes : dict
-        ``hop.build(...)`` for this message (taken over by the span).
+    attributes : dict or callable
+        ``hop.build(...)`` for this message (taken over by the span), or a function
+        returning it, called only when the span is recorded.
     provider : TracerProvider or None
         The global provider when None.
     """
@@ -465,7 +479,7 @@ def start_send(hop: HopAttributes, attributes: dict[str, Any], *, provider: Any 
     return _start(hop.name, SEND, attributes, parent if parent.is_valid else None, provider, record_exception=True)
 
 
-def start_process(hop: HopAttributes, attributes: dict[str, Any], parent: SpanContext | None, *,
+def start_process(hop: HopAttributes, attributes: Attributes, parent: SpanContext | None, *,
                   provider: Any | None = None) -> trace.Span:
     """Start a ``process`` span (CONSUMER), child of the producer's context ``parent``.
 
@@ -527,10 +541,10 @@ def extract_span_context(headers: Mapping[str, str] | None) -> SpanContext | Non
                 return None
             state = headers.get(TRACESTATE)
             return SpanContext(int(trace_id, 16), int(span_id, 16), is_remote=True,
-                               trace_flags=TraceFlags(int(flags, 16)),
+                               trace_flags=_FLAGS.get(flags) or TraceFlags(int(flags, 16)),
                                trace_state=TraceState.from_header([state]) if state else None)
     fields = _fields(propagate.get_global_textmap())
-    if fields is not None and not any(field in headers for field in fields):
+    if fields is not None and fields.isdisjoint(headers):
         return None  # e.g. the default composite propagator and no traceparent: nothing to extract
     remote = trace.get_current_span(propagate.extract(headers)).get_span_context()
     return remote if remote.is_valid else None
