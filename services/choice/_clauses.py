@@ -260,7 +260,7 @@ def _split(s: str, spans: list[tuple[int, int]], toks: list[Token], present: set
         return clauses
     # a token goes to the last clause starting at or before it (the first clause takes any before it)
     lo = 0
-    for c, nxt_clause in zip(clauses, clauses[1:]):
+    for c, nxt_clause in itertools.pairwise(clauses):
         hi = bisect.bisect_left(starts, nxt_clause.start, lo)
         c.toks = toks[lo:hi]
         lo = hi

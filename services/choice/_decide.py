@@ -237,7 +237,29 @@ def decide_one_word(s: str, t: Token, idx: OptionIndex) -> ChoiceResult | None:
     unexplained): in an options prompt a consent word asks which option
     ("yes" with several options) and a refusal names none to reject; a vague
     word asks back or, when it delegates, takes the recommended option (both
-    prompts). ``None``: another kind, or a case :func:`decide` must read.
+    prompts).
+
+    Parameters
+    ----------
+    s : str
+        The normalised answer.
+    t : Token
+        Its only token; the caller checked that no word is left unexplained.
+    idx : OptionIndex
+
+    Returns
+    -------
+    ChoiceResult or None
+        ``None``: another kind, or a case :func:`decide` must read.
+
+    Examples
+    --------
+    >>> from ._options import index_for
+    >>> from ._scanner import scan
+    >>> from tandem.messages.choice import ChoiceContext
+    >>> idx = index_for(ChoiceContext(available_options=["a", "b"]))
+    >>> decide_one_word("yes", scan("yes", idx)[0], idx).reasoning
+    "affirmative 'yes' but 2 options"
     """
     k = t.kind
     if k is KIND.VAGUE:

@@ -7,7 +7,6 @@ process without starting NATS (so it starts fast enough for a shell loop).
 from __future__ import annotations
 
 import msgspec
-
 from tandem.messages import ChoiceContext, ChoiceResult
 
 from ._decide import CAP_UNEXPLAINED
