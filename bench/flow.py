@@ -25,7 +25,10 @@ POST through an ``httpx.AsyncClient`` on the same mock transport, decoding
 the plan, ``tandem.services.textcmd.run_command`` sed on the same input and the
 transform POST. ``overhead = durable p50 − baseline p50``; the durable path's cost is
 ``durable − client-side`` (target ≤ 1 ms p50, ≥ 250 tasks/s). Nothing here asserts on
-timings: targets are printed, never enforced. The last line printed is ``overhead p50 <x> ms``.
+timings: targets are printed, never enforced. The CPU time per task of the throughput runs
+(this process: client, actors and span export; and the nats-server) is printed too, a figure
+other work on a shared machine disturbs far less than the wall-clock ones. The last line
+printed is ``overhead p50 <x> ms``.
 
 Examples
 --------
@@ -39,6 +42,8 @@ Examples
 from __future__ import annotations
 
 import argparse
+import os
+import statistics
 import sys
 import tempfile
 from collections.abc import Awaitable, Callable
@@ -58,6 +63,7 @@ from _measure import (
     flush_spans,
     print_medians,
     print_profile,
+    process_cpu,
     tracing,
     warm_up,
 )
@@ -159,6 +165,40 @@ def bench_config() -> Config:
         tasks={"planning": "planning", "manual_transform": "execution", "single_stage": "execution"},
         plan_cache_bucket="bench_plans",
     )
+
+
+# --------------------------------------------------------------------------- CPU per task (diagnostic)
+
+
+def _child_pid(name: str) -> int | None:
+    """The pid of this process's child called ``name`` (the embedded nats-server), from ``/proc``."""
+    me = os.getpid()
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry}/stat", "rb") as fh:
+                stat = fh.read()
+        except OSError:
+            continue
+        comm, rest = stat[stat.find(b"(") + 1:stat.rfind(b")")], stat[stat.rfind(b")") + 1:].split()
+        if comm.decode(errors="replace").startswith(name) and int(rest[1]) == me:
+            return int(entry)
+    return None
+
+
+def cpu_meter(server: int | None) -> Callable[[], dict[str, float]]:
+    """CPU seconds so far of this process (client, actors, span export) and of the nats-server."""
+    return lambda: {"process": process_cpu(), "nats-server": process_cpu(server) if server else float("nan")}
+
+
+def print_cpu(sides: list[tuple[str, Side]]) -> None:
+    """Median CPU per task of the throughput runs: less disturbed by other work on the machine than wall clock."""
+    print("\nCPU per task, throughput runs (median of rounds; this process = client + actors + span export)")
+    for label, side in sides:
+        cpu = {process: statistics.median(values) for process, values in side.cpu_per_call.items()}
+        print(f"  {label:<22} this process {cpu.get('process', float('nan')) / 1000:7.3f} ms   "
+              f"nats-server {cpu.get('nats-server', float('nan')) / 1000:7.3f} ms")
 
 
 # --------------------------------------------------------------------------- the two contenders
@@ -263,9 +303,10 @@ async def bench(args: argparse.Namespace, provider: Any) -> float:
         try:
             async with start_actors(bus, config, ["planner", "router", "executor", "task"], factories=factories), \
                     httpx.AsyncClient(base_url="http://mock.invalid/v1/", transport=model.transport) as client:
-                flow = Side("durable", make_durable(bus), settle)
-                direct = Side("client", make_client_side(bus, config), settle)
-                base = Side("baseline", make_baseline(client), settle)
+                meter = cpu_meter(_child_pid("nats-server"))
+                flow = Side("durable", make_durable(bus), settle, meter)
+                direct = Side("client", make_client_side(bus, config), settle, meter)
+                base = Side("baseline", make_baseline(client), settle, meter)
                 sides = (base, direct, flow)
                 await warm_up(sides, args.warmup)
                 print(f"flow: {args.rounds} rounds; latency {args.latency_requests} sequential tasks, throughput "
@@ -289,6 +330,7 @@ async def bench(args: argparse.Namespace, provider: Any) -> float:
 
     (b50, b99, brate), (c50, c99, crate), (f50, f99, frate) = print_medians(
         [("baseline (no NATS)", base), ("client-side flow", direct), ("durable (task actor)", flow)], LAYOUT)
+    print_cpu([("baseline (no NATS)", base), ("client-side flow", direct), ("durable (task actor)", flow)])
     overhead = f50 - b50
     durable = f50 - c50
     print()
