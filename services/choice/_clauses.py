@@ -75,12 +75,6 @@ class Role(IntEnum):
 FLAG: Final = plain(Flag)
 ROLE: Final = plain(Role)
 _UNSET: Final = ROLE.UNSET
-# C-level readers for map()/filter() over tokens (no bytecode per token)
-_KIND_OF: Final = operator.attrgetter("kind")
-_START_OF: Final = operator.attrgetter("start")
-_END_OF: Final = operator.attrgetter("end")
-_TGT_OF: Final = operator.attrgetter("tgt")
-_MENTION_OF: Final = operator.attrgetter("mention")
 _NAMING: Final = frozenset(k for k in TARGETABLE if k is not KIND.YES)  # a token of these kinds names an option
 # member tests against constants: a tuple of class attributes would be built on every test
 _ONLY_FILL: Final = frozenset((KIND.ONLY, KIND.FILL))
@@ -229,7 +223,8 @@ def _split(s: str, spans: list[tuple[int, int]], toks: list[Token], present: set
     main = FLAG.MAIN
     cuts: list[tuple[int, int, Flag, Flag | None]] = [(a, b, main, None) for a, b in spans]
     if not present.isdisjoint(_CUTS):
-        for t, cut in zip(toks, map(_CUTS.get, map(_KIND_OF, toks))):
+        for t in toks:
+            cut = _CUTS.get(t.kind)
             if cut is not None:
                 cut_at_end, resume_at_end, nxt, prev = cut
                 cuts.append((t.end if cut_at_end else t.start, t.end if resume_at_end else t.start, nxt, prev))
@@ -269,16 +264,18 @@ def _split(s: str, spans: list[tuple[int, int]], toks: list[Token], present: set
 
 
 def _uncovered(s: str, start: int, end: int, toks: list[Token]) -> str:
-    """The text of ``s[start:end]`` not covered by tokens (each token leaves a space).
-
-    The gaps run from the furthest token end so far (``start`` at first) to the next token's start, the
-    last one to ``end``; a gap that would run backwards is empty. Built without bytecode per token.
-    """
-    if not toks:
-        return s[start:end]
-    los = itertools.accumulate(map(_END_OF, toks), max, initial=start)
-    his = itertools.chain(map(_START_OF, toks), (end,))
-    return " ".join(map(s.__getitem__, map(slice, los, his)))
+    """The text of ``s[start:end]`` not covered by tokens (each token leaves a space)."""
+    parts: list[str] = []
+    cur = start
+    for t in toks:
+        a = t.start
+        if a > cur:
+            parts.append(s[cur:a])
+        cur = max(cur, t.end)
+        parts.append(" ")
+    if end > cur:
+        parts.append(s[cur:end])
+    return "".join(parts)
 
 
 def _unfilled(r: str) -> str:
@@ -372,7 +369,7 @@ def _roles(s: str, clauses: list[Clause]) -> None:
         toks = c.toks
         kinds = c.kinds
         if kinds is None:
-            kinds = c.kinds = set(map(_KIND_OF, toks))
+            kinds = c.kinds = {t.kind for t in toks}
         flag = c.flag
         if flag is FLAG.REASON:
             if _structural(kinds, toks):  # "2番が安全だから": the choice sits inside the reason clause
@@ -452,7 +449,7 @@ def _scopes(r: Reading, c: Clause, approval: bool, n: int) -> bool:
                 t.exc = t
     kinds = c.kinds  # the passes below only act on these kinds: skip those with nothing to do
     if kinds is None:
-        kinds = c.kinds = set(map(_KIND_OF, st))
+        kinds = c.kinds = {t.kind for t in st}
     if kinds.isdisjoint(_SCOPING):
         return True  # no past marker, negator, exclusion or comparison: no scope to resolve
     # a past-tense clause only mentions the options it names
@@ -465,7 +462,7 @@ def _scopes(r: Reading, c: Clause, approval: bool, n: int) -> bool:
         if named:
             r.cap_guards.append("past reference " + ", ".join(repr(s[t.start:t.end]) for t in named))
         st = [t for t in st if t.mention is None]
-        kinds = set(map(_KIND_OF, st))
+        kinds = {t.kind for t in st}
     has_neg = KIND.NEG in kinds
     for phase in ((0, 1) if has_neg or KIND.EXC in kinds or KIND.COMPARE in kinds else ()):
         for i, t in enumerate(st):
@@ -577,9 +574,9 @@ def read(s: str, orig: str, toks: list[Token], approval: bool, n: int) -> Readin
     -------
     Reading
     """
-    present = set(map(_KIND_OF, toks))  # clauses only ever drop tokens: checks for absent kinds are skipped
-    starts = list(map(_START_OF, toks))
-    clauses = _split(s, _punct_spans(s, toks, starts, list(map(_END_OF, toks))), toks, present, starts)
+    present = {t.kind for t in toks}  # clauses only ever drop tokens: checks for absent kinds are skipped
+    starts = [t.start for t in toks]
+    clauses = _split(s, _punct_spans(s, toks, starts, [t.end for t in toks]), toks, present, starts)
     r = Reading(s, orig, clauses, toks)
     _roles(s, clauses)
     _correction(toks, clauses)
@@ -623,9 +620,7 @@ def read(s: str, orig: str, toks: list[Token], approval: bool, n: int) -> Readin
             x = _mod_text(orig, c)
             if x:
                 mods.append(x)
-    if any(map(_MENTION_OF, act)):
-        act = [t for t in act if t.mention is None]
-    r.act = act
+    r.act = [t for t in act if t.mention is None]
     if r.mods:
         mods += [x for x in r.mods if x]
     r.mods = mods
