@@ -271,7 +271,9 @@ def _uncovered(s: str, start: int, end: int, toks: list[Token]) -> str:
         a = t.start
         if a > cur:
             parts.append(s[cur:a])
-        cur = max(cur, t.end)
+        b = t.end
+        if b > cur:  # noqa: PLR1730 - max() is a call per token, this loop is hot
+            cur = b
         parts.append(" ")
     if end > cur:
         parts.append(s[cur:end])
