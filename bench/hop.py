@@ -14,10 +14,15 @@ machine. Nothing here asserts on timings: targets are printed, never enforced.
   ``msg.respond``; the client calls ``nc.request``.
 
 Measured per round: N sequential requests (p50/p99 latency, µs) and
-throughput with K requests in flight (req/s). The last line printed is
-``ratio p50 <tandem/raw>``.
+throughput with K requests in flight (req/s), and during the throughput run
+the CPU time per request of the client process and of the side's responder
+process (all threads, read from ``/proc``): on a shared machine the CPU
+figures move far less than the wall-clock ones, and with every core busy the
+throughput ratio follows the ratio of CPU per request. The last line printed
+is ``ratio p50 <tandem/raw>``.
 
-Diagnostics (not the benchmark proper): ``--no-tracing`` runs both sides
+Diagnostics (not the benchmark proper): ``--sides tandem,untraced`` runs only
+those sides beside raw; ``--no-tracing`` runs both sides
 without tracer providers; ``--profile DIR`` writes cProfile stats of the
 client and of the responders and prints, per process, the main thread's own
 time by cost category (span start/end, processor, header injection and
