@@ -185,6 +185,10 @@ def _fail(exc: BaseException | str, code: int = 1) -> typer.Exit:
 
     # the message may quote a plan or a remote error: print it as text, never as markup
     err.print(Text.assemble(("error:", "bold red"), f" {exc}"), highlight=False, soft_wrap=True)
+    if getattr(exc, "code", None) == "permission_denied":
+        err.print("hint: in a `tandem up` deployment, creds/client.nk may run, follow and answer tasks and chat; "
+                  "tandem plans add|remove and tandem cache take creds/admin.nk", highlight=False, markup=False,
+                  soft_wrap=True)
     return typer.Exit(code)
 
 

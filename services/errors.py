@@ -17,7 +17,8 @@ boundary with ``raise ... from exc``, so callers never need to string-match.
     │   │   └── DeadlineExceeded             the task's absolute deadline has passed
     │   ├── ReplicaLost                the replica serving a request went silent (died)
     │   ├── PayloadTooLarge            a payload exceeds what the bus and its object store carry
-    │   └── NoResponders               nobody serves the subject
+    │   ├── NoResponders               nobody serves the subject
+    │   └── PermissionDenied           the server refused a publish or subscription to this credential
     ├── RemoteError                  a peer answered with an ``ErrorReply``
     ├── PlanError                    an execution plan is unusable
     │   ├── PlanValidationError        the plan JSON fails decoding/invariants
@@ -71,6 +72,7 @@ __all__ = [
     "NoCandidate",
     "NoResponders",
     "PayloadTooLarge",
+    "PermissionDenied",
     "PlanError",
     "PlanTruncated",
     "PlanValidationError",
@@ -196,6 +198,16 @@ class NoResponders(BusError):
     """Raised when no actor subscribes to the requested subject."""
 
     code = "no_responders"
+
+
+class PermissionDenied(BusError):
+    """Raised when the NATS server refuses this connection's credential a publish or subscription.
+
+    A secure deployment (``tandem up``) grants each user only what its role needs: a request the
+    credential may not send fails with this at once instead of waiting out its timeout.
+    """
+
+    code = "permission_denied"
 
 
 class RemoteError(TandemError):

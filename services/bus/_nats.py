@@ -57,6 +57,7 @@ from ..errors import (
     DeadlineExceeded,
     NoResponders,
     PayloadTooLarge,
+    PermissionDenied,
     RemoteError,
     ReplicaLost,
     RequestTimeout,
@@ -269,7 +270,7 @@ class _Pending:
     a cancel scope and an event: about 17 µs against 3 µs here).
     """
 
-    __slots__ = ("acked", "alive_at", "lost", "msg", "subject", "waiter")
+    __slots__ = ("acked", "alive_at", "denied", "lost", "msg", "subject", "waiter")
 
     def __init__(self, now: float, subject: str) -> None:
         self.subject = subject
@@ -278,6 +279,7 @@ class _Pending:
         self.waiter: asyncio.Future[None] | None = None
         self.msg: Msg | None = None
         self.lost = False  # the connection closed under it
+        self.denied: str | None = None  # the server refused its publish or its reply inbox (the violation)
 
     def wake(self) -> None:
         """Let the waiter look again (idempotent)."""
@@ -289,6 +291,10 @@ class _Pending:
 def _resolve(waiter: asyncio.Future[None]) -> None:
     if not waiter.done():
         waiter.set_result(None)
+
+
+_VIOLATION = re.compile(r'permissions violation for (publish|subscription) to "([^"]*)"', re.IGNORECASE)
+"""The server's ``-ERR`` for a refused publish or subscription (nats-py reports it lower-cased)."""
 
 
 class _Silent(Exception):
@@ -402,7 +408,8 @@ class Bus:
 
         async def on_error(exc: Exception) -> None:
             if connected:
-                log.warning("NATS: %s", exc)
+                if not self._refuse_pending(exc):
+                    log.warning("NATS: %s", exc)
                 return
             errors.append(exc)  # reported once, in BusConnectError
             if isinstance(exc, nats.errors.AuthorizationError) or "authorization violation" in str(exc).lower():
@@ -426,6 +433,27 @@ class Bus:
             raise BusConnectError(f"cannot connect to NATS at {redact_url(url)}: {cause or type(cause).__name__}") from exc
         connected = True
         return nc
+
+    def _refuse_pending(self, exc: Exception) -> bool:
+        """Fail at once the requests a permissions violation refused; whether there were any.
+
+        The server names the subject it refused: a request published there, or every request
+        when it refused the reply inbox, will never be answered, so waiting out the timeout
+        would only hide the cause.
+        """
+        found = _VIOLATION.search(str(exc))
+        if found is None:
+            return False
+        verb, subject = found.group(1).lower(), found.group(2).lower()
+        inbox = (self._inbox_prefix or "").lower()
+        if verb == "publish":
+            refused = [p for p in self._pending.values() if p.subject.lower() == subject]
+        else:  # a refused reply inbox: no request of this connection can be answered
+            refused = list(self._pending.values()) if inbox and subject.startswith(inbox) else []
+        for pending in refused:
+            pending.denied = f"{verb} to {found.group(2)!r}"
+            pending.wake()
+        return bool(refused)
 
     def _watch(self, nc: Client, generation: int) -> None:
         """Notice when ``nc`` closes without :meth:`close` (server ``-ERR``, fatal error)."""
@@ -805,6 +833,9 @@ class Bus:
             await self.nc.publish(subject, body, reply=prefix + token, headers=headers)
             while pending.msg is None:
                 now = loop.time()
+                if pending.denied is not None:
+                    raise PermissionDenied(f"the NATS server refused this connection's credential the {pending.denied} "
+                                           f"(permissions violation): it may not request {subject}")
                 if pending.lost:
                     raise _Silent("the connection closed")
                 if now >= end:
@@ -860,6 +891,9 @@ class Bus:
             When the peer answered with an ``ErrorReply``.
         NoResponders
             When nobody serves ``subject`` (still, after ``responders_wait``).
+        PermissionDenied
+            When the server refused this credential the publish to ``subject`` (or its reply
+            inbox): at once, not after ``timeout``.
         ReplicaLost
             When the replica went silent (no reply or heartbeat for :attr:`liveness`
             seconds) and the request is not idempotent or no time is left.
@@ -945,6 +979,10 @@ class Bus:
                 raise ReplicaLost(f"the replica serving {subject} went silent ({exc})"
                                   + ("" if idempotent else "; the request is not idempotent, so it was not retried"),
                                   attempts=attempt) from None
+            except PermissionDenied:
+                span.set_status(Status(StatusCode.ERROR, "permission denied"))
+                span.set_attribute("error.type", PermissionDenied.code)
+                raise
             except nats.errors.Error as exc:
                 span.set_attribute("error.type", type(exc).__name__)
                 raise BusError(f"request to {subject} failed: {exc!r}") from exc

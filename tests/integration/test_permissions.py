@@ -41,7 +41,7 @@ from tandem.messages import (
 from tandem.services.bus import Bus
 from tandem.services.config import Config
 from tandem.services.deploy import Deployment, Topology, render
-from tandem.services.errors import BusError, NoResponders, PayloadTooLarge, RemoteError
+from tandem.services.errors import BusError, NoResponders, PayloadTooLarge, PermissionDenied, RemoteError
 from tandem.services.tasks import TaskClient
 
 from ..conftest import chat_response, make_config
@@ -428,7 +428,10 @@ async def _admin_and_client(secure: Deployment, config: Config) -> None:
                 cached = [e.fingerprint for e in await list_plans(admin, config.plan_cache_bucket)]
                 cleared = await clear_plans(admin, config.plan_cache_bucket)
                 after = await list_plans(admin, config.plan_cache_bucket)
-                await client.nc.publish(PLANNER_RECIPES, encode(AddRecipe(recipe=recipe, replace=True)))
+                # refused by the server, and told at once (PermissionDenied, not a RequestTimeout after 60 s)
+                with pytest.raises(PermissionDenied, match=PLANNER_RECIPES):
+                    await client.request(PLANNER_RECIPES, AddRecipe(recipe=recipe, replace=True), RecipeReply,
+                                         timeout=60)
                 refused = await _refused(client_violations, f'Publish to "{PLANNER_RECIPES}"')
             finally:
                 await admin.close()
