@@ -537,6 +537,9 @@ SHIPPED_KEY = "recipes.shipped"
 MAX_WATCHED = 1024
 """Most recipe keys (removed ones included) the in-memory view holds; beyond, planning reads the bucket."""
 
+CATCH_UP_S = 1.0
+"""Seconds :meth:`RecipeStore.current` waits for the watch to deliver a change it knows of; then it reads the bucket."""
+
 WATCH_CHECK_S = 5.0
 """Seconds without a change after which the watch asks whether its consumer still exists."""
 
@@ -553,12 +556,14 @@ class RecipeStore:
 
     For planning, :meth:`current` answers from memory: :meth:`watch` (run by
     the planner beside its endpoints) follows the bucket's ``recipe.>`` keys
-    with an ordered consumer, so a recipe added or removed by any process
+    with an ordered consumer, and :meth:`current` first asks for the newest
+    revision of those keys (one JetStream request, instead of a key listing
+    and a read of every recipe): a recipe added or removed by any process
     (another planner replica serving ``tandem plans add``, or a write to the
-    bucket) is seen as soon as JetStream delivers the change, and one changed
-    through this store at once. Until the watch has delivered every stored
-    recipe, or while it is being re-established, :meth:`current` reads the
-    bucket like :meth:`all`. The library requests (:meth:`all`, :meth:`get`,
+    bucket) before the plan was asked for is in it, waiting for the watch to
+    deliver it when need be (at most :data:`CATCH_UP_S`, then the bucket is
+    read). Until the watch has delivered every stored recipe, or while it is
+    being re-established, :meth:`current` reads the bucket like :meth:`all`. The library requests (:meth:`all`, :meth:`get`,
     :meth:`add`, :meth:`remove`) always read and write the bucket.
 
     Parameters
@@ -579,6 +584,8 @@ class RecipeStore:
         self._building: dict[str, tuple[int, Recipe | None]] | None = None  # the view the watch is filling
         self._listing: list[Recipe] | None = None  # the view's recipes sorted by name, built on first use
         self._primed = anyio.Event()
+        self._seen = 0  # the newest revision the watch has delivered
+        self._advanced = anyio.Event()  # set (and replaced) whenever the watch delivers one
 
     async def _get(self, key: str) -> bytes | None:
         try:
@@ -639,6 +646,15 @@ class RecipeStore:
         """
         if self._view is None:
             return await self.all()
+        # a change acknowledged to its writer may still be on its way to the watch: the newest revision
+        # of the recipe keys (one request) says whether the view has it; if not, wait for the watch
+        latest = await self.kv.last_revision(KEY_PREFIX + ">")
+        if latest > self._seen:
+            with anyio.move_on_after(CATCH_UP_S):
+                while self._view is not None and self._seen < latest:
+                    await self._advanced.wait()
+            if self._view is None or self._seen < latest:
+                return await self.all()
         if self._listing is None:
             self._listing = [recipe for _, (_, recipe) in sorted(self._view.items()) if recipe is not None]
         return list(self._listing)
@@ -753,6 +769,9 @@ class RecipeStore:
                     self._prime(view)
         finally:
             self._view = self._building = self._listing = None
+            self._seen = 0
+            self._advanced.set()  # a wait for the watch ends: current() reads the bucket
+            self._advanced = anyio.Event()
             if self._primed.is_set():
                 self._primed = anyio.Event()
             with anyio.CancelScope(shield=True):
@@ -763,8 +782,12 @@ class RecipeStore:
         self._primed.set()
 
     def _apply(self, view: dict[str, tuple[int, Recipe | None]], entry: KeyValue.Entry) -> None:
+        """Take a change the watch delivered into ``view``, and note that the watch has come this far."""
         name = entry.key[len(KEY_PREFIX):]
         revision = entry.revision or 0
+        self._seen = max(self._seen, revision)
+        self._advanced.set()
+        self._advanced = anyio.Event()
         if name in view and view[name][0] >= revision:
             return  # this store wrote a newer revision already
         recipe: Recipe | None = None

@@ -184,6 +184,19 @@ class HealingKeyValue(KeyValue):
     async def watch(self, keys: Any, *args: Any, **kwargs: Any) -> KeyValue.KeyWatcher:
         return await self._healing(lambda: super(HealingKeyValue, self).watch(keys, *args, **kwargs))
 
+    async def last_revision(self, keys: str) -> int:
+        """Return the revision of the newest change (a put, delete or purge) to a key matching ``keys``.
+
+        One JetStream request (the stream's last message on ``$KV.<bucket>.<keys>``, wildcards
+        allowed); ``0`` when no such key was ever written (or the bucket is lost). A watcher on the
+        same keys has seen every change up to now once it has delivered this revision.
+        """
+        try:
+            msg = await self._healing(lambda: self._js.get_msg(self._stream, subject=f"{self._pre}{keys}"), read=True)
+        except (nats.js.errors.NotFoundError, nats.js.errors.KeyNotFoundError):
+            return 0
+        return msg.seq or 0
+
     async def keys(self, filters: list[str] | None = None, **kwargs: Any) -> list[str]:
         """Return the bucket's keys (those not deleted), optionally only those containing one of ``filters``.
 

@@ -114,7 +114,7 @@ async def test_changes_through_the_planner_itself_are_seen_at_once(bus: Bus) -> 
         store = actor.recipes
         assert store is not None
         await store.add(COUNT_WORDS)
-        assert [r.name for r in await store.current()] == ["count-words", "grep-word"]  # no wait for the watch
+        assert [r.name for r in await store.current()] == ["count-words", "grep-word"]
         await store.remove("grep-word")
         assert [r.name for r in await store.current()] == ["count-words"]
         await anyio.sleep(0.2)  # the watch delivers the same changes again: they change nothing
@@ -177,8 +177,15 @@ async def test_a_deleted_bucket_drops_the_view(bus: Bus, monkeypatch: pytest.Mon
         tg.cancel_scope.cancel()
 
 
+class NothingNewer:
+    """A bucket whose recipe keys have not changed since the view was built."""
+
+    async def last_revision(self, keys: str) -> int:
+        return 0
+
+
 async def test_the_view_keeps_the_newest_revision() -> None:
-    store = RecipeStore(None, shipped=[])
+    store = RecipeStore(NothingNewer(), shipped=[])
     view: dict = {}
     store._prime(view)
 
@@ -206,4 +213,23 @@ async def test_more_recipes_than_the_bound_are_read_from_the_bucket(bus: Bus, mo
             while store.primed:
                 await anyio.sleep(0.02)
         assert [r.name for r in await store.current()] == ["count-words", "grep-word", "grep-word-2"]
+        tg.cancel_scope.cancel()
+
+
+async def test_a_change_the_watch_has_not_delivered_yet_is_waited_for_or_read(
+        bus: Bus, nats_url: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(_recipes, "CATCH_UP_S", 0.2)
+    store = RecipeStore(await bus.key_value(BUCKET), shipped=[GREP_WORD])
+    async with anyio.create_task_group() as tg, other_replica(nats_url) as other:
+        tg.start_soon(store.watch)
+        with anyio.fail_after(5):
+            await store.wait_primed()
+        await other.add(COUNT_WORDS)
+        assert [r.name for r in await store.current()] == ["count-words", "grep-word"]  # at once, whatever the order
+        deliver = store._apply
+        monkeypatch.setattr(store, "_apply", lambda view, entry: None)  # the watch stalls: nothing more applied
+        await other.remove("grep-word")
+        assert [r.name for r in await store.current()] == ["count-words"]  # read from the bucket after CATCH_UP_S
+        assert store.primed
+        monkeypatch.setattr(store, "_apply", deliver)
         tg.cancel_scope.cancel()
