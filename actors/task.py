@@ -735,6 +735,10 @@ class TaskActor(Actor):
         except TimeoutError as exc:  # raised inside the flow (a NATS call timed out), not the task's deadline
             return "failed", RequestTimeout(f"a call timed out ({type(exc).__name__}: {exc or 'no detail'})")
         except TandemError as exc:
+            if exc.code == "cancelled":
+                # an actor answered "cancelled": only tandem.control.cancel for this task does that, and its
+                # reply can overtake the cancel signal to this replica (another node of a cluster): a cancel
+                return "cancelled", None
             return ("deadline" if exc.code == "deadline_exceeded" else "failed"), exc
         except Exception as exc:  # a bug: the task fails with the reason, the actor keeps serving
             log.exception("task %s failed unexpectedly", state.task_id)

@@ -249,11 +249,9 @@ async def _whole_flow(secure: Deployment, config: Config, model: Model) -> None:
     assert cached.status == "succeeded" and cached.result.plan_cached
     assert approved.status == "succeeded" and approved.result.approval == "approved" and done["questions"]
     # the cancel signal and tandem.control.cancel went through. Across a cluster the executor's "cancelled"
-    # reply can overtake the cancel signal to the replica holding the task, which then records the task as
-    # failed with that code (a race in the task actor, reported; not a permission matter)
+    # reply can overtake the cancel signal to the replica holding the task: still recorded as cancelled
     cancelled = done["cancelled"]
-    assert cancelled.status == "cancelled" or (cancelled.status == "failed" and cancelled.error.code == "cancelled"), \
-        cancelled
+    assert cancelled.status == "cancelled", cancelled
     assert {s.task_id for s in done["listed"]} >= {first.task_id, cached.task_id, approved.task_id, large.task_id}
     assert done["chat"].kind == "reply" and done["chat"].text.startswith("ANSWER to What is Textile")
     assert [m.content for m in done["history"].context.messages][:2] == [

@@ -136,6 +136,30 @@ async def test_cancel_mid_model_call_closes_the_http_request_and_writes_nothing(
     assert provider.closed == 1  # the in-flight HTTP call to the model was dropped
 
 
+async def test_a_cancelled_reply_that_overtakes_the_cancel_signal_still_records_a_cancel(bus: Bus) -> None:
+    # across a cluster, the actors' "cancelled" replies (tandem.control.cancel) can reach the replica holding
+    # the task before the cancel signal does: here the signal never comes, only the broadcast
+    from tandem.messages import CancelWork, encode
+
+    provider = Provider(hang=True)
+    async with tandem(bus, provider):
+        client = TaskClient(bus)
+        submit = TaskSubmit(task="rewrite", inputs={3: DOC}, plan=MODEL_STEP)
+        async with client.follow(submit.task_id) as events:
+            await client.submit(submit)
+            with anyio.fail_after(10):
+                while provider.calls == 0:
+                    await anyio.sleep(0.02)
+            await bus.nc.publish(subjects.CONTROL_CANCEL, encode(CancelWork(correlation_id=submit.task_id)))
+            with anyio.fail_after(10):
+                async for event in events:
+                    if event.kind in ("succeeded", "failed", "cancelled"):
+                        break
+        state = await client.get(submit.task_id)
+    assert event.kind == "cancelled" and state.status == "cancelled" and state.error is None, (event, state)
+    assert provider.closed == 1  # the model call was dropped
+
+
 async def test_cancel_a_queued_task_and_a_finished_one(bus: Bus) -> None:
     provider = Provider(hang=True)
     async with tandem(bus, provider, config(concurrency=1)):
