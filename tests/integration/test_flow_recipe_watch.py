@@ -10,6 +10,7 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
 import anyio
+import anyio.abc
 import msgspec
 import pytest
 from nats.js.kv import KV_DEL, KeyValue
@@ -121,6 +122,13 @@ async def test_changes_through_the_planner_itself_are_seen_at_once(bus: Bus) -> 
         assert [r.name for r in await store.current()] == ["count-words"] == [r.name for r in await store.all()]
 
 
+async def watching(tg: anyio.abc.TaskGroup, store: RecipeStore) -> None:
+    """Run ``store``'s watch in ``tg`` and wait until its view is primed."""
+    tg.start_soon(store.watch)
+    with anyio.fail_after(5):
+        await store.wait_primed()
+
+
 async def test_until_the_watch_is_primed_planning_reads_the_bucket(bus: Bus, nats_url: str) -> None:
     store = RecipeStore(await bus.key_value(BUCKET), shipped=[GREP_WORD])
     assert not store.primed
@@ -129,9 +137,7 @@ async def test_until_the_watch_is_primed_planning_reads_the_bucket(bus: Bus, nat
         await other.add(COUNT_WORDS)
         assert [r.name for r in await store.current()] == ["count-words", "grep-word"]  # read, not remembered
         async with anyio.create_task_group() as tg:
-            tg.start_soon(store.watch)
-            with anyio.fail_after(5):
-                await store.wait_primed()
+            await watching(tg, store)
             assert [r.name for r in await store.current()] == ["count-words", "grep-word"]
             tg.cancel_scope.cancel()
     assert not store.primed
@@ -142,9 +148,7 @@ async def test_a_lost_watch_falls_back_to_the_bucket_and_comes_back(bus: Bus, na
     monkeypatch.setattr(_recipes, "WATCH_CHECK_S", 0.1)
     store = RecipeStore(await bus.key_value(BUCKET), shipped=[GREP_WORD])
     async with anyio.create_task_group() as tg, other_replica(nats_url) as other:
-        tg.start_soon(store.watch)
-        with anyio.fail_after(5):
-            await store.wait_primed()
+        await watching(tg, store)
         for consumer in await bus.jetstream.consumers_info(f"KV_{BUCKET}"):  # the watch's consumer vanishes
             await bus.jetstream.delete_consumer(f"KV_{BUCKET}", consumer.name)
         with anyio.fail_after(5):
@@ -166,9 +170,7 @@ async def test_a_deleted_bucket_drops_the_view(bus: Bus, monkeypatch: pytest.Mon
     monkeypatch.setattr(_recipes, "WATCH_CHECK_S", 0.1)
     store = RecipeStore(await bus.key_value(BUCKET), shipped=[GREP_WORD])
     async with anyio.create_task_group() as tg:
-        tg.start_soon(store.watch)
-        with anyio.fail_after(5):
-            await store.wait_primed()
+        await watching(tg, store)
         await bus.jetstream.delete_key_value(BUCKET)
         with anyio.fail_after(5):
             while store.primed and await store.current():
@@ -205,9 +207,7 @@ async def test_more_recipes_than_the_bound_are_read_from_the_bucket(bus: Bus, mo
     monkeypatch.setattr(_recipes, "MAX_WATCHED", 2)
     store = RecipeStore(await bus.key_value(BUCKET), shipped=[GREP_WORD, COUNT_WORDS])
     async with anyio.create_task_group() as tg:
-        tg.start_soon(store.watch)
-        with anyio.fail_after(5):
-            await store.wait_primed()
+        await watching(tg, store)
         await store.add(msgspec.structs.replace(GREP_WORD, name="grep-word-2"))
         with anyio.fail_after(5):
             while store.primed:
@@ -221,9 +221,7 @@ async def test_a_change_the_watch_has_not_delivered_yet_is_waited_for_or_read(
     monkeypatch.setattr(_recipes, "CATCH_UP_S", 0.2)
     store = RecipeStore(await bus.key_value(BUCKET), shipped=[GREP_WORD])
     async with anyio.create_task_group() as tg, other_replica(nats_url) as other:
-        tg.start_soon(store.watch)
-        with anyio.fail_after(5):
-            await store.wait_primed()
+        await watching(tg, store)
         await other.add(COUNT_WORDS)
         assert [r.name for r in await store.current()] == ["count-words", "grep-word"]  # at once, whatever the order
         deliver = store._apply
