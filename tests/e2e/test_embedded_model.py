@@ -114,7 +114,7 @@ async def test_grammar_constrained_plan_is_schema_shaped(bus) -> None:
             reply = await bus.request(
                 subjects.ROUTER_COMPLETE,
                 CompletionRequest(task="planning", messages=[ChatMessage(role="user", content="Plan: sort the lines of fd:3")],
-                                  response_schema=plan_json_schema_compact(), max_tokens=2000),
+                                  response_schema=plan_json_schema_compact(), max_tokens=2000, temperature=0.0),
                 CompletionReply, timeout=300)
     assert reply.finish_reason != "length", "the plan did not fit max_tokens"
     data = json.loads(reply.content)  # grammar-constrained: always JSON, shaped by the schema
