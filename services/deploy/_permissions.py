@@ -266,6 +266,27 @@ cannot overwrite a result), and messages over ``max_payload`` (the bus creates t
 use, which may be a client's)."""
 
 
+def _declared_endpoints(role: str, config: Any) -> dict[str, tuple[str, ...]]:
+    """Actor name → the endpoint subjects it declares under ``role`` (``public`` or ``admin``).
+
+    Raises
+    ------
+    ValueError
+        When an actor declares a subject it does not serve.
+    """
+    from tandem.actors import ACTORS
+
+    out: dict[str, tuple[str, ...]] = {}
+    for name, cls in ACTORS.items():
+        declared = tuple(getattr(cls, role, ()))
+        if declared:
+            served = {ep.subject for ep in _endpoint_actor(name, config).endpoints()}
+            if not set(declared) <= served:
+                raise ValueError(f"{name} declares as {role} {sorted(set(declared) - served)}, which it does not serve")
+            out[name] = declared
+    return out
+
+
 def client_permissions(config: Any = None) -> Permissions:
     """Return the permissions of the ``client`` user (see the module docstring).
 
@@ -282,14 +303,8 @@ def client_permissions(config: Any = None) -> Permissions:
     from ._topology import CLIENT, inbox_prefix
 
     config = config if config is not None else _default_config()
-    public: list[str] = []
-    for name in ACTORS:
-        actor = _endpoint_actor(name, config)
-        served = {ep.subject for ep in actor.endpoints()}
-        declared = getattr(type(actor), "public", ())
-        if not set(declared) <= served:
-            raise ValueError(f"{name} declares as public {sorted(set(declared) - served)}, which it does not serve")
-        public += [*declared, subjects.ping(name)]
+    declared = _declared_endpoints("public", config)
+    public = [subject for name in ACTORS for subject in (*declared.get(name, ()), subjects.ping(name))]
     grants = [parse_jetstream(text, config) for text in CLIENT_JETSTREAM]
     publish = _unique([*public, subjects.TASK_SUBMIT, "$SRV.PING", "$SRV.INFO", "$SRV.STATS", "$SRV.*.*",
                        "$SRV.*.*.*", *(s for g in grants for s in jetstream_subjects(g))])
@@ -314,18 +329,9 @@ def admin_permissions(config: Any = None) -> Permissions:
     ValueError
         When an actor declares as admin a subject it does not serve.
     """
-    from tandem.actors import ACTORS
-
     config = config if config is not None else _default_config()
     client = client_permissions(config)
-    admin: list[str] = []
-    for name in ACTORS:
-        declared = getattr(ACTORS[name], "admin", ())
-        if declared:
-            served = {ep.subject for ep in _endpoint_actor(name, config).endpoints()}
-            if not set(declared) <= served:
-                raise ValueError(f"{name} declares as admin {sorted(set(declared) - served)}, which it does not serve")
-            admin += declared
+    admin = [subject for declared in _declared_endpoints("admin", config).values() for subject in declared]
     grants = [parse_jetstream(text, config) for text in ADMIN_JETSTREAM]
     return Permissions(publish=_unique([*client.publish, *admin, *(s for g in grants for s in jetstream_subjects(g))]),
                        subscribe=client.subscribe)
