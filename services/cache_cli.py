@@ -23,7 +23,6 @@ from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Annotated, Optional
 
-import anyio
 import msgspec
 import nats.errors
 import nats.js.errors
@@ -32,7 +31,7 @@ from tandem.messages import ExecutionPlan
 
 from .bus import Bus
 from .bus._embedded import EmbeddedNats, default_store_dir, running_server
-from .cli import Creds
+from .cli import Creds, _fail, _invoke
 from .config import Config, load_config, redact_url
 from .errors import BusError, InputError, StoreBusy, TandemError
 
@@ -145,23 +144,6 @@ ConfigOpt = Annotated[Optional[Path], typer.Option("--config", "-c", help="Confi
 UrlOpt = Annotated[Optional[str], typer.Option("--nats-url", help="An external NATS server (default: the persistent embedded store).")]  # noqa: UP045
 
 
-def _fail(exc: BaseException) -> typer.Exit:
-    sys.stderr.write(f"error: {exc}\n")
-    return typer.Exit(1)
-
-
-def _run(fn, *args):
-    try:
-        return anyio.run(fn, *args)
-    except BaseException as exc:
-        leaf = exc
-        while isinstance(leaf, BaseExceptionGroup):
-            leaf = leaf.exceptions[0]
-        if isinstance(leaf, TandemError):
-            raise _fail(leaf) from None
-        raise
-
-
 @cache_app.command("list")
 def cache_list(config_path: ConfigOpt = None, nats_url: UrlOpt = None, creds: Creds = None) -> None:
     """List the cached plans (fingerprint, task type, steps) and where the store is."""
@@ -175,7 +157,7 @@ def cache_list(config_path: ConfigOpt = None, nats_url: UrlOpt = None, creds: Cr
         async with _store_bus(config, url) as (bus, used):
             return await list_plans(bus, config.plan_cache_bucket), used
 
-    entries, used = _run(main)
+    entries, used = _invoke(main)
     where = redact_url(used) if url else f"{store_dir_for(config)} ({_size(store_dir_for(config)) // 1024} KiB)"
     sys.stderr.write(f"plan cache {config.plan_cache_bucket!r} on {where}: {len(entries)} plan(s)\n")
     for e in entries:
@@ -212,5 +194,5 @@ def cache_clear(
         async with _store_bus(config, url) as (bus, _):
             return await clear_plans(bus, config.plan_cache_bucket)
 
-    count = _run(main)
+    count = _invoke(main)
     sys.stderr.write(f"cleared {count} cached plan(s)\n")
