@@ -249,22 +249,24 @@ def finditer(text: str) -> Iterator[re.Match[str]]:
     """
     f = _finder or _get()
     get = f.by_key.get
+    search = f.candidate.search  # from the end of the last match: candidates inside a match are never seen
     pos = 0
-    for p in map(_MATCH_START, f.candidate.finditer(text)):
-        if p < pos:
-            continue
+    while (c := search(text, pos)) is not None:
+        p = c.start()
         key = text[p : p + 2]
         rx = get(key, _UNSEEN)
         if rx is _UNSEEN:
             rx = f.dispatch(key)
-        if rx is not None:
-            mo = rx.match(text, p)
-            if mo is not None:
-                yield mo
-                pos = mo.end()
+        mo = rx.match(text, p) if rx is not None else None
+        if mo is None:
+            pos = p + 1
+        else:
+            yield mo
+            pos = mo.end()
+            if pos == p:  # pragma: no cover - no entry matches the empty string
+                pos += 1
 
 
-_MATCH_START: Final = re.Match.start
 _UNSEEN: Final = object()
 
 
