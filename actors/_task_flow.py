@@ -2,7 +2,7 @@
 
 ::
 
-    complexity ≥ threshold ──► planner ──► (approval) ──► executor ──► remember plan (cache)
+    complexity ≥ threshold ──► planner ──► (approval) ──► executor ──► remember plan (cache, host)
           │                      │ planning failed              │ execution failed and
           ▼                      ▼                              ▼ fallback_strategy allows
     single stage ◄───────────────┴──────────────────────────────┘
@@ -51,7 +51,8 @@ from tandem.services.bus import Bus
 from tandem.services.config import Config
 from tandem.services.errors import RemoteError, TandemError
 
-__all__ = ["FlowHost", "Rejected", "input_infos", "judge_complexity", "run_flow", "single_stage_plan"]
+__all__ = ["FlowHost", "Rejected", "ask_planner_to_remember", "input_infos", "judge_complexity", "run_flow",
+           "single_stage_plan"]
 
 log = logging.getLogger("tandem.task")
 
@@ -148,6 +149,12 @@ class FlowHost(Protocol):
 
     def checkpoint_subject(self, state: TaskState) -> str:
         """Where the executor sends step checkpoints of this task."""
+        ...
+
+    async def remember(self, state: TaskState, plan: ExecutionPlan) -> None:
+        """Cache ``plan``, which ran, under ``state.plan_fingerprint`` (never raises: a failed cache write
+        never fails a task whose result is ready). The task actor writes the plan cache itself, with the
+        task's final state; a host without that right asks ``tandem.planner.remember``."""
         ...
 
 
@@ -308,15 +315,16 @@ async def _execute(host: FlowHost, state: TaskState, submit: TaskSubmit, inputs:
         state = await host.transition(state, checkpoint=None, plan=None, result=result)
         return await _execute(host, state, submit, inputs, infos, single_stage_plan(infos), result)
     if result.mode == "two_stage" and not result.plan_cached and state.plan_fingerprint:
-        await _remember(host, state, plan, env)
+        await host.remember(state, plan)
     return msgspec.structs.replace(result, outputs=reply.outputs, steps=reply.steps)
 
 
-async def _remember(host: FlowHost, state: TaskState, plan: ExecutionPlan, env: dict[str, str]) -> None:
-    """Cache a plan that ran; a failed cache write never fails a task whose result is ready."""
+async def ask_planner_to_remember(bus: Bus, state: TaskState, plan: ExecutionPlan) -> None:
+    """Cache a plan that ran through ``tandem.planner.remember`` (for a host that may not write the plan cache);
+    a failed cache write never fails a task whose result is ready."""
     try:
-        await host.bus.request(subjects.PLANNER_REMEMBER,
-                               RememberPlan(fingerprint=state.plan_fingerprint, plan=plan, **env), Ack, timeout=10,
-                               idempotent=True)
+        await bus.request(subjects.PLANNER_REMEMBER,
+                          RememberPlan(fingerprint=state.plan_fingerprint, plan=plan, correlation_id=state.task_id,
+                                       conversation_id=state.conversation_id), Ack, timeout=10, idempotent=True)
     except TandemError as exc:
         log.warning("task %s: the plan ran but could not be cached: %s", state.task_id, exc)

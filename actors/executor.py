@@ -30,10 +30,11 @@ Built-in commands run under one :class:`~tandem.services.textcmd.Limits` built
 from the ``builtins:`` config. Every executed two-stage plan is recorded in
 :class:`~tandem.actors.router.TwoStageHealth` (the router's "performing
 poorly" fallback reads it): a failed plan before the error goes back (the next
-task's shape decision sees it), a successful one just after the reply, off the
-task's path (it is a KV read and a revision-checked write; with
-:data:`HEALTH_IN_FLIGHT` such records pending, the next one is made before the
-reply, as a failed one is).
+task's shape decision sees it), a successful one after the reply, off the
+task's path, together with the others of the next
+:data:`~tandem.actors.router.HEALTH_WRITE_BEHIND_S` (one KV read and one
+revision-checked write for all of them; with :data:`HEALTH_IN_FLIGHT` such
+records pending, the next one is written before the reply, as a failed one is).
 """
 
 from __future__ import annotations
@@ -90,6 +91,9 @@ __all__ = ["ExecutorActor", "evaluate_condition"]
 tracer = trace.get_tracer("tandem.executor")
 log = logging.getLogger("tandem.executor")
 
+INSTANT_STEPS = (ReadInput, WriteOutput, ErrorRecovery)
+"""Steps that take no time: reading an input, writing an output (a recovery step only runs within another)."""
+
 HEALTH_IN_FLIGHT = 64
 """Most records of successful plans pending after their replies (see the module docstring)."""
 
@@ -142,6 +146,7 @@ class _Run:
         self.outcomes: list[StepOutcome] = []
         self.next_index = 0
         self.skill: SkillMatch | None | bool = False  # False: not analysed yet
+        self.unsent: RunCheckpoint | None = None  # the newest checkpoint not sent (see ExecutorActor._checkpoint)
         self.single_stage = request.plan.metadata.task_type == "single_stage"
         if (resume := request.resume) is not None:
             self.fds.update(resume.fds)
@@ -199,7 +204,7 @@ class ExecutorActor(Actor):
     async def _record_success(self) -> None:
         """Record a plan that ran in the health numbers, after the reply unless many records are pending."""
         if self._health_pending >= HEALTH_IN_FLIGHT:  # the bucket is slow or away: no pile-up of records
-            await self.health.record_plan(True)
+            await self.health.record_plan(True, at_once=True)
             return
         self._health_pending += 1
         self.start_soon(self._record_success_later)
@@ -219,9 +224,10 @@ class ExecutorActor(Actor):
     async def execute(self, request: ExecuteRequest) -> ExecuteReply:
         """Run the plan to the end (from ``request.resume`` when given).
 
-        After every finished step, a :class:`~tandem.messages.StepCheckpoint` goes to
+        After finished steps, a :class:`~tandem.messages.StepCheckpoint` goes to
         ``request.checkpoint_subject`` (when set), so the task actor can resume the plan there
-        if it has to run it again.
+        if it has to run it again (after every step but those :meth:`_checkpoint` leaves to the
+        next checkpoint or to the reply).
 
         Raises
         ------
@@ -247,12 +253,13 @@ class ExecutorActor(Actor):
             except StepFailed:
                 if not run.single_stage:
                     await self.health.record_plan(False)
+                if run.unsent is not None:  # the steps before the failed one are announced as before
+                    await self._send_checkpoint(run, run.unsent, durable=False)
                 raise
             if jump is not None:
                 run.next_index = index[jump]
             if request.checkpoint_subject:
-                await self._checkpoint(run, durable=isinstance(step, ManualTransform) or bool(
-                    run.outcomes and run.outcomes[-1].status == "recovered"))
+                await self._checkpoint(run, step)
         if not run.single_stage:
             await self._record_success()
         return ExecuteReply(correlation_id=request.correlation_id, conversation_id=request.conversation_id,
@@ -291,15 +298,32 @@ class ExecutorActor(Actor):
             await self._finish(run, step, action, status, started, detail, total)
             return jump
 
-    async def _checkpoint(self, run: _Run, *, durable: bool) -> None:
-        """Send the state after a finished step to the task actor.
+    async def _checkpoint(self, run: _Run, step: WorkflowStep) -> None:
+        """Send the state after a finished step to the task actor, when the task actor needs it.
 
         After a model step (or a recovery, which may have asked a model), wait until the task
         actor has stored it: a step that cost a model call must not run again after a crash.
         Built-in steps are cheap and deterministic, so their checkpoints are not waited for.
+
+        None is sent when only instant steps remain (:data:`INSTANT_STEPS`: the reply follows
+        within microseconds and carries the finished steps, which the task actor announces and
+        stores with the task's end, in the one write it makes anyway: a crash loses no more than
+        while a checkpoint was on its way), nor after a built-in step whose next step is instant
+        (that step's checkpoint, sent a few microseconds later, covers both).
         """
+        rest = run.request.plan.workflow[run.next_index:]
+        durable = isinstance(step, ManualTransform) or bool(run.outcomes and run.outcomes[-1].status == "recovered")
+        if all(isinstance(s, INSTANT_STEPS) for s in rest) or (
+                not durable and isinstance(next(s for s in rest if not isinstance(s, ErrorRecovery)),
+                                           ReadInput | WriteOutput)):
+            run.unsent = run.checkpoint()  # sent only if a later step fails (its steps are announced then)
+            return
+        await self._send_checkpoint(run, run.checkpoint(), durable=durable)
+
+    async def _send_checkpoint(self, run: _Run, checkpoint: RunCheckpoint, *, durable: bool) -> None:
+        run.unsent = None
         req = run.request
-        message = StepCheckpoint(task_id=req.correlation_id, checkpoint=run.checkpoint(),
+        message = StepCheckpoint(task_id=req.correlation_id, checkpoint=checkpoint,
                                  correlation_id=req.correlation_id, conversation_id=req.conversation_id)
         if not durable:
             await self.bus.publish(req.checkpoint_subject, message)

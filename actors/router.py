@@ -200,6 +200,10 @@ def skill_schema(config: Config) -> dict:
             "required": ["skill"], "additionalProperties": False}
 
 
+HEALTH_WRITE_BEHIND_S = 0.25
+"""Seconds a successful plan or a planning latency waits to be written with those recorded meanwhile."""
+
+
 class TwoStageHealth:
     """Recent two-stage outcomes in a JetStream KV bucket, shared by every replica (note 000, fallback 3).
 
@@ -208,11 +212,21 @@ class TwoStageHealth:
     why new tasks should run single stage, or ``None``. Writes are
     revision-checked and best effort: the numbers are advisory, a lost update
     never fails a task.
+
+    A failed plan is written at once (the next shape decision counts it). A successful
+    plan or a planning latency is written :data:`HEALTH_WRITE_BEHIND_S` later, together with
+    every record of the same key made meanwhile in this process: one read and one write per
+    key for all the tasks of that moment instead of two per task (at most the bucket's
+    ``window`` values wait; the oldest beyond it would be dropped by the write anyway).
     """
 
-    def __init__(self, kv: KeyValue | None, config: Config) -> None:
+    def __init__(self, kv: KeyValue | None, config: Config, *, write_behind_s: float | None = None) -> None:
         self.kv = kv
         self.policy = config.two_stage.fallback
+        self.write_behind_s = HEALTH_WRITE_BEHIND_S if write_behind_s is None else write_behind_s
+        self._pending: dict[str, list[object]] = {}  # key -> values recorded here, not written yet
+        self._waiting: set[str] = set()  # keys whose write-behind is under way
+        self._writes: dict[str, anyio.Lock] = defaultdict(anyio.Lock)  # one write per key at a time here
 
     async def _get(self, key: str) -> tuple[list, int]:
         assert self.kv is not None
@@ -226,13 +240,33 @@ class TwoStageHealth:
             values = []
         return values if isinstance(values, list) else [], entry.revision or 0
 
-    async def _append(self, key: str, value: object) -> None:
+    async def _record(self, key: str, value: object, *, at_once: bool) -> None:
+        """Keep ``value`` for ``key``; write it now (``at_once``), or with the others after the write-behind."""
+        if self.kv is None:
+            return
+        pending = self._pending.setdefault(key, [])
+        pending.append(value)
+        del pending[:-max(self.policy.window, 1)]
+        if not at_once:
+            if key in self._waiting:
+                return  # the write-behind under way takes it along
+            self._waiting.add(key)
+            try:
+                await anyio.sleep(self.write_behind_s)
+            finally:
+                self._waiting.discard(key)
+        async with self._writes[key]:
+            values = self._pending.pop(key, [])  # what a write in between has not taken already
+            if values:
+                await self._append(key, values)
+
+    async def _append(self, key: str, values: list[object]) -> None:
         if self.kv is None:
             return
         for _ in range(5):
             try:
-                values, revision = await self._get(key)
-                new = msgspec.json.encode([*values, value][-self.policy.window:])
+                stored, revision = await self._get(key)
+                new = msgspec.json.encode([*stored, *values][-self.policy.window:])
                 if revision:
                     await self.kv.update(key, new, last=revision)
                 else:
@@ -246,13 +280,14 @@ class TwoStageHealth:
             return
         log.info("two-stage health: %s not recorded (kept changing)", key)
 
-    async def record_plan(self, ok: bool) -> None:
-        """Record one executed two-stage plan."""
-        await self._append("plans", ok)
+    async def record_plan(self, ok: bool, *, at_once: bool = False) -> None:
+        """Record one executed two-stage plan: a failed one (or with ``at_once``) written before this returns,
+        a successful one with the write-behind (this call may be the one that waits and writes)."""
+        await self._record("plans", ok, at_once=at_once or not ok)
 
     async def record_planning(self, latency_s: float) -> None:
-        """Record one planning call's latency, seconds."""
-        await self._append("planning", round(latency_s, 3))
+        """Record one planning call's latency, seconds (written with the write-behind)."""
+        await self._record("planning", round(latency_s, 3), at_once=False)
 
     async def verdict(self) -> str | None:
         """Return why two stage performs poorly now, or ``None`` (also when the numbers cannot be read)."""

@@ -53,6 +53,7 @@ from tandem.messages import (
     ExecutionPlan,
     RunCheckpoint,
     StepCheckpoint,
+    StepOutcome,
     TaskAnswer,
     TaskAnswerReply,
     TaskCancel,
@@ -186,19 +187,22 @@ class TaskStore:
         self._remember(state.task_id, state, revision, replace=False)  # a write of its own may have come first
         return True
 
-    async def update(self, task_id: str, change: Callable[[TaskState | None], TaskState | None]) -> TaskState | None:
+    async def update(self, task_id: str, change: Callable[[TaskState | None], TaskState | None], *,
+                     absent: bool = False) -> TaskState | None:
         """Apply ``change`` to the current state (``None`` if absent) and store its result.
 
-        ``change`` returning ``None`` writes nothing. Retries on a revision conflict.
+        ``change`` returning ``None`` writes nothing. Retries on a revision conflict. With
+        ``absent`` (the state is most likely not written yet), the first try creates it without
+        reading it first; a state that exists after all is read and the change applied to it.
 
         Returns
         -------
         TaskState or None
             What is stored now.
         """
-        for _ in range(50):
+        for attempt in range(50):
             # the holder of a task is nearly always the last writer: try its cached revision first
-            current = self._known.get(task_id) or await self.get(task_id)
+            current = self._known.get(task_id) or (None if absent and attempt == 0 else await self.get(task_id))
             state, revision = current if current is not None else (None, 0)
             new = change(state)
             if new is None:
@@ -281,6 +285,9 @@ class TaskStore:
         return data
 
 
+PENDING_GRACE_S = 0.05
+"""Seconds a submission seen while a pull waits here goes unrecorded, in case it is taken here (``_record_pending``)."""
+
 CHECKPOINT_QUIET_S = 0.2
 """Seconds without a newer checkpoint after which the newest checkpoint of a built-in step is stored."""
 
@@ -303,7 +310,7 @@ class _Progress:
     def __init__(self, state: TaskState) -> None:
         self.announced = self.stored = len(state.checkpoint.steps) if state.checkpoint else 0
         self.unstored: RunCheckpoint | None = None
-        self._announced = anyio.Event()
+        self.announcing = anyio.Lock()  # one announcer at a time: steps go out in order, once each
 
     def note_stored(self, cp: RunCheckpoint) -> None:
         self.stored = max(self.stored, len(cp.steps))
@@ -318,14 +325,7 @@ class _Progress:
         return True
 
     def note_announced(self, steps: int) -> None:
-        self.announced = steps
-        self._announced.set()
-        self._announced = anyio.Event()
-
-    async def wait_announced(self, steps: int) -> None:
-        """Wait until ``steps`` steps are announced."""
-        while self.announced < steps:
-            await self._announced.wait()
+        self.announced = max(self.announced, steps)
 
 
 class TaskActor(Actor):
@@ -341,12 +341,14 @@ class TaskActor(Actor):
     name = "task"
     # what it needs on the bus beyond its endpoints (issue 15: the generated NATS permissions)
     calls: ClassVar[tuple[str, ...]] = (
-        subjects.ROUTER_SHAPE, subjects.PLANNER_PLAN, subjects.PLANNER_REMEMBER, subjects.EXECUTOR_EXECUTE,
+        subjects.ROUTER_SHAPE, subjects.PLANNER_PLAN, subjects.EXECUTOR_EXECUTE,
         subjects.CHOICE_PARSE, subjects.task_answer_inbox("*"), subjects.TASK_CANCEL_SIGNAL, subjects.CONTROL_CANCEL)
     publishes: ClassVar[tuple[str, ...]] = (subjects.EVENT_TASK_ALL,)
     listens: ClassVar[tuple[str, ...]] = (subjects.task_answer_inbox("*"), "tandem.task.checkpoint.>")
+    # the plan cache: plans that ran, under their fingerprints (one-token keys), never a recipe (recipe.<name>)
     jetstream: ClassVar[tuple[str, ...]] = (f"stream {subjects.TASK_STREAM}", f"kv {subjects.TASK_BUCKET}",
-                                            f"objects {subjects.TASK_DATA_BUCKET}", f"objects {subjects.TASK_INPUT_BUCKET}")
+                                            f"objects {subjects.TASK_DATA_BUCKET}", f"objects {subjects.TASK_INPUT_BUCKET}",
+                                            "kv {config.plan_cache_bucket} write *")
     public: ClassVar[tuple[str, ...]] = (subjects.TASK_GET, subjects.TASK_LIST, subjects.TASK_CANCEL, subjects.TASK_ANSWER)
 
     def __init__(self, bus: Bus, config: Config, *, concurrency: int = 64) -> None:
@@ -356,6 +358,11 @@ class TaskActor(Actor):
         self.store = TaskStore(bus, config.task)
         self._running: dict[str, anyio.CancelScope] = {}
         self._recording: dict[str, anyio.Event] = {}  # task id -> set once its pending state is written (or not)
+        self._taking: dict[str, anyio.Event] = {}  # task id -> set when taken here before its pending state was written
+        self._fetching = False  # a pull for the next task is outstanding
+        self._to_cache: dict[str, tuple[str, ExecutionPlan]] = {}  # task id -> (fingerprint, plan) to cache at its end
+        self._plans: Any = None  # the plan cache bucket, opened on first use
+        self._caching: dict[str, anyio.Event] = {}  # task id -> set once its plan is written to the cache (or not)
 
     def endpoints(self) -> list[Endpoint]:
         return [
@@ -463,10 +470,26 @@ class TaskActor(Actor):
         cancelled; a state that exists already (a retried submission, a task taken at once) is kept.
 
         Written here rather than by the client, which may not write task states (issue 15: a
-        client able to write the bucket could forge any task's state). The submission is a
+        client able to write the bucket could forge any task's state). While this replica waits
+        for a task (a pull is outstanding), the submission is most likely delivered here within
+        moments: for up to :data:`PENDING_GRACE_S` the write waits for that, and a task taken
+        here meanwhile gets its state written once, by the take (one KV write less per task
+        when replicas are idle); a task not taken here by then is recorded as before. The submission is a
         JetStream publish whose reply subject belongs to the stream's acknowledgement, so this
         handler never answers, and a failure is logged rather than replied.
         """
+        if submit.task_id in self._running:
+            return  # the stream delivered it here first: its take writes the state
+        if self._fetching:  # a pull is waiting here: if the task is delivered here, the take writes the state once
+            taken = self._taking[submit.task_id] = anyio.Event()
+            try:
+                with anyio.move_on_after(PENDING_GRACE_S):
+                    await taken.wait()
+            finally:
+                if self._taking.get(submit.task_id) is taken:
+                    del self._taking[submit.task_id]
+            if taken.is_set():
+                return
         done = self._recording.setdefault(submit.task_id, anyio.Event())
         try:
             await self.store.create(TaskState(task_id=submit.task_id, task=submit.task[:2000],
@@ -578,6 +601,28 @@ class TaskActor(Actor):
     def checkpoint_subject(self, state: TaskState) -> str:
         return f"tandem.task.checkpoint.{self.instance_id}.{state.task_id}"
 
+    async def remember(self, state: TaskState, plan: ExecutionPlan) -> None:
+        """Cache ``plan`` (it ran) under ``state.plan_fingerprint`` with the task's final write.
+
+        The task actor writes the plan cache itself, at the same time as the task's end
+        (:meth:`_record`), and the ``succeeded`` event goes out once both are written: the next
+        task with the same fingerprint finds the plan, as when ``tandem.planner.remember`` was
+        asked before the end, without that request and a write in a row on the task's path.
+        """
+        self._to_cache[state.task_id] = (state.plan_fingerprint, plan)
+
+    async def _cache_plan(self, task_id: str, fingerprint: str, plan: ExecutionPlan, done: anyio.Event) -> None:
+        """Write a plan that ran into the plan cache; a failed cache write never fails a task whose result is ready."""
+        try:
+            with anyio.fail_after(10):
+                if self._plans is None:
+                    self._plans = await self.bus.key_value(self.config.plan_cache_bucket)
+                await self._plans.put(fingerprint, encode(plan))
+        except (TandemError, nats.errors.Error, TimeoutError) as exc:
+            log.warning("task %s: the plan ran but could not be cached: %s", task_id, exc)
+        finally:
+            done.set()
+
     # ------------------------------------------------------------------ the pull loop
 
     async def _consume(self, psub: Any, tg: anyio.abc.TaskGroup) -> None:
@@ -585,7 +630,11 @@ class TaskActor(Actor):
         while True:
             await slots.acquire()
             try:
-                msgs = await psub.fetch(1, timeout=5)
+                self._fetching = True  # a pull is waiting: a task submitted now is likely delivered here
+                try:
+                    msgs = await psub.fetch(1, timeout=5)
+                finally:
+                    self._fetching = False
             except nats.errors.TimeoutError:
                 slots.release()
                 continue
@@ -665,6 +714,12 @@ class TaskActor(Actor):
             return msgspec.structs.replace(base, worker=self.instance_id, attempts=attempt, deadline=deadline,
                                            trace_id=base.trace_id or trace_id)
 
+        if (taking := self._taking.pop(submit.task_id, None)) is not None:
+            # its pending state waits for this take (_record_pending): not written, the take creates the state
+            taking.set()
+            state = await self.store.update(submit.task_id, take, absent=True)
+            assert state is not None
+            return state
         if (recording := self._recording.get(submit.task_id)) is not None:
             # its pending state is being written here: once written, its revision is known and the take
             # needs no read first (the write is a KV round trip already under way)
@@ -710,9 +765,17 @@ class TaskActor(Actor):
             async with anyio.create_task_group() as tg:
                 tg.start_soon(self._follow_checkpoints, state, checkpoints, progress)
                 outcome = await self._outcome(state, submit, scope)
-                if outcome[0] == "succeeded":  # checkpoints sent before the reply may still be in flight
-                    with anyio.move_on_after(2):
-                        await progress.wait_announced(len(outcome[1].steps))
+                if outcome[0] == "succeeded":
+                    # the reply has every step: those no checkpoint announced yet (the executor sends none
+                    # after the last ones; one sent before the reply may still be in flight) are announced
+                    # from it, and stored with the end as the newest checkpoint
+                    result: TaskResult = outcome[1]
+                    await self._announce_steps(state, progress, result.steps)
+                    known = self.store.cached(state.task_id)
+                    plan = known[0].plan if known is not None else state.plan
+                    progress.note_unstored(RunCheckpoint(
+                        next_index=len(plan.workflow) if plan is not None else len(result.steps),
+                        outputs=list(result.outputs), steps=list(result.steps)))
                 tg.cancel_scope.cancel()
         finally:
             await self.bus.unsubscribe(checkpoints)
@@ -747,6 +810,26 @@ class TaskActor(Actor):
     async def _record(self, task_id: str, outcome: tuple[str, Any], span: trace.Span,
                       unstored: RunCheckpoint | None = None) -> None:
         """Record how the task ended, with ``unstored`` (the newest checkpoint not stored yet) in the same write."""
+        cache = self._to_cache.pop(task_id, None)  # a plan that ran: cached however the task ends now
+        if cache is None:
+            await self._record_end(task_id, outcome, span, unstored)
+            return
+        cached = self._caching[task_id] = anyio.Event()  # the end's event waits for it (_finish)
+        failed: list[Exception] = []
+        try:
+            async with anyio.create_task_group() as tg:  # the cache write goes along with the final one
+                tg.start_soon(self._cache_plan, task_id, *cache, cached)
+                try:
+                    await self._record_end(task_id, outcome, span, unstored)
+                except Exception as exc:  # noqa: BLE001 - re-raised below, unwrapped (a task group would wrap it)
+                    failed.append(exc)
+        finally:
+            self._caching.pop(task_id, None)
+        if failed:
+            raise failed[0]
+
+    async def _record_end(self, task_id: str, outcome: tuple[str, Any], span: trace.Span,
+                          unstored: RunCheckpoint | None = None) -> None:
         kind, value = outcome
         found = self.store.cached(task_id) or await self.store.get(task_id)
         state = found[0] if found else TaskState(task_id=task_id)
@@ -802,6 +885,8 @@ class TaskActor(Actor):
                                            question="", checkpoint=_newest(base.checkpoint, checkpoint))
 
         new = await self.store.update(state.task_id, end)
+        if (cached := self._caching.get(state.task_id)) is not None:
+            await cached.wait()  # a plan written to the cache meanwhile: the end is announced once it is there
         if new is not None and new.status == status:
             await self.announce(new, status, detail, error=error)
 
@@ -834,7 +919,6 @@ class TaskActor(Actor):
                 except TandemError as exc:  # the task goes on; a redelivery would re-run from an older checkpoint
                     log.warning("task %s: checkpoint not stored: %s", state.task_id, exc)
 
-        last = progress.announced
         async with anyio.create_task_group() as tg:
             tg.start_soon(store_when_quiet)
             async for msg in sub.messages:
@@ -853,11 +937,20 @@ class TaskActor(Actor):
                 elif progress.note_unstored(cp):
                     due = anyio.current_time() + CHECKPOINT_QUIET_S
                     arrived.set()
-                for outcome in cp.steps[last:]:
-                    await self.announce(state, "step", outcome.detail, step=outcome,
-                                        total_steps=len(state.plan.workflow) if state.plan else 0)
-                last = len(cp.steps)
-                progress.note_announced(last)
+                await self._announce_steps(state, progress, cp.steps)
+
+    async def _announce_steps(self, state: TaskState, progress: _Progress, steps: list[StepOutcome]) -> None:
+        """Announce the finished steps of ``steps`` not announced yet, in order, once each (from a checkpoint
+        or from the executor's reply, whichever comes first)."""
+        async with progress.announcing:
+            if len(steps) <= progress.announced:
+                return
+            known = self.store.cached(state.task_id)
+            current = known[0] if known is not None else state  # the status and plan the task has now
+            total = len(current.plan.workflow) if current.plan else 0
+            for outcome in steps[progress.announced:]:
+                await self.announce(current, "step", outcome.detail, step=outcome, total_steps=total)
+            progress.note_announced(len(steps))
 
     async def _inputs(self, submit: TaskSubmit) -> dict[int, str]:
         inputs = dict(submit.inputs)

@@ -43,6 +43,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import re
 import statistics
 import sys
 import tempfile
@@ -71,7 +72,7 @@ from _measure import (
 from _measure import run_round
 
 from tandem.actors import PlannerActor, RouterActor
-from tandem.actors._task_flow import run_flow
+from tandem.actors._task_flow import ask_planner_to_remember, run_flow
 from tandem.messages import ExecutionPlan, TaskResult, TaskState, TaskSubmit, decoder, plan_json_schema_compact
 from tandem.services.bus import Bus, EmbeddedNats
 from tandem.services.config import Config, ModelConfig, NatsConfig, ProviderConfig
@@ -201,6 +202,67 @@ def print_cpu(sides: list[tuple[str, Side]]) -> None:
               f"nats-server {cpu.get('nats-server', float('nan')) / 1000:7.3f} ms")
 
 
+# --------------------------------------------------------------------------- messages per task (diagnostic)
+
+
+_VARIABLE = [
+    (re.compile(r"^_INBOX\.[^.]+\.[^.]+$"), "_INBOX.<reply>"),
+    (re.compile(r"^\$JS\.ACK\..*"), "$JS.ACK.<delivery>"),
+    (re.compile(r"[0-9a-f]{32}|[0-9a-f]{12,}|[A-Za-z0-9_-]{20,}"), "<id>"),
+]
+
+
+def _kind(subject: str) -> str:
+    for pattern, name in _VARIABLE:
+        subject = pattern.sub(name, subject)
+    return subject
+
+
+class MessageCounter:
+    """Count what this process publishes, by subject (ids folded away), and its flushes.
+
+    Every actor and the client share the bench's one connection, so its publishes are every message the
+    flow sends: a publish with a reply subject is a request (a round trip, a JetStream write or read
+    among them); replies and events go one way. Patched onto the connection's ``publish``/``flush``.
+    """
+
+    def __init__(self, nc: Any) -> None:
+        self.requests: dict[str, int] = {}
+        self.one_way: dict[str, int] = {}
+        self.flushes = 0
+        self._nc = nc
+        publish, flush = nc.publish, nc.flush
+
+        async def counted_publish(subject: str, payload: bytes = b"", reply: str = "", headers: Any = None) -> None:
+            into = self.requests if reply else self.one_way
+            key = _kind(subject)
+            into[key] = into.get(key, 0) + 1
+            await publish(subject, payload, reply=reply, headers=headers)
+
+        async def counted_flush(*args: Any, **kwargs: Any) -> None:
+            self.flushes += 1
+            await flush(*args, **kwargs)
+
+        nc.publish, nc.flush = counted_publish, counted_flush
+
+    def reset(self) -> None:
+        self.requests.clear()
+        self.one_way.clear()
+        self.flushes = 0
+
+    def report(self, label: str, tasks: int) -> None:
+        total_rt = sum(self.requests.values()) + self.flushes
+        print(f"\n{label}: per task, {total_rt / tasks:.2f} round trips (requests + flushes), "
+              f"{sum(self.one_way.values()) / tasks:.2f} one-way messages")
+        for title, counts in (("requests (reply awaited)", self.requests), ("one-way (events, replies, acks)",
+                                                                           self.one_way)):
+            print(f"  {title}")
+            for subject, n in sorted(counts.items(), key=lambda kv: (-kv[1], kv[0])):
+                print(f"    {n / tasks:6.2f}  {subject}")
+        if self.flushes:
+            print(f"  flushes {self.flushes / tasks:6.2f}")
+
+
 # --------------------------------------------------------------------------- the two contenders
 
 
@@ -238,6 +300,9 @@ class _InProcessHost:
 
     def checkpoint_subject(self, state: TaskState) -> str:
         return ""
+
+    async def remember(self, state: TaskState, plan: ExecutionPlan) -> None:
+        await ask_planner_to_remember(self.bus, state, plan)  # a client may not write the plan cache
 
 
 def make_client_side(bus: Bus, config: Config) -> Callable[[int], Awaitable[None]]:
@@ -309,6 +374,16 @@ async def bench(args: argparse.Namespace, provider: Any) -> float:
                 base = Side("baseline", make_baseline(client), settle, meter)
                 sides = (base, direct, flow)
                 await warm_up(sides, args.warmup)
+                if args.count:
+                    await anyio.sleep(0.5)  # what the warm-up left in flight (health records) lands first
+                    counter = MessageCounter(bus.nc)
+                    for label, side in (("client-side flow", direct), ("durable (task actor)", flow)):
+                        counter.reset()
+                        for i in range(args.count):
+                            await side.call(i)
+                        await anyio.sleep(0.5)  # work after the reply (health records, acks) is the task's too
+                        counter.report(label, args.count)
+                    return float("nan")
                 print(f"flow: {args.rounds} rounds; latency {args.latency_requests} sequential tasks, throughput "
                       f"{args.throughput_requests} tasks with {args.in_flight} in flight; tracing "
                       f"{'off (diagnostic)' if provider is None else 'on'}", flush=True)
@@ -364,6 +439,9 @@ def main(argv: list[str] | None = None) -> None:
         in_flight=16, warmup=30,
         profile_help="diagnostic: cProfile the flow rounds, write stats to FILE and print the hot spots",
     )
+    parser.add_argument("--count", type=int, default=0, metavar="N",
+                        help="diagnostic: run N tasks of each flow sequentially and print the messages and round "
+                             "trips per task by subject (no timing)")
     parser.add_argument("--profile-side", choices=("durable", "client"), default="durable",
                         help="which flow --profile records (default durable)")
     args = parser.parse_args(argv)

@@ -11,11 +11,14 @@ actor that uses nothing declares nothing):
     Subjects it subscribes to outside :meth:`~tandem.actors.Actor.endpoints` (the task actor's
     per-task answer and checkpoint subjects).
 ``jetstream``
-    JetStream resources it uses, one string each: ``"<kind> <name> [<access>]"`` with kind
+    JetStream resources it uses, one string each: ``"<kind> <name> [<access> [<keys>]]"`` with kind
     ``kv``, ``objects`` or ``stream``, access ``own`` (the default: create, write, read, consume,
     administer), ``create`` (write, delete objects, and create the stream when it is missing),
     ``write`` (write and read, no stream administration) or ``read``. A name may refer to the
-    config: ``"kv {config.plan_cache_bucket}"``.
+    config: ``"kv {config.plan_cache_bucket}"``. ``keys`` narrows what a ``write`` may write to
+    the keys matching a subject pattern (default ``>``, every key): the task actor writes plans
+    into the plan cache (``"kv {config.plan_cache_bucket} write *"``: one-token keys, the plan
+    fingerprints), never a recipe (``recipe.<name>``).
 ``public``
     Its endpoint subjects a *client* may request (``tandem.task.get``…).
 
@@ -70,14 +73,16 @@ ACCESS = ("read", "write", "create", "own")
 
 _KINDS = {"kv": ("KV_", "$KV"), "objects": ("OBJ_", "$O"), "stream": ("", "")}
 _NAME = re.compile(r"[A-Za-z0-9_-]+")
+_KEYS = re.compile(r"(?:(?:[A-Za-z0-9_=-]+|\*)\.)*(?:[A-Za-z0-9_=-]+|\*|>)")
 
 
 class Grant(msgspec.Struct, frozen=True, kw_only=True):
-    """One declared JetStream resource: kind (``kv``, ``objects``, ``stream``), name and access."""
+    """One declared JetStream resource: kind (``kv``, ``objects``, ``stream``), name, access and the keys written."""
 
     kind: str
     name: str
     access: str = "own"
+    keys: str = ">"
 
     @property
     def stream(self) -> str:
@@ -148,25 +153,33 @@ def subject_matches(pattern: str, subject: str) -> bool:
 
 
 def parse_jetstream(text: str, config: Any = None) -> Grant:
-    """Read one ``jetstream`` declaration, ``"<kind> <name> [<access>]"``.
+    """Read one ``jetstream`` declaration, ``"<kind> <name> [<access> [<keys>]]"``.
 
     Raises
     ------
     ValueError
-        On an unknown kind or access, or a name that is not a valid stream or bucket name.
+        On an unknown kind or access, a name that is not a valid stream or bucket name, or
+        ``keys`` on anything but a ``kv`` ``write`` (or a pattern that is not a subject pattern).
 
     Examples
     --------
     >>> parse_jetstream("kv tandem_tasks read")
-    Grant(kind='kv', name='tandem_tasks', access='read')
+    Grant(kind='kv', name='tandem_tasks', access='read', keys='>')
+    >>> parse_jetstream("kv tandem_plans write *").keys
+    '*'
     """
     parts = text.split()
-    if len(parts) not in (2, 3) or parts[0] not in _KINDS or (len(parts) == 3 and parts[2] not in ACCESS):
-        raise ValueError(f"jetstream declaration {text!r}: expected '<kv|objects|stream> <name> [read|write|own]'")
+    if len(parts) not in (2, 3, 4) or parts[0] not in _KINDS or (len(parts) >= 3 and parts[2] not in ACCESS):
+        raise ValueError(f"jetstream declaration {text!r}: expected '<kv|objects|stream> <name> "
+                         "[read|write|create|own [<keys>]]'")
     name = parts[1].format(config=config) if "{" in parts[1] else parts[1]
     if not _NAME.fullmatch(name):
         raise ValueError(f"jetstream declaration {text!r}: {name!r} is not a stream or bucket name")
-    return Grant(kind=parts[0], name=name, access=parts[2] if len(parts) == 3 else "own")
+    keys = parts[3] if len(parts) == 4 else ">"
+    if len(parts) == 4 and (parts[0] != "kv" or parts[2] != "write" or not _KEYS.fullmatch(keys)):
+        raise ValueError(f"jetstream declaration {text!r}: keys narrow a 'kv <bucket> write' only, "
+                         "as a subject pattern ('*', 'plan.>' …)")
+    return Grant(kind=parts[0], name=name, access=parts[2] if len(parts) >= 3 else "own", keys=keys)
 
 
 def jetstream_subjects(grant: Grant) -> list[str]:
@@ -174,7 +187,7 @@ def jetstream_subjects(grant: Grant) -> list[str]:
 
     ``read``: stream info, message get (direct and API), ephemeral consumers (KV watch, object
     get) and their flow control. ``write`` adds the bucket's data subjects (``$KV.<b>.>``,
-    ``$O.<b>.>``) but no purge (which could empty the whole stream): a writer's object deletes
+    ``$O.<b>.>``; ``$KV.<b>.<keys>`` when the grant names its keys) but no purge (which could empty the whole stream): a writer's object deletes
     leave the chunks to the bucket's TTL. ``create`` adds creating the stream and purging
     (deleting one's objects), not updating or deleting the stream: for the shared payload
     store, where every large request is deleted by its sender once answered. ``own`` adds the rest of the stream's API (create,
@@ -188,7 +201,7 @@ def jetstream_subjects(grant: Grant) -> list[str]:
     if grant.access in ("write", "create", "own"):
         data = _KINDS[grant.kind][1]
         if data:
-            subs.append(f"{data}.{grant.name}.>")
+            subs.append(f"{data}.{grant.name}.{grant.keys}")
     if grant.access == "create":
         subs += [f"$JS.API.STREAM.CREATE.{stream}", f"$JS.API.STREAM.PURGE.{stream}"]
     if grant.access == "own":

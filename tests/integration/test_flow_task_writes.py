@@ -1,7 +1,9 @@
 """The task actor's state writes per task over a real nats-server: folded, with the same states and resume points.
 
 * a new plan is recorded with the status it runs in (one write, not a "planning + plan" one first);
-* a model step's checkpoint is stored before the executor goes on;
+* a model step's checkpoint is stored before the executor goes on to a step that does work; after one
+  followed only by instant steps (``write_output``) the executor sends none: its reply comes at once, and the
+  task's final write stores what a checkpoint would have;
 * a built-in step's checkpoint is stored after :data:`~tandem.actors.task.CHECKPOINT_QUIET_S` without a newer
   one, or by the task's final write, which carries the newest checkpoint as before.
 """
@@ -36,10 +38,19 @@ PLAN = {"version": "1.0", "workflow": [
 ]}
 
 
-class Model:
-    """Planning calls get :data:`PLAN`; the transform waits on ``release`` (when set), then upper-cases."""
+MODEL_FIRST = {"version": "1.0", "workflow": [
+    {"step": 1, "action": "read_input", "params": {"source": "fd:3"}},
+    {"step": 2, "action": "manual_transform", "params": {"instructions": "Upper-case it."}},
+    {"step": 3, "action": "spawn_command", "params": {"cmd": "sort"}},
+    {"step": 4, "action": "write_output"},
+]}
 
-    def __init__(self) -> None:
+
+class Model:
+    """Planning calls get :data:`PLAN` (or ``plan``); the transform waits on ``release`` (when set), then upper-cases."""
+
+    def __init__(self, plan: dict | None = None) -> None:
+        self.plan = plan or PLAN
         self.release: anyio.Event | None = None
         self.transforms = 0
         self.transport = httpx.MockTransport(self._handle)
@@ -47,7 +58,7 @@ class Model:
     async def _handle(self, request: httpx.Request) -> httpx.Response:
         body = json.loads(request.content)
         if "response_format" in body:
-            return httpx.Response(200, json=chat_response(json.dumps(PLAN), model=body["model"]))
+            return httpx.Response(200, json=chat_response(json.dumps(self.plan), model=body["model"]))
         self.transforms += 1
         if self.release is not None:
             await self.release.wait()
@@ -69,8 +80,8 @@ def writes(monkeypatch: pytest.MonkeyPatch) -> list[TaskState]:
     stored: list[TaskState] = []
     update = TaskStore.update
 
-    async def spy(self: TaskStore, task_id: str, change: Callable) -> TaskState | None:
-        new = await update(self, task_id, change)
+    async def spy(self: TaskStore, task_id: str, change: Callable, **options: object) -> TaskState | None:
+        new = await update(self, task_id, change, **options)
         if new is not None and (not stored or stored[-1] is not new):
             stored.append(new)
         return new
@@ -99,26 +110,62 @@ async def test_a_two_stage_task_writes_its_plan_with_running_and_its_last_checkp
         return await get(self, task_id)
 
     monkeypatch.setattr(TaskStore, "get", counted)
+    created: list[str] = []
+    create = TaskStore.create
+
+    async def pending(self: TaskStore, state: TaskState) -> bool:
+        created.append(state.task_id)
+        return await create(self, state)
+
+    monkeypatch.setattr(TaskStore, "create", pending)
     async with tandem(bus, Model()):
         client = TaskClient(bus)
         for _ in range(4):
             await client.run(submit())
         writes.clear()
+        created.clear()
         final = await client.run(submit())
-    # the take waits for the pending state being written here and knows its revision (it reads the state
-    # only when the stream delivers the task before the submission's copy reached the pending write)
+    # an idle replica waiting for a task takes it at once: its take creates the state (no read first), and the
+    # submission's pending write, which waited for that, is not made (it reads the state only when the stream
+    # delivers the task before the submission's copy reached the actor)
     assert len(reads) < 5, reads
+    assert created == [], created
     assert final.status == "succeeded" and final.result is not None
     assert final.result.outputs[0].text == "A\nB\n"
     assert steps(final) == 4 and final.checkpoint.next_index == 4  # the newest checkpoint, as before
     assert [(w.status, w.plan is not None, steps(w)) for w in writes] == [
-        ("pending", False, 0),  # taken (the pending state before it came from TaskStore.create)
+        ("pending", False, 0),  # taken: the state created by the take (no pending write before it)
         ("planning", False, 0),
         ("running", True, 0),  # the plan goes in with the status it runs in
-        ("running", True, 3),  # after the model step, before the executor goes on
-        ("succeeded", True, 4),  # the last built-in step's checkpoint comes with the end
+        ("succeeded", True, 4),  # the model step is followed only by write_output: its checkpoint comes with the end
     ]
     assert writes[2].plan_fingerprint and writes[2].plan == final.plan
+
+
+async def test_a_model_steps_checkpoint_is_stored_before_a_step_that_does_work(
+        bus: Bus, writes: list[TaskState], monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(task_actor, "CHECKPOINT_QUIET_S", 5.0)
+    async with tandem(bus, Model(MODEL_FIRST)):
+        final = await TaskClient(bus).run(submit())
+    assert final.status == "succeeded" and final.result is not None
+    assert final.result.outputs[0].text == "A\nB\n"
+    assert steps(final) == 4 and final.checkpoint.next_index == 4
+    assert [(w.status, steps(w)) for w in writes] == [
+        ("pending", 0), ("planning", 0), ("running", 0),
+        ("running", 2),  # after the model step, before the executor goes on to sort
+        ("succeeded", 4)]
+
+
+async def test_every_step_is_announced_once_in_order(bus: Bus) -> None:
+    """Steps are announced from checkpoints and, for the last ones (no checkpoint is sent after them), from the
+    executor's reply."""
+    for plan in (PLAN, MODEL_FIRST):
+        seen: list = []
+        async with tandem(bus, Model(plan)):
+            final = await TaskClient(bus).run(submit(), on_event=lambda e: _append(seen, e))
+        assert final.status == "succeeded"
+        assert [e.step.step for e in seen if e.kind == "step" and e.step is not None] == [1, 2, 3, 4]
+        assert {(e.status, e.total_steps) for e in seen if e.kind == "step"} == {("running", 4)}
 
 
 async def test_the_planned_event_still_says_planning(bus: Bus) -> None:
@@ -153,7 +200,7 @@ async def test_a_built_in_steps_checkpoint_is_stored_once_no_newer_one_comes(
             model.release.set()
         final = await client.get(task.task_id)
     assert final.status == "succeeded" and steps(final) == 4
-    assert [steps(w) for w in writes if w.status == "running"] == [0, 2, 3]
+    assert [steps(w) for w in writes if w.status == "running"] == [0, 2]  # the model step's comes with the end
 
 
 def test_the_newest_checkpoint_wins() -> None:

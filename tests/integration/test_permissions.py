@@ -373,6 +373,15 @@ async def test_fault_5_a_client_cannot_poison_the_plan_cache_or_forge_progress(s
                                timeout=5)
         with pytest.raises(nats.js.errors.KeyNotFoundError):  # nothing was stored under that fingerprint
             await cache.get(fingerprint)
+        # 9. the task actor writes plans that ran into the cache itself (a fingerprint: one key token), never
+        # a recipe (recipe.<name>), which the planner serves to every later plan
+        violations.watch(task, "task", fail_fast=False)
+        allowed = "1" * 64
+        await (await task.key_value(bucket)).put(allowed, encode(plan))
+        assert (await cache.get(allowed)).value == encode(plan)
+        await task.nc.publish(f"$KV.{bucket}.recipe.forged", b"{}")
+        refused["task actor: put a recipe"] = await _refused(violations, f'Publish to "$KV.{bucket}.recipe.forged"')
+        assert not violations.count(f"$KV.{bucket}.{allowed}")
     finally:
         for bus in (client, planner, task):
             await bus.close()

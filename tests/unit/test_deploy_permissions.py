@@ -85,6 +85,12 @@ def test_an_actor_subscribes_to_its_own_subjects_only() -> None:
     assert router.may_publish("$KV.tandem_router_cooldown.x") and not router.may_publish("$KV.tandem_plans.x")
     planner = actor_permissions("planner")
     assert planner.may_publish("$KV.tandem_plans.f00") and not planner.may_publish(subjects.EXECUTOR_EXECUTE)
+    # the task actor caches the plans that ran (fingerprint keys), not recipes, and no longer asks the planner to
+    task = actor_permissions("task")
+    assert task.may_publish("$KV.tandem_plans.f00") and not task.may_publish("$KV.tandem_plans.recipe.x")
+    assert not task.may_publish("$KV.tandem_plans.recipes.shipped") and not task.may_publish(subjects.PLANNER_REMEMBER)
+    assert not any(p.startswith(("$JS.API.STREAM.CREATE.KV_tandem_plans", "$JS.API.STREAM.PURGE.KV_tandem_plans",
+                                 "$JS.API.STREAM.DELETE.KV_tandem_plans")) for p in task.publish)
     assert planner.responses_expire_s >= Config().nats.request_timeout_s
 
 
@@ -104,6 +110,10 @@ def test_every_declaration_parses_and_public_subjects_are_served() -> None:
         parse_jetstream("bucket x")
     with pytest.raises(ValueError):
         parse_jetstream("kv x.y")
+    assert parse_jetstream("kv x write *").keys == "*" and parse_jetstream("kv x write").keys == ">"
+    for bad in ("kv x read *", "objects x write *", "kv x write a..b", "kv x write >.a", "kv x write * y"):
+        with pytest.raises(ValueError):
+            parse_jetstream(bad)
 
 
 def test_admin_is_a_client_that_also_manages_recipes_and_the_plan_cache() -> None:
