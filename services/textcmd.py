@@ -36,7 +36,10 @@ Plans are untrusted, so every command runs within :class:`Limits`:
   is raised while the output grows, before it is built;
 * :func:`run_builtin` runs a command in a worker thread, at most
   ``max_threads`` at a time per event loop, so a CPU-heavy step never stalls
-  the event loop (the `regex`_ engine also releases the GIL while it matches).
+  the event loop (the `regex`_ engine also releases the GIL while it matches);
+  a command on a small input is first tried on the event loop within
+  :data:`INLINE_BUDGET_S` (milliseconds), and goes to the thread only when that
+  is not enough.
 
 Errors::
 
@@ -61,6 +64,7 @@ from __future__ import annotations
 
 import bisect
 import contextvars
+import dataclasses
 import functools
 import getopt
 import os
@@ -1937,9 +1941,39 @@ def _limiter(threads: int) -> anyio.CapacityLimiter:
     return limiter
 
 
+INLINE_MAX_CHARS = 16 * 1024
+"""Largest input a built-in command (but ``pandoc``) first tries on the event loop itself (:func:`run_builtin`)."""
+
+INLINE_BUDGET_S = 0.002
+"""Time the try on the event loop may take (its step time limit and its regex budget) before the worker thread."""
+
+_INLINE_LIMITS: dict[Limits, Limits] = {}
+
+
+def _inline_limits(limits: Limits) -> Limits:
+    """``limits`` with the time bounds of a try on the event loop (:data:`INLINE_BUDGET_S`); sizes unchanged."""
+    inline = _INLINE_LIMITS.get(limits)
+    if inline is None:
+        if len(_INLINE_LIMITS) > 64:
+            _INLINE_LIMITS.clear()
+        inline = _INLINE_LIMITS[limits] = dataclasses.replace(
+            limits, time_limit_s=min(limits.time_limit_s, INLINE_BUDGET_S),
+            regex_timeout_s=min(limits.regex_timeout_s, INLINE_BUDGET_S))
+    return inline
+
+
 async def run_builtin(cmd: str, args: Sequence[str], text: str, *, limits: Limits | None = None,
                       held_chars: int = 0) -> str:
-    """Run :func:`run_command` in a worker thread, so the event loop keeps serving.
+    """Run :func:`run_command` so the event loop keeps serving: at once when it is quick, else in a worker thread.
+
+    A command on an input of at most :data:`INLINE_MAX_CHARS` characters (``pandoc``
+    aside) is first run on the event loop with a time budget of
+    :data:`INLINE_BUDGET_S` (step time limit and regex budget, CPU sizes unchanged):
+    nearly every step is done in microseconds, and a thread hand-off costs more than the
+    command (about 1 ms under load). A command that runs out of that budget is run again,
+    from the start, in a worker thread with the real ``limits`` (commands are pure
+    functions of their input, so the second run gives what a first run in the thread
+    would have); any other error is the command's own and is raised at once.
 
     At most ``limits.max_threads`` built-in commands run at once per event
     loop; the others wait for a thread (the wait does not count against the
@@ -1968,6 +2002,11 @@ async def run_builtin(cmd: str, args: Sequence[str], text: str, *, limits: Limit
     'HI\\n'
     """
     limits = limits or DEFAULT_LIMITS
+    if len(text) <= INLINE_MAX_CHARS and cmd != "pandoc":
+        try:
+            return run_command(cmd, args, text, limits=_inline_limits(limits), held_chars=held_chars)
+        except (RegexTimeout, CommandTimeout):
+            pass  # out of the short budget only: the real one decides, in a thread
     call = functools.partial(run_command, cmd, args, text, limits=limits, held_chars=held_chars)
     return await anyio.to_thread.run_sync(call, limiter=_limiter(limits.max_threads))
 
