@@ -21,7 +21,8 @@ from typing import Final
 from . import _lexicon_en as en
 from . import _lexicon_ja as ja
 
-__all__ = ["ORDER", "entries", "factor", "filler_en", "filler_ja", "finditer", "master", "table_source", "write_table"]
+__all__ = ["ORDER", "entries", "factor", "filler_en", "filler_ja", "finditer", "master", "matches", "table_source",
+           "write_table"]
 
 # shared by both languages
 _COMMON: Final = {
@@ -247,9 +248,15 @@ def finditer(text: str) -> Iterator[re.Match[str]]:
     Same result as ``master().finditer(text)``, faster: only the entries that
     can start with the two characters at a candidate position are tried there.
     """
+    return iter(matches(text))
+
+
+def matches(text: str) -> list[re.Match[str]]:
+    """:func:`finditer` as a list (the scanner's form: no generator to resume per match)."""
     f = _finder or _get()
     get = f.by_key.get
     search = f.candidate.search  # from the end of the last match: candidates inside a match are never seen
+    out: list[re.Match[str]] = []
     pos = 0
     while (c := search(text, pos)) is not None:
         p = c.start()
@@ -261,10 +268,11 @@ def finditer(text: str) -> Iterator[re.Match[str]]:
         if mo is None:
             pos = p + 1
         else:
-            yield mo
+            out.append(mo)
             pos = mo.end()
             if pos == p:  # pragma: no cover - no entry matches the empty string
                 pos += 1
+    return out
 
 
 _UNSEEN: Final = object()

@@ -209,7 +209,7 @@ def _lexicon_tokens(m: str, n: int, toks: list[Token], approval: bool) -> None:
     """
     ln = len(m)
     add = toks.append
-    for mo in _lexicon.finditer(m):
+    for mo in _lexicon.matches(m):
         name = mo.lastgroup
         st, en = mo.span()
         simple = _SIMPLE.get(name)  # type: ignore[arg-type]
@@ -218,10 +218,7 @@ def _lexicon_tokens(m: str, n: int, toks: list[Token], approval: bool) -> None:
             add(Token(kind, st, en, None, conf, src, pre, rej, strong))
             continue
         if name == "num":
-            d = mo.group("num_d")
-            pre_ = mo.group("num_p")
-            suf = mo.group("num_s")
-            cnt = mo.group("num_c")
+            d, pre_, suf, cnt = mo.group("num_d", "num_p", "num_s", "num_c")
             ds, de = mo.span("num_d")
             if len(d) > 3:
                 continue
