@@ -655,8 +655,11 @@ class RecipeStore:
                     await self._advanced.wait()
             if self._view is None or self._seen < latest:
                 return await self.all()
+        view = self._view
+        if view is None:  # dropped while the revision was asked for (bucket deleted, consumer lost)
+            return await self.all()
         if self._listing is None:
-            self._listing = [recipe for _, (_, recipe) in sorted(self._view.items()) if recipe is not None]
+            self._listing = [recipe for _, (_, recipe) in sorted(view.items()) if recipe is not None]
         return list(self._listing)
 
     @property

@@ -12,6 +12,7 @@ from contextlib import asynccontextmanager
 import anyio
 import anyio.abc
 import msgspec
+import nats.js.errors
 import pytest
 from nats.js.kv import KV_DEL, KeyValue
 from tandem.actors import RouterActor, _recipes
@@ -201,6 +202,38 @@ async def test_the_view_keeps_the_newest_revision() -> None:
     store._apply(view, entry("grep-word", 11, None))
     store._apply(view, entry("count-words", 12, COUNT_WORDS))
     assert [r.name for r in await store.current()] == ["count-words"]
+
+
+class DroppedWhileAsked:
+    """A bucket during whose revision request the watch drops the view (bucket deleted, consumer lost)."""
+
+    def __init__(self) -> None:
+        self.store: RecipeStore | None = None
+
+    async def last_revision(self, keys: str) -> int:
+        assert self.store is not None
+        self.store._view = self.store._building = self.store._listing = None  # what the watch's exit does
+        return 0
+
+    async def get(self, key: str) -> None:
+        raise nats.js.errors.KeyNotFoundError
+
+    async def put(self, key: str, value: bytes) -> int:
+        return 1
+
+    async def keys(self) -> list[str]:
+        return []
+
+
+async def test_a_view_dropped_while_the_revision_is_asked_for_reads_the_bucket() -> None:
+    """Before: ``'NoneType' object has no attribute 'items'`` (seen in a clean-clone CI run)."""
+    kv = DroppedWhileAsked()
+    store = kv.store = RecipeStore(kv, shipped=[])
+    store._prime({})
+    store._note("grep-word", 10, GREP_WORD)
+    assert store.primed
+    assert await store.current() == []  # what the (empty) bucket holds, not a crash
+    assert not store.primed
 
 
 async def test_more_recipes_than_the_bound_are_read_from_the_bucket(bus: Bus, monkeypatch: pytest.MonkeyPatch) -> None:
