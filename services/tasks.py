@@ -315,7 +315,9 @@ class TaskClient:
                         G.GEN_AI_PROVIDER_NAME: "tandem", "tandem.task.id": submit.task_id,
                         **({G.GEN_AI_CONVERSATION_ID: submit.conversation_id} if submit.conversation_id else {})},
         ):
-            async with self.follow(submit.task_id, flush=False) as events:  # the submission follows on this connection
+            # the submission follows on this connection, so both subscriptions are in place before the task is
+            async with self.follow(submit.task_id, flush=False) as events, \
+                    self._written_states(submit.task_id) as written:
                 await self.submit(submit)
                 while True:
                     event = await events.next(timeout=poll)
@@ -328,8 +330,48 @@ class TaskClient:
                     if event.kind == "awaiting_approval" and approver is not None:
                         await self.answer(submit.task_id, await approver(event.question))
                     if event.status in TERMINAL:
+                        if (final := await self._final(written, event.status)) is not None:
+                            return final
                         break
             return await self.get(submit.task_id)
+
+    @asynccontextmanager
+    async def _written_states(self, task_id: str) -> AsyncIterator[list[bytes]]:
+        """The newest value written to the task's key (``$KV.tandem_tasks.<id>``) while the block runs.
+
+        A JetStream KV write is a message on the key's subject, which a plain subscriber gets too
+        (before the task's event that follows it), so the final state needs no read after the end.
+        """
+        newest: list[bytes] = []
+
+        async def keep(msg: Any) -> None:
+            if not (msg.headers and msg.headers.get("KV-Operation")):  # a delete or purge marker is no state
+                newest[:] = [msg.data]
+
+        sub = await self.bus.subscribe(f"$KV.{subjects.TASK_BUCKET}.{task_id}", cb=keep)
+        try:
+            yield newest
+        finally:
+            await self.bus.unsubscribe(sub)
+
+    async def _final(self, written: list[bytes], status: str) -> TaskState | None:
+        """The final state from the task's newest written value, when it is the one the terminal event announced.
+
+        The event is published once that write is stored, so the newest value seen is the stored final
+        state; ``None`` (read it instead) when none was seen or it does not say ``status``.
+        """
+        if not written:
+            return None
+        try:
+            state = _state_decoder.decode(written[0])
+        except msgspec.DecodeError:
+            return None
+        if state.status != status:
+            return None
+        if state.result_ref:
+            data = await self._object(state.result_ref)
+            state = msgspec.structs.replace(state, result=_result_decoder.decode(data), result_ref="")
+        return state
 
     async def wait(self, task_id: str, *, poll: float = 0.5) -> TaskState:
         """Wait until ``task_id`` has ended; return its final state (result resolved)."""

@@ -39,7 +39,8 @@ From these, :func:`actor_permissions` gives the actor's user:
 services): request the actors' ``public`` endpoints and their ``ping``, publish a submission to
 ``tandem.task.submit`` (the work-queue stream), ask ``$SRV`` for discovery and status, read
 task states (KV ``tandem_tasks``) and the task data object store (inputs it puts there, results
-it reads), subscribe to ``tandem.events.>`` and its own inbox. Nothing else: no subscription
+it reads), subscribe to ``tandem.events.>``, to task states as they are written
+(``$KV.tandem_tasks.*``) and to its own inbox. Nothing else: no subscription
 under ``tandem.router.>`` or any request subject (so no rogue replica can answer first), no
 publish to ``tandem.executor.execute`` or under ``tandem.events.>`` (no spoofed task, step or
 progress event), no write to the plan cache or to task states.
@@ -321,7 +322,10 @@ def client_permissions(config: Any = None) -> Permissions:
     grants = [parse_jetstream(text, config) for text in CLIENT_JETSTREAM]
     publish = _unique([*public, subjects.TASK_SUBMIT, "$SRV.PING", "$SRV.INFO", "$SRV.STATS", "$SRV.*.*",
                        "$SRV.*.*.*", *(s for g in grants for s in jetstream_subjects(g))])
-    return Permissions(publish=publish, subscribe=(subjects.EVENTS_ALL, f"{inbox_prefix(CLIENT)}.>"))
+    # task states as they are written (TaskClient.run takes the final one from there, not with a read after the
+    # end): states it may read anyway; it still cannot write one
+    return Permissions(publish=publish, subscribe=(subjects.EVENTS_ALL, f"$KV.{subjects.TASK_BUCKET}.*",
+                                                   f"{inbox_prefix(CLIENT)}.>"))
 
 
 ADMIN_JETSTREAM = ("kv {config.plan_cache_bucket} write",)

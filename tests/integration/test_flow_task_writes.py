@@ -235,3 +235,22 @@ async def test_a_failed_planning_write_fails_the_flow_with_its_own_error(bus: Bu
         with pytest.raises(BusError, match="unavailable"):
             host = FailingHost(bus)
             await run_flow(host, TaskState(task_id=task.task_id), task, task.inputs)  # type: ignore[arg-type]
+
+
+async def test_run_takes_the_final_state_from_its_write_not_a_read_after_the_end(
+        bus: Bus, monkeypatch: pytest.MonkeyPatch) -> None:
+    reads: list[str] = []
+    get = TaskClient.get
+
+    async def counted(self: TaskClient, task_id: str, **options: object) -> TaskState:
+        reads.append(task_id)
+        return await get(self, task_id, **options)
+
+    monkeypatch.setattr(TaskClient, "get", counted)
+    async with tandem(bus, Model()):
+        client = TaskClient(bus)
+        final = await client.run(submit())
+        assert reads == []
+        assert final == await client.get(final.task_id)  # the state stored, as a read finds it
+    assert final.status == "succeeded" and final.result is not None and final.result.outputs[0].text == "A\nB\n"
+

@@ -69,6 +69,8 @@ def test_the_client_may_use_the_public_endpoints_and_nothing_else() -> None:
                     "tandem.history.s1", subjects.CONTROL_CANCEL):
         assert not client.may_publish(subject), subject
     assert client.may_subscribe("tandem.events.>") and client.may_subscribe("_INBOX.abc.*")
+    # task states as they are written (it may read them anyway), no other bucket's values
+    assert client.may_subscribe("$KV.tandem_tasks.t1") and not client.may_subscribe("$KV.tandem_plans.f00")
     assert not client.may_subscribe("_INBOX_router.abc.*") and not client.may_subscribe("_INBOX_task.>")
     for subject in ("tandem.router.>", subjects.EXECUTOR_EXECUTE, ">", "_INBOX_router.>",
                     "tandem.task.answer.*", "$KV.>"):
