@@ -152,6 +152,7 @@ class TaskStore:
         self._inputs: Any = None
         self._known: dict[str, tuple[TaskState, int]] = {}  # last state and revision this replica wrote
         self._known_max = max(256, loop.concurrency * 4)
+        self._locks: dict[str, anyio.Lock] = {}  # task id -> its writes here take turns (only while one is under way)
 
     async def open(self) -> TaskStore:
         """Open (creating when missing) the KV bucket and the object store."""
@@ -188,18 +189,39 @@ class TaskStore:
         return True
 
     async def update(self, task_id: str, change: Callable[[TaskState | None], TaskState | None], *,
-                     absent: bool = False) -> TaskState | None:
+                     absent: bool = False, locked: bool = False) -> TaskState | None:
         """Apply ``change`` to the current state (``None`` if absent) and store its result.
 
         ``change`` returning ``None`` writes nothing. Retries on a revision conflict. With
         ``absent`` (the state is most likely not written yet), the first try creates it without
         reading it first; a state that exists after all is read and the change applied to it.
+        This replica's writes of one task take turns (:meth:`lock`; ``locked``: the caller holds
+        it), so each starts from the revision the one before stored.
 
         Returns
         -------
         TaskState or None
             What is stored now.
         """
+        if locked:
+            return await self._update(task_id, change, absent)
+        lock = self.lock(task_id)
+        try:
+            async with lock:
+                return await self._update(task_id, change, absent)
+        finally:
+            if not lock.locked() and not lock.statistics().tasks_waiting and self._locks.get(task_id) is lock:
+                del self._locks[task_id]
+
+    def lock(self, task_id: str) -> anyio.Lock:
+        """The lock this replica's writes of ``task_id`` take in turn (held by :meth:`update`)."""
+        lock = self._locks.get(task_id)
+        if lock is None:
+            lock = self._locks[task_id] = anyio.Lock()
+        return lock
+
+    async def _update(self, task_id: str, change: Callable[[TaskState | None], TaskState | None],
+                      absent: bool) -> TaskState | None:
         for attempt in range(50):
             # the holder of a task is nearly always the last writer: try its cached revision first
             current = self._known.get(task_id) or (None if absent and attempt == 0 else await self.get(task_id))
@@ -701,9 +723,14 @@ class TaskActor(Actor):
         if state is not None and state.status == "dead_lettered":
             await self.announce(state, "dead_lettered", reason, error=error)
 
-    async def _take(self, submit: TaskSubmit, attempt: int, trace_id: str) -> TaskState:
+    async def _take(self, submit: TaskSubmit, attempt: int, trace_id: str,
+                    ) -> tuple[TaskState, Callable[[TaskState | None], TaskState | None] | None]:
         """Record that this replica holds the task (creating its state on the first delivery; the first
-        delivery's trace id is kept, a redelivery joins that trace anyway)."""
+        delivery's trace id is kept, a redelivery joins that trace anyway).
+
+        Returns the taken state and, for a task taken as it was submitted (nothing stored for it
+        yet), the change still to write (:meth:`_write_take`), else ``None``.
+        """
         def take(state: TaskState | None) -> TaskState | None:
             if state is not None and state.status in TERMINAL:
                 return None
@@ -714,12 +741,13 @@ class TaskActor(Actor):
             return msgspec.structs.replace(base, worker=self.instance_id, attempts=attempt, deadline=deadline,
                                            trace_id=base.trace_id or trace_id)
 
-        if (taking := self._taking.pop(submit.task_id, None)) is not None:
-            # its pending state waits for this take (_record_pending): not written, the take creates the state
+        if attempt == 1 and (taking := self._taking.pop(submit.task_id, None)) is not None:
+            # its pending state waits for this take (_record_pending), so nothing is stored for it (a cancel
+            # finds no task): the state is created by the take, while the flow starts (_run_task)
             taking.set()
-            state = await self.store.update(submit.task_id, take, absent=True)
+            state = take(None)
             assert state is not None
-            return state
+            return state, take
         if (recording := self._recording.get(submit.task_id)) is not None:
             # its pending state is being written here: once written, its revision is known and the take
             # needs no read first (the write is a KV round trip already under way)
@@ -727,7 +755,24 @@ class TaskActor(Actor):
                 await recording.wait()
         state = await self.store.update(submit.task_id, take)
         assert state is not None
-        return state
+        return state, None
+
+    async def _write_take(self, task_id: str, take: Callable[[TaskState | None], TaskState | None],
+                          scope: anyio.CancelScope, *, task_status: TaskStatus[None] = anyio.TASK_STATUS_IGNORED,
+                          ) -> None:
+        """Create the state of a task taken as it was submitted; started once this replica's later writes of the
+        task wait for it. A state found after all that says the task has ended or is to be cancelled cancels it.
+
+        Raises
+        ------
+        TandemError
+            When the state cannot be written (the flow is cancelled; the task is redelivered).
+        """
+        async with self.store.lock(task_id):
+            task_status.started()
+            state = await self.store.update(task_id, take, absent=True, locked=True)
+        if state is None or state.status in TERMINAL or state.cancel_requested:
+            scope.cancel()
 
     async def _run_task(self, submit: TaskSubmit, attempt: int) -> None:
         task_id = submit.task_id
@@ -742,7 +787,13 @@ class TaskActor(Actor):
                             **({G.GEN_AI_CONVERSATION_ID: submit.conversation_id} if submit.conversation_id else {})},
                 record_exception=False, set_status_on_exception=False,
             ) as span:
-                state = await self._take(submit, attempt, format(span.get_span_context().trace_id, "032x"))
+                state, unwritten = await self._take(submit, attempt, format(span.get_span_context().trace_id, "032x"))
+                if unwritten is not None:  # its state is created while the flow starts: one KV write off its path
+                    async with anyio.create_task_group() as tg:
+                        await tg.start(self._write_take, task_id, unwritten, scope)
+                        await self.announce(state, "submitted", f"taken by {self.name} {self.instance_id}")
+                        await self._supervise_flow(state, submit, scope, span)
+                    return
                 if state.status in TERMINAL:
                     span.set_attribute("tandem.task.duplicate", True)
                     return  # a duplicate delivery of a task that has ended

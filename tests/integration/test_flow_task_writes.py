@@ -52,12 +52,14 @@ class Model:
     def __init__(self, plan: dict | None = None) -> None:
         self.plan = plan or PLAN
         self.release: anyio.Event | None = None
+        self.planning = anyio.Event()  # set by the first planning call
         self.transforms = 0
         self.transport = httpx.MockTransport(self._handle)
 
     async def _handle(self, request: httpx.Request) -> httpx.Response:
         body = json.loads(request.content)
         if "response_format" in body:
+            self.planning.set()
             return httpx.Response(200, json=chat_response(json.dumps(self.plan), model=body["model"]))
         self.transforms += 1
         if self.release is not None:
@@ -253,4 +255,30 @@ async def test_run_takes_the_final_state_from_its_write_not_a_read_after_the_end
         assert reads == []
         assert final == await client.get(final.task_id)  # the state stored, as a read finds it
     assert final.status == "succeeded" and final.result is not None and final.result.outputs[0].text == "A\nB\n"
+
+
+async def test_a_task_taken_as_it_was_submitted_starts_while_its_state_is_created(
+        bus: Bus, writes: list[TaskState], monkeypatch: pytest.MonkeyPatch) -> None:
+    """The take of a task nobody has stored yet is written while the flow starts; the task's later writes wait
+    for it, in order."""
+    model = Model()
+    update = TaskStore._update
+    taken_as_submitted: list[str] = []
+
+    async def held(self: TaskStore, task_id: str, change: Callable, absent: bool) -> TaskState | None:
+        if absent:
+            taken_as_submitted.append(task_id)
+            with anyio.fail_after(10):
+                await model.planning.wait()  # the planner is asked before the take is stored
+        return await update(self, task_id, change, absent)
+
+    monkeypatch.setattr(TaskStore, "_update", held)
+    async with tandem(bus, model):
+        for _ in range(3):
+            writes.clear()
+            final = await TaskClient(bus).run(submit())
+            assert final.status == "succeeded" and final.worker and final.attempts == 1 and final.trace_id
+            assert [w.status for w in writes] == ["pending", "planning", "running", "succeeded"]
+    # an idle replica sees the submission, then gets it from the stream (the other order, rarer, reads first)
+    assert taken_as_submitted
 
