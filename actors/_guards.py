@@ -21,12 +21,9 @@ Errors (both :class:`~tandem.services.errors.ExecutionError`)::
 
 from __future__ import annotations
 
-import re
-from collections import Counter
-
 import msgspec
-
 from tandem.services.errors import ExecutionError
+from tandem.services.repetition import Repetition, find_repetition
 
 __all__ = [
     "Budget",
@@ -53,124 +50,6 @@ class InputTooLarge(ExecutionError):
     """Raised when a prompt does not fit the model's context window."""
 
     code = "input_too_large"
-
-
-class Repetition(msgspec.Struct, frozen=True, kw_only=True):
-    """A repeated piece of text.
-
-    Parameters
-    ----------
-    unit : str
-        The repeated sentence, paragraph or phrase (whitespace collapsed).
-    count : int
-        Times it occurs in the output.
-    in_source : int
-        Times it occurs in the source text.
-    kind : {"unit", "loop"}
-        ``unit``: a sentence/paragraph repeated anywhere; ``loop``: the text
-        ends in the same phrase over and over.
-    """
-
-    unit: str
-    count: int
-    in_source: int = 0
-    kind: str = "unit"
-
-
-_SENTENCE_END = re.compile(r"(?<=[.!?。！？])\s+|\n")
-_PARAGRAPH = re.compile(r"\n\s*\n")
-_WS = re.compile(r"\s+")
-_LETTER = re.compile(r"[^\W\d_]")
-
-
-def _norm(unit: str) -> str:
-    return _WS.sub(" ", unit).strip().lower()
-
-
-def _units(text: str, min_chars: int) -> Counter[str]:
-    """Sentences (or lines) and paragraphs of ``text``, normalised, at least ``min_chars`` long."""
-    counts: Counter[str] = Counter()
-    for part in _SENTENCE_END.split(text):
-        unit = _norm(part)
-        if len(unit) >= min_chars and len(set(_LETTER.findall(unit))) >= 3:
-            counts[unit] += 1
-    for part in _PARAGRAPH.split(text):
-        unit = _norm(part)
-        if len(unit) >= min_chars and "\n" in part.strip() and len(set(_LETTER.findall(unit))) >= 3:
-            counts[unit] += 1  # a multi-line paragraph, counted besides its lines
-    return counts
-
-
-def _tail_loop(text: str, *, min_period: int, max_period: int, repeats: int) -> tuple[str, int] | None:
-    """The phrase the text ends with ``repeats`` or more times in a row, with its count."""
-    flat = _WS.sub(" ", text.strip())
-    for period in range(min_period, min(max_period, len(flat) // repeats) + 1):
-        unit = flat[-period:]
-        if len(set(_LETTER.findall(unit))) < 2:
-            continue
-        if flat.endswith(unit * repeats):
-            count = repeats
-            while flat.endswith(unit * (count + 1)):
-                count += 1
-            return unit, count
-    return None
-
-
-def find_repetition(text: str, source: str = "", *, min_chars: int = 24, min_extra: int = 8,
-                    min_share: float = 0.25, loop_repeats: int = 6) -> Repetition | None:
-    """Return the worst degenerate repetition in ``text``, or ``None``.
-
-    A sentence, line or paragraph of at least ``min_chars`` characters (with
-    at least three different letters, so rules and table borders do not
-    count) is degenerate when it occurs at least twice more than in
-    ``source`` (the text the model was given) and the extra copies make up
-    ``min_share`` of the output, or at least ``min_extra`` times more and a
-    fifth of that share (a real document repeats a code line or two, a
-    handful of times: rich's README has ``from rich.console import Console``
-    six times). A text that ends with the same phrase (8–200 characters)
-    ``loop_repeats`` times in a row, where ``source`` has no such run, is
-    degenerate too.
-
-    Parameters
-    ----------
-    text : str
-        The model's output (or what it has streamed so far).
-    source : str
-        The input it worked on; repetition already there is legitimate.
-    min_chars, min_extra, min_share, loop_repeats
-        Thresholds, see above.
-
-    Returns
-    -------
-    Repetition or None
-
-    Examples
-    --------
-    >>> para = "The quick brown fox jumps over the lazy dog."
-    >>> find_repetition("\\n\\n".join([para] * 25)).count
-    25
-    >>> find_repetition("# Title\\n\\nOne sentence. Another one here.") is None
-    True
-    """
-    out = _units(text, min_chars)
-    src = _units(source, min_chars) if source else Counter()
-    worst: Repetition | None = None
-    for unit, count in out.items():
-        extra = count - src.get(unit, 0)
-        if extra < 2:
-            continue
-        share = extra * len(unit) / max(len(_norm(text)), 1)
-        if share >= min_share or (extra >= min_extra and share >= min_share / 5):
-            if worst is None or count > worst.count:
-                worst = Repetition(unit=unit, count=count, in_source=src.get(unit, 0))
-    if worst is not None:
-        return worst
-    loop = _tail_loop(text, min_period=8, max_period=200, repeats=loop_repeats)
-    if loop is not None:
-        unit, count = loop
-        if unit * count not in _WS.sub(" ", source.strip()):
-            return Repetition(unit=unit.strip(), count=count, kind="loop")
-    return None
 
 
 def check_degenerate(text: str, source: str = "") -> None:

@@ -216,6 +216,11 @@ class ProviderConfig(_Conf, frozen=True, kw_only=True):
         Read and connect timeouts, seconds.
     gen_ai_provider : str
         ``gen_ai.provider.name`` for spans (``openai``, ``llama_cpp`` …).
+    stream : bool or None
+        Stream text answers and stop one that loops instead of letting it run
+        to ``max_tokens`` (``openai`` and ``llamacpp_embedded`` kinds; the server
+        must take ``stream_options.include_usage``, or usage reads 0).
+        ``None``: on for ``llamacpp_embedded``, off otherwise.
     """
 
     kind: Literal["openai", "azure", "gemini", "llamacpp_embedded"] = "openai"
@@ -226,6 +231,11 @@ class ProviderConfig(_Conf, frozen=True, kw_only=True):
     connect_timeout_s: float = 5.0
     gen_ai_provider: str = ""
     headers: dict[str, str] = {}
+    stream: bool | None = None
+
+    def __post_init__(self) -> None:
+        if self.stream is None:
+            msgspec.structs.force_setattr(self, "stream", self.kind == "llamacpp_embedded")
 
 
 class Capabilities(_Conf, frozen=True, kw_only=True):

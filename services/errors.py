@@ -63,6 +63,7 @@ __all__ = [
     "ConfigError",
     "CredentialRejected",
     "DeadlineExceeded",
+    "DegenerateStream",
     "ExecutionError",
     "FallbackExhausted",
     "InputError",
@@ -407,6 +408,16 @@ class MalformedResponse(LLMError):
     """Raised when a provider's body is not the documented shape."""
 
     code = "llm_malformed"
+
+
+class DegenerateStream(LLMError):
+    """Raised when a streamed answer loops and the stream is stopped before ``max_tokens``.
+
+    Same code as the executor's check on a finished answer: to the user both
+    say the model repeated itself.
+    """
+
+    code = "degenerate_output"
 
 
 class NoCandidate(LLMError):

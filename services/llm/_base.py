@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import os
 import time
+from collections.abc import AsyncIterator
 from typing import Any
 
 import httpx
@@ -180,8 +181,7 @@ class Provider:
         ) as span:
             started = time.perf_counter()
             try:
-                data = await self._post(path, body, query, timeout)
-                completion = self.parse_response(model, data)
+                completion = await self.complete(model, params, path, body, query, timeout)
             except Exception as exc:
                 span.set_attribute("error.type", getattr(exc, "code", type(exc).__qualname__))
                 if isinstance(exc, ProviderStatusError):
@@ -197,18 +197,67 @@ class Provider:
                 span.set_attribute(G.GEN_AI_RESPONSE_ID, completion.response_id)
             return completion
 
-    async def _post(self, path: str, body: dict[str, Any], query: dict[str, str], timeout: float | None) -> bytes:
+    async def complete(self, model: ModelConfig, params: ChatParams, path: str, body: dict[str, Any],
+                       query: dict[str, str], timeout: float | None) -> Completion:
+        """Send the request and decode the answer (``latency_ms`` is filled in by :meth:`chat`).
+
+        Providers that stream override it; the errors are :meth:`chat`'s.
+        """
+        return self.parse_response(model, await self._post(path, body, query, timeout))
+
+    def _request(self, path: str, body: dict[str, Any], query: dict[str, str], timeout: float | None) -> httpx.Request:
         extra = {} if timeout is None else {"timeout": httpx.Timeout(timeout, connect=min(timeout, self.config.connect_timeout_s))}
-        try:
-            response = await self.client.post(path, content=msgspec.json.encode(body), params=query or None,
-                                              headers={"Content-Type": "application/json"}, **extra)
-        except httpx.TimeoutException as exc:
-            raise ProviderTimeout(f"{self.name}: no answer within the timeout ({type(exc).__name__})") from exc
-        except httpx.TransportError as exc:
-            raise ProviderUnavailable(f"{self.name}: cannot reach {self.base_url}: {exc}") from exc
+        return self.client.build_request("POST", path, content=msgspec.json.encode(body), params=query or None,
+                                         headers={"Content-Type": "application/json"}, **extra)
+
+    def _raise_for_status(self, response: httpx.Response) -> None:
+        """Translate a 4xx/5xx (its body already read) into Tandem's errors."""
         if response.status_code in (401, 403):
             raise CredentialRejected(response.status_code, error_message(response), provider=self.name,
                                      api_key_env=self.config.api_key_env)
         if response.status_code >= 400:
             raise ProviderStatusError(response.status_code, error_message(response), retry_after=self.retry_after(response))
+
+    async def _post(self, path: str, body: dict[str, Any], query: dict[str, str], timeout: float | None) -> bytes:
+        try:
+            response = await self.client.send(self._request(path, body, query, timeout))
+        except httpx.TimeoutException as exc:
+            raise ProviderTimeout(f"{self.name}: no answer within the timeout ({type(exc).__name__})") from exc
+        except httpx.TransportError as exc:
+            raise ProviderUnavailable(f"{self.name}: cannot reach {self.base_url}: {exc}") from exc
+        self._raise_for_status(response)
         return response.content
+
+    async def _events(self, path: str, body: dict[str, Any], query: dict[str, str],
+                      timeout: float | None) -> AsyncIterator[bytes]:
+        """Yield the ``data:`` payloads of a server-sent-events answer (the WHATWG event-stream format).
+
+        Leaving the iteration early closes the connection, which stops the generation on
+        servers that watch for it (llama.cpp, vLLM, OpenAI). ``timeout`` bounds each read,
+        not the whole stream: the router bounds that.
+
+        Raises
+        ------
+        ProviderTimeout, ProviderUnavailable, ProviderStatusError
+        """
+        try:
+            response = await self.client.send(self._request(path, body, query, timeout), stream=True)
+            try:
+                if response.status_code >= 400:
+                    await response.aread()
+                    self._raise_for_status(response)
+                data: list[bytes] = []
+                async for line in response.aiter_lines():
+                    if line.startswith("data:"):
+                        data.append(line[5:].removeprefix(" ").encode())
+                    elif not line and data:  # a blank line ends an event
+                        yield b"\n".join(data)
+                        data = []
+                if data:
+                    yield b"\n".join(data)
+            finally:
+                await response.aclose()
+        except httpx.TimeoutException as exc:
+            raise ProviderTimeout(f"{self.name}: the answer stalled ({type(exc).__name__})") from exc
+        except httpx.TransportError as exc:
+            raise ProviderUnavailable(f"{self.name}: the stream from {self.base_url} broke: {exc}") from exc

@@ -6,16 +6,25 @@ Wire format (OpenAI API reference, "Create chat completion"): ``POST
 (OpenRouter: ``reasoning: {"effort": ...}``) and ``response_format``; the reply's
 ``choices[0].message.content``, ``choices[0].finish_reason`` and
 ``usage.prompt_tokens``/``completion_tokens``.
+
+Streaming (same reference, "The chat completion chunk object"): with
+``"stream": true`` the answer comes as server-sent events, each ``data:`` a
+chunk whose ``choices[0].delta.content`` extends the text, the last with
+``finish_reason``; ``stream_options: {"include_usage": true}`` adds a final
+chunk with ``usage`` (and empty ``choices``); ``data: [DONE]`` ends it.
+llama.cpp's server speaks the same.
 """
 
 from __future__ import annotations
 
+from contextlib import aclosing
 from typing import Any
 
 import msgspec
 
 from ..config import ModelConfig
-from ..errors import MalformedResponse
+from ..errors import DegenerateStream, MalformedResponse
+from ..repetition import STREAM_THRESHOLDS, find_repetition
 from ._base import Completion, Provider
 from ._params import ChatParams
 
@@ -44,6 +53,28 @@ class _ChatResponse(msgspec.Struct):
 
 
 _response_decoder = msgspec.json.Decoder(_ChatResponse)
+
+
+class _Delta(msgspec.Struct, frozen=True):
+    content: str | None = None
+
+
+class _ChunkChoice(msgspec.Struct):
+    delta: _Delta = _Delta()
+    finish_reason: str | None = None
+
+
+class _Chunk(msgspec.Struct):
+    choices: list[_ChunkChoice] = []
+    id: str = ""
+    model: str = ""
+    usage: _Usage | None = None
+
+
+_chunk_decoder = msgspec.json.Decoder(_Chunk)
+
+GUARD_EVERY_CHARS = 1024
+"""A stream is checked for loops each time this many more characters have arrived."""
 
 
 def chat_completions_body(model: ModelConfig, params: ChatParams, *, model_field: bool = True) -> dict[str, Any]:
@@ -100,7 +131,15 @@ def parse_chat_completion(provider: str, model: ModelConfig, data: bytes) -> Com
 
 
 class OpenAIChatProvider(Provider):
-    """An OpenAI-compatible chat-completions endpoint (see :class:`~tandem.services.llm.Provider`)."""
+    """An OpenAI-compatible chat-completions endpoint (see :class:`~tandem.services.llm.Provider`).
+
+    With ``stream`` on in the provider's config, a text answer (no schema) is
+    streamed and watched: when the text so far repeats itself far past what
+    the finished answer could explain (:data:`~tandem.services.repetition.STREAM_THRESHOLDS`,
+    repetition already in the prompt excepted), the stream is closed, which
+    stops the generation, and :class:`~tandem.services.errors.DegenerateStream`
+    is raised instead of waiting for ``max_tokens``.
+    """
 
     default_gen_ai_provider = "openai"
 
@@ -109,6 +148,63 @@ class OpenAIChatProvider(Provider):
 
     def parse_response(self, model: ModelConfig, data: bytes) -> Completion:
         return parse_chat_completion(self.name, model, data)
+
+    def streams(self, params: ChatParams) -> bool:
+        """Whether this call is streamed: ``stream`` configured and a text (not schema-shaped) answer."""
+        return bool(self.config.stream) and params.schema is None
+
+    async def complete(self, model: ModelConfig, params: ChatParams, path: str, body: dict[str, Any],
+                       query: dict[str, str], timeout: float | None) -> Completion:
+        """Stream the answer when :meth:`streams` says so, else one request.
+
+        Raises
+        ------
+        DegenerateStream
+            When the streamed text loops (the stream is closed first).
+        MalformedResponse
+            When a chunk is not the documented shape.
+        """
+        if not self.streams(params):
+            return await super().complete(model, params, path, body, query, timeout)
+        body = {**body, "stream": True, "stream_options": {"include_usage": True}}
+        source = "\n".join(m.content for m in params.messages)
+        parts: list[str] = []
+        size = 0
+        check_at = GUARD_EVERY_CHARS
+        finish, response_id, name = "", "", ""
+        usage = _Usage()
+        async with aclosing(self._events(path, body, query, timeout)) as events:
+            async for data in events:
+                if data == b"[DONE]":
+                    break
+                try:
+                    chunk = _chunk_decoder.decode(data)
+                except msgspec.DecodeError as exc:
+                    raise MalformedResponse(f"{self.name}: not a chat completion chunk: {exc}") from exc
+                response_id = response_id or chunk.id
+                name = name or chunk.model
+                if chunk.usage is not None:
+                    usage = chunk.usage
+                if not chunk.choices:
+                    continue
+                choice = chunk.choices[0]
+                finish = choice.finish_reason or finish
+                if choice.delta.content:
+                    parts.append(choice.delta.content)
+                    size += len(choice.delta.content)
+                    if size >= check_at:
+                        check_at = size + GUARD_EVERY_CHARS
+                        text = "".join(parts)
+                        parts = [text]
+                        found = find_repetition(text, source, **STREAM_THRESHOLDS)
+                        if found is not None:
+                            shown = found.unit if len(found.unit) <= 60 else found.unit[:57] + "..."
+                            raise DegenerateStream(
+                                f"degenerate_output: {model.model} repeated {shown!r} {found.count} times; "
+                                f"stopped after {size} characters instead of running to max_tokens {params.max_tokens}")
+        return Completion(content="".join(parts), model=name or model.model, finish_reason=finish,
+                          input_tokens=usage.prompt_tokens, output_tokens=usage.completion_tokens, latency_ms=0.0,
+                          response_id=response_id)
 
 
 class LlamaCppProvider(OpenAIChatProvider):
