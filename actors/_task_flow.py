@@ -45,6 +45,7 @@ from tandem.messages import (
     WriteOutput,
     subjects,
 )
+from tandem.messages.control import CancelWork
 from tandem.messages.plan import ManualTransformParams, ReadInputParams
 from tandem.services.approval import Approval, describe_step
 from tandem.services.bus import Bus
@@ -296,27 +297,73 @@ async def _execute(host: FlowHost, state: TaskState, submit: TaskSubmit, inputs:
         plan = approval.plan or plan
         result = msgspec.structs.replace(result, approval=approval.decision, approved_steps=approval.kept_steps,
                                          modifications=approval.modifications)
-    state = await host.transition(state, status="running", plan=plan, question="", result=result, **fingerprint)
-    if planned is not None:
+    if planned is not None:  # as seen while planning (its status says so): before the plan is recorded
         await _announce_planned(host, state, planned)
-    try:
-        reply = await host.bus.request(
-            subjects.EXECUTOR_EXECUTE,
-            ExecuteRequest(plan=plan, inputs=inputs, task=submit.task, resume=state.checkpoint,
-                           checkpoint_subject=host.checkpoint_subject(state), **env),
-            ExecuteReply, timeout=host.config.nats.request_timeout_s, idempotent=True)
-    except RemoteError as exc:
+    request = ExecuteRequest(plan=plan, inputs=inputs, task=submit.task, resume=state.checkpoint,
+                             checkpoint_subject=host.checkpoint_subject(state), **env)
+    state, reply, error = await _record_and_run(host, state, request, status="running", plan=plan, question="",
+                                                result=result, **fingerprint)
+    if error is not None:
+        if not isinstance(error, RemoteError):
+            raise error
+        exc = error
         fallback_ok = (result.mode == "two_stage" and plan.metadata.fallback_strategy != "abort"
                        and submit.approval != "ask")  # never run what was not approved
         if not fallback_ok:
-            raise
+            raise exc
         log.warning("task %s: plan execution failed, falling back to single stage: %s", submit.task_id, exc.message)
         result = msgspec.structs.replace(result, mode="single_stage", fallback=f"plan execution failed: {exc.message}")
         state = await host.transition(state, checkpoint=None, plan=None, result=result)
         return await _execute(host, state, submit, inputs, infos, single_stage_plan(infos), result)
+    assert reply is not None
     if result.mode == "two_stage" and not result.plan_cached and state.plan_fingerprint:
         await host.remember(state, plan)
     return msgspec.structs.replace(result, outputs=reply.outputs, steps=reply.steps)
+
+
+async def _record_and_run(host: FlowHost, state: TaskState, request: ExecuteRequest, **changes: object,
+                          ) -> tuple[TaskState, ExecuteReply | None, Exception | None]:
+    """Record ``changes`` (the plan, running) while the executor is asked to run it; return the recorded state
+    and the reply, or ``(state, None, error)`` when the request failed.
+
+    The write is one KV round trip that need not come before the request: the task actor's writes of a task
+    take turns, so no checkpoint of the run is stored, and no step announced, before the plan is recorded (a
+    redelivery resumes a plan only once it is recorded, from checkpoints stored after it), and a model step's
+    checkpoint, stored before the executor goes on, still is.
+
+    Raises
+    ------
+    TandemError
+        When the write failed: the executor's work for the task is cancelled (``tandem.control.cancel``),
+        as no run goes on whose plan is not recorded.
+    """
+    recorded: list[TaskState] = []
+    failed: list[Exception] = []
+    reply: ExecuteReply | None = None
+    error: Exception | None = None
+    async with anyio.create_task_group() as tg:
+
+        async def record() -> None:
+            try:
+                recorded.append(await host.transition(state, **changes))
+            except Exception as exc:  # noqa: BLE001 - re-raised below, unwrapped
+                failed.append(exc)
+                tg.cancel_scope.cancel()
+
+        tg.start_soon(record)
+        try:
+            reply = await host.bus.request(subjects.EXECUTOR_EXECUTE, request, ExecuteReply,
+                                           timeout=host.config.nats.request_timeout_s, idempotent=True)
+        except Exception as exc:  # noqa: BLE001 - returned once the write has ended (a task group would wrap it)
+            error = exc
+    if failed:
+        with anyio.CancelScope(shield=True):
+            try:
+                await host.bus.publish(subjects.CONTROL_CANCEL, CancelWork(correlation_id=state.task_id))
+            except TandemError as exc:
+                log.warning("task %s: its run could not be cancelled: %s", state.task_id, exc)
+        raise failed[0]
+    return recorded[0], reply, error
 
 
 async def ask_planner_to_remember(bus: Bus, state: TaskState, plan: ExecutionPlan) -> None:

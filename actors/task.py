@@ -30,8 +30,8 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Callable
-from contextlib import AsyncExitStack
+from collections.abc import AsyncIterator, Callable
+from contextlib import AsyncExitStack, asynccontextmanager
 from typing import Any, ClassVar
 
 import anyio
@@ -195,8 +195,8 @@ class TaskStore:
         ``change`` returning ``None`` writes nothing. Retries on a revision conflict. With
         ``absent`` (the state is most likely not written yet), the first try creates it without
         reading it first; a state that exists after all is read and the change applied to it.
-        This replica's writes of one task take turns (:meth:`lock`; ``locked``: the caller holds
-        it), so each starts from the revision the one before stored.
+        This replica's writes of one task take turns (:meth:`writing`; ``locked``: the caller holds
+        the turn), so each starts from the revision the one before stored.
 
         Returns
         -------
@@ -205,20 +205,28 @@ class TaskStore:
         """
         if locked:
             return await self._update(task_id, change, absent)
-        lock = self.lock(task_id)
-        try:
-            async with lock:
-                return await self._update(task_id, change, absent)
-        finally:
-            if not lock.locked() and not lock.statistics().tasks_waiting and self._locks.get(task_id) is lock:
-                del self._locks[task_id]
+        async with self.writing(task_id):
+            return await self._update(task_id, change, absent)
 
-    def lock(self, task_id: str) -> anyio.Lock:
-        """The lock this replica's writes of ``task_id`` take in turn (held by :meth:`update`)."""
+    async def settled(self, task_id: str) -> None:
+        """Wait until no write of ``task_id`` is under way here (its newest state is :meth:`cached`)."""
+        if (lock := self._locks.get(task_id)) is not None and lock.locked():
+            async with self.writing(task_id):
+                pass
+
+    @asynccontextmanager
+    async def writing(self, task_id: str) -> AsyncIterator[None]:
+        """Hold the turn of this replica's writes of ``task_id`` (what :meth:`update` takes; ``locked=True``
+        inside)."""
         lock = self._locks.get(task_id)
         if lock is None:
             lock = self._locks[task_id] = anyio.Lock()
-        return lock
+        try:
+            async with lock:
+                yield
+        finally:  # entries live only while used
+            if not lock.locked() and not lock.statistics().tasks_waiting and self._locks.get(task_id) is lock:
+                del self._locks[task_id]
 
     async def _update(self, task_id: str, change: Callable[[TaskState | None], TaskState | None],
                       absent: bool) -> TaskState | None:
@@ -768,7 +776,7 @@ class TaskActor(Actor):
         TandemError
             When the state cannot be written (the flow is cancelled; the task is redelivered).
         """
-        async with self.store.lock(task_id):
+        async with self.store.writing(task_id):
             task_status.started()
             state = await self.store.update(task_id, take, absent=True, locked=True)
         if state is None or state.status in TERMINAL or state.cancel_requested:
@@ -996,6 +1004,7 @@ class TaskActor(Actor):
         async with progress.announcing:
             if len(steps) <= progress.announced:
                 return
+            await self.store.settled(state.task_id)  # the plan's write (running) comes first
             known = self.store.cached(state.task_id)
             current = known[0] if known is not None else state  # the status and plan the task has now
             total = len(current.plan.workflow) if current.plan else 0

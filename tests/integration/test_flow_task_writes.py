@@ -282,3 +282,35 @@ async def test_a_task_taken_as_it_was_submitted_starts_while_its_state_is_create
     # an idle replica sees the submission, then gets it from the stream (the other order, rarer, reads first)
     assert taken_as_submitted
 
+
+async def test_the_plan_is_recorded_while_the_executor_runs_it_and_comes_first(
+        bus: Bus, writes: list[TaskState], monkeypatch: pytest.MonkeyPatch) -> None:
+    """The running write (the plan) is under way while the executor is asked; the model step's checkpoint is
+    stored after it and the steps are announced after it (and after the planned event), as running."""
+    monkeypatch.setattr(task_actor, "CHECKPOINT_QUIET_S", 5.0)
+    model = Model(MODEL_FIRST)
+    update = TaskStore._update
+    held: list[int] = []
+
+    async def slow_plan_write(self: TaskStore, task_id: str, change: Callable, absent: bool) -> TaskState | None:
+        known = self.cached(task_id)
+        peek = change(known[0] if known else None)
+        if peek is not None and peek.status == "running" and peek.checkpoint is None:
+            with anyio.fail_after(10):  # the plan's write waits until the executor has asked the model
+                while model.transforms == 0:
+                    await anyio.sleep(0.005)
+            held.append(model.transforms)
+        return await update(self, task_id, change, absent)
+
+    monkeypatch.setattr(TaskStore, "_update", slow_plan_write)
+    seen: list = []
+    async with tandem(bus, model):
+        final = await TaskClient(bus).run(submit(), on_event=lambda e: _append(seen, e))
+    assert held == [1]
+    assert final.status == "succeeded" and final.result is not None and final.result.outputs[0].text == "A\nB\n"
+    assert [(w.status, steps(w)) for w in writes] == [
+        ("pending", 0), ("planning", 0), ("running", 0), ("running", 2), ("succeeded", 4)]
+    kinds = [e.kind for e in seen]
+    assert kinds.index("planned") < kinds.index("step")
+    assert {e.status for e in seen if e.kind == "step"} == {"running"}
+
