@@ -41,6 +41,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import math
 import os
 import re
 from collections import deque
@@ -75,7 +76,7 @@ from tandem.services.bus import (
     truncate_text,
 )
 from tandem.services.bus._deadline import enter_deadline, exit_deadline
-from tandem.services.bus._tracing import HopAttributes, activate, extract_span_context, start_process
+from tandem.services.bus._tracing import HopAttributes, activate, start_process_from
 from tandem.services.errors import BadRequest, BusClosed, CancelledWork, DeadlineExceeded, RequestTimeout, TandemError
 from tandem.services.schema import schema_hash
 
@@ -271,6 +272,32 @@ class _Mailbox:
                 waiter.set_result(None)
 
 
+_Cancelled = asyncio.CancelledError  # anyio's cancellation on asyncio (nats-py runs on asyncio only)
+
+
+class _Work:
+    """One worker: the cancel scope its handlers run in, and the timer that bounds them.
+
+    A cancel scope per request costs more than the rest of an untraced hop's actor code
+    (anyio's ``CancelScope`` enter/exit with a deadline: ~37k instructions here), so a worker
+    keeps one scope for as long as nobody cancels it, and one ``call_at`` timer that is
+    moved only when a request needs it sooner: requests end long before their timeout, so
+    most requests write ``deadline`` and nothing else. When the timer fires and the request
+    then running is past its deadline, the scope is cancelled (anyio's cancellation, shields
+    respected); the worker answers that request and opens a fresh scope.
+    """
+
+    __slots__ = ("by_deadline", "cancelled", "deadline", "scope", "timer", "timer_at")
+
+    def __init__(self) -> None:
+        self.scope: Any = None  # an anyio CancelScope, set by the worker
+        self.deadline = math.inf  # the running handler's deadline (loop clock); inf: no handler running
+        self.by_deadline = False  # that deadline is the request's Tandem-Deadline, not the endpoint's timeout
+        self.cancelled = False  # tandem.control.cancel cancelled it
+        self.timer: asyncio.TimerHandle | None = None
+        self.timer_at = math.inf  # when the timer fires
+
+
 class Actor:
     """Base class of every Tandem actor.
 
@@ -295,6 +322,7 @@ class Actor:
     # scope class and clock once (asyncio: its CancelScope and loop.time, what anyio returns)
     _new_scope: Callable[..., anyio.CancelScope] = anyio.CancelScope
     _clock: Callable[[], float] = staticmethod(anyio.current_time)
+    _event_loop: asyncio.AbstractEventLoop
 
     def __init__(self, bus: Bus, *, concurrency: int = 64, backlog: int | None = None) -> None:
         self.bus = bus
@@ -303,8 +331,8 @@ class Actor:
         self.instance_id = new_id()[:12]
         self._tg: anyio.abc.TaskGroup | None = None
         self._waiting: dict[str, float] = {}  # reply subject -> when received, for requests asking for heartbeats
-        self._inflight: dict[str, set[anyio.CancelScope]] = {}  # correlation id -> scopes of its requests
-        self._cancelled: set[anyio.CancelScope] = set()  # scopes cancelled by tandem.control.cancel
+        self._inflight: dict[str, set[_Work]] = {}  # correlation id -> workers running its requests' handlers
+        self._cancelled: set[_Work] = set()  # workers whose request tandem.control.cancel cancelled
         self._hops: dict[str, HopAttributes] = {}  # process span name and fixed attributes per endpoint
         self._stats: dict[str, _EndpointStats] = {}  # $SRV.STATS counters per endpoint subject
         self._endpoints: list[Endpoint] = []
@@ -332,13 +360,15 @@ class Actor:
         """
         endpoints = [*self.endpoints(), Endpoint(subjects.ping(self.name), Ping, self._ping, timeout=5, idempotent=True),
                      Endpoint(subjects.CONTROL_CANCEL, CancelWork, self._cancel_work, timeout=5, queue=False)]
-        # The mailbox: nats-py hands each message to a callback, which gives it straight
-        # to one of `concurrency` idle workers (one future resolved), or queues it in a
-        # bounded backlog; when the backlog is full too the callback waits (backpressure
-        # into the subscription's pending queue).
+        # The mailbox: nats-py's read loop offers each message to _direct_dispatcher, which
+        # gives it straight to one of `concurrency` idle workers (one future resolved), or
+        # queues it in a bounded backlog; when the backlog is full too the message goes to
+        # the subscription's callback, which waits for room (backpressure into the
+        # subscription's pending queue).
         mailbox = _Mailbox(self.backlog)
         self._new_scope = type(anyio.CancelScope())
-        self._clock = asyncio.get_running_loop().time  # nats-py runs on asyncio only
+        self._event_loop = asyncio.get_running_loop()  # nats-py runs on asyncio only
+        self._clock = self._event_loop.time
         self._endpoints = endpoints
         self._stats = {ep.subject: _EndpointStats() for ep in endpoints}
         self._started_at = datetime.now(UTC)
@@ -353,7 +383,8 @@ class Actor:
                 try:
                     for ep in endpoints:
                         queue = subjects.queue_group(self.name) if ep.queue else ""
-                        subs.append(await self.bus.subscribe(ep.subject, queue=queue, cb=self._dispatcher(mailbox, ep)))
+                        subs.append(await self.bus.subscribe(ep.subject, queue=queue, cb=self._dispatcher(mailbox, ep),
+                                                             direct=self._direct_dispatcher(mailbox, ep)))
                     for verb, answer in (("PING", self._srv_ping), ("INFO", self._srv_info), ("STATS", self._srv_stats)):
                         for subject in (f"{SRV_PREFIX}.{verb}", f"{SRV_PREFIX}.{verb}.{self.name}",
                                         f"{SRV_PREFIX}.{verb}.{self.name}.{self.instance_id}"):
@@ -389,9 +420,10 @@ class Actor:
         self._tg.start_soon(fn, *args)
 
     async def _cancel_work(self, request: CancelWork) -> None:
-        for scope in list(self._inflight.get(request.correlation_id, ())):
-            self._cancelled.add(scope)
-            scope.cancel()
+        for work in list(self._inflight.get(request.correlation_id, ())):
+            self._cancelled.add(work)
+            work.cancelled = True
+            work.scope.cancel()
 
     async def _ping(self, _: Ping) -> Pong:
         return Pong(actor=self.name, instance_id=self.instance_id, pid=os.getpid())
@@ -475,6 +507,32 @@ class Actor:
 
         return dispatch
 
+    def _direct_dispatcher(self, mailbox: _Mailbox, ep: Endpoint) -> Callable[[Msg], bool]:
+        """The synchronous hand-over nats-py's read loop offers each message first (``Bus.subscribe(direct=)``).
+
+        It takes the message when an idle worker or the backlog has room and no callback
+        is waiting for room (those came first); otherwise it leaves the message to
+        :meth:`_dispatcher`'s callback, which waits for room (backpressure).
+        """
+        waiting = self._waiting
+        now = asyncio.get_running_loop().time
+        put_nowait = mailbox.put_nowait
+        room = mailbox.room
+        observe = ep.observe
+
+        def direct(msg: Msg) -> bool:
+            if room:
+                return False
+            if observe:
+                msg.reply = ""  # the reply subject is not ours to answer (a stream's acknowledgement)
+            if not put_nowait((msg, ep)):
+                return False
+            if msg.reply and msg.headers and HEARTBEAT_HEADER in msg.headers:
+                waiting[msg.reply] = now()
+            return True
+
+        return direct
+
     async def _heartbeats(self) -> None:
         """Tell callers of requests queued or running for a while that they are not forgotten."""
         while True:
@@ -489,19 +547,54 @@ class Actor:
                         break
 
     async def _worker(self, mailbox: _Mailbox) -> None:
-        get = mailbox.get
-        while True:
-            msg, ep = await get()
-            try:
-                await self._handle_one(msg, ep)
-            except Exception as exc:  # a failure to reply or dead-letter: log it, keep serving
-                log.error("%s: could not answer a message on %s: %r", self.name, msg.subject, exc,
-                          exc_info=not isinstance(exc, TandemError))
-            finally:
-                if msg.reply:
-                    self._waiting.pop(msg.reply, None)
+        """Serve messages one at a time inside this worker's cancel scope (see :class:`_Work`).
 
-    async def _handle_one(self, msg: Msg, ep: Endpoint) -> None:
+        The scope is replaced only after it was cancelled (a request's timeout, deadline or
+        ``tandem.control.cancel``): its cancellation ends at the ``with`` below, once the
+        request it interrupted has been answered.
+        """
+        get = mailbox.get
+        waiting = self._waiting
+        work = _Work()
+        try:
+            while True:
+                scope = work.scope = self._new_scope()
+                with scope:
+                    while not scope.cancel_called:
+                        msg, ep = await get()
+                        try:
+                            await self._handle_one(msg, ep, work)
+                        except Exception as exc:  # a failure to reply or dead-letter: log it, keep serving
+                            log.error("%s: could not answer a message on %s: %r", self.name, msg.subject, exc,
+                                      exc_info=not isinstance(exc, TandemError))
+                        finally:
+                            if msg.reply:
+                                waiting.pop(msg.reply, None)
+        finally:
+            if work.timer is not None:
+                work.timer.cancel()
+
+    def _arm_timer(self, work: _Work, deadline: float) -> None:
+        """Make ``work``'s timer fire by ``deadline`` (a new timer only when it would fire later)."""
+        work.deadline = deadline
+        if deadline < work.timer_at:
+            if work.timer is not None:
+                work.timer.cancel()
+            work.timer_at = deadline
+            work.timer = self._event_loop.call_at(deadline, self._timer_fired, work)
+
+    def _timer_fired(self, work: _Work) -> None:
+        """``work``'s timer: cancel its request when that request's deadline has come, else wait for it."""
+        work.timer, work.timer_at = None, math.inf
+        deadline = work.deadline
+        if deadline == math.inf:  # idle, or serving a request that is not bounded (never: budgets are finite)
+            return
+        if self._event_loop.time() >= deadline:
+            work.scope.cancel()
+        else:  # a later request took the worker meanwhile
+            self._arm_timer(work, deadline)
+
+    async def _handle_one(self, msg: Msg, ep: Endpoint, work: _Work) -> None:
         headers = msg.headers
         error: Exception | None = None
         data = msg.data
@@ -522,27 +615,30 @@ class Actor:
             hop = self._hops[ep.subject] = HopAttributes(
                 "process", ep.subject, consumer_group=subjects.queue_group(self.name) if ep.queue else None,
                 actor=self.name)
-        span = start_process(hop, lambda: hop.build(subject=msg.subject, correlation_id=env.correlation_id,
-                                                    conversation_id=env.conversation_id, body_size=len(data)),
-                             extract_span_context(headers), provider=self.bus.tracer_provider)
+        span = start_process_from(hop, lambda: hop.build(subject=msg.subject, correlation_id=env.correlation_id,
+                                                         conversation_id=env.conversation_id, body_size=len(data)),
+                                  headers, provider=self.bus.tracer_provider)
         # nothing to make current when there is no span and no incoming context (tracing off):
         # the worker's own context has no span, and this message's handler leaves none behind
         token = activate(span) if span is not INVALID_SPAN else None
         try:
             with span:
-                await self._serve(msg, ep, span, data, env, error)
+                await self._serve(msg, ep, span, data, env, error, work)
         finally:
             if token is not None:
                 otel_context.detach(token)
             if st is not None:
                 st.time_ns += perf_counter_ns() - began
 
-    async def _serve(self, msg: Msg, ep: Endpoint, span: Span, data: bytes, env: Any, error: Exception | None) -> None:
+    async def _serve(self, msg: Msg, ep: Endpoint, span: Span, data: bytes, env: Any, error: Exception | None,
+                     work: _Work) -> None:
         """Answer one decoded message (``env``) or its decoding ``error``, inside its ``process`` span.
 
-        One cancel scope bounds the handler: its deadline is the endpoint's timeout or the
-        request's ``Tandem-Deadline``, whichever comes first, and ``tandem.control.cancel``
-        for the request's correlation id cancels it (``_cancelled`` tells the two apart).
+        The handler runs in the worker's cancel scope (:class:`_Work`), whose timer fires at the
+        endpoint's timeout or the request's ``Tandem-Deadline``, whichever comes first;
+        ``tandem.control.cancel`` for the request's correlation id cancels it too
+        (``work.cancelled`` tells the two apart). A cancelled scope is spent: the answer is sent
+        shielded, then the cancellation goes on to the worker, which opens a new scope.
         """
         request = env
         if error is not None:
@@ -558,41 +654,58 @@ class Actor:
         # the request's deadline (Tandem-Deadline header) bounds the handler and every
         # request it makes on the same work
         token = enter_deadline(deadline_from_headers(headers))
-        scope: anyio.CancelScope | None = None
-        scopes: set[anyio.CancelScope] | None = None
+        scope = work.scope
+        interrupted: BaseException | None = None
+        reply: Message | None = None
+        works: set[_Work] | None = None
         try:
             budget = remaining(ep.timeout)
             assert budget is not None
-            by_deadline = budget < ep.timeout
-            scope = self._new_scope(deadline=self._clock() + max(budget, 0.0))
+            work.by_deadline = budget < ep.timeout
             if msg.reply:  # requests only: one-way events, the cancel itself among them, are not cancellable
-                scopes = self._inflight.get(request.correlation_id)
-                if scopes is None:
-                    scopes = self._inflight[request.correlation_id] = set()
-                scopes.add(scope)
-            with scope:
-                reply = await ep.handler(request)
+                works = self._inflight.get(request.correlation_id)
+                if works is None:
+                    works = self._inflight[request.correlation_id] = set()
+                works.add(work)
+            self._arm_timer(work, self._clock() + max(budget, 0.0))
+            reply = await ep.handler(request)
         except TimeoutError as exc:  # raised inside the handler (a NATS call, an inner limit), not its own timeout
-            reply, error = None, RequestTimeout(
+            error = RequestTimeout(
                 f"{self.name}: a call inside {ep.subject} timed out ({type(exc).__name__}: {exc or 'no detail'})")
         except Exception as exc:
-            reply, error = None, exc
+            error = exc
+        except _Cancelled as exc:  # the worker's scope (this request's timeout, deadline, cancel) or the actor's
+            if not scope.cancel_called:
+                raise  # the actor is stopping: no answer
+            interrupted = exc
         finally:
+            work.deadline = math.inf  # the timer and tandem.control.cancel leave the worker alone from here
             exit_deadline(token)
-            if scope is not None:
-                cancelled = scope in self._cancelled
-                self._cancelled.discard(scope)
-            if scopes is not None:
-                scopes.discard(scope)
-                if not scopes:
+            cancelled = work.cancelled
+            if cancelled:
+                work.cancelled = False
+                self._cancelled.discard(work)
+            if works is not None:
+                works.discard(work)
+                if not works:
                     self._inflight.pop(request.correlation_id, None)
-        if error is None and scope is not None and scope.cancelled_caught:
+        if interrupted is not None:
             if cancelled:  # tandem.control.cancel for this correlation id
                 error = CancelledWork(f"{self.name}: {ep.subject} cancelled")
-            elif by_deadline:
+            elif work.by_deadline:
                 error = DeadlineExceeded(f"{self.name}: deadline reached in {ep.subject}", step=ep.subject)
             else:
                 error = TimeoutError()
+        if scope.cancel_called:  # spent scope: every await in it would be cancelled
+            with self._new_scope(shield=True):
+                await self._send_answer(msg, ep, request, reply, error, span, data)
+            if interrupted is not None:
+                raise interrupted  # on to the worker's scope, which ends it
+            return
+        await self._send_answer(msg, ep, request, reply, error, span, data)
+
+    async def _send_answer(self, msg: Msg, ep: Endpoint, request: Message, reply: Message | None, error: Exception | None,
+                      span: Span, data: bytes) -> None:
         if error is not None:
             await self._fail(msg, ep, request, error, span, data)
         elif msg.reply and reply is not None:

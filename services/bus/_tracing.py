@@ -65,6 +65,7 @@ __all__ = [
     "inject_span",
     "messaging_attributes",
     "start_process",
+    "start_process_from",
     "start_send",
     "tracer",
 ]
@@ -273,7 +274,8 @@ class _HopSpan(sdk_trace.Span):
 class _Sdk:
     """What the hop path needs from an SDK tracer, looked up once per provider."""
 
-    __slots__ = ("_enabled", "_processors", "decide", "enders", "ending", "id_generator", "instrumentation_info",
+    __slots__ = ("_enabled", "_processors", "decide", "drops_unsampled_local", "drops_unsampled_remote", "enders",
+                 "ending", "id_generator", "instrumentation_info",
                  "instrumentation_scope", "limits", "lock", "on_start", "processor", "provider", "resource", "sampler",
                  "tracer")
 
@@ -285,6 +287,7 @@ class _Sdk:
         self.tracer = t
         self.sampler = t.sampler
         self.decide = _decider(t.sampler)
+        self.drops_unsampled_remote, self.drops_unsampled_local = _drops_unsampled(t.sampler)
         self.id_generator = t.id_generator
         self.processor = t.span_processor
         self.resource = t.resource
@@ -369,6 +372,64 @@ def _decider(sampler: Any) -> Any:
     return lambda parent, trace_id: plain(trace_id)
 
 
+def _drops_unsampled(sampler: Any) -> tuple[bool, bool]:
+    """Whether ``sampler`` drops every span whose (remote, local) parent is not sampled, whatever its trace id.
+
+    True for the standard ``parentbased_*`` samplers (their not-sampled delegates are
+    ``ALWAYS_OFF``): a span under such a parent is never recorded, so a hop there only has
+    to pass the parent's ``traceparent`` on (:class:`_Forwarded`).
+    """
+    if type(sampler).should_sample is not sampling.ParentBased.should_sample:
+        return False, False
+
+    def off(delegate: Any) -> bool:
+        return delegate is sampling.ALWAYS_OFF and type(delegate).should_sample is sampling.StaticSampler.should_sample
+
+    return (off(getattr(sampler, "_remote_parent_not_sampled", None)),
+            off(getattr(sampler, "_local_parent_not_sampled", None)))
+
+
+class _Forwarded(NonRecordingSpan):
+    """A non-recording span that passes a ``traceparent`` on as it came, parsed only if someone asks.
+
+    What a hop makes when it records nothing: tracing off in this process (the caller's
+    context goes on unchanged, as ``NonRecordingSpan(parent)`` did), or a parent that is not
+    sampled under a parent-based sampler (the hop's span would be dropped: it goes on with the
+    caller's span id and the not-sampled flag, a local parent for the handler's own spans,
+    which the same sampler drops too), or a task's root that the head sampler did not pick.
+    Writing it into headers copies the string: no ``SpanContext``, no formatting (an unsampled
+    hop cost about 60k instructions per process in parsing, formatting and SDK objects).
+    """
+
+    __slots__ = ("_remote", "traceparent", "tracestate")
+
+    def __init__(self, traceparent: str, tracestate: str | None, *, remote: bool) -> None:  # noqa: D107
+        self.traceparent = traceparent
+        self.tracestate = tracestate
+        self._remote = remote
+        self._context: SpanContext | None = None  # type: ignore[assignment]
+
+    def get_span_context(self) -> SpanContext:
+        context = self._context
+        if context is None:
+            value = self.traceparent
+            flags = value[53:55]
+            context = self._context = SpanContext(
+                int(value[3:35], 16), int(value[36:52], 16), is_remote=self._remote,
+                trace_flags=_FLAGS.get(flags) or TraceFlags(int(flags, 16)),
+                trace_state=TraceState.from_header([self.tracestate]) if self.tracestate else None)
+        return context
+
+    def __repr__(self) -> str:
+        return f"_Forwarded({self.traceparent!r}, remote={self._remote})"
+
+
+def _valid_traceparent(value: str | None) -> bool:
+    """Whether ``value`` is a ``traceparent`` :func:`extract_span_context` accepts (version 00, ids not zero)."""
+    return (value is not None and _TRACEPARENT.fullmatch(value) is not None and value[3:35] != _ZERO_TRACE
+            and value[36:52] != _ZERO_SPAN)
+
+
 _sdk_cache: list[Any] = [None, None]  # [provider, _Sdk | None]
 
 
@@ -430,6 +491,9 @@ def _start(name: str, kind: SpanKind, attributes: Attributes, parent: SpanContex
         sampled = decide(parent, trace_id)
         trace_state = parent.trace_state if parent is not None else None
         if not sampled:
+            if parent is None:  # a root the head sampler did not pick: its traceparent, written once
+                return _Forwarded("00-%032x-%016x-00" % (trace_id, hop.id_generator.generate_span_id()), None,
+                                  remote=False)
             return NonRecordingSpan(SpanContext(trace_id, hop.id_generator.generate_span_id(), is_remote=False,
                                                 trace_flags=_NOT_SAMPLED, trace_state=trace_state))
         span_context = SpanContext(trace_id, hop.id_generator.generate_span_id(), is_remote=False,
@@ -475,8 +539,28 @@ def start_send(hop: HopAttributes, attributes: Attributes, *, provider: Any | No
     provider : TracerProvider or None
         The global provider when None.
     """
-    parent = trace.get_current_span().get_span_context()
+    current = trace.get_current_span()
+    if type(current) is _Forwarded:  # inside a hop that records nothing
+        forwarded = _forward(current.traceparent, current.tracestate, provider, remote=current._remote)
+        if forwarded is not None:
+            return forwarded
+    parent = current.get_span_context()
     return _start(hop.name, SEND, attributes, parent if parent.is_valid else None, provider, record_exception=True)
+
+
+def _forward(traceparent: str, tracestate: str | None, provider: Any | None, *, remote: bool) -> _Forwarded | None:
+    """The span of a hop under ``traceparent`` when it records nothing (see :class:`_Forwarded`), else None."""
+    if provider is None:
+        provider = getattr(trace, "_TRACER_PROVIDER", None) or _default_provider()
+    hop = _sdk(provider)
+    if hop is None:
+        if _is_api_only(provider):  # tracing off here: the caller's context goes on unchanged
+            return _Forwarded(traceparent, tracestate, remote=remote)
+        return None
+    if traceparent.endswith("-00") and (hop.drops_unsampled_remote if remote else hop.drops_unsampled_local) \
+            and hop.enabled():
+        return _Forwarded(traceparent, tracestate, remote=False)
+    return None
 
 
 def start_process(hop: HopAttributes, attributes: Attributes, parent: SpanContext | None, *,
@@ -488,6 +572,23 @@ def start_process(hop: HopAttributes, attributes: Attributes, parent: SpanContex
     """
     links = (Link(parent, _NO_ATTRIBUTES),) if parent is not None and LINK_PARENT else ()
     return _start(hop.name, PROCESS, attributes, parent, provider, record_exception=False, links=links)
+
+
+def start_process_from(hop: HopAttributes, attributes: Attributes, headers: Mapping[str, str] | None, *,
+                       provider: Any | None = None) -> trace.Span:
+    """:func:`start_process` under the producer's context carried by ``headers``.
+
+    A hop that records nothing (tracing off here, or a parent that is not sampled under a
+    parent-based sampler) passes the incoming ``traceparent`` on without parsing it
+    (:class:`_Forwarded`); otherwise as ``start_process(hop, attributes, extract_span_context(headers))``.
+    """
+    if headers and _fast_propagation():
+        value = headers.get(TRACEPARENT)
+        if value is not None and _valid_traceparent(value):
+            forwarded = _forward(value, headers.get(TRACESTATE), provider, remote=True)
+            if forwarded is not None:
+                return forwarded
+    return start_process(hop, attributes, extract_span_context(headers), provider=provider)
 
 
 def activate(span: trace.Span) -> object:
@@ -507,11 +608,16 @@ def inject_span(span: trace.Span, headers: MutableMapping[str, str]) -> MutableM
 
     Nothing is written for an invalid context (tracing off and no incoming trace).
     """
+    if type(span) is _Forwarded and _fast_propagation():
+        headers[TRACEPARENT] = span.traceparent
+        if span.tracestate:
+            headers[TRACESTATE] = span.tracestate
+        return headers
     sc = span.get_span_context()
     if not sc.is_valid:
         return headers
     if _fast_propagation():
-        headers[TRACEPARENT] = f"00-{sc.trace_id:032x}-{sc.span_id:016x}-{sc.trace_flags:02x}"
+        headers[TRACEPARENT] = "00-%032x-%016x-%02x" % (sc.trace_id, sc.span_id, sc.trace_flags)  # < the f-string's cost
         if sc.trace_state:
             headers[TRACESTATE] = sc.trace_state.to_header()
     else:
