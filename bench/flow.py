@@ -30,6 +30,12 @@ timings: targets are printed, never enforced. The CPU time per task of the throu
 other work on a shared machine disturbs far less than the wall-clock ones. The last line
 printed is ``overhead p50 <x> ms``.
 
+``--count N`` runs N tasks of each flow one after the other and prints what the bench's one
+connection (client and actors share it) publishes per task, by subject with ids folded away:
+requests (a reply awaited: actor requests, JetStream and KV operations, pulls) and flushes are
+the round trips; events, replies and acks go one way. Work a task leaves behind (records written
+after the reply) is counted with it.
+
 Examples
 --------
 ::
@@ -37,6 +43,7 @@ Examples
     .venv/bin/python bench/flow.py
     .venv/bin/python bench/flow.py --tasks 500 --rounds 5
     .venv/bin/python bench/flow.py --profile /tmp/flow.prof   # + top hot spots
+    .venv/bin/python bench/flow.py --count 50   # messages and round trips per task, by subject (no timing)
 """
 
 from __future__ import annotations
