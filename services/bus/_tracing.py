@@ -403,7 +403,7 @@ class _Forwarded(NonRecordingSpan):
 
     __slots__ = ("_remote", "traceparent", "tracestate")
 
-    def __init__(self, traceparent: str, tracestate: str | None, *, remote: bool) -> None:  # noqa: D107
+    def __init__(self, traceparent: str, tracestate: str | None, *, remote: bool) -> None:
         self.traceparent = traceparent
         self.tracestate = tracestate
         self._remote = remote
@@ -492,7 +492,7 @@ def _start(name: str, kind: SpanKind, attributes: Attributes, parent: SpanContex
         trace_state = parent.trace_state if parent is not None else None
         if not sampled:
             if parent is None:  # a root the head sampler did not pick: its traceparent, written once
-                return _Forwarded("00-%032x-%016x-00" % (trace_id, hop.id_generator.generate_span_id()), None,
+                return _Forwarded("00-%032x-%016x-00" % (trace_id, hop.id_generator.generate_span_id()), None,  # noqa: UP031
                                   remote=False)
             return NonRecordingSpan(SpanContext(trace_id, hop.id_generator.generate_span_id(), is_remote=False,
                                                 trace_flags=_NOT_SAMPLED, trace_state=trace_state))
@@ -617,7 +617,8 @@ def inject_span(span: trace.Span, headers: MutableMapping[str, str]) -> MutableM
     if not sc.is_valid:
         return headers
     if _fast_propagation():
-        headers[TRACEPARENT] = "00-%032x-%016x-%02x" % (sc.trace_id, sc.span_id, sc.trace_flags)  # < the f-string's cost
+        # %-formatting: a third of the f-string's cost with format specs
+        headers[TRACEPARENT] = "00-%032x-%016x-%02x" % (sc.trace_id, sc.span_id, sc.trace_flags)  # noqa: UP031
         if sc.trace_state:
             headers[TRACESTATE] = sc.trace_state.to_header()
     else:

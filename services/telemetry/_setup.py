@@ -27,7 +27,6 @@ import collections
 import datetime
 import functools
 import logging
-import math
 import os
 import pathlib
 import threading
@@ -136,14 +135,14 @@ def _iso(ns: int | None) -> str | None:
     if ns is None:
         return None
     # the SDK's rounding (datetime.fromtimestamp(ns / 1e9)), with one strftime per second of spans
-    frac, whole = math.modf(ns / 1e9)
-    us = round(frac * 1e6)
+    t = ns / 1e9
+    sec = int(t)
+    us = round((t - sec) * 1e6)  # t - sec is math.modf(t)'s fraction, exactly
     if us >= 1_000_000:
-        whole, us = whole + 1, us - 1_000_000
-    sec = int(whole)
+        sec, us = sec + 1, us - 1_000_000
     if _second[0] != sec:
         _second[:] = [sec, datetime.datetime.fromtimestamp(sec, tz=datetime.UTC).strftime("%Y-%m-%dT%H:%M:%S")]
-    return f"{_second[1]}.{us:06d}Z"
+    return "%s.%06dZ" % (_second[1], us)  # noqa: UP031 (cheaper than the f-string)
 
 
 class _Context(msgspec.Struct):
@@ -209,19 +208,25 @@ def _attributes(span: Any) -> dict[str, Any]:
 
 
 def _document(span: ReadableSpan) -> _SpanDocument:
+    # each property read once (events and links build a tuple per read), %-formatting (cheaper than
+    # f-strings with format specs here): ~43k -> ~33k instructions a span on the export thread
     status = span.status
     parent = span.parent
+    ctx = span.context
+    state = ctx.trace_state
+    events = span.events
+    links = span.links
     return _SpanDocument(
         span.name,
-        _context(span.context),
+        _Context("0x%032x" % ctx.trace_id, "0x%016x" % ctx.span_id, repr(state) if state else "[]"),  # noqa: UP031
         _KIND[span.kind],
-        f"0x{parent.span_id:016x}" if parent else None,
+        "0x%016x" % parent.span_id if parent else None,  # noqa: UP031
         _iso(span.start_time),
         _iso(span.end_time),
         _Status(status.status_code.name, status.description) if status.description else _STATUS[status.status_code],
         _attributes(span),
-        [_Event(e.name, _iso(e.timestamp), dict(e.attributes or {})) for e in span.events] if span.events else [],
-        [_Link(_context(link.context), dict(link.attributes or {})) for link in span.links] if span.links else [],
+        [_Event(e.name, _iso(e.timestamp), dict(e.attributes or {})) for e in events] if events else [],
+        [_Link(_context(link.context), dict(link.attributes or {})) for link in links] if links else [],
         _resource(span),
     )
 

@@ -7,6 +7,7 @@ from __future__ import annotations
 import time
 
 import anyio
+import anyio.lowlevel
 import pytest
 from tandem.actors import Actor, Endpoint
 from tandem.messages import CancelWork, Message, subjects
@@ -41,7 +42,7 @@ class Sleeper(Actor):
             with anyio.CancelScope(shield=True):
                 await anyio.sleep(request.seconds)
             self.shield_done += 1
-            await anyio.sleep(0)  # the pending cancellation lands here
+            await anyio.lowlevel.checkpoint()  # the pending cancellation lands here
         else:
             await anyio.sleep(request.seconds)
         return Napped(correlation_id=request.correlation_id)

@@ -112,9 +112,8 @@ def test_a_root_the_head_sampler_did_not_pick_writes_its_traceparent_once() -> N
 
 def test_the_current_span_is_used_when_it_is_not_forwarded() -> None:
     provider, exporter = _provider(S.ParentBased(S.ALWAYS_ON))
-    with provider.get_tracer("t").start_as_current_span("task") as root:
-        with start_send(SEND, {}, provider=provider) as send:
-            assert send.is_recording()
+    with provider.get_tracer("t").start_as_current_span("task") as root, start_send(SEND, {}, provider=provider) as send:
+        assert send.is_recording()
     spans = {s.name: s for s in exporter.get_finished_spans()}
     assert spans["send test.forward"].parent.span_id == root.get_span_context().span_id
     assert trace.get_current_span() is trace.INVALID_SPAN
