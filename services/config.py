@@ -236,6 +236,8 @@ class ProviderConfig(_Conf, frozen=True, kw_only=True):
     def __post_init__(self) -> None:
         if self.stream is None:
             msgspec.structs.force_setattr(self, "stream", self.kind == "llamacpp_embedded")
+        elif self.stream and self.kind not in ("openai", "llamacpp_embedded"):
+            raise ValueError(f"stream: only openai and llamacpp_embedded providers stream (this one is {self.kind})")
 
 
 class Capabilities(_Conf, frozen=True, kw_only=True):

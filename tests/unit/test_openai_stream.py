@@ -150,3 +150,5 @@ def test_streaming_is_on_for_the_embedded_model_and_opt_in_elsewhere() -> None:
     assert ProviderConfig(kind="openai").stream is False
     assert ProviderConfig(kind="llamacpp_embedded", stream=False).stream is False
     assert msgspec.yaml.decode(b"kind: openai\nstream: true\n", type=ProviderConfig).stream is True
+    with pytest.raises(msgspec.ValidationError, match="only openai and llamacpp_embedded providers stream"):
+        msgspec.yaml.decode(b"kind: gemini\nstream: true\n", type=ProviderConfig)
