@@ -697,10 +697,16 @@ class Actor:
             else:
                 error = TimeoutError()
         if scope.cancel_called:  # spent scope: every await in it would be cancelled
-            with self._new_scope(shield=True):
-                await self._send_answer(msg, ep, request, reply, error, span, data)
+            try:
+                with self._new_scope(shield=True):
+                    await self._send_answer(msg, ep, request, reply, error, span, data)
+            except Exception as exc:
+                if interrupted is None:
+                    raise
+                log.error("%s: could not answer a message on %s: %r", self.name, msg.subject, exc,
+                          exc_info=not isinstance(exc, TandemError))
             if interrupted is not None:
-                raise interrupted  # on to the worker's scope, which ends it
+                raise interrupted  # never swallowed: on to the worker's scope, which ends it if it is its own
             return
         await self._send_answer(msg, ep, request, reply, error, span, data)
 
