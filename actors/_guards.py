@@ -67,9 +67,8 @@ def check_degenerate(text: str, source: str = "") -> None:
     found = find_repetition(text, source)
     if found is None:
         return
-    shown = found.unit if len(found.unit) <= 60 else found.unit[:57] + "..."
     where = "the output ends in a loop of" if found.kind == "loop" else "the output repeats"
-    raise DegenerateOutput(f"degenerate_output: {where} {shown!r} {found.count} times"
+    raise DegenerateOutput(f"degenerate_output: {where} {found.shown!r} {found.count} times"
                            + (f" (the input has it {found.in_source} times)" if found.in_source else ""))
 
 

@@ -38,6 +38,11 @@ class Repetition(msgspec.Struct, frozen=True, kw_only=True):
     in_source: int = 0
     kind: str = "unit"
 
+    @property
+    def shown(self) -> str:
+        """The unit cut to 60 characters, for an error message."""
+        return self.unit if len(self.unit) <= 60 else self.unit[:57] + "..."
+
 
 _SENTENCE_END = re.compile(r"(?<=[.!?。！？])\s+|\n")
 _PARAGRAPH = re.compile(r"\n\s*\n")

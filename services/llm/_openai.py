@@ -198,9 +198,8 @@ class OpenAIChatProvider(Provider):
                         parts = [text]
                         found = find_repetition(text, source, **STREAM_THRESHOLDS)
                         if found is not None:
-                            shown = found.unit if len(found.unit) <= 60 else found.unit[:57] + "..."
                             raise DegenerateStream(
-                                f"degenerate_output: {model.model} repeated {shown!r} {found.count} times; "
+                                f"degenerate_output: {model.model} repeated {found.shown!r} {found.count} times; "
                                 f"stopped after {size} characters instead of running to max_tokens {params.max_tokens}")
         return Completion(content="".join(parts), model=name or model.model, finish_reason=finish,
                           input_tokens=usage.prompt_tokens, output_tokens=usage.completion_tokens, latency_ms=0.0,
