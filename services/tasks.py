@@ -228,10 +228,14 @@ class TaskClient:
         if entry is None or entry.value is None:
             raise RemoteError("not_found", f"no task {task_id}", subject=subjects.TASK_BUCKET)
         state = _state_decoder.decode(entry.value)
-        if resolve and state.result_ref:
-            data = await self._object(state.result_ref)
-            state = msgspec.structs.replace(state, result=_result_decoder.decode(data), result_ref="")
-        return state
+        return await self._resolved(state) if resolve else state
+
+    async def _resolved(self, state: TaskState) -> TaskState:
+        """``state`` with a result kept in the object store (``result_ref``) fetched into ``result``."""
+        if not state.result_ref:
+            return state
+        data = await self._object(state.result_ref)
+        return msgspec.structs.replace(state, result=_result_decoder.decode(data), result_ref="")
 
     async def list(self, *, limit: int = 20, status: str | None = None) -> list[TaskSummary]:
         """Return the most recent tasks, newest first."""
@@ -368,10 +372,7 @@ class TaskClient:
             return None
         if state.status != status:
             return None
-        if state.result_ref:
-            data = await self._object(state.result_ref)
-            state = msgspec.structs.replace(state, result=_result_decoder.decode(data), result_ref="")
-        return state
+        return await self._resolved(state)
 
     async def wait(self, task_id: str, *, poll: float = 0.5) -> TaskState:
         """Wait until ``task_id`` has ended; return its final state (result resolved)."""
