@@ -159,7 +159,10 @@ async def test_large_requests_and_replies_go_through_the_object_store(bus: Bus) 
 
 async def test_too_large_for_the_object_store_too_is_a_typed_too_large(nats_url: str) -> None:
     small = await Bus.connect(nats_url, max_object_bytes=3 * 1024 * 1024)
-    client = await Bus.connect(nats_url, max_object_bytes=3 * 1024 * 1024)
+    # the product's nats.responders_wait_s: twice in clean-clone CI the first request here met a
+    # transient no-responders from the server (cause not found; it passes in loops), and this
+    # test is about too_large, not about that
+    client = await Bus.connect(nats_url, max_object_bytes=3 * 1024 * 1024, responders_wait=5.0)
     try:
         async with anyio.create_task_group() as tg:
             await tg.start(Worker(small).run)
