@@ -75,6 +75,7 @@ class Role(IntEnum):
 FLAG: Final = plain(Flag)
 ROLE: Final = plain(Role)
 _UNSET: Final = ROLE.UNSET
+_MAIN: Final = FLAG.MAIN
 _NAMING: Final = frozenset(k for k in TARGETABLE if k is not KIND.YES)  # a token of these kinds names an option
 # member tests against constants: a tuple of class attributes would be built on every test
 _ONLY_FILL: Final = frozenset((KIND.ONLY, KIND.FILL))
@@ -88,6 +89,7 @@ _EXC_QUESTION: Final = frozenset((KIND.EXC, KIND.QUESTION))
 _ALL_REST: Final = frozenset((KIND.ALL, KIND.ALLCOUNT, KIND.REST))
 _QUESTION_HOLD: Final = frozenset((KIND.QUESTION, KIND.HOLD))
 _SCOPING: Final = frozenset((KIND.PAST, KIND.NEG, KIND.EXC, KIND.COMPARE))  # kinds _scopes acts on
+_SCOPED: Final = _SCOPING | {KIND.WITHOUT}  # and the connective of a "without" clause, whose targets it excludes
 
 
 class Clause:
@@ -199,17 +201,18 @@ _SPAN: Final = re.Match.span
 _EARLY_KINDS: Final = frozenset((KIND.ONLY, KIND.QUESTION, KIND.HOLD))
 
 
-def _punct_spans(s: str, toks: list[Token], starts: list[int], ends: list[int]) -> list[tuple[int, int]]:
+def _punct_spans(s: str, toks: list[Token], starts: list[int]) -> list[tuple[int, int]]:
     """The spans of cutting punctuation: found in ``s`` with the tokens masked (punctuation inside a token does not cut).
 
     Masking changes nothing unless a punctuation match of ``s`` overlaps a token (outside tokens the
     two texts are the same, and a token's masked characters are never punctuation): then the spans
-    are found again in the masked text. ``starts``/``ends``: the tokens' (sorted, non-overlapping).
+    are found again in the masked text. ``starts``: the tokens' (sorted, non-overlapping).
     """
     spans = list(map(_SPAN, _PUNCT_RE.finditer(s)))
-    if not toks:
+    if not toks or not spans:
         return spans
     n = len(toks)
+    ends = [t.end for t in toks]
     for a, b in spans:
         i = bisect.bisect_right(ends, a)  # the first token ending after a
         if i < n and starts[i] < b:
@@ -220,46 +223,56 @@ def _punct_spans(s: str, toks: list[Token], starts: list[int], ends: list[int]) 
 def _split(s: str, spans: list[tuple[int, int]], toks: list[Token], present: set[Kind],
            starts: list[int]) -> list[Clause]:
     """Cut at punctuation (``spans``, from :func:`_punct_spans`) and connectives (``present``: the tokens' kinds)."""
-    main = FLAG.MAIN
-    cuts: list[tuple[int, int, Flag, Flag | None]] = [(a, b, main, None) for a, b in spans]
-    if not present.isdisjoint(_CUTS):
+    clauses: list[Clause] = []
+    cur = 0
+    pending = _MAIN
+    if present.isdisjoint(_CUTS):
+        # punctuation only: the spans are sorted and apart, every clause is a main one
+        for cut, resume in spans:
+            if s[cur:cut].strip(_PUNCT_SPACE):
+                clauses.append(Clause(cur, cut, _MAIN))
+            cur = resume
+    else:
+        cuts: list[tuple[int, int, Flag, Flag | None]] = [(a, b, _MAIN, None) for a, b in spans]
+        get = _CUTS.get
         for t in toks:
-            cut = _CUTS.get(t.kind)
+            cut = get(t.kind)
             if cut is not None:
                 cut_at_end, resume_at_end, nxt, prev = cut
                 cuts.append((t.end if cut_at_end else t.start, t.end if resume_at_end else t.start, nxt, prev))
-    if len(cuts) > 1:
-        cuts.sort(key=_CUT_ORDER)
-    clauses: list[Clause] = []
-    cur = 0
-    pending = FLAG.MAIN
-    for cut, resume, nxt, prev in cuts:
-        if cut < cur:
-            continue
-        if s[cur:cut].strip(_PUNCT_SPACE):
-            clauses.append(Clause(cur, cut, prev if prev is not None else pending))
-            pending = nxt
-        elif prev is not None and clauses:
-            clauses[-1].flag = prev
-            pending = nxt
-        elif nxt is not FLAG.MAIN:
-            pending = nxt
-        cur = resume
+        if len(cuts) > 1:
+            cuts.sort(key=_CUT_ORDER)
+        for cut, resume, nxt, prev in cuts:
+            if cut < cur:
+                continue
+            if s[cur:cut].strip(_PUNCT_SPACE):
+                clauses.append(Clause(cur, cut, prev if prev is not None else pending))
+                pending = nxt
+            elif prev is not None and clauses:
+                clauses[-1].flag = prev
+                pending = nxt
+            elif nxt is not _MAIN:
+                pending = nxt
+            cur = resume
     if s[cur:].strip(_PUNCT_SPACE) or not clauses:
         clauses.append(Clause(cur, len(s), pending))
     else:
         clauses[-1].end = len(s)
     if len(clauses) == 1:
-        clauses[0].toks.extend(toks)
-        clauses[0].kinds = present
+        c = clauses[0]
+        c.toks.extend(toks)
+        c.kinds = present
         return clauses
     # a token goes to the last clause starting at or before it (the first clause takes any before it)
     lo = 0
-    for c, nxt_clause in itertools.pairwise(clauses):
-        hi = bisect.bisect_left(starts, nxt_clause.start, lo)
-        c.toks = toks[lo:hi]
+    bisect_left = bisect.bisect_left
+    prev_c = clauses[0]
+    for c in clauses[1:]:
+        hi = bisect_left(starts, c.start, lo)
+        prev_c.toks = toks[lo:hi]
         lo = hi
-    clauses[-1].toks = toks[lo:]
+        prev_c = c
+    prev_c.toks = toks[lo:]
     return clauses
 
 
@@ -578,11 +591,13 @@ def read(s: str, orig: str, toks: list[Token], approval: bool, n: int) -> Readin
     """
     present = {t.kind for t in toks}  # clauses only ever drop tokens: checks for absent kinds are skipped
     starts = [t.start for t in toks]
-    clauses = _split(s, _punct_spans(s, toks, starts, [t.end for t in toks]), toks, present, starts)
+    clauses = _split(s, _punct_spans(s, toks, starts), toks, present, starts)
     r = Reading(s, orig, clauses, toks)
     _roles(s, clauses)
-    _correction(toks, clauses)
-    for c in clauses:
+    if KIND.CORRECT in present:
+        _correction(toks, clauses)
+    scoped = not present.isdisjoint(_SCOPED)
+    for c in clauses if scoped else ():  # without these kinds no clause has a scope to resolve
         if c.role is ROLE.ACTIVE and not _scopes(r, c, approval, n):
             r.defer = True
             return r
@@ -622,9 +637,10 @@ def read(s: str, orig: str, toks: list[Token], approval: bool, n: int) -> Readin
             x = _mod_text(orig, c)
             if x:
                 mods.append(x)
-    r.act = [t for t in act if t.mention is None]
+    r.act = [t for t in act if t.mention is None] if scoped else act  # only a scope makes a mention
     if r.mods:
         mods += [x for x in r.mods if x]
     r.mods = mods
-    _trailing_negation(r, n)
+    if KIND.NEG in present:
+        _trailing_negation(r, n)
     return r
