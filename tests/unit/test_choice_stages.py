@@ -281,3 +281,14 @@ def test_rewritten_clause_regexes_match_as_written(text: str) -> None:
     plain = re.compile(r"[,、;。.!:()\[\]「」『』—]+|\s-\s")
     assert [m.span() for m in _PUNCT_RE.finditer(text)] == [m.span() for m in plain.finditer(text)]
     assert (_TWO_WORDCH.search(text) is not None) == (len(re.findall(r"\w", text)) >= 2)
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.text(alphabet=st.sampled_from(list("abnoty '1,-#?はいや番目二、 A_")), max_size=16))
+def test_lexicon_candidates_are_where_the_guard_passes(text: str) -> None:
+    """The finder's candidate regex (the guard inverted, for speed) finds the positions the guard passes at."""
+    finder = _lexicon._get()
+    chars = {c for rows in finder.branches for _, pairs in rows for c in pairs}
+    guard = re.compile(_lexicon._GUARD, re.ASCII)
+    want = [i for i, c in enumerate(text) if c in chars and guard.match(text, i)]
+    assert [m.start() for m in finder.candidate.finditer(text)] == want
