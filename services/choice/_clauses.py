@@ -89,6 +89,8 @@ _EXC_QUESTION: Final = frozenset((KIND.EXC, KIND.QUESTION))
 _ALL_REST: Final = frozenset((KIND.ALL, KIND.ALLCOUNT, KIND.REST))
 _QUESTION_HOLD: Final = frozenset((KIND.QUESTION, KIND.HOLD))
 _SCOPING: Final = frozenset((KIND.PAST, KIND.NEG, KIND.EXC, KIND.COMPARE))  # kinds _scopes acts on
+_DECISIVE_PAST: Final = DECISIVE | {KIND.PAST}  # a main clause with one of these is active
+_REASON_MORE: Final = frozenset((KIND.NEG, KIND.SARCASM, KIND.QUESTION, KIND.PAST))  # a reason that says more
 _SCOPED: Final = _SCOPING | {KIND.WITHOUT}  # and the connective of a "without" clause, whose targets it excludes
 
 
@@ -380,43 +382,45 @@ def _structural(kinds: set[Kind], toks: list[Token]) -> bool:
 def _roles(s: str, clauses: list[Clause]) -> None:
     """Reason clauses are ignored, conditional clauses without a choice are modifications."""
     chooses = False  # an active clause names an option (more than a "yes")
+    active = ROLE.ACTIVE
     for c in clauses:
         toks = c.toks
         kinds = c.kinds
         if kinds is None:
             kinds = c.kinds = {t.kind for t in toks}
         flag = c.flag
-        if flag is FLAG.REASON:
+        if flag is _MAIN:
+            if not kinds.isdisjoint(_DECISIVE_PAST):
+                role = active
+            else:
+                role = ROLE.MOD if _two_words(s, c) else ROLE.NONE
+        elif flag is FLAG.REASON:
             if _structural(kinds, toks):  # "2番が安全だから": the choice sits inside the reason clause
                 c.toks = [t for t in toks if not (t.kind is KIND.REF and t.src in _WORDED)]  # a structural one stays
                 c.kinds = None
-                c.role = ROLE.ACTIVE
-            elif kinds & {KIND.NEG, KIND.SARCASM, KIND.QUESTION, KIND.PAST}:
-                c.role = ROLE.ACTIVE  # "2, because I'd never pick 1": a reason that says more than a reason
+                role = active
+            elif not kinds.isdisjoint(_REASON_MORE):
+                role = active  # "2, because I'd never pick 1": a reason that says more than a reason
             else:
-                c.role = ROLE.NONE
-        elif flag in _ATTACHED:
-            if flag is FLAG.WITHOUT and (KIND.YES in kinds or _naming(kinds, toks)):  # a targetable token
-                c.role = ROLE.ACTIVE
-            elif flag is FLAG.SEQ and _naming(kinds, toks):
-                c.role = ROLE.ACTIVE  # "test then deploy", "2, also 3"
-            elif _structural(kinds, toks) or KIND.SARCASM in kinds:
-                c.role = ROLE.ACTIVE
-            elif _two_words(s, c):
-                c.role = ROLE.MOD
-            else:  # "1, but no", "yes but never": a bare reversal is no condition
-                c.role = ROLE.ACTIVE if kinds & DECISIVE else ROLE.NONE
-        elif kinds & DECISIVE or KIND.PAST in kinds:
-            c.role = ROLE.ACTIVE
-        else:
-            c.role = ROLE.MOD if _two_words(s, c) else ROLE.NONE
-        if not chooses and c.role is ROLE.ACTIVE and _naming(kinds, toks):
+                role = ROLE.NONE
+        elif flag is FLAG.WITHOUT and (KIND.YES in kinds or _naming(kinds, toks)):  # a targetable token
+            role = active
+        elif flag is FLAG.SEQ and _naming(kinds, toks):
+            role = active  # "test then deploy", "2, also 3"
+        elif _structural(kinds, toks) or KIND.SARCASM in kinds:
+            role = active
+        elif _two_words(s, c):
+            role = ROLE.MOD
+        else:  # "1, but no", "yes but never": a bare reversal is no condition
+            role = active if not kinds.isdisjoint(DECISIVE) else ROLE.NONE
+        c.role = role
+        if not chooses and role is active and _naming(kinds, toks):
             chooses = True
     # "the one with the backup": a descriptive clause is the choice when nothing else chooses
     if not chooses:
         for c in clauses:
-            if c.role is not ROLE.ACTIVE and c.flag in _COND_SEQ and any(t.kind is KIND.REF for t in c.toks):
-                c.role = ROLE.ACTIVE
+            if c.role is not active and c.flag in _COND_SEQ and any(t.kind is KIND.REF for t in c.toks):
+                c.role = active
 
 
 def _correction(toks: list[Token], clauses: list[Clause]) -> None:

@@ -178,6 +178,19 @@ def write_table() -> None:
     Path(__file__).with_name("_lexicon_table.py").write_text(table_source(), encoding="utf-8")
 
 
+class _Keys(dict):
+    """Two-character key -> the regex to try there (``None``: no entry starts so); filled on first use."""
+
+    __slots__ = ("finder",)
+
+    def __init__(self, finder: _Finder) -> None:
+        super().__init__()
+        self.finder = finder
+
+    def __missing__(self, key: str) -> re.Pattern[str] | None:
+        return self.finder.dispatch(key)
+
+
 class _Finder:
     """The compiled dispatch, built on first use.
 
@@ -204,7 +217,7 @@ class _Finder:
         chars = sorted({c for rows in self.branches for _, pairs in rows for c in pairs})
         self.candidate = re.compile(_candidates(chars), re.ASCII)
         self.groups = [_GROUP_NAME.findall(p) for _, p in self.alts]
-        self.by_key: dict[str, re.Pattern[str] | None] = {}
+        self.by_key = _Keys(self)
         self.by_body: dict[str, re.Pattern[str]] = {}
         self._master: re.Pattern[str] | None = None
 
@@ -271,18 +284,14 @@ def finditer(text: str) -> Iterator[re.Match[str]]:
 def matches(text: str) -> list[re.Match[str]]:
     """:func:`finditer` as a list (the scanner's form: no generator to resume per match)."""
     f = _finder or _get()
-    get = f.by_key.get
+    by_key = f.by_key  # a key seen for the first time is dispatched by _Keys.__missing__
     search = f.candidate.search  # from the end of the last match: candidates inside a match are never seen
     out: list[re.Match[str]] = []
     pos = 0
     while (c := search(text, pos)) is not None:
         p = c.start()
-        key = text[p : p + 2]
-        rx = get(key, _UNSEEN)
-        if rx is _UNSEEN:
-            rx = f.dispatch(key)
-        mo = rx.match(text, p) if rx is not None else None
-        if mo is None:
+        rx = by_key[text[p : p + 2]]
+        if rx is None or (mo := rx.match(text, p)) is None:
             pos = p + 1
         else:
             out.append(mo)
@@ -290,9 +299,6 @@ def matches(text: str) -> list[re.Match[str]]:
             if pos == p:  # pragma: no cover - no entry matches the empty string
                 pos += 1
     return out
-
-
-_UNSEEN: Final = object()
 
 
 def master() -> re.Pattern[str]:

@@ -245,6 +245,9 @@ def _lexicon_tokens(m: str, n: int, toks: list[Token], approval: bool) -> None:
                 add(Token(KIND.PLANREF, st, en))  # "step 2", "ステップ2"
                 continue
             add(Token(KIND.REF, st, en, v, 0.95, SRC.NUMBER))
+        elif name == "yes_w":
+            w = m[st:en]
+            add(Token(KIND.YES, st, en, None, _WEAK_YES_CONF.get(w, 0.75), SRC.POLITE if w in _POLITE else SRC.NONE))
         elif name == "kanji":
             pre_ = mo.group("kn_p")
             suf = mo.group("kn_s")
@@ -334,9 +337,6 @@ def _lexicon_tokens(m: str, n: int, toks: list[Token], approval: bool) -> None:
         elif name == "allcount":
             v = mo.group("ac_v") or mo.group("ac_j") or mo.group("ac_c")
             add(Token(KIND.ALLCOUNT, st, en, _count_val(v) if v else 2, 0.92))
-        elif name == "yes_w":
-            w = m[st:en]
-            add(Token(KIND.YES, st, en, None, _WEAK_YES_CONF.get(w, 0.75), SRC.POLITE if w in _POLITE else SRC.NONE))
         elif name in _VAGUE_SRC:
             src, c = _VAGUE_SRC[name]
             add(Token(KIND.VAGUE, st, en, None, c, src))
