@@ -67,7 +67,6 @@ from _measure import (
     tracing,
     warm_up,
 )
-
 from tandem.actors import Actor, Endpoint
 from tandem.messages import Message
 from tandem.services.bus import Bus, EmbeddedNats
@@ -451,13 +450,29 @@ def _profiled(fn: Callable[[], None], directory: Path | None, name: str) -> None
         fn()
         return
     import cProfile
+    import gc
+    import time
 
     directory.mkdir(parents=True, exist_ok=True)
     profiler = cProfile.Profile()
+    collections: dict[int, list[float]] = {0: [0, 0.0], 1: [0, 0.0], 2: [0, 0.0]}  # generation -> [runs, seconds]
+    started: list[float] = [0.0]
+
+    def on_gc(phase: str, info: dict[str, int]) -> None:  # every thread's collections (the GIL holder runs them)
+        if phase == "start":
+            started[0] = time.perf_counter()
+        else:
+            entry = collections[info["generation"]]
+            entry[0] += 1
+            entry[1] += time.perf_counter() - started[0]
+
+    gc.callbacks.append(on_gc)
     try:
         profiler.runcall(fn)
     finally:
+        gc.callbacks.remove(on_gc)
         profiler.dump_stats(directory / f"{name}.prof")
+        (directory / f"{name}.gc.json").write_bytes(msgspec.json.encode(collections))
 
 
 def _print_profiles(directory: Path, kinds: list[str], top: int = 20) -> None:
@@ -471,6 +486,11 @@ def _print_profiles(directory: Path, kinds: list[str], top: int = 20) -> None:
         stats = pstats.Stats(str(path))
         print(f"\n--- {name}: where the main thread's time goes (cProfile own time; all sides of the client) ---")
         attribute_profile(stats)
+        gc_file = directory / f"{name}.gc.json"
+        if gc_file.exists():
+            runs = msgspec.json.decode(gc_file.read_bytes())
+            print("  garbage collector (all threads, wall time of the collections): " + ", ".join(
+                f"gen{gen} {n} runs {seconds * 1000:.1f} ms" for gen, (n, seconds) in sorted(runs.items())))
         export = directory / f"{name}.export.json"
         if export.exists():
             for st in msgspec.json.decode(export.read_bytes()):

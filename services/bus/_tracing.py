@@ -36,8 +36,11 @@ sampled task is complete and an unsampled one costs no span anywhere.
 
 from __future__ import annotations
 
+import logging
 import re
 from collections.abc import Callable, Mapping, MutableMapping
+from time import time_ns as _time_ns
+from types import TracebackType
 from typing import Any
 
 from opentelemetry import context as otel_context
@@ -49,11 +52,17 @@ from opentelemetry.sdk.trace import sampling
 from opentelemetry.sdk.util import BoundedList
 from opentelemetry.semconv._incubating.attributes import gen_ai_attributes as G
 from opentelemetry.semconv._incubating.attributes import messaging_attributes as M
-from opentelemetry.trace import INVALID_SPAN, Link, NonRecordingSpan, SpanContext, SpanKind, TraceFlags
+from opentelemetry.trace import (
+    INVALID_SPAN,
+    Link,
+    NonRecordingSpan,
+    SpanContext,
+    SpanKind,
+    TraceFlags,
+)
 from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
 from opentelemetry.trace.span import TraceState
 from opentelemetry.trace.status import Status, StatusCode
-from time import time_ns as _time_ns
 
 __all__ = [
     "MESSAGING_SYSTEM",
@@ -87,6 +96,7 @@ _SAMPLED = TraceFlags(TraceFlags.SAMPLED)
 _NOT_SAMPLED = TraceFlags(TraceFlags.DEFAULT)
 _FLAGS = {"01": _SAMPLED, "00": _NOT_SAMPLED}  # traceparent's flags as almost every producer writes them
 _NO_ATTRIBUTES = BoundedAttributes(immutable=True)
+_log = logging.getLogger("opentelemetry.sdk.trace")  # the SDK's own warnings (ended spans) say the same there
 
 LINK_PARENT = False
 """Whether a ``process`` span also links to the producer span it is parented on (the messaging
@@ -271,13 +281,175 @@ class _HopSpan(sdk_trace.Span):
         return self  # ended spans are read-only
 
 
+class _LeanSpan(trace.Span):
+    """A hop's span while every span processor only queues finished spans for export.
+
+    When the provider's processors are all :class:`~tandem.services.telemetry.QueuedSpanProcessor`
+    (no ``on_start`` work, an ``on_end`` that appends to a bounded queue: what
+    :func:`setup_tracing <tandem.services.telemetry.setup_tracing>` installs), nobody looks at a
+    hop's span before it ends but the hop itself. This span then keeps only what the span says
+    (ids as ints, the parent's span id, the attribute dict, times) in slots: no ``SpanContext``
+    until someone asks for one, no SDK bookkeeping, and it is itself what the processor queues.
+    The export thread turns it into a real ``ReadableSpan`` (:meth:`_readable`) for any exporter,
+    or encodes it straight to the JSON-lines document of that ``ReadableSpan``
+    (``tandem.services.telemetry._setup.encode_spans``). It implements the whole span API with
+    the SDK's behaviour (attribute limits and cleaning, events, links, status rules, exceptions
+    recorded on ``__exit__``), so the handler running under it sees an ordinary recording span.
+
+    A processor added later (a user's ``SpanProcessor``) turns the hop path back to
+    :class:`_HopSpan` for the next spans (each sees ``on_start``); a lean span still open then
+    ends into every processor as a ``ReadableSpan``.
+    """
+
+    __slots__ = ("_attributes", "_context", "_end_time", "_events", "_hop", "_kind", "_links", "_name", "_parent",
+                 "_parent_flags", "_parent_id", "_parent_remote", "_record_exception", "_span_id", "_start_time",
+                 "_status", "_trace_id", "_trace_state")
+
+    _is_hop_span = True  # the export side's mark (tandem.services.telemetry._setup._is_hop_span)
+
+    def __init__(self, name: str, kind: SpanKind, attributes: dict[str, Any], trace_id: int, span_id: int,
+                 parent_id: int, parent: SpanContext | None, parent_remote: bool, parent_flags: TraceFlags,
+                 trace_state: TraceState | None, hop: _Sdk, record_exception: bool) -> None:
+        self._name = name
+        self._kind = kind
+        self._attributes: Any = attributes  # a plain clean dict; BoundedAttributes from the first later change
+        self._trace_id = trace_id
+        self._span_id = span_id
+        self._parent_id = parent_id  # 0: a root span
+        self._parent = parent  # the parent's SpanContext when the caller had one, else built when asked
+        self._parent_remote = parent_remote
+        self._parent_flags = parent_flags
+        self._trace_state = trace_state
+        self._hop = hop
+        self._record_exception = record_exception
+        self._context: SpanContext | None = None
+        self._events: Any = ()
+        self._links: Any = ()
+        self._status = _UNSET
+        self._end_time: int | None = None
+        self._start_time = _time_ns()
+
+    # -- what the SDK's span methods reused below read
+    @property
+    def _lock(self) -> Any:
+        return self._hop.lock
+
+    @property
+    def _limits(self) -> Any:
+        return self._hop.limits
+
+    def get_span_context(self) -> SpanContext:
+        context = self._context
+        if context is None:
+            context = self._context = SpanContext(self._trace_id, self._span_id, is_remote=False,
+                                                  trace_flags=_SAMPLED, trace_state=self._trace_state)
+        return context
+
+    def parent_context(self) -> SpanContext | None:
+        """The parent's span context (None for a root span)."""
+        parent = self._parent
+        if parent is None and self._parent_id:
+            parent = self._parent = SpanContext(self._trace_id, self._parent_id, is_remote=self._parent_remote,
+                                                trace_flags=self._parent_flags, trace_state=self._trace_state)
+        return parent
+
+    def is_recording(self) -> bool:
+        return self._end_time is None
+
+    def _bounded(self) -> Any:
+        attributes = self._attributes
+        if type(attributes) is dict:
+            limits = self._hop.limits
+            attributes = self._attributes = BoundedAttributes(limits.max_span_attributes, attributes, immutable=False,
+                                                              max_value_len=limits.max_span_attribute_length)
+        return attributes
+
+    def set_attribute(self, key: str, value: Any) -> None:
+        with self._hop.lock:
+            if self._end_time is not None:
+                _log.warning("Setting attribute on ended span.")
+                return
+            self._bounded()[key] = value
+
+    def set_attributes(self, attributes: Mapping[str, Any]) -> None:
+        with self._hop.lock:
+            if self._end_time is not None:
+                _log.warning("Setting attribute on ended span.")
+                return
+            self._bounded()._set_items(attributes)
+
+    def _add_event(self, event: Any) -> None:
+        self._append("_events", event, self._hop.limits.max_events, "_add_event")
+
+    def _add_link(self, link: Link) -> None:
+        self._append("_links", link, self._hop.limits.max_links, "_add_link")
+
+    def _append(self, field: str, item: Any, maxlen: int | None, what: str) -> None:
+        with self._hop.lock:
+            ended = self._end_time is not None
+            if not ended:
+                items = getattr(self, field)
+                if not isinstance(items, BoundedList):
+                    items = BoundedList(maxlen)
+                    setattr(self, field, items)
+                items.append(item)
+        if ended:
+            _log.warning("Tried calling %s on an ended span.", what)
+
+    # the SDK's own code for these: it only touches the fields above
+    add_event = sdk_trace.Span.add_event
+    add_link = sdk_trace.Span.add_link
+    update_name = sdk_trace.Span.update_name
+    set_status = sdk_trace.Span.set_status
+    record_exception = sdk_trace.Span.record_exception
+
+    def __exit__(self, exc_type: type[BaseException] | None, exc_val: BaseException | None,
+                 exc_tb: TracebackType | None) -> None:
+        if exc_val is not None and self._end_time is None and self._record_exception:  # the SDK's __exit__
+            self.record_exception(exception=exc_val, escaped=True)
+            self.set_status(Status(StatusCode.ERROR, f"{type(exc_val).__name__}: {exc_val}"))
+        self.end()
+
+    def end(self, end_time: int | None = None) -> None:
+        if self._end_time is not None:
+            return
+        self._end_time = end_time if end_time is not None else _time_ns()
+        attributes = self._attributes
+        if type(attributes) is not dict:
+            attributes._immutable = True
+        hop = self._hop
+        hop.refresh()  # a processor added while this span was open gets it too
+        queues = hop.queues
+        if queues is not None:
+            for queue in queues:
+                queue(self)
+            return
+        readable = self._readable()  # processors changed since this span started: each gets a ReadableSpan
+        for on_ending in hop.ending:
+            on_ending(readable)
+        for on_end in hop.enders:
+            on_end(readable)
+
+    def _readable(self) -> sdk_trace.ReadableSpan:
+        """This span as the SDK's ``ReadableSpan`` (what an exporter or processor is given)."""
+        hop = self._hop
+        return sdk_trace.ReadableSpan(
+            name=self._name, context=self.get_span_context(), parent=self.parent_context(), resource=hop.resource,
+            attributes=self._attributes, events=tuple(self._events), links=tuple(self._links), kind=self._kind,
+            instrumentation_info=hop.instrumentation_info, status=self._status, start_time=self._start_time,
+            end_time=self._end_time, instrumentation_scope=hop.instrumentation_scope)
+
+    def __repr__(self) -> str:
+        return f'_LeanSpan(name="{self._name}", context={self.get_span_context()})'
+
+
 class _Sdk:
     """What the hop path needs from an SDK tracer, looked up once per provider."""
 
     __slots__ = ("_enabled", "_processors", "decide", "drops_unsampled_local", "drops_unsampled_remote", "enders",
                  "ending", "id_generator", "instrumentation_info",
-                 "instrumentation_scope", "limits", "lock", "on_start", "processor", "provider", "resource", "sampler",
-                 "tracer")
+                 "instrumentation_scope", "limits", "lock", "on_start", "processor", "provider", "queues", "resource",
+                 "sampler", "tracer")
 
     def __init__(self, provider: sdk_trace.TracerProvider) -> None:
         import threading
@@ -310,7 +482,11 @@ class _Sdk:
             self.on_start: Any = processor.on_start
             self.ending: tuple[Any, ...] = (processor._on_ending,) if hasattr(processor, "_on_ending") else ()
             self.enders: tuple[Any, ...] = (processor.on_end,)
+            self.queues: tuple[Any, ...] | None = None
             return
+        # every processor only queues finished spans (QueuedSpanProcessor): hop spans are _LeanSpans
+        queues = [_queue_of(p) for p in processors]
+        self.queues = tuple(queues) if queues and None not in queues and self.decide is not None else None
         # call each processor directly, and skip the calls that do nothing (QueuedSpanProcessor's on_start)
         starters = [p.on_start for p in processors if not _does_nothing(p, "on_start")]
         self.on_start = None if not starters else processor.on_start
@@ -321,6 +497,22 @@ class _Sdk:
     def enabled(self) -> bool:
         check = self._enabled
         return check() if check is not None else True
+
+
+def _queue_of(processor: Any) -> Callable[[Any], None] | None:
+    """``processor``'s ``_queue_span`` when all it does with a span is queue it once ended, else None.
+
+    That is a processor whose class declares its ``on_end`` as ``_queues_on_end`` (the
+    ``QueuedSpanProcessor`` of :func:`setup_tracing <tandem.services.telemetry.setup_tracing>`,
+    not a subclass that overrides ``on_end``) and whose ``on_start`` and ``_on_ending`` do nothing.
+    """
+    cls = type(processor)
+    if getattr(cls, "_queues_on_end", None) is not getattr(cls, "on_end", None) or not hasattr(processor, "_queue_span"):
+        return None
+    if not _does_nothing(processor, "on_start") or (hasattr(processor, "_on_ending")
+                                                     and not _does_nothing(processor, "_on_ending")):
+        return None
+    return processor._queue_span  # type: ignore[no-any-return]
 
 
 def _does_nothing(processor: Any, method: str) -> bool:
@@ -337,6 +529,10 @@ def _decider(sampler: Any) -> Any:
     keep the parent's trace state, so their decision is one comparison; it is the same
     decision ``should_sample`` would return, without a ``SamplingResult`` and a parent
     ``Context`` per span. Any other sampler goes through ``should_sample``.
+
+    The function also has ``by_flags(remote, sampled, trace_id)``: the same decision from the
+    parent's ``is_remote`` (None: no parent) and sampled flag, for a parent read from a
+    ``traceparent`` without its ``SpanContext``.
     """
     static = {id(sampling.ALWAYS_ON): True, id(sampling.ALWAYS_OFF): False}
 
@@ -365,11 +561,24 @@ def _decider(sampler: Any) -> Any:
                 return (remote_yes if parent.trace_flags.sampled else remote_no)(trace_id)
             return (local_yes if parent.trace_flags.sampled else local_no)(trace_id)
 
+        def by_flags(remote: bool | None, sampled: bool, trace_id: int) -> bool:
+            if remote is None:
+                return root(trace_id)
+            if remote:
+                return (remote_yes if sampled else remote_no)(trace_id)
+            return (local_yes if sampled else local_no)(trace_id)
+
+        parent_based.by_flags = by_flags  # type: ignore[attr-defined]
         return parent_based
     plain = leaf(sampler)
     if plain is None:
         return None
-    return lambda parent, trace_id: plain(trace_id)
+
+    def decide(parent: SpanContext | None, trace_id: int) -> bool:
+        return plain(trace_id)
+
+    decide.by_flags = lambda remote, sampled, trace_id: plain(trace_id)  # type: ignore[attr-defined]
+    return decide
 
 
 def _drops_unsampled(sampler: Any) -> tuple[bool, bool]:
@@ -422,12 +631,6 @@ class _Forwarded(NonRecordingSpan):
 
     def __repr__(self) -> str:
         return f"_Forwarded({self.traceparent!r}, remote={self._remote})"
-
-
-def _valid_traceparent(value: str | None) -> bool:
-    """Whether ``value`` is a ``traceparent`` :func:`extract_span_context` accepts (version 00, ids not zero)."""
-    return (value is not None and _TRACEPARENT.fullmatch(value) is not None and value[3:35] != _ZERO_TRACE
-            and value[36:52] != _ZERO_SPAN)
 
 
 _sdk_cache: list[Any] = [None, None]  # [provider, _Sdk | None]
@@ -496,10 +699,17 @@ def _start(name: str, kind: SpanKind, attributes: Attributes, parent: SpanContex
                                   remote=False)
             return NonRecordingSpan(SpanContext(trace_id, hop.id_generator.generate_span_id(), is_remote=False,
                                                 trace_flags=_NOT_SAMPLED, trace_state=trace_state))
-        span_context = SpanContext(trace_id, hop.id_generator.generate_span_id(), is_remote=False,
-                                   trace_flags=_SAMPLED, trace_state=trace_state)
         if callable(attributes):
             attributes = attributes()
+        hop.refresh()
+        if hop.queues is not None:
+            if parent is None:
+                return _LeanSpan(name, kind, attributes, trace_id, hop.id_generator.generate_span_id(), 0, None, False,
+                                 _NOT_SAMPLED, trace_state, hop, record_exception)
+            return _LeanSpan(name, kind, attributes, trace_id, hop.id_generator.generate_span_id(), parent.span_id,
+                             parent, parent.is_remote, parent.trace_flags, trace_state, hop, record_exception)
+        span_context = SpanContext(trace_id, hop.id_generator.generate_span_id(), is_remote=False,
+                                   trace_flags=_SAMPLED, trace_state=trace_state)
     else:
         if callable(attributes):
             attributes = attributes()
@@ -523,6 +733,30 @@ def _start(name: str, kind: SpanKind, attributes: Attributes, parent: SpanContex
     return span
 
 
+def _start_lean(name: str, kind: SpanKind, attributes: Attributes, provider: Any | None, trace_id: int, parent_id: int,
+                remote: bool, flags: TraceFlags, trace_state: TraceState | None, *,
+                record_exception: bool) -> _LeanSpan | None:
+    """A recorded :class:`_LeanSpan` under the parent given by its ids, or None: take the general path.
+
+    None when the provider is not an SDK one whose processors only queue spans, when tracing is
+    disabled, when its sampler is not a standard one, or when it does not sample this span (the
+    general path makes the non-recording span). No parent ``SpanContext`` is made.
+    """
+    if provider is None:
+        provider = getattr(trace, "_TRACER_PROVIDER", None) or _default_provider()
+    hop = _sdk(provider)
+    if hop is None or hop.queues is None or not hop.enabled() \
+            or not hop.decide.by_flags(remote, flags.sampled, trace_id):  # type: ignore[union-attr]
+        return None
+    hop.refresh()
+    if hop.queues is None:
+        return None
+    if callable(attributes):
+        attributes = attributes()
+    return _LeanSpan(name, kind, attributes, trace_id, hop.id_generator.generate_span_id(), parent_id, None, remote,
+                     flags, trace_state, hop, record_exception)
+
+
 def start_send(hop: HopAttributes, attributes: Attributes, *, provider: Any | None = None) -> trace.Span:
     """Start a ``send`` span (PRODUCER) under the current span; end it with ``span.end()``.
 
@@ -540,7 +774,12 @@ def start_send(hop: HopAttributes, attributes: Attributes, *, provider: Any | No
         The global provider when None.
     """
     current = trace.get_current_span()
-    if type(current) is _Forwarded:  # inside a hop that records nothing
+    if type(current) is _LeanSpan:  # inside a recorded hop: its ids, without its SpanContext
+        span = _start_lean(hop.name, SEND, attributes, provider, current._trace_id, current._span_id, False, _SAMPLED,
+                           current._trace_state, record_exception=True)
+        if span is not None:
+            return span
+    elif type(current) is _Forwarded:  # inside a hop that records nothing
         forwarded = _forward(current.traceparent, current.tracestate, provider, remote=current._remote)
         if forwarded is not None:
             return forwarded
@@ -584,10 +823,25 @@ def start_process_from(hop: HopAttributes, attributes: Attributes, headers: Mapp
     """
     if headers and _fast_propagation():
         value = headers.get(TRACEPARENT)
-        if value is not None and _valid_traceparent(value):
-            forwarded = _forward(value, headers.get(TRACESTATE), provider, remote=True)
+        match = _TRACEPARENT.fullmatch(value) if value is not None else None
+        if match is not None:  # parsed once, as extract_span_context would
+            trace_hex, span_hex, flags_hex = match.groups()
+            if trace_hex == _ZERO_TRACE or span_hex == _ZERO_SPAN:
+                return start_process(hop, attributes, None, provider=provider)
+            state = headers.get(TRACESTATE)
+            forwarded = _forward(value, state, provider, remote=True)  # type: ignore[arg-type]
             if forwarded is not None:
                 return forwarded
+            trace_id, parent_id = int(trace_hex, 16), int(span_hex, 16)
+            flags = _FLAGS.get(flags_hex) or TraceFlags(int(flags_hex, 16))
+            trace_state = TraceState.from_header([state]) if state else None
+            if not LINK_PARENT:
+                span = _start_lean(hop.name, PROCESS, attributes, provider, trace_id, parent_id, True, flags, trace_state,
+                                   record_exception=False)
+                if span is not None:
+                    return span
+            parent = SpanContext(trace_id, parent_id, is_remote=True, trace_flags=flags, trace_state=trace_state)
+            return start_process(hop, attributes, parent, provider=provider)
     return start_process(hop, attributes, extract_span_context(headers), provider=provider)
 
 
@@ -608,10 +862,17 @@ def inject_span(span: trace.Span, headers: MutableMapping[str, str]) -> MutableM
 
     Nothing is written for an invalid context (tracing off and no incoming trace).
     """
-    if type(span) is _Forwarded and _fast_propagation():
-        headers[TRACEPARENT] = span.traceparent
-        if span.tracestate:
-            headers[TRACESTATE] = span.tracestate
+    kind = type(span)
+    if kind is _LeanSpan and _fast_propagation():
+        headers[TRACEPARENT] = "00-%032x-%016x-01" % (span._trace_id, span._span_id)  # type: ignore[attr-defined]  # noqa: UP031
+        state = span._trace_state  # type: ignore[attr-defined]
+        if state:
+            headers[TRACESTATE] = state.to_header()
+        return headers
+    if kind is _Forwarded and _fast_propagation():
+        headers[TRACEPARENT] = span.traceparent  # type: ignore[attr-defined]
+        if span.tracestate:  # type: ignore[attr-defined]
+            headers[TRACESTATE] = span.tracestate  # type: ignore[attr-defined]
         return headers
     sc = span.get_span_context()
     if not sc.is_valid:
