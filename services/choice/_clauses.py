@@ -27,7 +27,6 @@ clarification or a confidence cap.
 from __future__ import annotations
 
 import bisect
-import itertools
 import operator
 import re
 from enum import IntEnum
@@ -280,19 +279,20 @@ def _split(s: str, spans: list[tuple[int, int]], toks: list[Token], present: set
 
 def _uncovered(s: str, start: int, end: int, toks: list[Token]) -> str:
     """The text of ``s[start:end]`` not covered by tokens (each token leaves a space)."""
+    if not toks:
+        return s[start:end]
+    # the gaps joined by spaces; a gap of a token starting before the text already passed is empty
+    # (``s[cur:a]`` with ``a <= cur``), and so is the tail when a token reaches past ``end``
     parts: list[str] = []
+    add = parts.append
     cur = start
     for t in toks:
-        a = t.start
-        if a > cur:
-            parts.append(s[cur:a])
+        add(s[cur : t.start])
         b = t.end
         if b > cur:  # noqa: PLR1730 - max() is a call per token, this loop is hot
             cur = b
-        parts.append(" ")
-    if end > cur:
-        parts.append(s[cur:end])
-    return "".join(parts)
+    add(s[cur:end])
+    return " ".join(parts)
 
 
 def _unfilled(r: str) -> str:

@@ -226,7 +226,10 @@ class _Finder:
         return re.compile(_GUARD + "(?:" + body + ")", re.ASCII)
 
     def dispatch(self, key: str) -> re.Pattern[str] | None:
-        """The regex for a position whose text starts with ``key`` (two characters, one at the end)."""
+        """The regex for a candidate position whose text starts with ``key`` (two characters, one at the end).
+
+        Only for positions :attr:`candidate` finds: the regex leaves out :data:`_GUARD`, which passes there.
+        """
         if key in self.by_key:
             return self.by_key[key]
         if len(self.by_key) >= _KEYS_KEPT:  # arbitrary text brings arbitrary pairs: stay bounded
@@ -247,11 +250,11 @@ class _Finder:
                 keep += [f"(?!)(?P<{g}>)" for g in missing]  # never match; keep group names valid
                 parts.append(f"(?P<{name}>{'|'.join(keep)})")
         rx = None
-        if parts:
+        if parts:  # no _GUARD: the candidate regex found the position where it passes
             body = "|".join(parts)
             rx = self.by_body.get(body)
             if rx is None:
-                rx = self.by_body[body] = re.compile(_GUARD + "(?:" + body + ")", re.ASCII)
+                rx = self.by_body[body] = re.compile(body, re.ASCII)
         self.by_key[key] = rx
         return rx
 

@@ -133,6 +133,7 @@ class OptionIndex:
         "recommended",
         "reject",
         "single",
+        "typo_labels",
         "typo_words",
     )
 
@@ -208,6 +209,7 @@ class OptionIndex:
         self.kw_re = re.compile("|".join(kpats)) if kpats else None
         self.label_chars = tuple(max(1, len(_WORDCH.findall(lb))) for lb in labels)
         self.typo_words: dict[str, int] | None = None  # built by the typo reader on first use
+        self.typo_labels: tuple[tuple[str, str, str, int], ...] = ()  # its CJK labels, built with typo_words
 
 
 _CACHE: dict[tuple, OptionIndex] = {}

@@ -229,6 +229,8 @@ def _read_typos(s: str, out: Outcome, idx: OptionIndex, context: ChoiceContext) 
             for w in _LABEL_WORD.findall(label):
                 words[w] = 0 if w in words and words[w] != i else i
         idx.typo_words = words
+        # and the CJK labels of four or more characters: (label, its first two, its last two, its length)
+        idx.typo_labels = tuple((lb, lb[:2], lb[-2:], len(lb)) for lb in idx.labels if len(lb) >= 4 and not lb.isascii())
     fixes: list[tuple[str, str]] = []
     for bad in out.unexplained:
         if len(bad) < 4:
@@ -237,17 +239,14 @@ def _read_typos(s: str, out: Outcome, idx: OptionIndex, context: ChoiceContext) 
         if len(near) == 1:
             fixes.append((bad, near.pop()))
     if not fixes:
-        for label in idx.labels:  # CJK: a whole label with one character substituted
-            if len(label) >= 4 and not label.isascii():
-                head, tail = label[:2], label[-2:]  # one substitution leaves one of them intact
-                if head not in s and tail not in s:
-                    continue
-                k = len(label)
-                starts = set(_finds(s, head)) | {j - k + 2 for j in _finds(s, tail)}
-                for j in sorted(starts):
-                    if 0 <= j <= len(s) - k and _near(s[j : j + k], label):
-                        fixes.append((s[j : j + k], label))
-                        break
+        for label, head, tail, k in idx.typo_labels:  # CJK: a whole label with one character substituted
+            if head not in s and tail not in s:  # one substitution leaves one of them intact
+                continue
+            starts = set(_finds(s, head)) | {j - k + 2 for j in _finds(s, tail)}
+            for j in sorted(starts):
+                if 0 <= j <= len(s) - k and _near(s[j : j + k], label):
+                    fixes.append((s[j : j + k], label))
+                    break
     if not fixes:
         return None
     fixed = s

@@ -292,3 +292,29 @@ def test_lexicon_candidates_are_where_the_guard_passes(text: str) -> None:
     guard = re.compile(_lexicon._GUARD, re.ASCII)
     want = [i for i, c in enumerate(text) if c in chars and guard.match(text, i)]
     assert [m.start() for m in finder.candidate.finditer(text)] == want
+
+
+def _uncovered_as_written(s: str, start: int, end: int, spans: list[tuple[int, int]]) -> str:
+    parts, cur = [], start
+    for a, b in spans:
+        if a > cur:
+            parts.append(s[cur:a])
+        cur = max(cur, b)
+        parts.append(" ")
+    if end > cur:
+        parts.append(s[cur:end])
+    return "".join(parts)
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.integers(0, 12), st.integers(0, 12), st.lists(st.tuples(st.integers(0, 12), st.integers(0, 12)), max_size=5))
+def test_uncovered_text_is_the_text_between_tokens(start: int, end: int, spans: list[tuple[int, int]]) -> None:
+    """The clause stage's uncovered text (gaps joined by spaces, for speed) is the text as first written,
+    for any spans: before the start, past the end, overlapping or nested."""
+    from tandem.services.choice._clauses import _uncovered
+    from tandem.services.choice._tokens import Token
+
+    s = "abcdefghijkl"
+    spans = sorted(spans)
+    toks = [Token(Kind.REF, a, b) for a, b in spans]
+    assert _uncovered(s, start, end, toks) == _uncovered_as_written(s, start, end, spans)
