@@ -39,6 +39,7 @@ records pending, the next one is written before the reply, as a failed one is).
 
 from __future__ import annotations
 
+import functools
 import logging
 import re
 import time
@@ -309,16 +310,28 @@ class ExecutorActor(Actor):
         within microseconds and carries the finished steps, which the task actor announces and
         stores with the task's end, in the one write it makes anyway: a crash loses no more than
         while a checkpoint was on its way), nor after a built-in step whose next step is instant
-        (that step's checkpoint, sent a few microseconds later, covers both).
+        (that step's checkpoint, sent a few microseconds later, covers both), nor after an instant
+        step whose next step is a built-in command: that one is nearly always done within
+        microseconds too, and its checkpoint covers both; one that is not quick sends the held
+        checkpoint before it goes to a worker thread (:func:`~tandem.services.textcmd.run_builtin`'s
+        ``before_thread``), so the step before it is announced while it runs, as before.
         """
         rest = run.request.plan.workflow[run.next_index:]
         durable = isinstance(step, ManualTransform) or bool(run.outcomes and run.outcomes[-1].status == "recovered")
-        if all(isinstance(s, INSTANT_STEPS) for s in rest) or (
-                not durable and isinstance(next(s for s in rest if not isinstance(s, ErrorRecovery)),
-                                           ReadInput | WriteOutput)):
+        if all(isinstance(s, INSTANT_STEPS) for s in rest):
             run.unsent = run.checkpoint()  # sent only if a later step fails (its steps are announced then)
             return
+        upcoming = next(s for s in rest if not isinstance(s, ErrorRecovery))
+        if not durable and (isinstance(upcoming, ReadInput | WriteOutput) or (
+                isinstance(step, INSTANT_STEPS) and isinstance(upcoming, SpawnCommand))):
+            run.unsent = run.checkpoint()  # sent by the next checkpoint, a slow command, or a failed step
+            return
         await self._send_checkpoint(run, run.checkpoint(), durable=durable)
+
+    async def _send_held(self, run: _Run) -> None:
+        """Send the checkpoint :meth:`_checkpoint` held back for a quick next step, when there is one."""
+        if run.unsent is not None:
+            await self._send_checkpoint(run, run.unsent, durable=False)
 
     async def _send_checkpoint(self, run: _Run, checkpoint: RunCheckpoint, *, durable: bool) -> None:
         run.unsent = None
@@ -368,7 +381,8 @@ class ExecutorActor(Actor):
                 return f"{p.source}: {len(run.current)} chars", None
             case SpawnCommand(params=p):
                 held = buffered_chars([*run.fds.values(), run.current, *(o.text for o in run.outputs)])
-                result = await run_builtin(p.cmd, p.args, run.text(p.input_fd), held_chars=held, limits=self.limits)
+                result = await run_builtin(p.cmd, p.args, run.text(p.input_fd), held_chars=held, limits=self.limits,
+                                           before_thread=functools.partial(self._send_held, run))
                 run.store(result, p.output_fd)
                 return " ".join([p.cmd, *p.args]), None
             case ManualTransform(params=p):

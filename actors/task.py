@@ -29,6 +29,7 @@ message, so a redelivery joins the same trace) with an ``invoke_agent task`` spa
 from __future__ import annotations
 
 import logging
+import math
 import time
 from collections.abc import AsyncIterator, Callable
 from contextlib import AsyncExitStack, asynccontextmanager
@@ -77,7 +78,7 @@ from tandem.services.approval import Approval, approve_plan
 from tandem.services.bus import Bus, deadline_scope, extract_context, messaging_attributes
 from tandem.services.bus._tracing import PROCESS, tracer as bus_tracer
 from tandem.services.config import Config, TaskLoopConfig
-from tandem.services.tasks import open_object_store
+from tandem.services.tasks import Inbox, open_object_store
 from tandem.services.errors import BadRequest, BusError, RemoteError, RequestTimeout, TandemError
 
 from ._base import Actor, DeadLetter, Endpoint
@@ -220,7 +221,9 @@ class TaskStore:
         inside)."""
         lock = self._locks.get(task_id)
         if lock is None:
-            lock = self._locks[task_id] = anyio.Lock()
+            # fast_acquire: an uncontended turn does not yield to the event loop first (each write that follows
+            # is a KV round trip that yields anyway)
+            lock = self._locks[task_id] = anyio.Lock(fast_acquire=True)
         try:
             async with lock:
                 yield
@@ -321,6 +324,15 @@ PENDING_GRACE_S = 0.05
 CHECKPOINT_QUIET_S = 0.2
 """Seconds without a newer checkpoint after which the newest checkpoint of a built-in step is stored."""
 
+CHECKPOINT_BUFFER = 64
+"""Checkpoints of one running task held for it (:meth:`TaskActor._follow_checkpoints`) before the replica's one
+checkpoint subscription waits for that task (a plan's steps send one each at most, and the executor waits for
+the durable ones)."""
+
+
+_QUIET: Any = object()
+"""What :meth:`TaskActor._follow_checkpoints` gets when no checkpoint came before the quiet store was due."""
+
 
 def _newest(stored: RunCheckpoint | None, other: RunCheckpoint | None) -> RunCheckpoint | None:
     """The checkpoint covering more steps (``stored`` on a tie)."""
@@ -340,7 +352,7 @@ class _Progress:
     def __init__(self, state: TaskState) -> None:
         self.announced = self.stored = len(state.checkpoint.steps) if state.checkpoint else 0
         self.unstored: RunCheckpoint | None = None
-        self.announcing = anyio.Lock()  # one announcer at a time: steps go out in order, once each
+        self.announcing = anyio.Lock(fast_acquire=True)  # one announcer at a time: steps go out in order, once each
 
     def note_stored(self, cp: RunCheckpoint) -> None:
         self.stored = max(self.stored, len(cp.steps))
@@ -356,6 +368,17 @@ class _Progress:
 
     def note_announced(self, steps: int) -> None:
         self.announced = max(self.announced, steps)
+
+
+class _Beat:
+    """A delivery running here: :meth:`TaskActor._keep_alive` heartbeats it, and cancels it when that fails."""
+
+    __slots__ = ("failed", "msg", "scope")
+
+    def __init__(self, msg: Msg) -> None:
+        self.msg = msg
+        self.scope = anyio.CancelScope()
+        self.failed: Exception | None = None
 
 
 class TaskActor(Actor):
@@ -393,6 +416,9 @@ class TaskActor(Actor):
         self._to_cache: dict[str, tuple[str, ExecutionPlan]] = {}  # task id -> (fingerprint, plan) to cache at its end
         self._plans: Any = None  # the plan cache bucket, opened on first use
         self._caching: dict[str, anyio.Event] = {}  # task id -> set once its plan is written to the cache (or not)
+        # task id -> where its checkpoints go (one subscription for every task this replica runs: _on_checkpoint)
+        self._followers: dict[str, Inbox] = {}
+        self._beats: list[_Beat] = []  # the deliveries running here (_keep_alive)
 
     def endpoints(self) -> list[Endpoint]:
         return [
@@ -413,13 +439,43 @@ class TaskActor(Actor):
         """Serve the endpoints and pull tasks until cancelled."""
         async with anyio.create_task_group() as tg:
             await tg.start(super().run)
-            psub = await self.bus.jetstream.pull_subscribe_bind(durable=subjects.TASK_CONSUMER,
-                                                                stream=subjects.TASK_STREAM)
-            task_status.started()
+            tg.start_soon(self._keep_alive)
+            # one subscription for the checkpoints of every task this replica runs (no subscribe and unsubscribe
+            # per task); it is in place before any task is pulled, so before any plan is sent to the executor
+            checkpoints = await self.bus.subscribe(self.checkpoint_subject(None), cb=self._on_checkpoint,
+                                                   direct=self._on_checkpoint_nowait)
             try:
-                await self._consume(psub, tg)
+                psub = await self.bus.jetstream.pull_subscribe_bind(durable=subjects.TASK_CONSUMER,
+                                                                    stream=subjects.TASK_STREAM)
+                task_status.started()
+                try:
+                    await self._consume(psub, tg)
+                finally:
+                    await self.bus.unsubscribe(psub)
             finally:
-                await self.bus.unsubscribe(psub)
+                await self.bus.unsubscribe(checkpoints)
+
+    def _on_checkpoint_nowait(self, msg: Msg) -> bool:
+        """Hand a checkpoint to its task's follower in nats-py's read loop; ``False`` leaves it to
+        :meth:`_on_checkpoint` (no follower here, or its buffer is full)."""
+        inbox = self._followers.get(msg.subject.rpartition(".")[2])
+        return inbox is not None and inbox.offer(msg)
+
+    async def _on_checkpoint(self, msg: Msg) -> None:
+        """A checkpoint :meth:`_on_checkpoint_nowait` could not hand over: wait for room in its task's buffer, or
+        answer one the executor waits for with ``not_found`` when the task does not run here (it has ended: the
+        executor goes on, as when nobody listened on the task's own checkpoint subject before)."""
+        task_id = msg.subject.rpartition(".")[2]
+        inbox = self._followers.get(task_id)
+        if inbox is not None:
+            await inbox.put(msg)
+            return
+        if msg.reply:
+            try:
+                await self.bus.respond(msg, ErrorReply(code="not_found", message=f"task {task_id} does not run on "
+                                                       f"{self.name} {self.instance_id}", correlation_id=task_id))
+            except TandemError as exc:
+                log.warning("task %s: a checkpoint for it could not be answered: %s", task_id, exc)
 
     # ------------------------------------------------------------------ requests
 
@@ -570,7 +626,9 @@ class TaskActor(Actor):
         return new
 
     async def announce(self, state: TaskState, kind: str, detail: str = "", **fields: Any) -> None:
-        """Publish ``tandem.events.task.<kind>.<id>``."""
+        """Publish ``tandem.events.task.<kind>.<id>``; a terminal one carries ``state`` (the stored final state)."""
+        if state.status in TERMINAL:
+            fields["state"] = state
         with anyio.CancelScope(shield=True):
             await self.bus.publish(
                 subjects.event_task(kind, state.task_id),
@@ -628,8 +686,9 @@ class TaskActor(Actor):
             raise Rejected(approval)
         return approval
 
-    def checkpoint_subject(self, state: TaskState) -> str:
-        return f"tandem.task.checkpoint.{self.instance_id}.{state.task_id}"
+    def checkpoint_subject(self, state: TaskState | None) -> str:
+        """``tandem.task.checkpoint.<replica>.<task id>`` (``None``: every task's, the replica's subscription)."""
+        return f"tandem.task.checkpoint.{self.instance_id}.{'*' if state is None else state.task_id}"
 
     async def remember(self, state: TaskState, plan: ExecutionPlan) -> None:
         """Cache ``plan`` (it ran) under ``state.plan_fingerprint`` with the task's final write.
@@ -656,7 +715,7 @@ class TaskActor(Actor):
     # ------------------------------------------------------------------ the pull loop
 
     async def _consume(self, psub: Any, tg: anyio.abc.TaskGroup) -> None:
-        slots = anyio.Semaphore(self.loop.concurrency)
+        slots = anyio.Semaphore(self.loop.concurrency, fast_acquire=True)  # the fetch that follows yields
         while True:
             await slots.acquire()
             try:
@@ -700,10 +759,15 @@ class TaskActor(Actor):
                 if submit is not None and attempt > self.loop.max_attempts:
                     await self._dead_letter(msg, submit, f"exhausted {self.loop.max_attempts} deliveries")
                 elif submit is not None:
-                    async with anyio.create_task_group() as beats:
-                        beats.start_soon(self._heartbeat, msg)
-                        await self._run_task(submit, attempt)
-                        beats.cancel_scope.cancel()
+                    beat = _Beat(msg)
+                    self._beats.append(beat)  # in_progress every ack_wait / 3 while it runs (_keep_alive)
+                    try:
+                        with beat.scope:
+                            await self._run_task(submit, attempt)
+                    finally:
+                        self._beats.remove(beat)
+                    if beat.failed is not None:
+                        raise beat.failed
             await msg.ack()
         except Exception:
             # not acked: JetStream redelivers after ack_wait, and the last delivery dead-letters it
@@ -711,10 +775,20 @@ class TaskActor(Actor):
         finally:
             slots.release()
 
-    async def _heartbeat(self, msg: Msg) -> None:
+    async def _keep_alive(self) -> None:
+        """Every ``ack_wait / 3`` seconds, tell JetStream that each delivery running here is in progress.
+
+        One loop for every delivery (not a task beside each): a delivery whose ``in_progress`` fails is
+        cancelled and fails with that error (not acknowledged: redelivered), as when it had its own.
+        """
         while True:
             await anyio.sleep(self.loop.ack_wait_s / 3)
-            await msg.in_progress()
+            for beat in list(self._beats):
+                try:
+                    await beat.msg.in_progress()
+                except Exception as exc:  # noqa: BLE001 - the delivery fails with it (_deliver re-raises)
+                    beat.failed = exc
+                    beat.scope.cancel()
 
     async def _dead_letter(self, msg: Msg, submit: TaskSubmit | None, reason: str, path: str | None = None) -> None:
         task_id = submit.task_id if submit else (msg.headers or {}).get("Nats-Msg-Id", "")
@@ -818,7 +892,7 @@ class TaskActor(Actor):
     async def _supervise_flow(self, state: TaskState, submit: TaskSubmit, scope: anyio.CancelScope,
                               span: trace.Span) -> None:
         """Run the flow under the task's deadline and cancel scope; record how it ended."""
-        checkpoints = await self.bus.subscribe(self.checkpoint_subject(state))
+        checkpoints = self._followers[state.task_id] = Inbox(CHECKPOINT_BUFFER)
         progress = _Progress(state)
         try:
             async with anyio.create_task_group() as tg:
@@ -837,7 +911,9 @@ class TaskActor(Actor):
                         outputs=list(result.outputs), steps=list(result.steps)))
                 tg.cancel_scope.cancel()
         finally:
-            await self.bus.unsubscribe(checkpoints)
+            if self._followers.get(state.task_id) is checkpoints:
+                del self._followers[state.task_id]
+            checkpoints.close()
         with anyio.CancelScope(shield=True):
             await self._record(state.task_id, outcome, span, progress.unstored)
 
@@ -949,7 +1025,7 @@ class TaskActor(Actor):
         if new is not None and new.status == status:
             await self.announce(new, status, detail, error=error)
 
-    async def _follow_checkpoints(self, state: TaskState, sub: Any, progress: _Progress) -> None:
+    async def _follow_checkpoints(self, state: TaskState, checkpoints: Inbox, progress: _Progress) -> None:
         """Announce each finished step at once; keep the executor's latest checkpoint in the state.
 
         A checkpoint the executor waits for (after a model step or a recovery) is stored at once.
@@ -957,46 +1033,44 @@ class TaskActor(Actor):
         is stored once no newer checkpoint has come for :data:`CHECKPOINT_QUIET_S`, so quick steps
         cost no write of their own: the next stored checkpoint, or the task's final write
         (:meth:`_record`), covers them. A crash in between resumes from the checkpoint stored
-        before, so it re-runs those built-in steps, never a model step.
+        before, so it re-runs those built-in steps, never a model step. The quiet wait is this
+        loop's own wait for the next checkpoint (no task beside it).
         """
-        arrived = anyio.Event()
-        due = 0.0  # when the newest unstored checkpoint is stored, unless a newer one comes first
-
-        async def store_when_quiet() -> None:
-            nonlocal arrived, state
-            while True:
-                await arrived.wait()
-                arrived = anyio.Event()
-                while (wait := due - anyio.current_time()) > 0:
-                    await anyio.sleep(wait)
+        due = math.inf  # when the newest unstored checkpoint is stored, unless a newer one comes first
+        while True:
+            if due == math.inf:
+                msg = await anext(checkpoints, None)
+            else:
+                msg = _QUIET
+                with anyio.move_on_after(due - anyio.current_time()):
+                    msg = await anext(checkpoints, None)
+            if msg is None:
+                return  # the inbox is closed: the flow has ended
+            if msg is _QUIET:  # no newer checkpoint for CHECKPOINT_QUIET_S: store the newest one
+                due = math.inf  # tried once: a newer checkpoint, or the task's end, comes next
                 cp = progress.unstored
-                if cp is None or len(cp.steps) <= progress.stored:  # a newer one was stored meanwhile
-                    continue
-                try:
-                    state = await self._store_checkpoint(state, cp)
-                    progress.note_stored(cp)
-                except TandemError as exc:  # the task goes on; a redelivery would re-run from an older checkpoint
-                    log.warning("task %s: checkpoint not stored: %s", state.task_id, exc)
-
-        async with anyio.create_task_group() as tg:
-            tg.start_soon(store_when_quiet)
-            async for msg in sub.messages:
-                try:
-                    cp = _checkpoint_decoder.decode(await self.bus.payload_of(msg)).checkpoint
-                except (msgspec.DecodeError, TandemError) as exc:
-                    log.warning("task %s: unreadable checkpoint ignored: %s", state.task_id, exc)
-                    continue
-                if msg.reply:  # after a model step the executor waits until it is stored
+                if cp is not None and len(cp.steps) > progress.stored:
                     try:
                         state = await self._store_checkpoint(state, cp)
                         progress.note_stored(cp)
-                        await self.bus.respond(msg, Ack(correlation_id=state.task_id))
-                    except TandemError as exc:
-                        await self.bus.respond(msg, ErrorReply(code=exc.code, message=str(exc)))
-                elif progress.note_unstored(cp):
-                    due = anyio.current_time() + CHECKPOINT_QUIET_S
-                    arrived.set()
-                await self._announce_steps(state, progress, cp.steps)
+                    except TandemError as exc:  # the task goes on; a redelivery would re-run from an older one
+                        log.warning("task %s: checkpoint not stored: %s", state.task_id, exc)
+                continue
+            try:
+                cp = _checkpoint_decoder.decode(await self.bus.payload_of(msg)).checkpoint
+            except (msgspec.DecodeError, TandemError) as exc:
+                log.warning("task %s: unreadable checkpoint ignored: %s", state.task_id, exc)
+                continue
+            if msg.reply:  # after a model step the executor waits until it is stored
+                try:
+                    state = await self._store_checkpoint(state, cp)
+                    progress.note_stored(cp)
+                    await self.bus.respond(msg, Ack(correlation_id=state.task_id))
+                except TandemError as exc:
+                    await self.bus.respond(msg, ErrorReply(code=exc.code, message=str(exc)))
+            elif progress.note_unstored(cp):
+                due = anyio.current_time() + CHECKPOINT_QUIET_S
+            await self._announce_steps(state, progress, cp.steps)
 
     async def _announce_steps(self, state: TaskState, progress: _Progress, steps: list[StepOutcome]) -> None:
         """Announce the finished steps of ``steps`` not announced yet, in order, once each (from a checkpoint

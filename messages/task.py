@@ -326,6 +326,10 @@ class TaskEvent(Message, frozen=True, kw_only=True, tag="task_event"):
     total_steps : int
     error : ErrorReply or None
         With ``failed`` and ``dead_lettered``.
+    state : TaskState or None
+        With the terminal events: the task's final state, as stored before the event went out (a
+        result kept in the object store stays there: ``result_ref``), so a follower needs no read
+        after the end. ``None`` from a task actor older than this field.
     """
 
     task_id: str
@@ -338,3 +342,4 @@ class TaskEvent(Message, frozen=True, kw_only=True, tag="task_event"):
     step_started: int = 0
     total_steps: int = 0
     error: ErrorReply | None = None
+    state: TaskState | None = None

@@ -17,8 +17,10 @@ states (a deployment's client credential may only read them).
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import re
+from collections import deque
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 from contextlib import asynccontextmanager
@@ -27,6 +29,7 @@ import anyio
 import msgspec
 import nats.errors
 import nats.js.errors
+from nats.aio.msg import Msg
 from nats.js.api import ObjectStoreConfig
 from opentelemetry.semconv._incubating.attributes import gen_ai_attributes as G
 from opentelemetry.trace import SpanKind
@@ -55,7 +58,7 @@ from .bus import Bus, inject_headers
 from .bus._tracing import SEND, messaging_attributes, tracer
 from .errors import BusError, NoResponders, RemoteError, RequestTimeout, TandemError
 
-__all__ = ["Approver", "QueueFull", "SubmissionTooLarge", "TaskClient", "TaskEvents", "open_object_store"]
+__all__ = ["Approver", "Inbox", "QueueFull", "SubmissionTooLarge", "TaskClient", "TaskEvents", "open_object_store"]
 
 log = logging.getLogger("tandem.tasks")
 
@@ -102,15 +105,104 @@ class QueueFull(TandemError):
     code = "queue_full"
 
 
+EVENT_BUFFER = 256
+"""Events of one task :meth:`TaskClient.run` holds before its subscription waits (nats-py's pending limits then
+apply, as for any subscriber)."""
+
+
+class Inbox:
+    """A bounded first-in first-out mailbox of messages for one reader, filled from a subscription.
+
+    Made for :meth:`Bus.subscribe`'s two hooks: :meth:`offer` is its ``direct`` function (nats-py's
+    read loop hands each message over at once, no task step), :meth:`put` its callback for a message
+    :meth:`offer` refused while the inbox was full (it waits for room; later messages queue behind it in
+    the subscription, so order holds). The reader iterates it (``async for msg in inbox``) until
+    :meth:`close`. Leaner than a memory object stream on this path: a message waiting is taken without
+    yielding to the event loop, and a wait is one future. asyncio only, like nats-py.
+
+    Parameters
+    ----------
+    max_size : int
+        Messages held before :meth:`offer` refuses.
+
+    Examples
+    --------
+    ::
+
+        inbox = Inbox(64)
+        sub = await bus.subscribe(subject, cb=inbox.put, direct=inbox.offer)
+        async for msg in inbox:
+            ...
+    """
+
+    def __init__(self, max_size: int) -> None:
+        self.max_size = max_size
+        self._items: deque[Msg] = deque()
+        self._reader: asyncio.Future[None] | None = None  # the reader waiting for a message
+        self._room: asyncio.Future[None] | None = None  # put waiting for room
+        self._closed = False
+
+    def offer(self, msg: Msg) -> bool:
+        """Take ``msg`` unless the inbox is full (``False``); a closed inbox drops it (``True``)."""
+        if self._closed:
+            return True
+        if len(self._items) >= self.max_size:
+            return False
+        self._items.append(msg)
+        if (reader := self._reader) is not None and not reader.done():
+            reader.set_result(None)
+        return True
+
+    async def put(self, msg: Msg) -> None:
+        """Take ``msg``, waiting for room while the inbox is full (dropped once it is closed)."""
+        while not self.offer(msg):
+            self._room = asyncio.get_running_loop().create_future()
+            try:
+                await self._room
+            finally:
+                self._room = None
+
+    def close(self) -> None:
+        """Stop taking messages: the reader gets those held, then the iteration ends."""
+        self._closed = True
+        for waiter in (self._reader, self._room):
+            if waiter is not None and not waiter.done():
+                waiter.set_result(None)
+
+    def __aiter__(self) -> Inbox:
+        return self
+
+    async def __anext__(self) -> Msg:
+        while not self._items:
+            if self._closed:
+                raise StopAsyncIteration
+            self._reader = asyncio.get_running_loop().create_future()
+            try:
+                await self._reader
+            finally:
+                self._reader = None
+        msg = self._items.popleft()
+        if (room := self._room) is not None and not room.done():
+            room.set_result(None)
+        return msg
+
+
 class TaskEvents:
     """Async iterator of decoded :class:`TaskEvent` from one subscription.
 
     Not an async generator on purpose: a wait on it may be cancelled (``move_on_after``)
     and iterated again, which would close a generator for good.
+
+    Parameters
+    ----------
+    messages : async iterator of Msg
+        The subscription's messages (``sub.messages``, or the receiving end of a memory stream a
+        subscription callback fills).
+    bus : Bus
     """
 
-    def __init__(self, sub: Any, bus: Bus) -> None:
-        self._messages = sub.messages
+    def __init__(self, messages: AsyncIterator[Msg], bus: Bus) -> None:
+        self._messages = messages
         self._bus = bus
 
     def __aiter__(self) -> TaskEvents:
@@ -286,7 +378,7 @@ class TaskClient:
         if flush:
             await self.bus.flush()
         try:
-            yield TaskEvents(sub, self.bus)
+            yield TaskEvents(sub.messages, self.bus)
         finally:
             await self.bus.unsubscribe(sub)
 
@@ -319,9 +411,8 @@ class TaskClient:
                         G.GEN_AI_PROVIDER_NAME: "tandem", "tandem.task.id": submit.task_id,
                         **({G.GEN_AI_CONVERSATION_ID: submit.conversation_id} if submit.conversation_id else {})},
         ):
-            # the submission follows on this connection, so both subscriptions are in place before the task is
-            async with self.follow(submit.task_id, flush=False) as events, \
-                    self._written_states(submit.task_id) as written:
+            # the submission follows on this connection, so the subscription is in place before the task is
+            async with self._events(submit.task_id) as events:
                 await self.submit(submit)
                 while True:
                     event = await events.next(timeout=poll)
@@ -334,45 +425,25 @@ class TaskClient:
                     if event.kind == "awaiting_approval" and approver is not None:
                         await self.answer(submit.task_id, await approver(event.question))
                     if event.status in TERMINAL:
-                        if (final := await self._final(written, event.status)) is not None:
-                            return final
+                        if event.state is not None and event.state.status == event.status:
+                            return await self._resolved(event.state)  # the stored final state: no read
                         break
             return await self.get(submit.task_id)
 
     @asynccontextmanager
-    async def _written_states(self, task_id: str) -> AsyncIterator[list[bytes]]:
-        """The newest value written to the task's key (``$KV.tandem_tasks.<id>``) while the block runs.
+    async def _events(self, task_id: str) -> AsyncIterator[TaskEvents]:
+        """:meth:`follow` (without its flush) for :meth:`run`: each event is handed over in nats-py's read loop.
 
-        A JetStream KV write is a message on the key's subject, which a plain subscriber gets too
-        (before the task's event that follows it), so the final state needs no read after the end.
+        The subscription's messages go straight into an :class:`Inbox` of :data:`EVENT_BUFFER`, instead of
+        through ``sub.messages``, which starts a task and an ``asyncio.wait`` for every message.
         """
-        newest: list[bytes] = []
-
-        async def keep(msg: Any) -> None:
-            if not (msg.headers and msg.headers.get("KV-Operation")):  # a delete or purge marker is no state
-                newest[:] = [msg.data]
-
-        sub = await self.bus.subscribe(f"$KV.{subjects.TASK_BUCKET}.{task_id}", cb=keep)
+        inbox = Inbox(EVENT_BUFFER)
+        sub = await self.bus.subscribe(subjects.task_events(task_id), cb=inbox.put, direct=inbox.offer)
         try:
-            yield newest
+            yield TaskEvents(inbox, self.bus)
         finally:
             await self.bus.unsubscribe(sub)
-
-    async def _final(self, written: list[bytes], status: str) -> TaskState | None:
-        """The final state from the task's newest written value, when it is the one the terminal event announced.
-
-        The event is published once that write is stored, so the newest value seen is the stored final
-        state; ``None`` (read it instead) when none was seen or it does not say ``status``.
-        """
-        if not written:
-            return None
-        try:
-            state = _state_decoder.decode(written[0])
-        except msgspec.DecodeError:
-            return None
-        if state.status != status:
-            return None
-        return await self._resolved(state)
+            inbox.close()
 
     async def wait(self, task_id: str, *, poll: float = 0.5) -> TaskState:
         """Wait until ``task_id`` has ended; return its final state (result resolved)."""

@@ -72,7 +72,7 @@ import re
 import string
 import time
 import warnings
-from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from decimal import Decimal
 from types import MappingProxyType
@@ -1963,7 +1963,7 @@ def _inline_limits(limits: Limits) -> Limits:
 
 
 async def run_builtin(cmd: str, args: Sequence[str], text: str, *, limits: Limits | None = None,
-                      held_chars: int = 0) -> str:
+                      held_chars: int = 0, before_thread: Callable[[], Awaitable[None]] | None = None) -> str:
     """Run :func:`run_command` so the event loop keeps serving: at once when it is quick, else in a worker thread.
 
     A command on an input of at most :data:`INLINE_MAX_CHARS` characters (``pandoc``
@@ -1984,6 +1984,9 @@ async def run_builtin(cmd: str, args: Sequence[str], text: str, *, limits: Limit
     ----------
     cmd, args, text, limits, held_chars
         As for :func:`run_command`.
+    before_thread : callable or None
+        ``async () -> None``, awaited once the command turns out not to be quick, before it goes to
+        a worker thread (the executor sends a progress checkpoint it held back for a quick step).
 
     Returns
     -------
@@ -2007,6 +2010,8 @@ async def run_builtin(cmd: str, args: Sequence[str], text: str, *, limits: Limit
             return run_command(cmd, args, text, limits=_inline_limits(limits), held_chars=held_chars)
         except (RegexTimeout, CommandTimeout):
             pass  # out of the short budget only: the real one decides, in a thread
+    if before_thread is not None:
+        await before_thread()
     call = functools.partial(run_command, cmd, args, text, limits=limits, held_chars=held_chars)
     return await anyio.to_thread.run_sync(call, limiter=_limiter(limits.max_threads))
 
