@@ -235,11 +235,9 @@ def _split(s: str, spans: list[tuple[int, int]], toks: list[Token], present: set
             cur = resume
     else:
         cuts: list[tuple[int, int, Flag, Flag | None]] = [(a, b, _MAIN, None) for a, b in spans]
-        get = _CUTS.get
         for t in toks:
-            cut = get(t.kind)
-            if cut is not None:
-                cut_at_end, resume_at_end, nxt, prev = cut
+            if t.kind in _CUTS:
+                cut_at_end, resume_at_end, nxt, prev = _CUTS[t.kind]
                 cuts.append((t.end if cut_at_end else t.start, t.end if resume_at_end else t.start, nxt, prev))
         if len(cuts) > 1:
             cuts.sort(key=_CUT_ORDER)

@@ -407,6 +407,9 @@ def decide(r: Reading, idx: OptionIndex, context: ChoiceContext) -> Outcome:
 
     # out-of-range / ambiguous references: never select, never let a model guess
     for t in targets:
+        v = t.val
+        if t.kind is KIND.REF and not t.amb and isinstance(v, int) and 1 <= v <= n:
+            continue  # an existing option (what _vals finds for most targets, without the call)
         _vs, err = _vals(t, n)
         if err:
             return _outcome(r, _clarify(0.1, f"{_shown(s, t)!r}: {err}",

@@ -427,8 +427,9 @@ def scan(s: str, idx: OptionIndex) -> list[Token]:
             toks.sort(key=_start)
 
     # ranges: ref <range gap> ref
+    # (a range's gap is a substring of s: without one anywhere in s there is none between two references)
     refs = [t for t in toks if t.kind is KIND.REF and t.src in _NUMERIC and t.val is not None and not t.amb] \
-        if len(toks) >= 2 else ()
+        if len(toks) >= 2 and _RANGE_GAP.search(s) is not None else ()
     if len(refs) >= 2:
         drop: set[int] = set()
         for a, b in itertools.pairwise(refs):
