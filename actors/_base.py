@@ -59,7 +59,6 @@ import msgspec
 from anyio.abc import TaskStatus
 from nats.aio.msg import Msg
 from nats.aio.subscription import Subscription
-from opentelemetry import context as otel_context
 from opentelemetry.trace import INVALID_SPAN, Span, Status, StatusCode
 
 from tandem.messages import CancelWork, ErrorReply, Message, Ping, Pong, decode_error_path, decoder, new_id, subjects
@@ -76,7 +75,7 @@ from tandem.services.bus import (
     truncate_text,
 )
 from tandem.services.bus._deadline import enter_deadline, exit_deadline
-from tandem.services.bus._tracing import HopAttributes, activate, start_process_from
+from tandem.services.bus._tracing import HopAttributes, activate, deactivate, start_process_from
 from tandem.services.errors import BadRequest, BusClosed, CancelledWork, DeadlineExceeded, RequestTimeout, TandemError
 from tandem.services.schema import schema_hash
 
@@ -626,7 +625,7 @@ class Actor:
                 await self._serve(msg, ep, span, data, env, error, work)
         finally:
             if token is not None:
-                otel_context.detach(token)
+                deactivate(token)
             if st is not None:
                 st.time_ns += perf_counter_ns() - began
 

@@ -299,3 +299,18 @@ def test_a_producer_kind_and_root_are_kept() -> None:
     (span,) = exporter.get_finished_spans()
     assert span.kind is SpanKind.PRODUCER and span.parent is None
     provider.shutdown()
+
+
+def test_hop_span_timestamps_are_written_as_the_sdk_writes_them() -> None:
+    provider, _ = _queued(InMemorySpanExporter())
+    rng = random.Random(14)
+    for i in range(3000):
+        span = start_send(SEND, SEND.build(), provider=provider)
+        start = rng.randrange(1_600_000_000 * 10**9, 1_900_000_000 * 10**9)
+        if i % 2:  # near the rounding edges of a microsecond and of a second
+            start = start - start % 1_000_000_000 + rng.choice([0, 1, 499, 500, 501, 999_999_499, 999_999_500,
+                                                                999_999_999])
+        span._start_time = start
+        span.end(end_time=start + rng.choice([0, 1, 500, 999_999_999, 10**9]))
+        assert json.loads(encode_spans([span])) == json.loads(span._readable().to_json(indent=None))
+    provider.shutdown()
