@@ -328,7 +328,10 @@ def _residue(s: str, start: int, end: int, toks: list[Token]) -> str:
 
 def residue_words(s: str, start: int, end: int, toks: list[Token]) -> list[str]:
     """Words of ``s[start:end]`` that no token and no filler explains."""
-    r = _unfilled(_uncovered(s, start, end, toks))
+    r = _uncovered(s, start, end, toks)
+    if _WORDCH.search(r) is None:
+        return []  # no word character (the mask is none): no word, fillers or not
+    r = _unfilled(r)
     return _WORD_RE.findall(r.replace(MASK, " ") if MASK in r else r)
 
 
