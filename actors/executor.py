@@ -95,6 +95,11 @@ log = logging.getLogger("tandem.executor")
 INSTANT_STEPS = (ReadInput, WriteOutput, ErrorRecovery)
 """Steps that take no time: reading an input, writing an output (a recovery step only runs within another)."""
 
+CHECKPOINT_PREFIX = "tandem.task.checkpoint."
+CHECKPOINT_TEMPLATE = CHECKPOINT_PREFIX + "{replica}.{task_id}"
+"""The task actor's checkpoint subjects (:meth:`~tandem.actors.task.TaskActor.checkpoint_subject`), as span names
+name them."""
+
 HEALTH_IN_FLIGHT = 64
 """Most records of successful plans pending after their replies (see the module docstring)."""
 
@@ -206,6 +211,8 @@ class ExecutorActor(Actor):
         """Record a plan that ran in the health numbers, after the reply unless many records are pending."""
         if self._health_pending >= HEALTH_IN_FLIGHT:  # the bucket is slow or away: no pile-up of records
             await self.health.record_plan(True, at_once=True)
+            return
+        if self.health.record_nowait("plans", True):  # joins the write-behind under way: no task needed
             return
         self._health_pending += 1
         self.start_soon(self._record_success_later)
@@ -339,7 +346,10 @@ class ExecutorActor(Actor):
         message = StepCheckpoint(task_id=req.correlation_id, checkpoint=checkpoint,
                                  correlation_id=req.correlation_id, conversation_id=req.conversation_id)
         if not durable:
-            await self.bus.publish(req.checkpoint_subject, message)
+            # the task actor's subjects carry ids: the span is named after their template (and its attributes
+            # are built once, not once per task)
+            template = CHECKPOINT_TEMPLATE if req.checkpoint_subject.startswith(CHECKPOINT_PREFIX) else None
+            await self.bus.publish(req.checkpoint_subject, message, template=template)
             return
         try:
             await self.bus.request(req.checkpoint_subject, message, Ack, timeout=10)

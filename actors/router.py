@@ -240,6 +240,21 @@ class TwoStageHealth:
             values = []
         return values if isinstance(values, list) else [], entry.revision or 0
 
+    def record_nowait(self, key: str, value: object) -> bool:
+        """Keep ``value`` for the write-behind of ``key`` under way, without a task; ``False`` when none is (the
+        caller records it with :meth:`record_plan` or :meth:`record_planning`, which starts one).
+
+        What :meth:`_record` does for a value that joins a waiting write-behind, minus the task around it.
+        """
+        if self.kv is None:
+            return True  # nothing is recorded anyway
+        if key not in self._waiting:
+            return False
+        pending = self._pending.setdefault(key, [])
+        pending.append(value)
+        del pending[:-max(self.policy.window, 1)]
+        return True
+
     async def _record(self, key: str, value: object, *, at_once: bool) -> None:
         """Keep ``value`` for ``key``; write it now (``at_once``), or with the others after the write-behind."""
         if self.kv is None:
@@ -535,7 +550,8 @@ class RouterActor(Actor):
                         continue
                     usage = TokenUsage(input_tokens=result.input_tokens, output_tokens=result.output_tokens)
                     cost = call_cost(model, usage)
-                    if request.task == "planning":
+                    if request.task == "planning" and not self.health.record_nowait(
+                            "planning", round(result.latency_ms / 1000, 3)):  # else a write-behind starts
                         self.start_soon(self.health.record_planning, result.latency_ms / 1000)
                     attempts.append(Attempt(model=key, ok=True, latency_ms=round(result.latency_ms, 3), waited_s=wait))
                     self.usage.write(UsageRecord(

@@ -181,10 +181,46 @@ class Inbox:
                 await self._reader
             finally:
                 self._reader = None
+        return self._take()
+
+    async def next(self, *, timeout: float) -> Msg | None:
+        """The next message, or ``None`` when none came within ``timeout`` seconds.
+
+        The same as ``anext(inbox)`` inside ``anyio.move_on_after(timeout)``, with a timer of the event
+        loop instead of a cancel scope.
+
+        Raises
+        ------
+        StopAsyncIteration
+            When the inbox is closed and empty.
+        """
+        if not self._items:
+            if self._closed:
+                raise StopAsyncIteration
+            loop = asyncio.get_running_loop()
+            reader = self._reader = loop.create_future()
+            timer = loop.call_later(timeout, _wake, reader)
+            try:
+                await reader
+            finally:
+                timer.cancel()
+                self._reader = None
+            if not self._items:
+                if self._closed:
+                    raise StopAsyncIteration
+                return None
+        return self._take()
+
+    def _take(self) -> Msg:
         msg = self._items.popleft()
         if (room := self._room) is not None and not room.done():
             room.set_result(None)
         return msg
+
+
+def _wake(waiter: asyncio.Future[None]) -> None:
+    if not waiter.done():
+        waiter.set_result(None)
 
 
 class TaskEvents:
@@ -224,12 +260,28 @@ class TaskEvents:
         BusError
             When the subscription has ended (the connection closed).
         """
+        if isinstance(self._messages, Inbox):  # a timer, not a cancel scope, bounds the wait
+            return await self._next_from(self._messages, timeout)
         with anyio.move_on_after(timeout):
             try:
                 return await self.__anext__()
             except StopAsyncIteration:
                 raise BusError("the task event subscription ended (connection closed?)") from None
         return None
+
+    async def _next_from(self, inbox: Inbox, timeout: float) -> TaskEvent | None:
+        end = anyio.current_time() + timeout
+        while True:
+            try:
+                msg = await inbox.next(timeout=max(0.0, end - anyio.current_time()))
+            except StopAsyncIteration:
+                raise BusError("the task event subscription ended (connection closed?)") from None
+            if msg is None:
+                return None
+            try:
+                return _event_decoder.decode(await self._bus.payload_of(msg))
+            except (msgspec.DecodeError, TandemError) as exc:
+                log.warning("malformed task event on %s ignored: %s", msg.subject, exc)
 
 
 class TaskClient:

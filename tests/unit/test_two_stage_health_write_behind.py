@@ -80,3 +80,16 @@ async def test_at_most_a_window_of_records_waits() -> None:
             await anyio.sleep(0)
         assert health._pending["planning"] == [2.0, 3.0, 4.0]
     assert kv.values("planning") == [2.0, 3.0, 4.0]
+
+
+@pytest.mark.anyio
+async def test_a_record_joins_the_write_behind_under_way_without_a_task() -> None:
+    kv = _KV()
+    health = _health(kv)
+    assert not health.record_nowait("planning", 0.5)  # none under way: the caller starts one
+    async with anyio.create_task_group() as tg:
+        tg.start_soon(health.record_planning, 0.1)
+        await anyio.sleep(0)  # it waits out the write-behind now
+        assert health.record_nowait("planning", 0.2) and health.record_nowait("planning", 0.3)
+    assert kv.values("planning") == [0.1, 0.2, 0.3] and (kv.reads, kv.writes) == (1, 1)
+    assert TwoStageHealth(None, Config()).record_nowait("plans", True)  # no bucket: nothing to record
