@@ -23,6 +23,7 @@ Examples
     .venv/bin/python bench/choice.py
     .venv/bin/python bench/choice.py --seconds 3 --requests 3000
     .venv/bin/python bench/choice.py --profile multi   # where the time goes (cProfile), then exit
+    .venv/bin/python bench/choice.py --stages          # µs per multi-clause answer in each stage, then exit
 """
 
 from __future__ import annotations
@@ -189,14 +190,60 @@ def profile(which: str, top: int = 25) -> None:
     pstats.Stats(prof).sort_stats("tottime").print_stats(top)
 
 
+def stages(seconds: float) -> None:
+    """Print the µs per multi-clause answer of each stage of the pattern path; a diagnostic only.
+
+    Each stage is timed with the ones before it (the clause stage needs fresh
+    tokens: it marks them), and its own share is the difference; ``other`` is
+    what :func:`~tandem.services.choice.analyse` adds (option tables, fast
+    lanes, the residue of an undecided answer, the typo reader). Short answers
+    are left out: most take a fast lane that skips the clause stage.
+    """
+    from tandem.services.choice import analyse
+    from tandem.services.choice._clauses import read
+    from tandem.services.choice._decide import decide
+    from tandem.services.choice._normalize import prep
+    from tandem.services.choice._options import index_for
+    from tandem.services.choice._scanner import scan
+
+    data = []
+    for a, c in multi_answers():
+        t = prep(a)
+        s = t.lower()
+        data.append((a, c, s, t if len(t) == len(s) else s, index_for(c)))
+
+    def per_answer(fn) -> float:
+        best = float("inf")
+        for _ in range(5):
+            done, t0 = 0, time.process_time()
+            while time.process_time() - t0 < seconds / 25:
+                for x in data:
+                    fn(*x)
+                done += len(data)
+            best = min(best, (time.process_time() - t0) / done * 1e6)
+        return best
+
+    total = per_answer(lambda a, c, s, t, idx: analyse(a, c))
+    norm = per_answer(lambda a, c, s, t, idx: normalize_answer(a))
+    sc = per_answer(lambda a, c, s, t, idx: scan(s, idx))
+    rd = per_answer(lambda a, c, s, t, idx: read(s, t, scan(s, idx), idx.approval, idx.n))
+    dc = per_answer(lambda a, c, s, t, idx: decide(read(s, t, scan(s, idx), idx.approval, idx.n), idx, c))
+    print(f"multi-clause: {total:.1f} µs per answer — normalise {norm:.1f}, scan {sc:.1f}, clauses {rd - sc:.1f}, "
+          f"decide {dc - rd:.1f}, other {total - dc - norm:.1f}")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--seconds", type=float, default=2.0, help="time per throughput measurement (default 2)")
     parser.add_argument("--requests", type=int, default=2000, help="choice requests over NATS (default 2000)")
     parser.add_argument("--profile", choices=["short", "multi"], help="profile one answer set instead, then exit")
+    parser.add_argument("--stages", action="store_true", help="time each stage on the multi-clause set, then exit")
     args = parser.parse_args()
     if args.profile:
         profile(args.profile)
+        return
+    if args.stages:
+        stages(args.seconds)
         return
     os.environ.setdefault("TANDEM_TRACE_FILE", os.path.join(tempfile.mkdtemp(), "traces.jsonl"))
     short, multi = short_answers(), multi_answers()
