@@ -344,44 +344,54 @@ class ExecutionPlan(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fi
     workflow: Annotated[list[WorkflowStep], Meta(min_length=1, max_length=MAX_STEPS)]
 
     def __post_init__(self) -> None:
-        numbers = {s.step for s in self.workflow}
-        recovery = {s.step for s in self.workflow if isinstance(s, ErrorRecovery)}
+        # runs on every decode of a plan (several per task): where an error is, is formatted only for an error
+        workflow = self.workflow
+        numbers: set[int] | None = None  # built when a branch or recovery step needs it
+        recovery: set[int] | None = None
         produced: set[int] = set()
         previous = 0
-        for i, s in enumerate(self.workflow):
-            here = f"workflow[{i}]"
+        writes = False
+        for i, s in enumerate(workflow):
             if s.step <= previous:
-                raise _invalid(f"step numbers must increase: {s.step} follows {previous}", f"{here}.step")
+                raise _invalid(f"step numbers must increase: {s.step} follows {previous}", f"workflow[{i}].step")
             previous = s.step
             p = s.params
             fd = getattr(p, "input_fd", None)
             if fd is not None and fd not in produced:
-                raise _invalid(f"input_fd {fd} is not produced by an earlier step", f"{here}.params.input_fd")
+                raise _invalid(f"input_fd {fd} is not produced by an earlier step", f"workflow[{i}].params.input_fd")
             for j, extra in enumerate(getattr(p, "context_fds", ())):
                 if extra not in produced:
                     raise _invalid(f"context fd {extra} is not produced by an earlier step",
-                                   f"{here}.params.context_fds[{j}]")
+                                   f"workflow[{i}].params.context_fds[{j}]")
             match s:
                 case ReadInput():
                     produced.add(int(p.source[3:]))
+                case WriteOutput():
+                    writes = True
                 case ConditionalBranch():
+                    if numbers is None:
+                        numbers = {x.step for x in workflow}
                     for name in ("then_step", "else_step"):
                         target = getattr(p, name)
                         if target is not None and (target not in numbers or target <= s.step):
                             raise _invalid(
-                                f"{name} {target} must name a later step of this plan", f"{here}.params.{name}"
+                                f"{name} {target} must name a later step of this plan", f"workflow[{i}].params.{name}"
                             )
                 case ErrorRecovery():
+                    if numbers is None:
+                        numbers = {x.step for x in workflow}
+                    if recovery is None:
+                        recovery = {x.step for x in workflow if isinstance(x, ErrorRecovery)}
                     for j, target in enumerate(p.covers):
                         if target not in numbers or target in recovery:
                             raise _invalid(
                                 f"covers step {target}, which is not a non-recovery step of this plan",
-                                f"{here}.params.covers[{j}]",
+                                f"workflow[{i}].params.covers[{j}]",
                             )
             out = getattr(p, "output_fd", None)
             if out is not None:
                 produced.add(out)
-        if not any(isinstance(s, WriteOutput) for s in self.workflow):
+        if not writes:
             raise _invalid("the plan has no write_output step, so it would produce nothing", "workflow")
 
     def step_index(self) -> dict[int, int]:
