@@ -8,16 +8,22 @@ from contextlib import asynccontextmanager
 
 import httpx
 import pytest
-
 from tandem.actors import RouterActor
-from tandem.messages import ChoiceContext, ChoiceReply, ChoiceRequest, ExecutionPlan, decoder, subjects
+from tandem.messages import (
+    ChoiceContext,
+    ChoiceReply,
+    ChoiceRequest,
+    ExecutionPlan,
+    TaskSubmit,
+    decoder,
+    subjects,
+)
 from tandem.services.approval import ask_approval, edit_plan
 from tandem.services.bus import Bus
 from tandem.services.config import Config
-from tandem.messages import TaskSubmit
 from tandem.services.runtime import start_actors
 
-from ..conftest import run_task, MockModel, make_config
+from ..conftest import MockModel, make_config, run_task
 
 OPTIONS = ["ファイル作成", "安全モード実行", "完全実行"]
 
@@ -168,7 +174,7 @@ async def test_approve_drives_run_end_to_end_in_one_trace(bus: Bus, spans) -> No
         asked.append(question)
         return "skip step 3"
 
-    async with parser(bus) as cfg:
+    async with parser(bus):
         result = await run_task(bus, TaskSubmit(task="count lines", inputs={3: "b\na\nb\n"}, plan=plan(),
                                                 approval="ask"), approver=approver)
         rejected = await run_task(bus, TaskSubmit(task="count lines", inputs={3: "b\na\nb\n"}, plan=plan(),
