@@ -330,8 +330,9 @@ class Actor:
         self.instance_id = new_id()[:12]
         self._tg: anyio.abc.TaskGroup | None = None
         self._waiting: dict[str, float] = {}  # reply subject -> when received, for requests asking for heartbeats
-        self._inflight: dict[str, set[_Work]] = {}  # correlation id -> workers running its requests' handlers
-        self._cancelled: set[_Work] = set()  # workers whose request tandem.control.cancel cancelled
+        # correlation id -> the worker running its request's handler, or the set of them when there are several
+        # (a set per request cost an allocation and two updates on every hop for a rare case)
+        self._inflight: dict[str, _Work | set[_Work]] = {}
         self._hops: dict[str, HopAttributes] = {}  # process span name and fixed attributes per endpoint
         self._stats: dict[str, _EndpointStats] = {}  # $SRV.STATS counters per endpoint subject
         self._endpoints: list[Endpoint] = []
@@ -419,8 +420,8 @@ class Actor:
         self._tg.start_soon(fn, *args)
 
     async def _cancel_work(self, request: CancelWork) -> None:
-        for work in list(self._inflight.get(request.correlation_id, ())):
-            self._cancelled.add(work)
+        running = self._inflight.get(request.correlation_id)
+        for work in (running,) if isinstance(running, _Work) else list(running or ()):
             work.cancelled = True
             work.scope.cancel()
 
@@ -656,16 +657,21 @@ class Actor:
         scope = work.scope
         interrupted: BaseException | None = None
         reply: Message | None = None
-        works: set[_Work] | None = None
+        inflight = self._inflight
+        cid: str | None = None
         try:
             budget = remaining(ep.timeout)
             assert budget is not None
             work.by_deadline = budget < ep.timeout
             if msg.reply:  # requests only: one-way events, the cancel itself among them, are not cancellable
-                works = self._inflight.get(request.correlation_id)
-                if works is None:
-                    works = self._inflight[request.correlation_id] = set()
-                works.add(work)
+                cid = request.correlation_id
+                running = inflight.get(cid)
+                if running is None:
+                    inflight[cid] = work
+                elif isinstance(running, set):
+                    running.add(work)
+                else:
+                    inflight[cid] = {running, work}
             self._arm_timer(work, self._clock() + max(budget, 0.0))
             reply = await ep.handler(request)
         except TimeoutError as exc:  # raised inside the handler (a NATS call, an inner limit), not its own timeout
@@ -683,11 +689,14 @@ class Actor:
             cancelled = work.cancelled
             if cancelled:
                 work.cancelled = False
-                self._cancelled.discard(work)
-            if works is not None:
-                works.discard(work)
-                if not works:
-                    self._inflight.pop(request.correlation_id, None)
+            if cid is not None:
+                running = inflight.get(cid)
+                if running is work:
+                    del inflight[cid]
+                elif isinstance(running, set):
+                    running.discard(work)
+                    if not running:
+                        del inflight[cid]
         if interrupted is not None:
             if cancelled:  # tandem.control.cancel for this correlation id
                 error = CancelledWork(f"{self.name}: {ep.subject} cancelled")
@@ -706,6 +715,9 @@ class Actor:
                           exc_info=not isinstance(exc, TandemError))
             if interrupted is not None:
                 raise interrupted  # never swallowed: on to the worker's scope, which ends it if it is its own
+            return
+        if error is None and reply is not None and msg.reply:  # the common answer, one coroutine less
+            await self.bus.respond(msg, reply, _done(msg), span=span)
             return
         await self._send_answer(msg, ep, request, reply, error, span, data)
 

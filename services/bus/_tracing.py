@@ -172,6 +172,13 @@ def _add_message_attributes(attrs: dict[str, Any], message_id: str, correlation_
         attrs[M.MESSAGING_MESSAGE_BODY_SIZE] = body_size
 
 
+_DESTINATION_NAME = M.MESSAGING_DESTINATION_NAME
+_MESSAGE_ID = M.MESSAGING_MESSAGE_ID
+_CONVERSATION_ID = M.MESSAGING_MESSAGE_CONVERSATION_ID
+_GEN_AI_CONVERSATION_ID = G.GEN_AI_CONVERSATION_ID
+_BODY_SIZE = M.MESSAGING_MESSAGE_BODY_SIZE
+
+
 class HopAttributes:
     """The fixed attributes and span name of one endpoint's messaging spans, built once.
 
@@ -198,8 +205,16 @@ class HopAttributes:
         """Return a fresh attribute dict for one message (the fixed ones plus the message's own)."""
         attrs: dict[str, Any] = self.attributes.copy()
         if subject is not None and subject != self.subject:
-            attrs[M.MESSAGING_DESTINATION_NAME] = subject
-        _add_message_attributes(attrs, message_id, correlation_id, conversation_id, body_size)
+            attrs[_DESTINATION_NAME] = subject
+        # _add_message_attributes, inlined: this runs for every recorded hop
+        if message_id:
+            attrs[_MESSAGE_ID] = message_id
+        if correlation_id:
+            attrs[_CONVERSATION_ID] = correlation_id
+        if conversation_id:
+            attrs[_GEN_AI_CONVERSATION_ID] = conversation_id
+        if body_size is not None:
+            attrs[_BODY_SIZE] = body_size
         return attrs
 
 
@@ -299,9 +314,15 @@ class _LeanSpan(trace.Span):
     ends into every processor as a ``ReadableSpan``.
     """
 
-    __slots__ = ("_attributes", "_context", "_end_time", "_events", "_hop", "_kind", "_links", "_name", "_parent",
-                 "_parent_flags", "_parent_id", "_parent_remote", "_record_exception", "_span_id", "_start_time",
-                 "_status", "_trace_hex", "_trace_id", "_trace_state")
+    __slots__ = ("_attributes", "_end_time", "_hop", "_kind", "_name", "_parent_flags", "_parent_id", "_parent_remote",
+                 "_record_exception", "_span_id", "_start_time", "_trace_hex", "_trace_id", "_trace_state")
+
+    # what most hop spans never set: class defaults, an instance value only when set
+    _context: SpanContext | None = None  # made when someone asks for it
+    _parent: SpanContext | None = None  # the parent's SpanContext when the caller had one, else made when asked
+    _events: Any = ()  # a BoundedList from the first event
+    _links: Any = ()
+    _status = _UNSET
 
     _is_hop_span = True  # the export side's mark (tandem.services.telemetry._setup._is_hop_span)
     _unset_status = _UNSET  # the status every such span starts with (the export side writes it as a constant)
@@ -316,16 +337,13 @@ class _LeanSpan(trace.Span):
         self._trace_hex = trace_hex  # the trace id as traceparent writes it, once someone wrote or read it
         self._span_id = span_id
         self._parent_id = parent_id  # 0: a root span
-        self._parent = parent  # the parent's SpanContext when the caller had one, else built when asked
+        if parent is not None:
+            self._parent = parent
         self._parent_remote = parent_remote
         self._parent_flags = parent_flags
         self._trace_state = trace_state
         self._hop = hop
         self._record_exception = record_exception
-        self._context: SpanContext | None = None
-        self._events: Any = ()
-        self._links: Any = ()
-        self._status = _UNSET
         self._end_time: int | None = None
         self._start_time = _time_ns()
 
