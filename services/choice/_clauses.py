@@ -279,6 +279,10 @@ def _uncovered(s: str, start: int, end: int, toks: list[Token]) -> str:
     """The text of ``s[start:end]`` not covered by tokens (each token leaves a space)."""
     if not toks:
         return s[start:end]
+    if len(toks) == 1:  # (most clauses)
+        t = toks[0]
+        b = t.end
+        return s[start : t.start] + " " + s[max(start, b) : end]
     # the gaps joined by spaces; a gap of a token starting before the text already passed is empty
     # (``s[cur:a]`` with ``a <= cur``), and so is the tail when a token reaches past ``end``
     parts: list[str] = []
