@@ -98,6 +98,13 @@ class _JsonLinesExporter(SpanExporter):
     process on the machine, and O_APPEND keeps each batch of whole lines together.
     The batch is encoded at once by :func:`encode_spans`. It owns the file and closes
     it on shutdown, so ``provider.shutdown()`` both flushes and releases it.
+
+    A :class:`QueuedSpanProcessor` in front of it has each span encoded as it ends
+    (:meth:`encode_line`) and queues the line, then writes lines (:meth:`write_lines`):
+    encoding a span that was just touched costs less than encoding it in the export
+    thread a batch later (its objects are out of the CPU caches by then: ~25 µs a span
+    measured there against ~10 µs of instructions), queued bytes are not objects the
+    garbage collector walks, and the export thread holds the GIL only to join and write.
     """
 
     accepts_hop_spans = True
@@ -105,6 +112,23 @@ class _JsonLinesExporter(SpanExporter):
 
     def __init__(self, out: BinaryIO) -> None:
         self.out = out
+
+    @staticmethod
+    def encode_line(span: Any) -> bytes:
+        """``span`` (a ``ReadableSpan`` or a hop path span) as its JSON line (:func:`encode_spans`)."""
+        if _is_hop_span(span):
+            return b"".join(_hop_parts(span))
+        return _encoder.encode(_document(span)) + b"\n"
+
+    def write_lines(self, lines: Sequence[bytes]) -> None:
+        """Append ``lines`` (from :meth:`encode_line`) to the file in one write."""
+        self._write(b"".join(lines))
+
+    def _write(self, data: bytes) -> None:
+        fd = self.out.fileno()
+        view = memoryview(data)
+        while view:  # a regular file takes it all at once; a short write only continues where it stopped
+            view = view[os.write(fd, view):]
 
     def export(self, spans: Sequence[ReadableSpan]) -> SpanExportResult:
         # encoded a slice at a time, letting go of the GIL in between: the event loop waiting
@@ -114,11 +138,7 @@ class _JsonLinesExporter(SpanExporter):
             if start:
                 time.sleep(0)
             parts.append(encode_spans(spans[start:start + _GIL_SLICE]))
-        data = b"".join(parts)
-        fd = self.out.fileno()
-        view = memoryview(data)
-        while view:  # a regular file takes it all at once; a short write only continues where it stopped
-            view = view[os.write(fd, view):]
+        self._write(b"".join(parts))
         return SpanExportResult.SUCCESS
 
     def force_flush(self, timeout_millis: int = 30_000) -> bool:
@@ -400,8 +420,10 @@ class QueuedSpanProcessor(SpanProcessor):
 
     While every processor of the provider is one of these, the bus's messaging spans are
     queued as the hop path keeps them (``_LeanSpan``: ids, attributes, times) and become
-    ``ReadableSpan`` objects in the export thread, just before ``exporter.export``; the
-    JSON-lines exporter writes them without that step. Exporters see ``ReadableSpan`` only.
+    ``ReadableSpan`` objects in the export thread, just before ``exporter.export``. Exporters
+    see ``ReadableSpan`` only. An exporter that writes lines (``encode_line`` and
+    ``write_lines``: the JSON-lines file of :func:`setup_tracing`) gets each span encoded as
+    it ends, on the thread that ended it, and the export thread only writes the queued lines.
 
     Parameters
     ----------
@@ -427,7 +449,10 @@ class QueuedSpanProcessor(SpanProcessor):
         self.max_queue_size = max_queue_size
         self.batch_size = batch_size
         self.schedule_delay = schedule_delay
-        self._queue: collections.deque[ReadableSpan] = collections.deque()
+        self._queue: collections.deque[Any] = collections.deque()  # spans, or their lines (see _encode)
+        # an exporter that writes lines (the JSON-lines file): spans are encoded as they end, lines are queued
+        encode, write = getattr(exporter, "encode_line", None), getattr(exporter, "write_lines", None)
+        self._encode: Any = encode if callable(encode) and callable(write) else None
         self._wake = threading.Event()
         self._idle = threading.Condition()
         self._exported = 0
@@ -454,13 +479,25 @@ class QueuedSpanProcessor(SpanProcessor):
     (``tandem.services.bus._tracing``) then queues its spans itself, as they are."""
 
     def _queue_span(self, span: Any) -> None:
-        """Queue a finished, sampled span for export (or count it dropped when the queue is full)."""
+        """Queue a finished, sampled span for export (or count it dropped when the queue is full).
+
+        With an exporter that writes lines, the span's line is queued, encoded now; a span
+        that cannot be encoded is logged and counted as dropped, never raised into the hop.
+        """
         if self._stopped:
             return
         queue = self._queue
         if len(queue) >= self.max_queue_size:
             self._dropped += 1
             return
+        encode = self._encode
+        if encode is not None:
+            try:
+                span = encode(span)
+            except Exception:  # a value the encoder refuses: this span is lost, the hop goes on
+                log.exception("span %r could not be encoded; dropped", getattr(span, "name", span))
+                self._dropped += 1
+                return
         queue.append(span)
         if len(queue) == self.batch_size:
             self._wake.set()
@@ -474,12 +511,16 @@ class QueuedSpanProcessor(SpanProcessor):
         queue = self._queue
         started = time.thread_time()
         readable = not getattr(self.exporter, "accepts_hop_spans", False)
+        lines = self._encode is not None
         while queue:
             batch = [queue.popleft() for _ in range(min(self.batch_size, len(queue)))]
-            if readable:  # the hop path's own spans, as the ReadableSpans an exporter expects
+            if readable and not lines:  # the hop path's own spans, as the ReadableSpans an exporter expects
                 batch = [span._readable() if _is_hop_span(span) else span for span in batch]
             try:
-                self.exporter.export(batch)
+                if lines:
+                    self.exporter.write_lines(batch)  # type: ignore[attr-defined]
+                else:
+                    self.exporter.export(batch)
             except Exception:  # an exporter must not kill the export thread
                 log.exception("span export failed; %d spans lost", len(batch))
             self._exported += len(batch)

@@ -314,3 +314,33 @@ def test_hop_span_timestamps_are_written_as_the_sdk_writes_them() -> None:
         span.end(end_time=start + rng.choice([0, 1, 500, 999_999_999, 10**9]))
         assert json.loads(encode_spans([span])) == json.loads(span._readable().to_json(indent=None))
     provider.shutdown()
+
+
+def test_a_lines_exporter_gets_each_span_encoded_as_it_ends_and_a_bad_one_is_dropped() -> None:
+    written: list[bytes] = []
+
+    class Lines(SpanExporter):
+        accepts_hop_spans = True
+
+        @staticmethod
+        def encode_line(span: Any) -> bytes:
+            if span._name == "send bad":
+                raise TypeError("cannot encode")
+            return encode_spans([span])
+
+        def write_lines(self, lines: Sequence[bytes]) -> None:
+            written.extend(lines)
+
+        def export(self, spans: Sequence[Any]) -> SpanExportResult:
+            raise AssertionError("lines are written, not exported")
+
+    provider, processor = _queued(Lines())
+    good = start_send(SEND, SEND.build(correlation_id="c"), provider=provider)
+    good.end()
+    assert processor._queue and type(processor._queue[0]) is bytes  # encoded at end, not in the thread
+    bad = start_send(SEND, SEND.build(), provider=provider)
+    bad.update_name("send bad")
+    bad.end()  # never raises into the hop
+    provider.shutdown()
+    assert [json.loads(line)["name"] for line in written] == ["send agents.lean.ask"]
+    assert processor.statistics().dropped == 1 and processor.statistics().exported == 1
