@@ -27,7 +27,8 @@ without tracer providers; ``--profile DIR`` writes cProfile stats of the
 client and of the responders and prints, per process, the main thread's own
 time by cost category (span start/end, processor, header injection and
 extraction, nats-py header encode/parse, msgspec, the actor mailbox, cancel
-scopes, event-loop iterations) and the span export thread's CPU per span,
+scopes, event-loop iterations, the spans' JSON lines, encoded as they end), the
+span export thread's CPU per span (it only writes the lines) and the garbage collector's runs,
 then the hot spots.
 
 Examples

@@ -2,8 +2,9 @@
 
 * ``send <subject>`` — PRODUCER, its context injected as W3C ``traceparent``
   into the NATS message headers;
-* ``process <subject>`` — CONSUMER, child of the extracted producer context and
-  linked to it;
+* ``process <subject>`` — CONSUMER, child of the extracted producer context (not
+  also linked to it: the conventions link a process span to its producer only when it
+  is not parented on it, :data:`LINK_PARENT`);
 * replies carry the ``process`` span's context (``traceparent``), so a caller
   can tell which span answered.
 
@@ -12,16 +13,25 @@ Reply subjects (``_INBOX.*``) are temporary and never used as span names.
 The hop path
 ------------
 Every request makes two of these spans, so they skip the SDK's generic path
-(:meth:`Tracer.start_as_current_span`): :func:`start_send` and
-:func:`start_process` build a :class:`_HopSpan`, a real
-``opentelemetry.sdk.trace.Span`` subclass, from attributes that are already
-clean (:class:`HopAttributes`, built once per endpoint), with the provider's
-own sampler, id generator, resource and span processors, without context
-attach/detach around it and with ``traceparent`` written and parsed directly
-when the global propagator is W3C TraceContext (the one :func:`setup_tracing
-<tandem.services.telemetry.setup_tracing>` installs). Every exporter and
-``SpanProcessor`` sees the same spans as before (``on_start`` and ``on_end``
-are called; the span passed to ``on_end`` is itself a ``ReadableSpan``).
+(:meth:`Tracer.start_as_current_span`), from attributes that are already clean
+(:class:`HopAttributes`, built once per endpoint), with the provider's own sampler,
+id generator, resource and span processors, and with ``traceparent`` written and
+parsed directly when the global propagator is W3C TraceContext (the one
+:func:`setup_tracing <tandem.services.telemetry.setup_tracing>` installs):
+
+* while every span processor only queues finished spans for export (the
+  ``QueuedSpanProcessor`` that :func:`setup_tracing` installs), a hop's span is a
+  :class:`_LeanSpan`: ids, attributes and times in slots, no ``SpanContext`` until
+  someone asks, queued as it is when it ends; the export side makes the real
+  ``ReadableSpan`` for an exporter (or writes the JSON line of that span straight away);
+* with any other processor (a user's ``SpanProcessor``, the SDK's batch processor),
+  it is a :class:`_HopSpan`, a real ``opentelemetry.sdk.trace.Span`` subclass: every
+  processor sees ``on_start`` and gets the span itself, read-only, in ``on_end``.
+
+Either way, exporters and processors see the same spans (parents, attributes,
+events, links, status) as the SDK's generic path makes. :func:`activate`,
+:func:`deactivate` and :func:`current_span` set and read the current span on the
+runtime context's ``ContextVar`` directly.
 
 Without an SDK tracer provider (tracing off), no span is made at all; an
 incoming context is still passed on, so an untraced process in the middle
