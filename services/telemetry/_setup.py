@@ -400,7 +400,8 @@ class ExportStatistics(msgspec.Struct, frozen=True, kw_only=True):
     dropped : int
         Spans dropped because the queue was full (export never blocks a hop).
     export_cpu_seconds : float
-        CPU time the export thread spent encoding and writing (the GIL it held).
+        CPU time the export thread spent (the GIL it held): writing, and encoding for an exporter
+        that does not take lines (a line-writing exporter's spans are encoded as they end).
     """
 
     queued: int
