@@ -64,7 +64,14 @@ from opentelemetry.sdk.trace import sampling
 from opentelemetry.sdk.util import BoundedList
 from opentelemetry.semconv._incubating.attributes import gen_ai_attributes as G
 from opentelemetry.semconv._incubating.attributes import messaging_attributes as M
-from opentelemetry.trace import INVALID_SPAN, Link, NonRecordingSpan, SpanContext, SpanKind, TraceFlags
+from opentelemetry.trace import (
+    INVALID_SPAN,
+    Link,
+    NonRecordingSpan,
+    SpanContext,
+    SpanKind,
+    TraceFlags,
+)
 from opentelemetry.trace.propagation import _SPAN_KEY
 from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
 from opentelemetry.trace.span import TraceState
@@ -404,7 +411,9 @@ class _LeanSpan(trace.Span):
             if self._end_time is not None:
                 _log.warning("Setting attribute on ended span.")
                 return
-            self._bounded()._set_items(attributes)
+            bounded = self._bounded()
+            for key, value in attributes.items():  # the public item path: the same cleaning on every SDK version
+                bounded[key] = value
 
     def _add_event(self, event: Any) -> None:
         self._append("_events", event, self._hop.limits.max_events, "_add_event")

@@ -243,7 +243,9 @@ def test_the_span_api_on_a_queued_hop_span(caplog: pytest.LogCaptureFixture) -> 
     plain = provider.get_tracer("test").start_span("plain")  # what the SDK makes of the same values
     plain.set_attributes({"a": 1, "bad": object()})
     plain.end()
-    assert done.name == "send renamed" and {k: done.attributes[k] for k in ("a", "bad")} == dict(plain.attributes)
+    # the same cleaning as the SDK in use: older SDKs drop the refused value, newer keep the key with None
+    assert done.name == "send renamed" and done.attributes["a"] == 1
+    assert ("bad" in done.attributes, done.attributes.get("bad")) == ("bad" in plain.attributes, plain.attributes.get("bad"))
     assert "late" not in done.attributes and done.events == ()
     assert done.status.status_code is StatusCode.OK
     assert [(link.context.span_id, dict(link.attributes)) for link in done.links] == [(4, {"k": "v"})]
