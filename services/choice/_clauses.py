@@ -27,7 +27,6 @@ clarification or a confidence cap.
 from __future__ import annotations
 
 import bisect
-import operator
 import re
 from enum import IntEnum
 from typing import Final
@@ -45,6 +44,9 @@ _GAP_STRIP: Final = " ,、;。.!?:" + MASK
 # "[,、;。.!:()[]「」『』—]+|\s-\s", written to start with one character class (which lets the regex engine
 # skip ahead when searching): punctuation never is a space, so the first character picks the branch
 _PUNCT_RE: Final = re.compile(r"[,、;。.!:()\[\]「」『』—\s](?:(?<=[,、;。.!:()\[\]「」『』—])[,、;。.!:()\[\]「」『』—]*|(?<=\s)-\s)")
+# the same without the " - " branch, for a text without "-" (where it cannot match): the engine then skips
+# spaces at the character class instead of trying the branches at each one
+_PUNCT_ONLY: Final = re.compile(r"[,、;。.!:()\[\]「」『』—]+")
 _TWO_WORDCH: Final = re.compile(r"\w.*?\w", re.DOTALL)  # at least two word characters
 _PUNCT_SPACE: Final = " ,、;。.!:?\"'「」()[]…~〜-—"
 _WORD_RE: Final = re.compile(r"[a-z0-9_]+|[^\W\d_a-z]+")
@@ -197,7 +199,6 @@ def gap(s: str, a: Token, b: Token) -> str:
     return "other"
 
 
-_CUT_ORDER: Final = operator.itemgetter(0, 1)
 _SPAN: Final = re.Match.span
 _EARLY_KINDS: Final = frozenset((KIND.ONLY, KIND.QUESTION, KIND.HOLD))
 
@@ -209,7 +210,7 @@ def _punct_spans(s: str, toks: list[Token], starts: list[int]) -> list[tuple[int
     two texts are the same, and a token's masked characters are never punctuation): then the spans
     are found again in the masked text. ``starts``: the tokens' (sorted, non-overlapping).
     """
-    spans = list(map(_SPAN, _PUNCT_RE.finditer(s)))
+    spans = list(map(_SPAN, (_PUNCT_RE if "-" in s else _PUNCT_ONLY).finditer(s)))
     if not toks or not spans:
         return spans
     n = len(toks)
@@ -240,7 +241,10 @@ def _split(s: str, spans: list[tuple[int, int]], toks: list[Token], present: set
                 cut_at_end, resume_at_end, nxt, prev = _CUTS[t.kind]
                 cuts.append((t.end if cut_at_end else t.start, t.end if resume_at_end else t.start, nxt, prev))
         if len(cuts) > 1:
-            cuts.sort(key=_CUT_ORDER)
+            # by (cut, resume): no two cuts share both (punctuation spans are apart from tokens and from each
+            # other; two tokens share a position only end-to-start, where the ending one's next flag is MAIN and
+            # the starting one's is not), so the whole tuples sort the same, without a key function
+            cuts.sort()
         for cut, resume, nxt, prev in cuts:
             if cut < cur:
                 continue
@@ -306,6 +310,11 @@ def _unfilled(r: str) -> str:
     """
     if _WORDCH.search(r) is None:
         return r  # no word left: the fillers (replaced by spaces) cannot change what callers count
+    return _unfilled_words(r)
+
+
+def _unfilled_words(r: str) -> str:
+    """:func:`_unfilled` of a text known to hold a word character."""
     if _LATIN.search(r) is not None:
         r = (_FILL_EN or _fillers()[0]).sub(" ", r)
     if r.isascii():
@@ -335,7 +344,7 @@ def residue_words(s: str, start: int, end: int, toks: list[Token]) -> list[str]:
     r = _uncovered(s, start, end, toks)
     if _WORDCH.search(r) is None:
         return []  # no word character (the mask is none): no word, fillers or not
-    r = _unfilled(r)
+    r = _unfilled_words(r)
     return _WORD_RE.findall(r.replace(MASK, " ") if MASK in r else r)
 
 
@@ -344,7 +353,7 @@ def _two_words(s: str, c: Clause, toks: list[Token] | None = None) -> bool:
     r = _uncovered(s, c.start, c.end, c.toks if toks is None else toks)
     if _TWO_WORDCH.search(r) is None:
         return False  # removing fillers only removes word characters
-    return _TWO_WORDCH.search(_unfilled(r)) is not None
+    return _TWO_WORDCH.search(_unfilled_words(r)) is not None  # two word characters: one at least
 
 
 def _scope(s: str, toks: list[Token], i: int, pre: bool) -> list[Token]:
@@ -391,8 +400,8 @@ def _roles(s: str, clauses: list[Clause]) -> None:
     for c in clauses:
         toks = c.toks
         kinds = c.kinds
-        if kinds is None:
-            kinds = c.kinds = {t.kind for t in toks}
+        if kinds is None:  # (most clauses hold one token or none: no comprehension for them)
+            kinds = c.kinds = {t.kind for t in toks} if len(toks) > 1 else {toks[0].kind} if toks else set()
         flag = c.flag
         if flag is _MAIN:
             if not kinds.isdisjoint(_DECISIVE_PAST):

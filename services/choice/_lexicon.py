@@ -64,8 +64,12 @@ def _candidates(chars: list[str]) -> str:
 
     letters = [c for c in chars if "a" <= c <= "z"]
     other = [c for c in chars if not "a" <= c <= "z" and c != " "]
-    alts = ([cls(other)] if other else []) + ([r"(?<![a-z0-9'])" + cls(letters)] if letters else [])
-    return "|".join(alts) or "(?!)"
+    if not letters:
+        return cls(other) if other else "(?!)"
+    # one character class first (the regex engine skips to the next listed character in C), then a letter
+    # must not follow a letter, digit or apostrophe; ``[other]|(?<![a-z0-9'])[letters]`` reads the same but
+    # starts with a branch, which the engine tries at every position
+    return cls(other + letters) + r"(?<![a-z0-9']" + cls(letters) + ")"
 
 
 def entries() -> list[tuple[str, str]]:
