@@ -69,18 +69,49 @@ def _units(text: str, min_chars: int) -> Counter[str]:
 
 
 def _tail_loop(text: str, *, min_period: int, max_period: int, repeats: int) -> tuple[str, int] | None:
-    """The phrase the text ends with ``repeats`` or more times in a row, with its count."""
+    """The phrase the text ends with ``repeats`` (≥ 2) or more times in a row, with its count.
+
+    The shortest such phrase of ``min_period`` (≥ 1) to ``max_period`` characters with at least two
+    different letters. Text that ends in ``repeats`` copies of a ``period``-character phrase has
+    its last ``min_period`` characters again ``period`` characters earlier (``repeats`` ≥ 2,
+    ``min_period`` ≤ ``period``), so only the periods where ``str.rfind`` finds them are tested;
+    the letters are looked at once (a longer tail has every letter a shorter one has), and copies
+    are counted without building the repeated phrase again for each.
+    """
     flat = _WS.sub(" ", text.strip())
-    for period in range(min_period, min(max_period, len(flat) // repeats) + 1):
-        unit = flat[-period:]
-        if len(set(_LETTER.findall(unit))) < 2:
+    n = len(flat)
+    top = min(max_period, n // repeats)
+    periods = []
+    tail = flat[n - min_period:]
+    end = n - min_period  # a copy of the tail ends here at the latest (period min_period)
+    start = n - top - min_period  # ... and starts here at the earliest (period top)
+    while start >= 0 and (at := flat.rfind(tail, start, end)) >= 0:
+        periods.append(n - min_period - at)
+        end = at + min_period - 1
+    if not periods:
+        return None
+    lettered = _two_letters(flat, top)
+    for period in periods:
+        if period < lettered:
             continue
+        unit = flat[-period:]
         if flat.endswith(unit * repeats):
             count = repeats
-            while flat.endswith(unit * (count + 1)):
+            while flat.endswith(unit, 0, n - count * period):  # one more copy before those counted
                 count += 1
             return unit, count
     return None
+
+
+def _two_letters(flat: str, top: int) -> int:
+    """The length of the shortest end of ``flat`` with two different letters (``top + 1`` when none is
+    ``top`` characters long or shorter)."""
+    back = flat[:len(flat) - top - 1:-1] if top < len(flat) else flat[::-1]
+    last = _LETTER.search(back)
+    if last is None:
+        return top + 1
+    other = re.compile(f"(?!{re.escape(last.group())})[^\\W\\d_]").search(back, last.end())
+    return top + 1 if other is None else other.start() + 1
 
 
 def find_repetition(text: str, source: str = "", *, min_chars: int = 24, min_extra: int = 8,
