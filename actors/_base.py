@@ -44,6 +44,7 @@ import logging
 import math
 import os
 import re
+import time
 from collections import deque
 from collections.abc import Awaitable, Callable
 from contextlib import AsyncExitStack
@@ -74,8 +75,8 @@ from tandem.services.bus import (
     remaining,
     truncate_text,
 )
-from tandem.services.bus._deadline import enter_deadline, exit_deadline
-from tandem.services.bus._tracing import HopAttributes, activate, deactivate, start_process_from
+from tandem.services.bus._deadline import DEADLINE_HEADER, enter_deadline, exit_deadline
+from tandem.services.bus._tracing import HopAttributes, _Forwarded, activate, deactivate, start_process_from
 from tandem.services.errors import BadRequest, BusClosed, CancelledWork, DeadlineExceeded, RequestTimeout, TandemError
 from tandem.services.schema import schema_hash
 
@@ -286,15 +287,21 @@ class _Work:
     respected); the worker answers that request and opens a fresh scope.
     """
 
-    __slots__ = ("by_deadline", "cancelled", "deadline", "scope", "timer", "timer_at")
+    __slots__ = ("by_deadline", "cancelled", "deadline", "scope", "spent", "timer", "timer_at")
 
     def __init__(self) -> None:
         self.scope: Any = None  # an anyio CancelScope, set by the worker
+        self.spent = False  # scope.cancel_called (a property call per read), kept by cancel()
         self.deadline = math.inf  # the running handler's deadline (loop clock); inf: no handler running
         self.by_deadline = False  # that deadline is the request's Tandem-Deadline, not the endpoint's timeout
         self.cancelled = False  # tandem.control.cancel cancelled it
         self.timer: asyncio.TimerHandle | None = None
         self.timer_at = math.inf  # when the timer fires
+
+    def cancel(self) -> None:
+        """Cancel the scope the worker's handlers run in (only here: ``spent`` is its ``cancel_called``)."""
+        self.spent = True
+        self.scope.cancel()
 
 
 class Actor:
@@ -368,7 +375,7 @@ class Actor:
         mailbox = _Mailbox(self.backlog)
         self._new_scope = type(anyio.CancelScope())
         self._event_loop = asyncio.get_running_loop()  # nats-py runs on asyncio only
-        self._clock = self._event_loop.time
+        self._clock = _loop_clock(self._event_loop)
         self._endpoints = endpoints
         self._stats = {ep.subject: _EndpointStats() for ep in endpoints}
         self._started_at = datetime.now(UTC)
@@ -423,7 +430,7 @@ class Actor:
         running = self._inflight.get(request.correlation_id)
         for work in (running,) if isinstance(running, _Work) else list(running or ()):
             work.cancelled = True
-            work.scope.cancel()
+            work.cancel()
 
     async def _ping(self, _: Ping) -> Pong:
         return Pong(actor=self.name, instance_id=self.instance_id, pid=os.getpid())
@@ -515,9 +522,10 @@ class Actor:
         :meth:`_dispatcher`'s callback, which waits for room (backpressure).
         """
         waiting = self._waiting
-        now = asyncio.get_running_loop().time
+        now = _loop_clock(asyncio.get_running_loop())
         put_nowait = mailbox.put_nowait
         room = mailbox.room
+        idle = mailbox.idle
         observe = ep.observe
 
         def direct(msg: Msg) -> bool:
@@ -525,8 +533,14 @@ class Actor:
                 return False
             if observe:
                 msg.reply = ""  # the reply subject is not ours to answer (a stream's acknowledgement)
-            if not put_nowait((msg, ep)):
-                return False
+            while idle:  # put_nowait's hand-over to an idle worker, inline
+                waiter = idle.popleft()
+                if not waiter.done():  # a worker cancelled while waiting leaves a cancelled future
+                    waiter.set_result((msg, ep))
+                    break
+            else:
+                if not put_nowait((msg, ep)):
+                    return False
             if msg.reply and msg.headers and HEARTBEAT_HEADER in msg.headers:
                 waiting[msg.reply] = now()
             return True
@@ -559,8 +573,9 @@ class Actor:
         try:
             while True:
                 scope = work.scope = self._new_scope()
+                work.spent = False
                 with scope:
-                    while not scope.cancel_called:
+                    while not work.spent:
                         msg, ep = await get()
                         try:
                             await self._handle_one(msg, ep, work)
@@ -590,7 +605,7 @@ class Actor:
         if deadline == math.inf:  # idle, or serving a request that is not bounded (never: budgets are finite)
             return
         if self._event_loop.time() >= deadline:
-            work.scope.cancel()
+            work.cancel()
         else:  # a later request took the worker meanwhile
             self._arm_timer(work, deadline)
 
@@ -618,15 +633,22 @@ class Actor:
         span = start_process_from(hop, lambda: hop.build(subject=msg.subject, correlation_id=env.correlation_id,
                                                          conversation_id=env.conversation_id, body_size=len(data)),
                                   headers, provider=self.bus.tracer_provider)
-        # nothing to make current when there is no span and no incoming context (tracing off):
-        # the worker's own context has no span, and this message's handler leaves none behind
-        token = activate(span) if span is not INVALID_SPAN else None
         try:
-            with span:
+            if span is INVALID_SPAN:
+                # no span and no incoming context (tracing off): nothing to make current (the worker's
+                # own context has no span, and this message's handler leaves none behind) or to end
                 await self._serve(msg, ep, span, data, env, error, work)
+            else:
+                token = activate(span)
+                try:
+                    if type(span) is _Forwarded:  # records nothing: no span to end
+                        await self._serve(msg, ep, span, data, env, error, work)
+                    else:
+                        with span:
+                            await self._serve(msg, ep, span, data, env, error, work)
+                finally:
+                    deactivate(token)
         finally:
-            if token is not None:
-                deactivate(token)
             if st is not None:
                 st.time_ns += perf_counter_ns() - began
 
@@ -653,8 +675,7 @@ class Actor:
             return
         # the request's deadline (Tandem-Deadline header) bounds the handler and every
         # request it makes on the same work
-        token = enter_deadline(deadline_from_headers(headers))
-        scope = work.scope
+        token = enter_deadline(deadline_from_headers(headers)) if headers and DEADLINE_HEADER in headers else None
         interrupted: BaseException | None = None
         reply: Message | None = None
         inflight = self._inflight
@@ -672,7 +693,11 @@ class Actor:
                     running.add(work)
                 else:
                     inflight[cid] = {running, work}
-            self._arm_timer(work, self._clock() + max(budget, 0.0))
+            deadline = self._clock() + budget if budget > 0 else self._clock()
+            if deadline < work.timer_at:  # else the timer fires sooner and looks at work.deadline then
+                self._arm_timer(work, deadline)
+            else:
+                work.deadline = deadline
             reply = await ep.handler(request)
         except TimeoutError as exc:  # raised inside the handler (a NATS call, an inner limit), not its own timeout
             error = RequestTimeout(
@@ -680,12 +705,13 @@ class Actor:
         except Exception as exc:
             error = exc
         except _Cancelled as exc:  # the worker's scope (this request's timeout, deadline, cancel) or the actor's
-            if not scope.cancel_called:
+            if not work.spent:
                 raise  # the actor is stopping: no answer
             interrupted = exc
         finally:
             work.deadline = math.inf  # the timer and tandem.control.cancel leave the worker alone from here
-            exit_deadline(token)
+            if token is not None:
+                exit_deadline(token)
             cancelled = work.cancelled
             if cancelled:
                 work.cancelled = False
@@ -704,7 +730,7 @@ class Actor:
                 error = DeadlineExceeded(f"{self.name}: deadline reached in {ep.subject}", step=ep.subject)
             else:
                 error = TimeoutError()
-        if scope.cancel_called:  # spent scope: every await in it would be cancelled
+        if work.spent:  # spent scope: every await in it would be cancelled
             try:
                 with self._new_scope(shield=True):
                     await self._send_answer(msg, ep, request, reply, error, span, data)
@@ -717,7 +743,7 @@ class Actor:
                 raise interrupted  # never swallowed: on to the worker's scope, which ends it if it is its own
             return
         if error is None and reply is not None and msg.reply:  # the common answer, one coroutine less
-            await self.bus.respond(msg, reply, _done(msg), span=span)
+            await self.bus.respond(msg, reply, _DONE if headers and HEARTBEAT_HEADER in headers else None, span=span)
             return
         await self._send_answer(msg, ep, request, reply, error, span, data)
 
@@ -790,6 +816,13 @@ class Actor:
             code=code, message=truncate_text(text, MAX_ERROR_CHARS), path=path if isinstance(path, str) else None,
             correlation_id=request.correlation_id, conversation_id=request.conversation_id,
         )
+
+
+def _loop_clock(loop: asyncio.AbstractEventLoop) -> Callable[[], float]:
+    """``loop.time``, or ``time.monotonic`` itself where that is all ``loop.time`` calls (asyncio's own loops)."""
+    if type(loop).time is asyncio.BaseEventLoop.time:
+        return time.monotonic
+    return loop.time
 
 
 def _done(msg: Msg) -> dict[str, str] | None:

@@ -8,18 +8,34 @@ flow defines one tagged union of its messages; the tag lives in the JSON field
 
 from __future__ import annotations
 
+import functools
 import re
-import uuid
 from datetime import UTC, datetime
+from os import urandom as _urandom
 
 import msgspec
 
 __all__ = ["ErrorReply", "Message", "decode_error_path", "new_id", "utcnow"]
 
 
+_UUID4_CLEAR = ~((0xF000 << 64) | (0xC000 << 48)) & ((1 << 128) - 1)  # the version nibble and the variant bits
+_UUID4_SET = (0x4000 << 64) | (0x8000 << 48)  # version 4, RFC 4122 variant
+
+
 def new_id() -> str:
-    """Return a fresh 32-hex-digit identifier (a UUID4 without dashes)."""
-    return uuid.uuid4().hex
+    """Return a fresh 32-hex-digit identifier (a UUID4 without dashes).
+
+    What ``uuid.uuid4().hex`` returns (128 random bits from ``os.urandom``, the version and
+    variant bits set), without building a ``UUID``: a fifth of its cost, and every request
+    that does not pass its own ``correlation_id`` makes one.
+
+    Examples
+    --------
+    >>> import uuid
+    >>> uuid.UUID(new_id()).version
+    4
+    """
+    return "%032x" % (int.from_bytes(_urandom(16), "big") & _UUID4_CLEAR | _UUID4_SET)
 
 
 def utcnow() -> datetime:
@@ -49,7 +65,7 @@ class Message(msgspec.Struct, frozen=True, kw_only=True, tag_field="type"):
 
     correlation_id: str = msgspec.field(default_factory=new_id)
     conversation_id: str = ""
-    sent_at: datetime = msgspec.field(default_factory=utcnow)
+    sent_at: datetime = msgspec.field(default_factory=functools.partial(datetime.now, UTC))  # utcnow, in C
 
 
 class ErrorReply(Message, frozen=True, kw_only=True, tag="error"):

@@ -24,9 +24,11 @@ import functools
 import inspect
 import itertools
 import logging
+import math
 import os
 import re
 import ssl
+import time
 from collections import deque
 from collections.abc import Awaitable, Callable, Mapping
 from typing import Any, TypeVar
@@ -137,6 +139,10 @@ def _reply_decoder(reply_type: Any) -> msgspec.json.Decoder[Any]:
     return decoder(reply_type | ErrorReply)
 
 
+_BASE_LOOP_TIME = asyncio.BaseEventLoop.time
+"""asyncio's ``loop.time``: ``time.monotonic()`` and nothing else."""
+
+
 def _headers_size(headers: Mapping[str, str] | None) -> int:
     if not headers:
         return 0
@@ -227,16 +233,14 @@ def _parse_header_lines(raw: bytes) -> dict[str, str]:
 class _Client(Client):
     """nats-py's client with :func:`_encode_header_block` and :func:`_parse_header_lines` on its header path.
 
-    Only the header encoding of ``_send_publish`` and the name checks of
-    ``_parse_header_lines`` differ from nats-py's; the wire bytes, the parsed dicts and the
-    errors are the same (``tests/unit/test_hop_headers.py`` compares them with nats-py's own).
-    Used only when this nats-py has the methods and constants it overrides
+    Only the header encoding of ``_send_publish`` (which also does ``_send_command``'s two steps
+    itself, without a coroutine) and the name checks of ``_parse_header_lines`` differ from
+    nats-py's; the wire bytes, the parsed dicts and the errors are the same
+    (``tests/unit/test_hop_headers.py`` compares them with nats-py's own). Used only when this nats-py has the methods and constants it overrides
     (:func:`_client_class`); otherwise the bus uses nats-py's ``Client`` as it is.
     """
 
-    @staticmethod
-    def _parse_header_lines(raw: bytes) -> dict[str, str]:
-        return _parse_header_lines(raw)
+    _parse_header_lines = staticmethod(_parse_header_lines)  # the function itself: no call in between
 
     async def _send_publish(self, subject: str, reply: str, payload: bytes, payload_size: int,
                             headers: dict[str, Any] | None) -> None:
@@ -248,7 +252,11 @@ class _Client(Client):
         cmd = _nats_command.hpub_cmd(subject, reply, _encode_header_block(headers), payload)
         self.stats["out_msgs"] += 1
         self.stats["out_bytes"] += payload_size
-        await self._send_command(cmd)
+        # _send_command(cmd), inline (one coroutine less per message)
+        self._pending.append(cmd)
+        self._pending_data_size += len(cmd)
+        if self._max_pending_size > 0 and self._pending_data_size > self._max_pending_size:
+            await self._flush_pending(force_flush=True)  # nats-py: "Only flush force timeout on publish"
         if self._flush_queue is not None and self._flush_queue.empty():
             await self._flush_pending()
 
@@ -315,12 +323,14 @@ class _Pending:
     """One request waiting for its reply; heartbeats move ``alive_at`` forward.
 
     The waiter sleeps on ``waiter``, a bare future resolved by the reply, by a heartbeat
-    that changes what silence means, by a lost connection, or by a ``call_at`` timer (a
-    future and a timer handle per wait, where ``anyio.move_on_after`` + ``Event`` cost
-    a cancel scope and an event: about 17 µs against 3 µs here).
+    that changes what silence means, by a lost connection, or at ``wake_at`` by the bus's
+    one timer for every pending request (:meth:`Bus._wake_pending`): where
+    ``anyio.move_on_after`` + ``Event`` cost a cancel scope and an event (about 17 µs), and a
+    ``call_at`` handle per request about 15 Python calls (the handle, the heap's ``__lt__``
+    in Python, its cancellation), a request here writes ``wake_at`` and nothing else.
     """
 
-    __slots__ = ("acked", "alive_at", "denied", "lost", "msg", "subject", "waiter")
+    __slots__ = ("acked", "alive_at", "denied", "lost", "msg", "subject", "waiter", "wake_at")
 
     def __init__(self, now: float, subject: str) -> None:
         self.subject = subject
@@ -330,17 +340,13 @@ class _Pending:
         self.msg: Msg | None = None
         self.lost = False  # the connection closed under it
         self.denied: str | None = None  # the server refused its publish or its reply inbox (the violation)
+        self.wake_at = math.inf  # when the bus's timer wakes the waiter to look again (loop clock)
 
     def wake(self) -> None:
         """Let the waiter look again (idempotent)."""
         waiter = self.waiter
         if waiter is not None and not waiter.done():
             waiter.set_result(None)
-
-
-def _resolve(waiter: asyncio.Future[None]) -> None:
-    if not waiter.done():
-        waiter.set_result(None)
 
 
 _VIOLATION = re.compile(r'permissions violation for (publish|subscription) to "([^"]*)"', re.IGNORECASE)
@@ -401,6 +407,8 @@ class Bus:
         self._inbox_prefix: str | None = None
         self._inbox_sub: Subscription | None = None
         self._pending: dict[str, _Pending] = {}
+        self._timer: asyncio.TimerHandle | None = None  # wakes the pending requests whose wake_at came
+        self._timer_at = math.inf  # when it fires
         self._acking: set[str] = set()  # subjects served by actors (they heartbeat)
         self._tokens = itertools.count()
         self.generation = 0
@@ -591,6 +599,9 @@ class Bus:
     async def close(self) -> None:
         """Drain subscriptions and close the connection."""
         self._closing = True
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer, self._timer_at = None, math.inf
         if self.nc.is_closed:
             return
         try:
@@ -743,6 +754,15 @@ class Bus:
     def _inline_limit(self, headers: Mapping[str, str] | None) -> int:
         return self.nc.max_payload - _headers_size(headers) - _HEADROOM
 
+    def _fits(self, size: int, headers: Mapping[str, str]) -> bool:
+        """``size <= self._inline_limit(headers)`` in one call (every request and reply asks)."""
+        room = self.nc.max_payload - _HEADROOM - size
+        if headers:
+            room -= 12 + 4 * len(headers)
+            for name, value in headers.items():
+                room -= len(name) + len(value)
+        return room >= 0
+
     async def _outgoing(self, payload: bytes, headers: dict[str, str]) -> tuple[bytes, str | None]:
         """Offload ``payload`` when it does not fit in one message; return the body to send and the reference."""
         if len(payload) <= self._inline_limit(headers):
@@ -891,12 +911,14 @@ class Bus:
             await self._ensure_open()
         prefix = self._inbox_prefix if self._inbox_prefix is not None else await self._ensure_inbox()
         token = str(next(self._tokens))
-        loop = asyncio.get_running_loop()  # loop.time() is anyio.current_time() on asyncio
-        pending = self._pending[token] = _Pending(loop.time(), subject)
+        loop = asyncio.get_running_loop()
+        # loop.time() (anyio.current_time() on asyncio), or time.monotonic where that is all it calls
+        clock = time.monotonic if type(loop).time is _BASE_LOOP_TIME else loop.time
+        pending = self._pending[token] = _Pending(clock(), subject)
         try:
             await self.nc.publish(subject, body, reply=prefix + token, headers=headers)
             while pending.msg is None:
-                now = loop.time()
+                now = clock()
                 if pending.denied is not None:
                     raise PermissionDenied(f"the NATS server refused this connection's credential the {pending.denied} "
                                            f"(permissions violation): it may not request {subject}")
@@ -910,15 +932,40 @@ class Bus:
                     raise _Silent(f"no reply and no heartbeat for {quiet:.1f}s"
                                   if pending.acked else f"not received within {quiet:.1f}s")
                 wake = min(end, pending.alive_at + self.liveness) if watched else end
-                waiter = pending.waiter = loop.create_future()
-                timer = loop.call_at(wake, _resolve, waiter)
-                try:
-                    await waiter  # cancelled with the task: the future is cancelled, the timer too
-                finally:
-                    timer.cancel()
+                pending.waiter = loop.create_future()
+                pending.wake_at = wake
+                if wake < self._timer_at:  # else the timer fires sooner and looks at wake_at then
+                    self._arm_timer(loop, wake)
+                await pending.waiter  # cancelled with the task: the future is cancelled
             return pending.msg
         finally:
             del self._pending[token]
+
+    def _arm_timer(self, loop: asyncio.AbstractEventLoop, when: float) -> None:
+        """Make the pending requests' timer fire at ``when`` (sooner than it would)."""
+        if self._timer is not None:
+            self._timer.cancel()
+        self._timer_at = when
+        self._timer = loop.call_at(when, self._wake_pending, loop, when)
+
+    def _wake_pending(self, loop: asyncio.AbstractEventLoop, when: float) -> None:
+        """The timer: wake every pending request whose ``wake_at`` came, and fire again for the next one.
+
+        Requests normally get their reply long before ``wake_at``, so it fires about once per
+        timeout or liveness window, not once per request.
+        """
+        self._timer, self._timer_at = None, math.inf
+        now = max(loop.time(), when)  # the loop may run a timer a clock tick before its time
+        soonest = math.inf
+        for pending in self._pending.values():
+            at = pending.wake_at
+            if at <= now:
+                pending.wake_at = math.inf
+                pending.wake()
+            elif at < soonest:
+                soonest = at
+        if soonest < math.inf:
+            self._arm_timer(loop, soonest)
 
     async def request(self, subject: str, message: Message, reply_type: type[R] | Any, *, timeout: float,
                       idempotent: bool = False, responders_wait: float | None = None) -> R:
@@ -990,7 +1037,7 @@ class Bus:
             headers[HEARTBEAT_HEADER] = "1"
             if self.nc.is_closed:
                 await self._ensure_open()
-            if len(payload) <= self._inline_limit(headers):
+            if self._fits(len(payload), headers):
                 body, ref = payload, None
             else:
                 body, ref = await self._outgoing(payload, headers)
@@ -1098,7 +1145,7 @@ class Bus:
         # the reply carries the span that answered (process)
         inject_span(trace.get_current_span() if span is None else span, hdrs)
         try:
-            body = data if len(data) <= self._inline_limit(hdrs) else (await self._outgoing(data, hdrs))[0]
+            body = data if self._fits(len(data), hdrs) else (await self._outgoing(data, hdrs))[0]
         except BusError as exc:
             log.warning("reply of %d bytes to %s cannot be sent: %s", len(data), msg.subject, exc)
             body = encode(ErrorReply(

@@ -46,7 +46,9 @@ sampled task is complete and an unsampled one costs no span anywhere.
 
 from __future__ import annotations
 
+import functools
 import logging
+import random
 import re
 from collections.abc import Callable, Mapping, MutableMapping
 from contextvars import ContextVar
@@ -61,6 +63,7 @@ from opentelemetry.context import Context
 from opentelemetry.context.contextvars_context import ContextVarsRuntimeContext
 from opentelemetry.sdk import trace as sdk_trace
 from opentelemetry.sdk.trace import sampling
+from opentelemetry.sdk.trace.id_generator import RandomIdGenerator
 from opentelemetry.sdk.util import BoundedList
 from opentelemetry.semconv._incubating.attributes import gen_ai_attributes as G
 from opentelemetry.semconv._incubating.attributes import messaging_attributes as M
@@ -483,10 +486,10 @@ class _LeanSpan(trace.Span):
 class _Sdk:
     """What the hop path needs from an SDK tracer, looked up once per provider."""
 
-    __slots__ = ("_enabled", "_processors", "decide", "drops_unsampled_local", "drops_unsampled_remote", "enders",
+    __slots__ = ("_processors", "decide", "drops_unsampled_local", "drops_unsampled_remote", "enabled", "enders",
                  "ending", "id_generator", "instrumentation_info",
                  "instrumentation_scope", "limits", "lock", "on_start", "processor", "provider", "queues", "resource",
-                 "sampler", "tracer")
+                 "sampler", "span_ids", "trace_ids", "tracer")
 
     def __init__(self, provider: sdk_trace.TracerProvider) -> None:
         import threading
@@ -498,6 +501,13 @@ class _Sdk:
         self.decide = _decider(t.sampler)
         self.drops_unsampled_remote, self.drops_unsampled_local = _drops_unsampled(t.sampler)
         self.id_generator = t.id_generator
+        # the SDK's RandomIdGenerator is random.getrandbits(64/128) until the id is not 0: the same call in C, the
+        # id generator itself (its loop) only for a 0; any other generator as it is
+        if type(t.id_generator) is RandomIdGenerator:
+            self.span_ids: Callable[[], int] = functools.partial(random.getrandbits, 64)
+            self.trace_ids: Callable[[], int] = functools.partial(random.getrandbits, 128)
+        else:
+            self.span_ids, self.trace_ids = t.id_generator.generate_span_id, t.id_generator.generate_trace_id
         self.processor = t.span_processor
         self.resource = t.resource
         self.instrumentation_info = getattr(t, "instrumentation_info", None)
@@ -505,7 +515,9 @@ class _Sdk:
         self.limits = t._span_limits
         self.lock = threading.Lock()  # spans of a hop are touched by one task; the SDK only needs *a* lock
         self._processors: Any = None
-        self._enabled = getattr(t, "_is_enabled", None)
+        # whether the tracer makes spans (its configurator may turn it off; older SDKs have no such check): the
+        # tracer's own check, called per span, or one that always says yes
+        self.enabled: Callable[[], bool] = getattr(t, "_is_enabled", None) or _always
         self.refresh()
 
     def refresh(self) -> None:
@@ -531,9 +543,9 @@ class _Sdk:
                             if hasattr(p, "_on_ending") and not _does_nothing(p, "_on_ending"))
         self.enders = tuple(p.on_end for p in processors)
 
-    def enabled(self) -> bool:
-        check = self._enabled
-        return check() if check is not None else True
+
+def _always() -> bool:
+    return True
 
 
 def _queue_of(processor: Any) -> Callable[[Any], None] | None:
@@ -606,6 +618,7 @@ def _decider(sampler: Any) -> Any:
             return (local_yes if sampled else local_no)(trace_id)
 
         parent_based.by_flags = by_flags  # type: ignore[attr-defined]
+        parent_based.root = root  # type: ignore[attr-defined]
         return parent_based
     plain = leaf(sampler)
     if plain is None:
@@ -615,6 +628,7 @@ def _decider(sampler: Any) -> Any:
         return plain(trace_id)
 
     decide.by_flags = lambda remote, sampled, trace_id: plain(trace_id)  # type: ignore[attr-defined]
+    decide.root = plain  # type: ignore[attr-defined]
     return decide
 
 
@@ -670,20 +684,35 @@ class _Forwarded(NonRecordingSpan):
         return f"_Forwarded({self.traceparent!r}, remote={self._remote})"
 
 
-_sdk_cache: list[Any] = [None, None]  # [provider, _Sdk | None]
+_sdk_cache: list[Any] = [None, None, False]  # [provider, _Sdk | None, whether the provider is API-only]
 
 
 def _sdk(provider: Any) -> _Sdk | None:
     if _sdk_cache[0] is provider:
         return _sdk_cache[1]
+    _cache_provider(provider)
+    return _sdk_cache[1]  # type: ignore[no-any-return]
+
+
+def _tracing_off(provider: Any) -> bool:
+    """Whether ``provider`` is the API's own (no-op or proxy): :func:`_is_api_only`, remembered with :func:`_sdk`.
+
+    Those providers are abstract-base-class instances, so each ``isinstance`` goes through
+    ``ABCMeta.__instancecheck__`` (a Python call); a hop asks once or twice.
+    """
+    if _sdk_cache[0] is not provider:
+        _cache_provider(provider)
+    return _sdk_cache[2]  # type: ignore[no-any-return]
+
+
+def _cache_provider(provider: Any) -> None:
     hop: _Sdk | None = None
     if isinstance(provider, sdk_trace.TracerProvider):
         try:
             hop = _Sdk(provider)
         except AttributeError:  # an SDK without these fields: use the generic path
             hop = None
-    _sdk_cache[:] = [provider, hop]
-    return hop
+    _sdk_cache[:] = [provider, hop, hop is None and _is_api_only(provider)]
 
 
 _no_env_provider: list[Any] = []  # the proxy provider, once it is known no OTEL_PYTHON_TRACER_PROVIDER is set
@@ -714,7 +743,7 @@ def _start(name: str, kind: SpanKind, attributes: Attributes, parent: SpanContex
         provider = getattr(trace, "_TRACER_PROVIDER", None) or _default_provider()
     hop = _sdk(provider)
     if hop is None:
-        if _is_api_only(provider):  # tracing off: pass the parent's context on, record nothing
+        if _tracing_off(provider):  # tracing off: pass the parent's context on, record nothing
             return NonRecordingSpan(parent) if parent is not None else INVALID_SPAN
         ctx = trace.set_span_in_context(NonRecordingSpan(parent)) if parent is not None else Context()
         if callable(attributes):
@@ -724,36 +753,36 @@ def _start(name: str, kind: SpanKind, attributes: Attributes, parent: SpanContex
                                                             set_status_on_exception=record_exception)
     if not hop.enabled():
         return NonRecordingSpan(parent) if parent is not None else INVALID_SPAN
-    trace_id = parent.trace_id if parent is not None else hop.id_generator.generate_trace_id()
+    trace_id = parent.trace_id if parent is not None else hop.trace_ids() or hop.id_generator.generate_trace_id()
     parent_ctx: Context | None = None
     decide = hop.decide
     if decide is not None and not links:
-        sampled = decide(parent, trace_id)
+        sampled = decide(parent, trace_id) if parent is not None else decide.root(trace_id)
+        span_id = hop.span_ids() or hop.id_generator.generate_span_id()
         trace_state = parent.trace_state if parent is not None else None
         if not sampled:
             if parent is None:  # a root the head sampler did not pick: its traceparent, written once
-                return _Forwarded("00-%032x-%016x-00" % (trace_id, hop.id_generator.generate_span_id()), None,  # noqa: UP031
-                                  remote=False)
-            return NonRecordingSpan(SpanContext(trace_id, hop.id_generator.generate_span_id(), is_remote=False,
-                                                trace_flags=_NOT_SAMPLED, trace_state=trace_state))
+                return _Forwarded("00-%032x-%016x-00" % (trace_id, span_id), None, remote=False)  # noqa: UP031
+            return NonRecordingSpan(SpanContext(trace_id, span_id, is_remote=False, trace_flags=_NOT_SAMPLED,
+                                                trace_state=trace_state))
         if callable(attributes):
             attributes = attributes()
         hop.refresh()
         if hop.queues is not None:
             if parent is None:
-                return _LeanSpan(name, kind, attributes, trace_id, hop.id_generator.generate_span_id(), 0, None, False,
-                                 _NOT_SAMPLED, trace_state, hop, record_exception)
-            return _LeanSpan(name, kind, attributes, trace_id, hop.id_generator.generate_span_id(), parent.span_id,
-                             parent, parent.is_remote, parent.trace_flags, trace_state, hop, record_exception)
-        span_context = SpanContext(trace_id, hop.id_generator.generate_span_id(), is_remote=False,
-                                   trace_flags=_SAMPLED, trace_state=trace_state)
+                return _LeanSpan(name, kind, attributes, trace_id, span_id, 0, None, False, _NOT_SAMPLED, trace_state,
+                                 hop, record_exception)
+            return _LeanSpan(name, kind, attributes, trace_id, span_id, parent.span_id, parent, parent.is_remote,
+                             parent.trace_flags, trace_state, hop, record_exception)
+        span_context = SpanContext(trace_id, span_id, is_remote=False, trace_flags=_SAMPLED, trace_state=trace_state)
     else:
         if callable(attributes):
             attributes = attributes()
         parent_ctx = trace.set_span_in_context(NonRecordingSpan(parent)) if parent is not None else None
         result = hop.sampler.should_sample(parent_ctx, trace_id, name, kind, attributes, links)
         decision = result.decision
-        span_context = SpanContext(trace_id, hop.id_generator.generate_span_id(), is_remote=False,
+        span_id = hop.span_ids() or hop.id_generator.generate_span_id()
+        span_context = SpanContext(trace_id, span_id, is_remote=False,
                                    trace_flags=_SAMPLED if decision.is_sampled() else _NOT_SAMPLED,
                                    trace_state=result.trace_state)
         if not decision.is_recording():
@@ -787,8 +816,9 @@ def _start_lean(sdk: _Sdk, name: str, kind: SpanKind, attributes: Attributes, tr
         return None
     if callable(attributes):
         attributes = attributes()
-    return _LeanSpan(name, kind, attributes, trace_id, sdk.id_generator.generate_span_id(), parent_id, None, remote,
-                     flags, trace_state, sdk, record_exception, trace_hex)
+    span_id = sdk.span_ids() or sdk.id_generator.generate_span_id()
+    return _LeanSpan(name, kind, attributes, trace_id, span_id, parent_id, None, remote, flags, trace_state, sdk,
+                     record_exception, trace_hex)
 
 
 def start_send(hop: HopAttributes, attributes: Attributes, *, provider: Any | None = None) -> trace.Span:
@@ -808,6 +838,13 @@ def start_send(hop: HopAttributes, attributes: Attributes, *, provider: Any | No
         The global provider when None.
     """
     current = current_span()
+    if current is INVALID_SPAN:  # no trace to continue (a root, or tracing off)
+        if provider is None:
+            provider = getattr(trace, "_TRACER_PROVIDER", None) or (
+                _no_env_provider[0] if _no_env_provider else _default_provider())
+        if _tracing_off(provider):
+            return INVALID_SPAN  # as _start: nothing to record, nothing to pass on
+        return _start(hop.name, SEND, attributes, None, provider, record_exception=True)
     if type(current) is _LeanSpan:  # inside a recorded hop: its ids, without its SpanContext
         sdk = _sdk(getattr(trace, "_TRACER_PROVIDER", None) or _default_provider() if provider is None else provider)
         if sdk is not None:
@@ -829,7 +866,7 @@ def _forward(traceparent: str, tracestate: str | None, provider: Any | None, *, 
         provider = getattr(trace, "_TRACER_PROVIDER", None) or _default_provider()
     hop = _sdk(provider)
     if hop is None:
-        if _is_api_only(provider):  # tracing off here: the caller's context goes on unchanged
+        if _tracing_off(provider):  # tracing off here: the caller's context goes on unchanged
             return _Forwarded(traceparent, tracestate, remote=remote)
         return None
     if traceparent.endswith("-00") and (hop.drops_unsampled_remote if remote else hop.drops_unsampled_local) \
@@ -858,12 +895,18 @@ def start_process_from(hop: HopAttributes, attributes: Attributes, headers: Mapp
     (:class:`_Forwarded`); otherwise as ``start_process(hop, attributes, extract_span_context(headers))``.
     """
     if provider is None:
-        provider = getattr(trace, "_TRACER_PROVIDER", None) or _default_provider()
-    if headers and _fast_propagation():
+        provider = getattr(trace, "_TRACER_PROVIDER", None) or (
+            _no_env_provider[0] if _no_env_provider else _default_provider())
+    if not headers:
+        if _tracing_off(provider):
+            return INVALID_SPAN  # tracing off and no context comes in: nothing to record, nothing to pass on
+        return start_process(hop, attributes, None, provider=provider)
+    textmap = propagate._HTTP_TEXT_FORMAT if _TEXTMAP_GLOBAL else propagate.get_global_textmap()
+    if type(textmap) is TraceContextTextMapPropagator:
         value = headers.get(TRACEPARENT)
         sdk = _sdk(provider)
         if value is None:  # no context comes in (the W3C propagator reads nothing without traceparent)
-            if sdk is None and _is_api_only(provider):
+            if sdk is None and _tracing_off(provider):
                 return INVALID_SPAN  # tracing off: nothing to record, nothing to pass on
             return start_process(hop, attributes, None, provider=provider)
         match = _TRACEPARENT.fullmatch(value)
@@ -872,10 +915,12 @@ def start_process_from(hop: HopAttributes, attributes: Attributes, headers: Mapp
             if trace_hex == _ZERO_TRACE or span_hex == _ZERO_SPAN:
                 return start_process(hop, attributes, None, provider=provider)
             state = headers.get(TRACESTATE)
-            if sdk is None or value.endswith("-00"):  # else _forward has nothing to forward
+            if sdk is None:
                 forwarded = _forward(value, state, provider, remote=True)
                 if forwarded is not None:
                     return forwarded
+            elif value.endswith("-00") and sdk.drops_unsampled_remote and sdk.enabled():  # _forward's test, inline
+                return _Forwarded(value, state, remote=False)
             trace_id, parent_id = int(trace_hex, 16), int(span_hex, 16)
             flags = _FLAGS.get(flags_hex) or TraceFlags(int(flags_hex, 16))
             trace_state = TraceState.from_header([state]) if state else None
@@ -886,6 +931,10 @@ def start_process_from(hop: HopAttributes, attributes: Attributes, headers: Mapp
                     return span
             parent = SpanContext(trace_id, parent_id, is_remote=True, trace_flags=flags, trace_state=trace_state)
             return start_process(hop, attributes, parent, provider=provider)
+    elif _tracing_off(provider):
+        fields = _fields_cache[1] if _fields_cache[0] is textmap else _fields(textmap)
+        if fields is not None and fields.isdisjoint(headers):
+            return INVALID_SPAN  # e.g. the default composite propagator, tracing off, no context comes in
     return start_process(hop, attributes, extract_span_context(headers), provider=provider)
 
 
@@ -944,13 +993,21 @@ def _fast_propagation() -> bool:
     return type(propagate.get_global_textmap()) is TraceContextTextMapPropagator
 
 
+_TEXTMAP_GLOBAL = hasattr(propagate, "_HTTP_TEXT_FORMAT")
+"""Whether the global propagator can be read as the module global ``get_global_textmap`` returns (no call per hop)."""
+
+
 def inject_span(span: trace.Span, headers: MutableMapping[str, str]) -> MutableMapping[str, str]:
     """Write ``span``'s context into ``headers`` (``traceparent``/``tracestate``) and return them.
 
     Nothing is written for an invalid context (tracing off and no incoming trace).
     """
+    if span is INVALID_SPAN:  # tracing off and no incoming trace: the common untraced case
+        return headers
     kind = type(span)
-    if kind is _LeanSpan and _fast_propagation():
+    fast = type(propagate._HTTP_TEXT_FORMAT if _TEXTMAP_GLOBAL else propagate.get_global_textmap()) \
+        is TraceContextTextMapPropagator
+    if kind is _LeanSpan and fast:
         trace_hex = span._trace_hex  # type: ignore[attr-defined]
         if trace_hex is None:  # kept for the spans under it and the export: formatting 128 bits is not free
             trace_hex = span._trace_hex = "%032x" % span._trace_id  # type: ignore[attr-defined]  # noqa: UP031
@@ -959,7 +1016,7 @@ def inject_span(span: trace.Span, headers: MutableMapping[str, str]) -> MutableM
         if state:
             headers[TRACESTATE] = state.to_header()
         return headers
-    if kind is _Forwarded and _fast_propagation():
+    if kind is _Forwarded and fast:
         headers[TRACEPARENT] = span.traceparent  # type: ignore[attr-defined]
         if span.tracestate:  # type: ignore[attr-defined]
             headers[TRACESTATE] = span.tracestate  # type: ignore[attr-defined]
@@ -967,7 +1024,7 @@ def inject_span(span: trace.Span, headers: MutableMapping[str, str]) -> MutableM
     sc = span.get_span_context()
     if not sc.is_valid:
         return headers
-    if _fast_propagation():
+    if fast:
         # %-formatting: a third of the f-string's cost with format specs
         headers[TRACEPARENT] = "00-%032x-%016x-%02x" % (sc.trace_id, sc.span_id, sc.trace_flags)  # noqa: UP031
         if sc.trace_state:

@@ -287,6 +287,7 @@ def test_deciding_by_flags_is_deciding_by_parent(sampler: S.Sampler) -> None:
     for _ in range(500):
         trace_id = rng.getrandbits(128) or 1
         assert by_flags(None, False, trace_id) is decide(None, trace_id)
+        assert decide.root(trace_id) is decide(None, trace_id)  # type: ignore[attr-defined]
         for remote in (False, True):
             for sampled in (False, True):
                 parent = SpanContext(trace_id, 9, is_remote=remote, trace_flags=TraceFlags(int(sampled)))
