@@ -234,13 +234,22 @@ async def run_flow(host: FlowHost, state: TaskState, submit: TaskSubmit, inputs:
     return await _execute(host, state, submit, inputs, infos, planned.plan, result, approved=False, planned=planned)
 
 
+PLANNING_RECORD_AFTER_S = 0.2
+"""Seconds the planner may take before the ``planning`` status is recorded (see :func:`_plan`)."""
+
+
 async def _plan(host: FlowHost, state: TaskState, result: TaskResult, request: PlanRequest,
                 timeout: float) -> tuple[TaskState, PlanReply | None, Exception | None]:
-    """Ask the planner while the ``planning`` status is recorded; return the recorded state and the answer.
+    """Ask the planner; record the ``planning`` status when it takes a while. Return the state recorded by then
+    and the answer.
 
     The status is for watchers only (a redelivery plans again whether it was recorded or not), so its
-    write need not finish before the planner is asked: both are under way at once, and this returns
-    once both have ended: ``(state, reply, None)``, or ``(state, None, error)`` when the request failed.
+    write never comes before the planner is asked, and only a planner that has not answered within
+    :data:`PLANNING_RECORD_AFTER_S` gets it (a model writing a plan takes seconds): a plan that comes
+    sooner is recorded with the status it runs in, and ``result`` with it, in the flow's next write (a
+    state write less per task). A failed planner has the status recorded before the error goes back, as
+    it always had. This returns once the write (when one was started) has ended: ``(state, reply, None)``,
+    or ``(state, None, error)`` when the request failed.
 
     Raises
     ------
@@ -251,8 +260,12 @@ async def _plan(host: FlowHost, state: TaskState, result: TaskResult, request: P
     failed: list[Exception] = []
     reply: PlanReply | None = None
     error: Exception | None = None
+    writing = False
 
-    async def record() -> None:
+    async def record(*, delay: float = PLANNING_RECORD_AFTER_S) -> None:
+        nonlocal writing
+        await anyio.sleep(delay)
+        writing = True  # from here on the write is not cancelled: its revision must be known
         try:
             recorded.append(await host.transition(state, status="planning", result=result))
         except Exception as exc:  # noqa: BLE001 - re-raised below, unwrapped
@@ -265,9 +278,13 @@ async def _plan(host: FlowHost, state: TaskState, result: TaskResult, request: P
                                            idempotent=True)
         except Exception as exc:  # noqa: BLE001 - returned once the write has ended (a task group would wrap it)
             error = exc
+        if not writing:  # answered before the status was due: no write of its own
+            tg.cancel_scope.cancel()
+    if error is not None and not writing:
+        await record(delay=0)  # the failure is recorded with what was known of the task, as before
     if failed:
         raise failed[0]
-    return recorded[0], reply, error
+    return (recorded[0] if recorded else state), reply, error
 
 
 async def _announce_planned(host: FlowHost, state: TaskState, planned: PlanReply) -> None:

@@ -39,6 +39,7 @@ records pending, the next one is written before the reply, as a failed one is).
 
 from __future__ import annotations
 
+import asyncio
 import functools
 import logging
 import re
@@ -102,6 +103,10 @@ name them."""
 
 HEALTH_IN_FLIGHT = 64
 """Most records of successful plans pending after their replies (see the module docstring)."""
+
+HELD_CHECKPOINT_S = 0.1
+"""Seconds a step that does work (a model call) may run before the checkpoint held back for it is sent
+(:meth:`ExecutorActor._checkpoint`)."""
 
 
 class _SkillAnswer(msgspec.Struct, frozen=True):
@@ -279,6 +284,17 @@ class ExecutorActor(Actor):
         if isinstance(step, ManualTransform):  # the slow kind: tell watchers the model is working
             await self._event(run, step, action, "started", total)
         started = time.perf_counter()
+        held = run.unsent
+        timer = None if held is None or isinstance(step, INSTANT_STEPS) else \
+            asyncio.get_running_loop().call_later(HELD_CHECKPOINT_S, self._send_held_later, run, held)
+        try:
+            return await self._run_traced(run, step, handler, total, action, tool, started)
+        finally:
+            if timer is not None:
+                timer.cancel()
+
+    async def _run_traced(self, run: _Run, step: WorkflowStep, handler: ErrorRecovery | None, total: int,
+                          action: str, tool: str, started: float) -> int | None:
         with tracer.start_as_current_span(
             f"execute_tool {tool}",
             attributes={G.GEN_AI_OPERATION_NAME: "execute_tool", G.GEN_AI_TOOL_NAME: tool,
@@ -329,9 +345,10 @@ class ExecutorActor(Actor):
             run.unsent = run.checkpoint()  # sent only if a later step fails (its steps are announced then)
             return
         upcoming = next(s for s in rest if not isinstance(s, ErrorRecovery))
-        if not durable and (isinstance(upcoming, ReadInput | WriteOutput) or (
+        if not durable and (isinstance(upcoming, ReadInput | WriteOutput | ManualTransform) or (
                 isinstance(step, INSTANT_STEPS) and isinstance(upcoming, SpawnCommand))):
-            run.unsent = run.checkpoint()  # sent by the next checkpoint, a slow command, or a failed step
+            # sent by the next checkpoint, a slow command or model step, or a failed step
+            run.unsent = run.checkpoint()
             return
         await self._send_checkpoint(run, run.checkpoint(), durable=durable)
 
@@ -339,6 +356,16 @@ class ExecutorActor(Actor):
         """Send the checkpoint :meth:`_checkpoint` held back for a quick next step, when there is one."""
         if run.unsent is not None:
             await self._send_checkpoint(run, run.unsent, durable=False)
+
+    def _send_held_later(self, run: _Run, held: RunCheckpoint) -> None:
+        """The step after ``held`` has run for :data:`HELD_CHECKPOINT_S`: send ``held`` unless it went already
+        (a timer callback: the sending goes to the actor's task group)."""
+        if run.unsent is held:
+            self.start_soon(self._send_if_held, run, held)
+
+    async def _send_if_held(self, run: _Run, held: RunCheckpoint) -> None:
+        if run.unsent is held:
+            await self._send_checkpoint(run, held, durable=False)
 
     async def _send_checkpoint(self, run: _Run, checkpoint: RunCheckpoint, *, durable: bool) -> None:
         run.unsent = None

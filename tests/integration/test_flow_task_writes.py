@@ -1,6 +1,8 @@
 """The task actor's state writes per task over a real nats-server: folded, with the same states and resume points.
 
-* a new plan is recorded with the status it runs in (one write, not a "planning + plan" one first);
+* a new plan is recorded with the status it runs in (one write, not a "planning + plan" one first); the
+  ``planning`` status is recorded only for a planner that takes longer than
+  :data:`~tandem.actors._task_flow.PLANNING_RECORD_AFTER_S` (a model writing a plan);
 * a model step's checkpoint is stored before the executor goes on to a step that does work; after one
   followed only by instant steps (``write_output``) the executor sends none: its reply comes at once, and the
   task's final write stores what a checkpoint would have;
@@ -18,6 +20,7 @@ import anyio
 import httpx
 import pytest
 from tandem.actors import PlannerActor, RouterActor
+from tandem.actors import _task_flow as task_flow
 from tandem.actors import task as task_actor
 from tandem.actors._task_flow import run_flow
 from tandem.actors.task import TaskStore
@@ -53,6 +56,7 @@ class Model:
         self.plan = plan or PLAN
         self.release: anyio.Event | None = None
         self.planning = anyio.Event()  # set by the first planning call
+        self.planning_s = 0.0  # how long a planning call takes
         self.transforms = 0
         self.transport = httpx.MockTransport(self._handle)
 
@@ -60,6 +64,7 @@ class Model:
         body = json.loads(request.content)
         if "response_format" in body:
             self.planning.set()
+            await anyio.sleep(self.planning_s)
             return httpx.Response(200, json=chat_response(json.dumps(self.plan), model=body["model"]))
         self.transforms += 1
         if self.release is not None:
@@ -103,6 +108,7 @@ def steps(state: TaskState) -> int:
 
 async def test_a_two_stage_task_writes_its_plan_with_running_and_its_last_checkpoint_with_the_end(
         bus: Bus, writes: list[TaskState], monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(task_flow, "PLANNING_RECORD_AFTER_S", 30.0)  # a loaded machine never records planning
     monkeypatch.setattr(task_actor, "CHECKPOINT_QUIET_S", 5.0)  # a loaded machine never stores one early
     reads: list[str] = []
     get = TaskStore.get
@@ -137,15 +143,16 @@ async def test_a_two_stage_task_writes_its_plan_with_running_and_its_last_checkp
     assert steps(final) == 4 and final.checkpoint.next_index == 4  # the newest checkpoint, as before
     assert [(w.status, w.plan is not None, steps(w)) for w in writes] == [
         ("pending", False, 0),  # taken: the state created by the take (no pending write before it)
-        ("planning", False, 0),
-        ("running", True, 0),  # the plan goes in with the status it runs in
+        ("running", True, 0),  # the plan goes in with the status it runs in (planned at once: no planning write)
         ("succeeded", True, 4),  # the model step is followed only by write_output: its checkpoint comes with the end
     ]
-    assert writes[2].plan_fingerprint and writes[2].plan == final.plan
+    assert writes[1].plan_fingerprint and writes[1].plan == final.plan
+    assert writes[1].result is not None and writes[1].result.complexity > 0  # what the planning write carried
 
 
 async def test_a_model_steps_checkpoint_is_stored_before_a_step_that_does_work(
         bus: Bus, writes: list[TaskState], monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(task_flow, "PLANNING_RECORD_AFTER_S", 30.0)  # a loaded machine never records planning
     monkeypatch.setattr(task_actor, "CHECKPOINT_QUIET_S", 5.0)
     async with tandem(bus, Model(MODEL_FIRST)):
         final = await TaskClient(bus).run(submit())
@@ -153,7 +160,7 @@ async def test_a_model_steps_checkpoint_is_stored_before_a_step_that_does_work(
     assert final.result.outputs[0].text == "A\nB\n"
     assert steps(final) == 4 and final.checkpoint.next_index == 4
     assert [(w.status, steps(w)) for w in writes] == [
-        ("pending", 0), ("planning", 0), ("running", 0),
+        ("pending", 0), ("running", 0),
         ("running", 2),  # after the model step, before the executor goes on to sort
         ("succeeded", 4)]
 
@@ -178,6 +185,38 @@ async def test_the_planned_event_still_says_planning(bus: Bus) -> None:
     assert final.status == "succeeded"
     assert [(e.kind, e.status) for e in seen if e.kind in ("planned", "succeeded")] == [
         ("planned", "planning"), ("succeeded", "succeeded")]
+
+
+async def test_a_planner_that_takes_a_while_has_the_planning_status_recorded(
+        bus: Bus, writes: list[TaskState], monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(task_flow, "PLANNING_RECORD_AFTER_S", 0.05)
+    monkeypatch.setattr(task_actor, "CHECKPOINT_QUIET_S", 5.0)
+    model = Model()
+    model.planning_s = 0.5
+    async with tandem(bus, model):
+        client = TaskClient(bus)
+        task = submit()
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(client.run, task)
+            with anyio.fail_after(10):
+                while not writes or writes[-1].status != "planning":
+                    await anyio.sleep(0.01)
+            stored = await client.get(task.task_id)  # what a watcher reads while the model plans
+            assert stored.status == "planning" and stored.result is not None and stored.result.complexity > 0
+        final = await client.get(task.task_id)
+    assert final.status == "succeeded" and final.result is not None and final.result.outputs[0].text == "A\nB\n"
+    assert [w.status for w in writes] == ["pending", "planning", "running", "succeeded"]
+
+
+async def test_a_failed_planner_has_the_planning_status_recorded_before_the_task_ends(
+        bus: Bus, writes: list[TaskState]) -> None:
+    model = Model()
+    model.plan = {"version": "1.0", "workflow": []}  # invalid every time: planning_failed, single stage instead
+    async with tandem(bus, model):
+        final = await TaskClient(bus).run(submit())
+    assert final.status == "succeeded" and final.result is not None and final.result.mode == "single_stage"
+    assert final.result.fallback.startswith("planning failed")
+    assert [w.status for w in writes] == ["pending", "planning", "running", "succeeded"]
 
 
 async def _append(seen: list, event: object) -> None:
@@ -230,7 +269,9 @@ class FailingHost:
         raise BusError("JetStream KV 'tandem_tasks' unavailable")
 
 
-async def test_a_failed_planning_write_fails_the_flow_with_its_own_error(bus: Bus) -> None:
+async def test_a_failed_planning_write_fails_the_flow_with_its_own_error(
+        bus: Bus, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(task_flow, "PLANNING_RECORD_AFTER_S", 0.0)  # the status is written while planning
     model = Model()
     async with tandem(bus, model):
         task = submit()
@@ -261,6 +302,7 @@ async def test_a_task_taken_as_it_was_submitted_starts_while_its_state_is_create
         bus: Bus, writes: list[TaskState], monkeypatch: pytest.MonkeyPatch) -> None:
     """The take of a task nobody has stored yet is written while the flow starts; the task's later writes wait
     for it, in order."""
+    monkeypatch.setattr(task_flow, "PLANNING_RECORD_AFTER_S", 30.0)  # a loaded machine never records planning
     model = Model()
     update = TaskStore._update
     taken_as_submitted: list[str] = []
@@ -278,7 +320,7 @@ async def test_a_task_taken_as_it_was_submitted_starts_while_its_state_is_create
             writes.clear()
             final = await TaskClient(bus).run(submit())
             assert final.status == "succeeded" and final.worker and final.attempts == 1 and final.trace_id
-            assert [w.status for w in writes] == ["pending", "planning", "running", "succeeded"]
+            assert [w.status for w in writes] == ["pending", "running", "succeeded"]
     # an idle replica sees the submission, then gets it from the stream (the other order, rarer, reads first)
     assert taken_as_submitted
 
@@ -287,6 +329,7 @@ async def test_the_plan_is_recorded_while_the_executor_runs_it_and_comes_first(
         bus: Bus, writes: list[TaskState], monkeypatch: pytest.MonkeyPatch) -> None:
     """The running write (the plan) is under way while the executor is asked; the model step's checkpoint is
     stored after it and the steps are announced after it (and after the planned event), as running."""
+    monkeypatch.setattr(task_flow, "PLANNING_RECORD_AFTER_S", 30.0)
     monkeypatch.setattr(task_actor, "CHECKPOINT_QUIET_S", 5.0)
     model = Model(MODEL_FIRST)
     update = TaskStore._update
@@ -309,7 +352,7 @@ async def test_the_plan_is_recorded_while_the_executor_runs_it_and_comes_first(
     assert held == [1]
     assert final.status == "succeeded" and final.result is not None and final.result.outputs[0].text == "A\nB\n"
     assert [(w.status, steps(w)) for w in writes] == [
-        ("pending", 0), ("planning", 0), ("running", 0), ("running", 2), ("succeeded", 4)]
+        ("pending", 0), ("running", 0), ("running", 2), ("succeeded", 4)]
     kinds = [e.kind for e in seen]
     assert kinds.index("planned") < kinds.index("step")
     assert {e.status for e in seen if e.kind == "step"} == {"running"}

@@ -4,6 +4,9 @@
   not run there is answered ``not_found`` (the executor goes on, as when nobody listened);
 * after an instant step (``read_input``) followed by a built-in command, the executor holds the checkpoint:
   the command's checkpoint covers both; a command that goes to a worker thread sends it first;
+* before a model step the executor holds the checkpoint of the steps before it (the model step's checkpoint, or
+  the reply, covers them) and sends it only when the model takes longer than
+  :data:`~tandem.actors.executor.HELD_CHECKPOINT_S`;
 * a terminal task event carries the stored final state;
 * a task running longer than ``ack_wait`` is kept in progress (one heartbeat loop for every delivery): it runs
   once, never redelivered.
@@ -18,6 +21,7 @@ import httpx
 import msgspec
 import pytest
 from tandem.actors import RouterActor, TaskActor
+from tandem.actors import executor as executor_actor
 from tandem.messages import (
     Ack,
     ExecuteReply,
@@ -57,15 +61,31 @@ async def test_a_checkpoint_for_a_task_not_running_here_is_answered_not_found(bu
         tg.cancel_scope.cancel()
 
 
-async def _checkpoints_of_a_run(bus: Bus) -> tuple[ExecuteReply, list[list[int]]]:
-    """Run :data:`BUILT_INS` on the executor with a checkpoint subject; return the reply and the steps each
-    checkpoint covered, in order."""
+WITH_MODEL = decoder(ExecutionPlan).decode(b'''{"version": "1.0", "workflow": [
+    {"step": 1, "action": "read_input", "params": {"source": "fd:3"}},
+    {"step": 2, "action": "spawn_command", "params": {"cmd": "sort"}},
+    {"step": 3, "action": "manual_transform", "params": {"instructions": "Upper-case it."}},
+    {"step": 4, "action": "write_output"}]}''')
+
+
+async def _checkpoints_of_a_run(bus: Bus, plan: ExecutionPlan = BUILT_INS, model_s: float | None = None,
+                                ) -> tuple[ExecuteReply, list[list[int]]]:
+    """Run ``plan`` on the executor with a checkpoint subject (and a router whose model answers after
+    ``model_s`` seconds, when given); return the reply and the steps each checkpoint covered, in order."""
     inbox = Inbox(64)
     sub = await bus.subscribe("test.checkpoints.t1", cb=inbox.put, direct=inbox.offer)
+
+    async def model(request: httpx.Request) -> httpx.Response:
+        await anyio.sleep(model_s or 0)
+        text = json.loads(request.content)["messages"][-1]["content"].split("Text:\n", 1)[-1]
+        return httpx.Response(200, json=chat_response(text.upper()))
+
+    actors = ["executor"] if model_s is None else ["router", "executor"]
+    factories = {"router": lambda b, c: RouterActor(b, c, transport=httpx.MockTransport(model))}
     try:
-        async with start_actors(bus, make_config(), ["executor"]):
+        async with start_actors(bus, make_config(), actors, factories=factories):
             reply = await bus.request(subjects.EXECUTOR_EXECUTE, ExecuteRequest(
-                plan=BUILT_INS, inputs={3: DOC}, task="sort, upper-case", checkpoint_subject="test.checkpoints.t1",
+                plan=plan, inputs={3: DOC}, task="sort, upper-case", checkpoint_subject="test.checkpoints.t1",
                 correlation_id="t1"), ExecuteReply, timeout=20)
             await bus.flush()
     finally:
@@ -88,6 +108,22 @@ async def test_a_command_that_goes_to_a_thread_sends_the_held_checkpoint_first(
     reply, seen = await _checkpoints_of_a_run(bus)
     assert reply.outputs[0].text == "A\nB\n"
     assert seen == [[1], [1, 2]]  # step 1 announced while step 2 runs; nothing held when step 3 starts
+
+
+async def test_the_checkpoint_before_a_quick_model_step_goes_with_the_reply(
+        bus: Bus, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(executor_actor, "HELD_CHECKPOINT_S", 30.0)  # quick, even on a loaded machine
+    reply, seen = await _checkpoints_of_a_run(bus, WITH_MODEL, model_s=0)
+    assert reply.outputs[0].text == "A\nB\n" and [s.step for s in reply.steps] == [1, 2, 3, 4]
+    assert seen == []  # steps 1-2 held for the model step; it is followed by write_output: the reply covers all
+
+
+async def test_a_slow_model_step_sends_the_held_checkpoint_while_it_runs(
+        bus: Bus, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(executor_actor, "HELD_CHECKPOINT_S", 0.05)
+    reply, seen = await _checkpoints_of_a_run(bus, WITH_MODEL, model_s=1.0)
+    assert reply.outputs[0].text == "A\nB\n"
+    assert seen == [[1, 2]]  # sent while the model worked, announced then as before
 
 
 async def test_the_terminal_event_carries_the_stored_final_state(bus: Bus) -> None:

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 from hypothesis import example, given, settings
 from hypothesis import strategies as st
-
 from tandem.services import repetition
 from tandem.services.repetition import find_repetition
 
