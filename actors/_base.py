@@ -72,10 +72,10 @@ from tandem.services.bus import (
     STATUS_HEADER,
     Bus,
     deadline_from_headers,
-    remaining,
     truncate_text,
 )
 from tandem.services.bus._deadline import DEADLINE_HEADER, enter_deadline, exit_deadline
+from tandem.services.bus._deadline import _deadline as _deadline_var
 from tandem.services.bus._tracing import HopAttributes, _Forwarded, activate, deactivate, start_process_from
 from tandem.services.errors import BadRequest, BusClosed, CancelledWork, DeadlineExceeded, RequestTimeout, TandemError
 from tandem.services.schema import schema_hash
@@ -681,8 +681,8 @@ class Actor:
         inflight = self._inflight
         cid: str | None = None
         try:
-            budget = remaining(ep.timeout)
-            assert budget is not None
+            deadline_at = _deadline_var.get()  # remaining(ep.timeout), inline
+            budget = ep.timeout if deadline_at is None else min(ep.timeout, deadline_at - time.time())
             work.by_deadline = budget < ep.timeout
             if msg.reply:  # requests only: one-way events, the cancel itself among them, are not cancellable
                 cid = request.correlation_id

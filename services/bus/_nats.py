@@ -65,7 +65,8 @@ from ..errors import (
     ReplicaLost,
     RequestTimeout,
 )
-from ._deadline import DEADLINE_HEADER, current_deadline, remaining
+from ._deadline import DEADLINE_HEADER
+from ._deadline import _deadline as _deadline_var
 from ._kv import HealingKeyValue, is_stream_lost
 from ._limits import truncate_text, validate_subject
 from ._protocol import (
@@ -1020,9 +1021,8 @@ class Bus:
             When the reply does not decode as ``reply_type``, or NATS fails.
         """
         _valid_subject(subject)
-        deadline = current_deadline()
-        wait = remaining(timeout)
-        assert wait is not None
+        deadline = _deadline_var.get()  # current_deadline() and remaining(timeout), inline
+        wait = timeout if deadline is None else min(timeout, deadline - time.time())
         if deadline is not None and wait <= 0:
             raise DeadlineExceeded(f"deadline passed before the request to {subject}", step=subject)
         payload = encode(message)

@@ -458,7 +458,8 @@ class _LeanSpan(trace.Span):
         if type(attributes) is not dict:
             attributes._immutable = True
         hop = self._hop
-        hop.refresh()  # a processor added while this span was open gets it too
+        if getattr(hop.processor, "_span_processors", None) is not hop._processors:  # refresh()'s test, inline
+            hop.refresh()  # a processor added while this span was open gets it too
         queues = hop.queues
         if queues is not None:
             for queue in queues:
@@ -811,9 +812,10 @@ def _start_lean(sdk: _Sdk, name: str, kind: SpanKind, attributes: Attributes, tr
     if sdk.queues is None or not sdk.enabled() \
             or not sdk.decide.by_flags(remote, flags.sampled, trace_id):  # type: ignore[union-attr]
         return None
-    sdk.refresh()
-    if sdk.queues is None:
-        return None
+    if getattr(sdk.processor, "_span_processors", None) is not sdk._processors:  # refresh()'s test, inline
+        sdk.refresh()
+        if sdk.queues is None:
+            return None
     if callable(attributes):
         attributes = attributes()
     span_id = sdk.span_ids() or sdk.id_generator.generate_span_id()
