@@ -284,17 +284,6 @@ class ExecutorActor(Actor):
         if isinstance(step, ManualTransform):  # the slow kind: tell watchers the model is working
             await self._event(run, step, action, "started", total)
         started = time.perf_counter()
-        held = run.unsent
-        timer = None if held is None or isinstance(step, INSTANT_STEPS) else \
-            asyncio.get_running_loop().call_later(HELD_CHECKPOINT_S, self._send_held_later, run, held)
-        try:
-            return await self._run_traced(run, step, handler, total, action, tool, started)
-        finally:
-            if timer is not None:
-                timer.cancel()
-
-    async def _run_traced(self, run: _Run, step: WorkflowStep, handler: ErrorRecovery | None, total: int,
-                          action: str, tool: str, started: float) -> int | None:
         with tracer.start_as_current_span(
             f"execute_tool {tool}",
             attributes={G.GEN_AI_OPERATION_NAME: "execute_tool", G.GEN_AI_TOOL_NAME: tool,
@@ -303,6 +292,9 @@ class ExecutorActor(Actor):
             record_exception=False, set_status_on_exception=False,
         ) as span:
             status, detail, jump = "ok", "", None
+            held = run.unsent  # a checkpoint held for this step: sent if the step takes a while (a model call)
+            timer = None if held is None or isinstance(step, INSTANT_STEPS) else \
+                asyncio.get_running_loop().call_later(HELD_CHECKPOINT_S, self._send_held_later, run, held)
             try:
                 detail, jump = await self._dispatch(run, step)
             except TandemError as exc:
@@ -319,6 +311,9 @@ class ExecutorActor(Actor):
                     span.set_status(Status(StatusCode.ERROR, str(failed)))
                     await self._finish(run, step, action, "failed", started, str(failed), total)
                     raise
+            finally:
+                if timer is not None:
+                    timer.cancel()
             await self._finish(run, step, action, status, started, detail, total)
             return jump
 

@@ -28,6 +28,8 @@ message, so a redelivery joins the same trace) with an ``invoke_agent task`` spa
 
 from __future__ import annotations
 
+import contextvars
+import functools
 import logging
 import math
 import time
@@ -370,6 +372,17 @@ class _Progress:
         self.announced = max(self.announced, steps)
 
 
+class _Follower:
+    """Where the checkpoints of a task running here go; ``start`` starts the task following them (``None`` once
+    started, or once the flow has ended)."""
+
+    __slots__ = ("inbox", "start")
+
+    def __init__(self, inbox: Inbox, start: Callable[[], object] | None) -> None:
+        self.inbox = inbox
+        self.start = start
+
+
 class _Beat:
     """A delivery running here: :meth:`TaskActor._keep_alive` heartbeats it, and cancels it when that fails."""
 
@@ -417,7 +430,7 @@ class TaskActor(Actor):
         self._plans: Any = None  # the plan cache bucket, opened on first use
         self._caching: dict[str, anyio.Event] = {}  # task id -> set once its plan is written to the cache (or not)
         # task id -> where its checkpoints go (one subscription for every task this replica runs: _on_checkpoint)
-        self._followers: dict[str, Inbox] = {}
+        self._followers: dict[str, _Follower] = {}
         self._beats: list[_Beat] = []  # the deliveries running here (_keep_alive)
 
     def endpoints(self) -> list[Endpoint]:
@@ -455,10 +468,21 @@ class TaskActor(Actor):
             finally:
                 await self.bus.unsubscribe(checkpoints)
 
+    def _checkpoints_of(self, task_id: str) -> Inbox | None:
+        """The checkpoint inbox of a task running here (its follower started with the first checkpoint), or
+        ``None``."""
+        follower = self._followers.get(task_id)
+        if follower is None:
+            return None
+        if (start := follower.start) is not None:
+            follower.start = None
+            start()
+        return follower.inbox
+
     def _on_checkpoint_nowait(self, msg: Msg) -> bool:
         """Hand a checkpoint to its task's follower in nats-py's read loop; ``False`` leaves it to
         :meth:`_on_checkpoint` (no follower here, or its buffer is full)."""
-        inbox = self._followers.get(msg.subject.rpartition(".")[2])
+        inbox = self._checkpoints_of(msg.subject.rpartition(".")[2])
         return inbox is not None and inbox.offer(msg)
 
     async def _on_checkpoint(self, msg: Msg) -> None:
@@ -466,7 +490,7 @@ class TaskActor(Actor):
         answer one the executor waits for with ``not_found`` when the task does not run here (it has ended: the
         executor goes on, as when nobody listened on the task's own checkpoint subject before)."""
         task_id = msg.subject.rpartition(".")[2]
-        inbox = self._followers.get(task_id)
+        inbox = self._checkpoints_of(task_id)
         if inbox is not None:
             await inbox.put(msg)
             return
@@ -891,13 +915,23 @@ class TaskActor(Actor):
 
     async def _supervise_flow(self, state: TaskState, submit: TaskSubmit, scope: anyio.CancelScope,
                               span: trace.Span) -> None:
-        """Run the flow under the task's deadline and cancel scope; record how it ended."""
-        checkpoints = self._followers[state.task_id] = Inbox(CHECKPOINT_BUFFER)
+        """Run the flow under the task's deadline and cancel scope; record how it ended.
+
+        The task's checkpoints are followed (:meth:`_follow_checkpoints`) by a task started with the first
+        one: a plan whose checkpoints all go with the executor's reply (quick steps, a model step followed
+        only by instant ones) needs none.
+        """
+        checkpoints = Inbox(CHECKPOINT_BUFFER)
         progress = _Progress(state)
+        context = contextvars.copy_context()  # the follower's spans hang under the task's, as this code's do
         try:
             async with anyio.create_task_group() as tg:
-                tg.start_soon(self._follow_checkpoints, state, checkpoints, progress)
-                outcome = await self._outcome(state, submit, scope)
+                follower = self._followers[state.task_id] = _Follower(checkpoints, functools.partial(
+                    context.run, tg.start_soon, self._follow_checkpoints, state, checkpoints, progress))
+                try:
+                    outcome = await self._outcome(state, submit, scope)
+                finally:
+                    follower.start = None  # the flow has ended: no follower starts any more
                 if outcome[0] == "succeeded":
                     # the reply has every step: those no checkpoint announced yet (the executor sends none
                     # after the last ones; one sent before the reply may still be in flight) are announced
@@ -911,7 +945,7 @@ class TaskActor(Actor):
                         outputs=list(result.outputs), steps=list(result.steps)))
                 tg.cancel_scope.cancel()
         finally:
-            if self._followers.get(state.task_id) is checkpoints:
+            if (kept := self._followers.get(state.task_id)) is not None and kept.inbox is checkpoints:
                 del self._followers[state.task_id]
             checkpoints.close()
         with anyio.CancelScope(shield=True):

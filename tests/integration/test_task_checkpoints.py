@@ -164,3 +164,30 @@ async def test_a_task_longer_than_ack_wait_is_kept_in_progress_and_runs_once(bus
     assert final.status == "succeeded" and final.attempts == 1
     assert final.result is not None and final.result.outputs[0].text == "DONE"
     assert len(calls) == 1
+
+
+async def test_steps_announced_from_a_checkpoint_are_traced_under_the_task(
+        bus: Bus, spans, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The follower of a task's checkpoints starts with the first one (nats-py's read loop hands it over); its
+    events still hang under the task's span, in the task's trace."""
+    monkeypatch.setattr(executor_actor, "HELD_CHECKPOINT_S", 0.01)
+
+    async def model(request: httpx.Request) -> httpx.Response:
+        await anyio.sleep(0.5)  # steps 1-2 are announced from their checkpoint while the model works
+        text = json.loads(request.content)["messages"][-1]["content"].split("Text:\n", 1)[-1]
+        return httpx.Response(200, json=chat_response(text.upper()))
+
+    factories = {"router": lambda b, c: RouterActor(b, c, transport=httpx.MockTransport(model))}
+    async with start_actors(bus, make_config(), ["router", "executor", "task"], factories=factories):
+        events: list = []
+        final = await TaskClient(bus).run(TaskSubmit(task="sort, upper-case", inputs={3: DOC}, plan=WITH_MODEL),
+                                          on_event=lambda e: _append(events, e))
+    assert final.status == "succeeded" and final.result is not None and final.result.outputs[0].text == "A\nB\n"
+    assert [e.step.step for e in events if e.kind == "step"] == [1, 2, 3, 4]
+    finished = spans.get_finished_spans()
+    task = next(s for s in finished if s.name == "invoke_agent task" and s.kind.name == "INTERNAL")
+    steps = [s for s in finished if s.name == "send tandem.events.task.{kind}.{task_id}"
+             and s.attributes.get("messaging.destination.name", "").startswith("tandem.events.task.step.")]
+    assert len(steps) == 4
+    assert {s.context.trace_id for s in steps} == {task.context.trace_id}
+    assert all(s.parent is not None and s.parent.span_id == task.context.span_id for s in steps)
