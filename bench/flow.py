@@ -36,6 +36,11 @@ requests (a reply awaited: actor requests, JetStream and KV operations, pulls) a
 the round trips; events, replies and acks go one way. Work a task leaves behind (records written
 after the reply) is counted with it.
 
+``--calls N`` runs N tasks of each flow one after the other under ``sys.setprofile`` and prints, per task,
+the main thread's Python calls, the asyncio tasks created and the anyio cancel scopes entered, then the
+Tandem functions with the most calls made under them (inclusive): figures that do not depend on the
+machine's load, for A/B comparisons beside cachegrind's instruction counts.
+
 Examples
 --------
 ::
@@ -44,6 +49,7 @@ Examples
     .venv/bin/python bench/flow.py --tasks 500 --rounds 5
     .venv/bin/python bench/flow.py --profile /tmp/flow.prof   # + top hot spots
     .venv/bin/python bench/flow.py --count 50   # messages and round trips per task, by subject (no timing)
+    .venv/bin/python bench/flow.py --calls 30   # Python calls, tasks and cancel scopes per task (no timing)
 """
 
 from __future__ import annotations
@@ -270,6 +276,74 @@ class MessageCounter:
             print(f"  flushes {self.flushes / tasks:6.2f}")
 
 
+# --------------------------------------------------------------------------- Python calls per task (diagnostic)
+
+
+_TANDEM_ROOT = str(Path(__file__).resolve().parent.parent) + os.sep
+_TANDEM_CODE = tuple(_TANDEM_ROOT + package + os.sep for package in ("actors", "services", "messages"))
+
+
+class CallCounter:
+    """Count the main thread's Python calls, asyncio tasks created and anyio cancel scopes entered.
+
+    Each call is also counted once for every Tandem function (``actors``, ``services``, ``messages``) on
+    the stack at the time, so a function's count includes what runs under it (a coroutine resumed by the
+    event loop counts under the coroutines that await it). ``sys.setprofile`` sees Python calls only; C work
+    (msgspec, the regex engine, sockets) shows up as instructions (cachegrind), not here. Profiling slows the
+    flow about threefold, so time-based batching (the health records' write-behind) batches fewer tasks
+    than at full speed.
+    """
+
+    def __init__(self) -> None:
+        self.calls = self.tasks = self.scopes = 0
+        self.under: dict[str, int] = {}
+        self._factory: Any = None
+
+    def _profile(self, frame: Any, event: str, arg: Any) -> None:
+        if event != "call":
+            return
+        self.calls += 1
+        code = frame.f_code
+        if code.co_name == "__enter__" and code.co_qualname == "CancelScope.__enter__":
+            self.scopes += 1
+        seen = set()
+        under = self.under
+        while frame is not None:
+            code = frame.f_code
+            if code.co_filename.startswith(_TANDEM_CODE) and code not in seen:
+                seen.add(code)
+                key = f"{code.co_filename[len(_TANDEM_ROOT):]}:{code.co_qualname}"
+                under[key] = under.get(key, 0) + 1
+            frame = frame.f_back
+
+    def start(self) -> None:
+        import asyncio
+
+        loop = asyncio.get_running_loop()
+        self._factory = loop.get_task_factory()
+        inner = self._factory
+
+        def counting(loop: Any, coro: Any, **kwargs: Any) -> Any:
+            self.tasks += 1
+            return inner(loop, coro, **kwargs) if inner is not None else asyncio.Task(coro, loop=loop, **kwargs)
+
+        loop.set_task_factory(counting)
+        sys.setprofile(self._profile)
+
+    def stop(self) -> None:
+        import asyncio
+
+        sys.setprofile(None)
+        asyncio.get_running_loop().set_task_factory(self._factory)
+
+    def report(self, label: str, tasks: int, top: int) -> None:
+        print(f"\n{label}: per task, {self.calls / tasks:.0f} Python calls (main thread), "
+              f"{self.tasks / tasks:.1f} asyncio tasks created, {self.scopes / tasks:.1f} cancel scopes entered")
+        print("  calls under each Tandem function (inclusive), the most first")
+        for name, n in sorted(self.under.items(), key=lambda kv: -kv[1])[:top]:
+            print(f"    {n / tasks:8.1f}  {name}")
+
+
 # --------------------------------------------------------------------------- the two contenders
 
 
@@ -381,6 +455,19 @@ async def bench(args: argparse.Namespace, provider: Any) -> float:
                 base = Side("baseline", make_baseline(client), settle, meter)
                 sides = (base, direct, flow)
                 await warm_up(sides, args.warmup)
+                if args.calls:
+                    await anyio.sleep(0.5)  # what the warm-up left in flight (health records) lands first
+                    for label, side in (("client-side flow", direct), ("durable (task actor)", flow)):
+                        calls = CallCounter()
+                        calls.start()
+                        try:
+                            for i in range(args.calls):
+                                await side.call(i)
+                            await anyio.sleep(0.5)  # work after the reply (health records, acks) is the task's too
+                        finally:
+                            calls.stop()
+                        calls.report(label, args.calls, args.profile_top)
+                    return float("nan")
                 if args.count:
                     await anyio.sleep(0.5)  # what the warm-up left in flight (health records) lands first
                     counter = MessageCounter(bus.nc)
@@ -449,6 +536,10 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--count", type=int, default=0, metavar="N",
                         help="diagnostic: run N tasks of each flow sequentially and print the messages and round "
                              "trips per task by subject (no timing)")
+    parser.add_argument("--calls", type=int, default=0, metavar="N",
+                        help="diagnostic: run N tasks of each flow sequentially and print the Python calls, asyncio "
+                             "tasks and cancel scopes per task, and the Tandem functions with the most calls under "
+                             "them (no timing)")
     parser.add_argument("--profile-side", choices=("durable", "client"), default="durable",
                         help="which flow --profile records (default durable)")
     args = parser.parse_args(argv)
