@@ -48,7 +48,7 @@ from nats.js.errors import BucketNotFoundError
 from nats.js.object_store import ObjectStore
 from nats.protocol import command as _nats_command
 from opentelemetry import trace
-from opentelemetry.trace import Status, StatusCode
+from opentelemetry.trace import INVALID_SPAN, Status, StatusCode
 
 from tandem.messages import ErrorReply, Message, decoder, encode, new_id
 
@@ -258,7 +258,10 @@ class _Client(Client):
         self._pending_data_size += len(cmd)
         if self._max_pending_size > 0 and self._pending_data_size > self._max_pending_size:
             await self._flush_pending(force_flush=True)  # nats-py: "Only flush force timeout on publish"
-        if self._flush_queue is not None and self._flush_queue.empty():
+        flush_queue = self._flush_queue
+        # Queue.empty() (a Python call per message), read directly from nats-py's plain asyncio.Queue
+        if flush_queue is not None and (not flush_queue._queue  # type: ignore[attr-defined]
+                                        if type(flush_queue) is asyncio.Queue else flush_queue.empty()):
             await self._flush_pending()
 
 
@@ -1031,7 +1034,7 @@ class Bus:
                                                  conversation_id=message.conversation_id, body_size=len(payload)),
                           provider=self.tracer_provider)
         with span:
-            headers = inject_span(span, {})  # the process span is the send span's child
+            headers = {} if span is INVALID_SPAN else inject_span(span, {})  # the process span is the send span's child
             if deadline is not None:
                 headers[DEADLINE_HEADER] = f"{deadline:.3f}"
             headers[HEARTBEAT_HEADER] = "1"
@@ -1143,7 +1146,10 @@ class Bus:
         data = encode(reply)
         hdrs = dict(headers) if headers else {}
         # the reply carries the span that answered (process)
-        inject_span(trace.get_current_span() if span is None else span, hdrs)
+        if span is None:
+            span = trace.get_current_span()
+        if span is not INVALID_SPAN:  # tracing off and no incoming trace: nothing to write
+            inject_span(span, hdrs)
         try:
             body = data if self._fits(len(data), hdrs) else (await self._outgoing(data, hdrs))[0]
         except BusError as exc:

@@ -844,7 +844,7 @@ def start_send(hop: HopAttributes, attributes: Attributes, *, provider: Any | No
         if provider is None:
             provider = getattr(trace, "_TRACER_PROVIDER", None) or (
                 _no_env_provider[0] if _no_env_provider else _default_provider())
-        if _tracing_off(provider):
+        if _sdk_cache[2] if _sdk_cache[0] is provider else _tracing_off(provider):  # the cache read inline
             return INVALID_SPAN  # as _start: nothing to record, nothing to pass on
         return _start(hop.name, SEND, attributes, None, provider, record_exception=True)
     if type(current) is _LeanSpan:  # inside a recorded hop: its ids, without its SpanContext
@@ -899,8 +899,9 @@ def start_process_from(hop: HopAttributes, attributes: Attributes, headers: Mapp
     if provider is None:
         provider = getattr(trace, "_TRACER_PROVIDER", None) or (
             _no_env_provider[0] if _no_env_provider else _default_provider())
+    off = _sdk_cache[2] if _sdk_cache[0] is provider else _tracing_off(provider)  # the cache read inline
     if not headers:
-        if _tracing_off(provider):
+        if off:
             return INVALID_SPAN  # tracing off and no context comes in: nothing to record, nothing to pass on
         return start_process(hop, attributes, None, provider=provider)
     textmap = propagate._HTTP_TEXT_FORMAT if _TEXTMAP_GLOBAL else propagate.get_global_textmap()
@@ -908,7 +909,7 @@ def start_process_from(hop: HopAttributes, attributes: Attributes, headers: Mapp
         value = headers.get(TRACEPARENT)
         sdk = _sdk(provider)
         if value is None:  # no context comes in (the W3C propagator reads nothing without traceparent)
-            if sdk is None and _tracing_off(provider):
+            if off:
                 return INVALID_SPAN  # tracing off: nothing to record, nothing to pass on
             return start_process(hop, attributes, None, provider=provider)
         match = _TRACEPARENT.fullmatch(value)
@@ -933,7 +934,7 @@ def start_process_from(hop: HopAttributes, attributes: Attributes, headers: Mapp
                     return span
             parent = SpanContext(trace_id, parent_id, is_remote=True, trace_flags=flags, trace_state=trace_state)
             return start_process(hop, attributes, parent, provider=provider)
-    elif _tracing_off(provider):
+    elif off:
         fields = _fields_cache[1] if _fields_cache[0] is textmap else _fields(textmap)
         if fields is not None and fields.isdisjoint(headers):
             return INVALID_SPAN  # e.g. the default composite propagator, tracing off, no context comes in
