@@ -29,15 +29,17 @@ async def test_each_request_times_out_at_its_own_timeout_in_order(bus: Bus) -> N
     ended: list[float] = []
 
     async def ask(timeout: float) -> None:
+        began = anyio.current_time()
         with pytest.raises(RequestTimeout):
             await bus.request("test.hop.silent", Ask(), Told, timeout=timeout)
+        assert anyio.current_time() - began >= timeout  # never woken for good before its time
         ended.append(timeout)
 
     async with anyio.create_task_group() as tg:
-        for timeout in (0.9, 0.3, 0.6):  # a later request with an earlier timeout moves the one timer sooner
+        for timeout in (1.2, 0.2, 0.7):  # a later request with an earlier timeout moves the one timer sooner
             tg.start_soon(ask, timeout)
             await anyio.sleep(0.01)
-    assert ended == [0.3, 0.6, 0.9]
+    assert ended == [0.2, 0.7, 1.2]
     assert not bus._pending
     await sub.unsubscribe()
 
