@@ -342,9 +342,13 @@ def _residue(s: str, start: int, end: int, toks: list[Token]) -> str:
 def residue_words(s: str, start: int, end: int, toks: list[Token]) -> list[str]:
     """Words of ``s[start:end]`` that no token and no filler explains."""
     r = _uncovered(s, start, end, toks)
-    if _WORDCH.search(r) is None:
-        return []  # no word character (the mask is none): no word, fillers or not
-    r = _unfilled_words(r)
+    if not r or r.isspace():
+        return []  # (the common case without a word, told without a regex call)
+    # without a word character the fillers change nothing that the word search finds (none)
+    if _LATIN.search(r) is not None:
+        r = (_FILL_EN or _fillers()[0]).sub(" ", r)
+    if not r.isascii():
+        r = (_FILL_JA or _fillers()[1]).sub(" ", r)
     return _WORD_RE.findall(r.replace(MASK, " ") if MASK in r else r)
 
 

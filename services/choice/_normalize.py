@@ -20,7 +20,7 @@ _HAS_CIRCLED: Final = re.compile("[" + "".join(map(chr, sorted(_CIRCLED))) + "]"
 
 def prep(text: str) -> str:
     """NFKC, extra circled digits, collapsed whitespace (case kept)."""
-    if _HAS_CIRCLED.search(text) is not None:
+    if not text.isascii() and _HAS_CIRCLED.search(text) is not None:  # (every listed character is non-ASCII)
         text = text.translate(_CIRCLED)
     t = unicodedata.normalize("NFKC", text)
     return " ".join(t.split())
