@@ -77,8 +77,8 @@ from tandem.messages import (
 )
 from tandem.messages.control import CancelWork
 from tandem.services.approval import Approval, approve_plan
-from tandem.services.bus import Bus, deadline_scope, extract_context, messaging_attributes
-from tandem.services.bus._tracing import PROCESS, tracer as bus_tracer
+from tandem.services.bus import Bus, deadline_scope
+from tandem.services.bus._tracing import HopAttributes, activate, deactivate, start_process_from
 from tandem.services.config import Config, TaskLoopConfig
 from tandem.services.tasks import Inbox, open_object_store
 from tandem.services.errors import BadRequest, BusError, RemoteError, RequestTimeout, TandemError
@@ -432,6 +432,7 @@ class TaskActor(Actor):
         # task id -> where its checkpoints go (one subscription for every task this replica runs: _on_checkpoint)
         self._followers: dict[str, _Follower] = {}
         self._beats: list[_Beat] = []  # the deliveries running here (_keep_alive)
+        self._submit_hop: HopAttributes | None = None  # the process span's name and attributes (_deliver)
 
     def endpoints(self) -> list[Endpoint]:
         return [
@@ -763,16 +764,23 @@ class TaskActor(Actor):
             tg.start_soon(self._deliver, msgs[0], slots)
 
     async def _deliver(self, msg: Msg, slots: anyio.Semaphore) -> None:
-        """Run one delivery of a submission; ack once the task has ended (or was dead-lettered)."""
-        ctx, links = extract_context(msg.headers)
+        """Run one delivery of a submission; ack once the task has ended (or was dead-lettered).
+
+        Its ``process`` span is a hop's (:func:`~tandem.services.bus._tracing.start_process_from`, the
+        endpoints' path: parented on the submitter's context, attributes built once per actor), and a
+        failed delivery records its error on it.
+        """
         attempt = msg.metadata.num_delivered if msg.metadata else 1
+        hop = self._submit_hop
+        if hop is None:
+            hop = self._submit_hop = HopAttributes("process", subjects.TASK_SUBMIT,
+                                                   consumer_group=subjects.TASK_CONSUMER, actor=self.name)
+        headers = msg.headers
+        span = start_process_from(hop, lambda: hop.build(subject=msg.subject, message_id=headers.get(
+            "Nats-Msg-Id", "") if headers else ""), headers, provider=self.bus.tracer_provider)
         try:
-            with bus_tracer.start_as_current_span(
-                f"process {subjects.TASK_SUBMIT}", context=ctx, kind=PROCESS, links=links,
-                attributes=messaging_attributes("process", msg.subject, message_id=msg.headers.get("Nats-Msg-Id", "")
-                                                if msg.headers else "", consumer_group=subjects.TASK_CONSUMER,
-                                                actor=self.name),
-            ):
+            token = activate(span)
+            try:
                 submit: TaskSubmit | None = None
                 try:
                     submit = _submit_decoder.decode(msg.data)
@@ -792,6 +800,13 @@ class TaskActor(Actor):
                         self._beats.remove(beat)
                     if beat.failed is not None:
                         raise beat.failed
+            except Exception as exc:
+                span.record_exception(exc)
+                span.set_status(Status(StatusCode.ERROR, f"{type(exc).__name__}: {exc}"))
+                raise
+            finally:
+                deactivate(token)
+                span.end()
             await msg.ack()
         except Exception:
             # not acked: JetStream redelivers after ack_wait, and the last delivery dead-letters it

@@ -191,3 +191,11 @@ async def test_steps_announced_from_a_checkpoint_are_traced_under_the_task(
     assert len(steps) == 4
     assert {s.context.trace_id for s in steps} == {task.context.trace_id}
     assert all(s.parent is not None and s.parent.span_id == task.context.span_id for s in steps)
+    # the task's span hangs under the delivery's process span, which hangs under the client's send span
+    delivery = next(s for s in finished if s.name == "process tandem.task.submit"
+                    and s.attributes.get("messaging.consumer.group.name") == subjects.TASK_CONSUMER)
+    sent = next(s for s in finished if s.name == "send tandem.task.submit")
+    assert task.parent is not None and task.parent.span_id == delivery.context.span_id
+    assert delivery.parent is not None and delivery.parent.span_id == sent.context.span_id
+    assert delivery.kind.name == "CONSUMER" and delivery.attributes["messaging.message.id"] == final.task_id
+    assert delivery.status.status_code.name == "UNSET"
