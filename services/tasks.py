@@ -54,8 +54,8 @@ from tandem.messages import (
 from tandem.messages.task import TASK_ID_PATTERN
 
 from .approval import Approver
-from .bus import Bus, inject_headers
-from .bus._tracing import SEND, messaging_attributes, tracer
+from .bus import Bus
+from .bus._tracing import HopAttributes, inject_span, start_send, tracer
 from .errors import BusError, NoResponders, RemoteError, RequestTimeout, TandemError
 
 __all__ = ["Approver", "Inbox", "QueueFull", "SubmissionTooLarge", "TaskClient", "TaskEvents", "open_object_store"]
@@ -104,6 +104,9 @@ class QueueFull(TandemError):
 
     code = "queue_full"
 
+
+_SUBMIT_HOP = HopAttributes("send", subjects.TASK_SUBMIT)
+"""The name and fixed attributes of a submission's ``send`` span."""
 
 EVENT_BUFFER = 256
 """Events of one task :meth:`TaskClient.run` holds before its subscription waits (nats-py's pending limits then
@@ -324,14 +327,13 @@ class TaskClient:
         if len(payload) > self.max_submit_bytes:
             raise SubmissionTooLarge(f"task submission of {len(payload)} bytes exceeds {self.max_submit_bytes} "
                                      "(task.max_submit_bytes), even with large inputs in the object store")
-        with tracer.start_as_current_span(
-            f"send {subjects.TASK_SUBMIT}", kind=SEND,
-            attributes=messaging_attributes("send", subjects.TASK_SUBMIT, message_id=submit.task_id,
-                                            correlation_id=submit.task_id, conversation_id=submit.conversation_id,
-                                            body_size=len(payload)),
-        ):
+        # a hop's send span (the bus's path: name and fixed attributes built once), not made current: nothing
+        # but the publish runs under it
+        span = start_send(_SUBMIT_HOP, _SUBMIT_HOP.build(message_id=submit.task_id, correlation_id=submit.task_id,
+                                                         conversation_id=submit.conversation_id, body_size=len(payload)))
+        with span:
             # the span's own context goes into the headers: the task's spans hang under it
-            headers = inject_headers({"Nats-Msg-Id": submit.task_id})
+            headers = inject_span(span, {"Nats-Msg-Id": submit.task_id})
             try:
                 await self.bus.jetstream.publish(subjects.TASK_SUBMIT, payload, headers=headers, timeout=self.timeout)
             except nats.errors.NoRespondersError as exc:

@@ -199,3 +199,7 @@ async def test_steps_announced_from_a_checkpoint_are_traced_under_the_task(
     assert delivery.parent is not None and delivery.parent.span_id == sent.context.span_id
     assert delivery.kind.name == "CONSUMER" and delivery.attributes["messaging.message.id"] == final.task_id
     assert delivery.status.status_code.name == "UNSET"
+    client = next(s for s in finished if s.name == "invoke_agent task" and s.kind.name == "CLIENT")
+    assert sent.kind.name == "PRODUCER" and sent.parent is not None and sent.parent.span_id == client.context.span_id
+    assert sent.attributes["messaging.message.id"] == final.task_id
+    assert sent.attributes["messaging.message.body.size"] > 0
