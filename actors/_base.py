@@ -44,7 +44,6 @@ import logging
 import math
 import os
 import re
-import time
 from collections import deque
 from collections.abc import Awaitable, Callable
 from contextlib import AsyncExitStack
@@ -72,10 +71,11 @@ from tandem.services.bus import (
     STATUS_HEADER,
     Bus,
     deadline_from_headers,
+    remaining,
     truncate_text,
 )
 from tandem.services.bus._deadline import DEADLINE_HEADER, enter_deadline, exit_deadline
-from tandem.services.bus._deadline import _deadline as _deadline_var
+from tandem.services.bus._nats import loop_clock
 from tandem.services.bus._tracing import HopAttributes, _Forwarded, activate, deactivate, start_process_from
 from tandem.services.errors import BadRequest, BusClosed, CancelledWork, DeadlineExceeded, RequestTimeout, TandemError
 from tandem.services.schema import schema_hash
@@ -375,7 +375,7 @@ class Actor:
         mailbox = _Mailbox(self.backlog)
         self._new_scope = type(anyio.CancelScope())
         self._event_loop = asyncio.get_running_loop()  # nats-py runs on asyncio only
-        self._clock = _loop_clock(self._event_loop)
+        self._clock = loop_clock(self._event_loop)
         self._endpoints = endpoints
         self._stats = {ep.subject: _EndpointStats() for ep in endpoints}
         self._started_at = datetime.now(UTC)
@@ -522,10 +522,9 @@ class Actor:
         :meth:`_dispatcher`'s callback, which waits for room (backpressure).
         """
         waiting = self._waiting
-        now = _loop_clock(asyncio.get_running_loop())
+        now = loop_clock(asyncio.get_running_loop())
         put_nowait = mailbox.put_nowait
         room = mailbox.room
-        idle = mailbox.idle
         observe = ep.observe
 
         def direct(msg: Msg) -> bool:
@@ -533,14 +532,8 @@ class Actor:
                 return False
             if observe:
                 msg.reply = ""  # the reply subject is not ours to answer (a stream's acknowledgement)
-            while idle:  # put_nowait's hand-over to an idle worker, inline
-                waiter = idle.popleft()
-                if not waiter.done():  # a worker cancelled while waiting leaves a cancelled future
-                    waiter.set_result((msg, ep))
-                    break
-            else:
-                if not put_nowait((msg, ep)):
-                    return False
+            if not put_nowait((msg, ep)):
+                return False
             if msg.reply and msg.headers and HEARTBEAT_HEADER in msg.headers:
                 waiting[msg.reply] = now()
             return True
@@ -681,8 +674,8 @@ class Actor:
         inflight = self._inflight
         cid: str | None = None
         try:
-            deadline_at = _deadline_var.get()  # remaining(ep.timeout), inline
-            budget = ep.timeout if deadline_at is None else min(ep.timeout, deadline_at - time.time())
+            budget = remaining(ep.timeout)
+            assert budget is not None  # an endpoint's timeout is a number
             work.by_deadline = budget < ep.timeout
             if msg.reply:  # requests only: one-way events, the cancel itself among them, are not cancellable
                 cid = request.correlation_id
@@ -816,13 +809,6 @@ class Actor:
             code=code, message=truncate_text(text, MAX_ERROR_CHARS), path=path if isinstance(path, str) else None,
             correlation_id=request.correlation_id, conversation_id=request.conversation_id,
         )
-
-
-def _loop_clock(loop: asyncio.AbstractEventLoop) -> Callable[[], float]:
-    """``loop.time``, or ``time.monotonic`` itself where that is all ``loop.time`` calls (asyncio's own loops)."""
-    if type(loop).time is asyncio.BaseEventLoop.time:
-        return time.monotonic
-    return loop.time
 
 
 def _done(msg: Msg) -> dict[str, str] | None:

@@ -65,8 +65,7 @@ from ..errors import (
     ReplicaLost,
     RequestTimeout,
 )
-from ._deadline import DEADLINE_HEADER
-from ._deadline import _deadline as _deadline_var
+from ._deadline import DEADLINE_HEADER, current_deadline, remaining
 from ._kv import HealingKeyValue, is_stream_lost
 from ._limits import truncate_text, validate_subject
 from ._protocol import (
@@ -142,6 +141,11 @@ def _reply_decoder(reply_type: Any) -> msgspec.json.Decoder[Any]:
 
 _BASE_LOOP_TIME = asyncio.BaseEventLoop.time
 """asyncio's ``loop.time``: ``time.monotonic()`` and nothing else."""
+
+
+def loop_clock(loop: asyncio.AbstractEventLoop) -> Callable[[], float]:
+    """``loop.time`` (``anyio.current_time()`` on asyncio), or ``time.monotonic`` itself where that is all it calls."""
+    return time.monotonic if type(loop).time is _BASE_LOOP_TIME else loop.time
 
 
 def _headers_size(headers: Mapping[str, str] | None) -> int:
@@ -916,8 +920,7 @@ class Bus:
         prefix = self._inbox_prefix if self._inbox_prefix is not None else await self._ensure_inbox()
         token = str(next(self._tokens))
         loop = asyncio.get_running_loop()
-        # loop.time() (anyio.current_time() on asyncio), or time.monotonic where that is all it calls
-        clock = time.monotonic if type(loop).time is _BASE_LOOP_TIME else loop.time
+        clock = loop_clock(loop)
         pending = self._pending[token] = _Pending(clock(), subject)
         try:
             await self.nc.publish(subject, body, reply=prefix + token, headers=headers)
@@ -1024,8 +1027,9 @@ class Bus:
             When the reply does not decode as ``reply_type``, or NATS fails.
         """
         _valid_subject(subject)
-        deadline = _deadline_var.get()  # current_deadline() and remaining(timeout), inline
-        wait = timeout if deadline is None else min(timeout, deadline - time.time())
+        deadline = current_deadline()
+        wait = remaining(timeout)
+        assert wait is not None  # timeout is a number
         if deadline is not None and wait <= 0:
             raise DeadlineExceeded(f"deadline passed before the request to {subject}", step=subject)
         payload = encode(message)
