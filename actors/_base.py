@@ -204,32 +204,82 @@ class _Mailbox:
     """The actor's bounded mailbox: NATS callbacks put messages, ``concurrency`` workers get them.
 
     A message goes straight to a worker waiting for one (one future resolved: no memory
-    stream, whose ``receive`` costs a checkpoint and an ``Event`` per message); otherwise
-    it waits in a deque of at most ``backlog`` messages; when that is full as well, the
-    callback waits for room (backpressure into the subscription's pending queue).
+    stream, whose ``receive`` costs a checkpoint and an ``Event`` per message), but only one
+    worker is woken at a time: while it has not run yet, further messages (the rest of the
+    burst nats-py read from the socket) queue behind it, and the worker that finishes a
+    handler takes the next queued message itself, without suspending. A worker wake-up is
+    an event-loop step (a ``call_soon`` handle, the task's ``__wakeup`` and ``__step``, its
+    coroutine chain resumed), about as much as a raw nats-py responder's whole hop; raw
+    nats-py serves a burst in one task, so the actor does too. When a handler suspends, the
+    messages still queued behind it are not left waiting for it: a spill (one ``call_soon``
+    per burst, :meth:`_spill`) that runs after the woken worker's step hands each of them
+    to an idle worker. The concurrency bound is the workers' count as before.
+
+    Messages queued while idle workers could take them are owed a worker, so they do not
+    count against the ``backlog``: as before, ``concurrency + backlog`` messages are
+    accepted (running or queued) before a callback waits for room (backpressure into the
+    subscription's pending queue).
     """
 
-    __slots__ = ("backlog", "closed", "idle", "items", "room")
+    __slots__ = ("backlog", "closed", "idle", "items", "loop", "room", "spill_armed", "waking")
 
-    def __init__(self, backlog: int) -> None:
+    def __init__(self, backlog: int, loop: asyncio.AbstractEventLoop) -> None:
         self.backlog = backlog
+        self.loop = loop
         self.items: deque[tuple[Msg, Endpoint]] = deque()
         self.idle: deque[asyncio.Future[tuple[Msg, Endpoint]]] = deque()  # workers waiting for a message
         self.room: deque[asyncio.Future[None]] = deque()  # callbacks waiting for backlog space
         self.closed = False
+        self.waking = False  # a worker was handed a message and has not run yet
+        self.spill_armed = False  # a _spill is scheduled
 
     def put_nowait(self, item: tuple[Msg, Endpoint]) -> bool:
         """Give ``item`` to an idle worker or queue it; False when the backlog is full."""
         idle = self.idle
+        items = self.items
+        if self.waking:  # the woken worker, or the spill after it, takes this one
+            if len(items) >= self.backlog + len(idle):
+                return False
+            items.append(item)
+            if idle and not self.spill_armed:
+                self.spill_armed = True
+                self.loop.call_soon(self._spill)
+            return True
         while idle:
             waiter = idle.popleft()
             if not waiter.done():  # a worker cancelled while waiting leaves a cancelled future
                 waiter.set_result(item)
+                self.waking = True
                 return True
-        if len(self.items) < self.backlog:
-            self.items.append(item)
+        if len(items) < self.backlog:
+            items.append(item)
             return True
         return False
+
+    def _spill(self) -> None:
+        """After the woken worker's step: hand what is still queued to idle workers, one message each.
+
+        Messages are still queued then only when the worker that would have taken them is
+        suspended in a handler: handlers of this kind wait on something, so every queued
+        message gets a worker of its own, as each would without the hand-over (an event-loop
+        step later).
+        """
+        self.spill_armed = False
+        items, idle = self.items, self.idle
+        while items and idle:
+            waiter = idle.popleft()
+            if not waiter.done():
+                waiter.set_result(items.popleft())
+                self._let_one_in()
+
+    def _let_one_in(self) -> None:
+        """Room in the backlog (or, backlog 0, a worker): one callback waiting for room may go on."""
+        room = self.room
+        while room:
+            waiter = room.popleft()
+            if not waiter.done():
+                waiter.set_result(None)
+                return
 
     async def put(self, item: tuple[Msg, Endpoint]) -> None:
         """Put ``item``, waiting for room in the backlog.
@@ -242,26 +292,27 @@ class _Mailbox:
         while not self.put_nowait(item):
             if self.closed:
                 raise anyio.ClosedResourceError
-            waiter = asyncio.get_running_loop().create_future()
+            waiter = self.loop.create_future()
             self.room.append(waiter)
             await waiter
 
     async def get(self) -> tuple[Msg, Endpoint]:
         """Take the oldest queued message, or wait for the next one."""
         items = self.items
-        item = items.popleft() if items else None
-        # room in the backlog, or (backlog 0) an idle worker: one waiting callback may go on
-        room = self.room
-        while room:
-            waiter = room.popleft()
-            if not waiter.done():
-                waiter.set_result(None)
-                break
-        if item is not None:
+        if self.room:
+            self._let_one_in()
+        if items:
+            item = items.popleft()
+            if items and self.idle and not self.spill_armed:  # if this handler suspends, others take the rest
+                self.spill_armed = True
+                self.loop.call_soon(self._spill)
             return item
-        idle = asyncio.get_running_loop().create_future()
+        idle = self.loop.create_future()
         self.idle.append(idle)
-        return await idle
+        try:
+            return await idle
+        finally:
+            self.waking = False
 
     def close(self) -> None:
         """Refuse further messages: callbacks waiting for room raise ``ClosedResourceError``."""
@@ -372,9 +423,9 @@ class Actor:
         # queues it in a bounded backlog; when the backlog is full too the message goes to
         # the subscription's callback, which waits for room (backpressure into the
         # subscription's pending queue).
-        mailbox = _Mailbox(self.backlog)
-        self._new_scope = type(anyio.CancelScope())
         self._event_loop = asyncio.get_running_loop()  # nats-py runs on asyncio only
+        mailbox = _Mailbox(self.backlog, self._event_loop)
+        self._new_scope = type(anyio.CancelScope())
         self._clock = loop_clock(self._event_loop)
         self._endpoints = endpoints
         self._stats = {ep.subject: _EndpointStats() for ep in endpoints}
