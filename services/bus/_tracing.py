@@ -6,7 +6,8 @@
   also linked to it: the conventions link a process span to its producer only when it
   is not parented on it, :data:`LINK_PARENT`);
 * replies carry the ``process`` span's context (``traceparent``), so a caller
-  can tell which span answered.
+  can tell which span answered; a hop that records nothing (not sampled, or tracing
+  off here) has no span that answered, and its reply carries no ``traceparent``.
 
 Reply subjects (``_INBOX.*``) are temporary and never used as span names.
 
@@ -53,7 +54,7 @@ import re
 from collections.abc import Callable, Mapping, MutableMapping
 from contextvars import ContextVar
 from time import time_ns as _time_ns
-from types import TracebackType
+from types import SimpleNamespace, TracebackType
 from typing import Any
 
 from opentelemetry import context as otel_context
@@ -107,6 +108,8 @@ PROCESS = SpanKind.CONSUMER
 TRACEPARENT = "traceparent"
 TRACESTATE = "tracestate"
 _TRACEPARENT = re.compile(r"00-([0-9a-f]{32})-([0-9a-f]{16})-([0-9a-f]{2})")
+_HOP_TRACEPARENT = re.compile(r"00-(?!0{32})([0-9a-f]{32})-(?!0{16})([0-9a-f]{16})-(?:(00)|([0-9a-f]{2}))")
+"""A valid version-00 ``traceparent`` (ids not all zero) in one match: ``lastindex`` 3 when it is not sampled (``-00``)."""
 _ZERO_TRACE = "0" * 32
 _ZERO_SPAN = "0" * 16
 _UNSET = Status(StatusCode.UNSET)
@@ -445,9 +448,22 @@ class _LeanSpan(trace.Span):
 
     def __exit__(self, exc_type: type[BaseException] | None, exc_val: BaseException | None,
                  exc_tb: TracebackType | None) -> None:
-        if exc_val is not None and self._end_time is None and self._record_exception:  # the SDK's __exit__
+        if self._end_time is not None:
+            return
+        if exc_val is not None and self._record_exception:  # the SDK's __exit__
             self.record_exception(exception=exc_val, escaped=True)
             self.set_status(Status(StatusCode.ERROR, f"{type(exc_val).__name__}: {exc_val}"))
+        # end(), inline (one call less per hop): the same steps
+        self._end_time = _time_ns()
+        attributes = self._attributes
+        if type(attributes) is not dict:
+            attributes._immutable = True
+        hop = self._hop
+        if getattr(hop.processor, "_span_processors", None) is hop._processors and hop.queues is not None:
+            for queue in hop.queues:
+                queue(self)
+            return
+        self._end_time = None
         self.end()
 
     def end(self, end_time: int | None = None) -> None:
@@ -487,10 +503,34 @@ class _LeanSpan(trace.Span):
 class _Sdk:
     """What the hop path needs from an SDK tracer, looked up once per provider."""
 
-    __slots__ = ("_processors", "decide", "drops_unsampled_local", "drops_unsampled_remote", "enabled", "enders",
-                 "ending", "id_generator", "instrumentation_info",
-                 "instrumentation_scope", "limits", "lock", "on_start", "processor", "provider", "queues", "resource",
-                 "sampler", "span_ids", "trace_ids", "tracer")
+    __slots__ = (
+        "_processors",
+        "config",
+        "decide",
+        "drops_unsampled_local",
+        "drops_unsampled_remote",
+        "enabled",
+        "enders",
+        "ending",
+        "id_generator",
+        "instrumentation_info",
+        "instrumentation_scope",
+        "limits",
+        "lock",
+        "on_start",
+        "processor",
+        "provider",
+        "queues",
+        "remote_sampled_bound",
+        "remote_sampled_mask",
+        "resource",
+        "root_bound",
+        "root_mask",
+        "sampler",
+        "span_ids",
+        "trace_ids",
+        "tracer",
+    )
 
     def __init__(self, provider: sdk_trace.TracerProvider) -> None:
         import threading
@@ -519,6 +559,15 @@ class _Sdk:
         # whether the tracer makes spans (its configurator may turn it off; older SDKs have no such check): the
         # tracer's own check, called per span, or one that always says yes
         self.enabled: Callable[[], bool] = getattr(t, "_is_enabled", None) or _always
+        # the same check read inline on the hot paths (no call): ``config._tracer_config.is_enabled``, the
+        # tracer's own attribute (its configurator replaces it), or always yes on an SDK without one
+        self.config: Any = t if hasattr(getattr(t, "_tracer_config", None), "is_enabled") else _ENABLED
+        # a root's decision inline: sampled when ``trace_id & root_mask < root_bound`` (None: ask decide.root)
+        bits = getattr(self.decide, "root_bits", None)
+        self.root_mask, self.root_bound = bits if bits is not None else (0, None)
+        # and under a sampled remote parent (a traced hop's process span)
+        bits = getattr(self.decide, "remote_sampled_bits", None)
+        self.remote_sampled_mask, self.remote_sampled_bound = bits if bits is not None else (0, None)
         self.refresh()
 
     def refresh(self) -> None:
@@ -547,6 +596,10 @@ class _Sdk:
 
 def _always() -> bool:
     return True
+
+
+_ENABLED = SimpleNamespace(_tracer_config=SimpleNamespace(is_enabled=True))
+"""An always enabled tracer as the hop path reads it (``_tracer_config.is_enabled``): an SDK without tracer configs."""
 
 
 def _queue_of(processor: Any) -> Callable[[Any], None] | None:
@@ -595,6 +648,14 @@ def _decider(sampler: Any) -> Any:
             return lambda trace_id: trace_id & limit < bound
         return None
 
+    def bits(s: Any) -> tuple[int, int] | None:
+        """``(mask, bound)``: ``leaf(s)(trace_id) == (trace_id & mask < bound)``."""
+        if id(s) in static and type(s).should_sample is sampling.StaticSampler.should_sample:
+            return (0, 1) if static[id(s)] else (0, 0)
+        if type(s).should_sample is sampling.TraceIdRatioBased.should_sample:
+            return s.TRACE_ID_LIMIT, s.bound
+        return None
+
     if type(sampler).should_sample is sampling.ParentBased.should_sample:
         root = leaf(sampler._root)
         delegates = [leaf(getattr(sampler, name)) for name in (
@@ -620,6 +681,8 @@ def _decider(sampler: Any) -> Any:
 
         parent_based.by_flags = by_flags  # type: ignore[attr-defined]
         parent_based.root = root  # type: ignore[attr-defined]
+        parent_based.root_bits = bits(sampler._root)  # type: ignore[attr-defined]
+        parent_based.remote_sampled_bits = bits(sampler._remote_parent_sampled)  # type: ignore[attr-defined]
         return parent_based
     plain = leaf(sampler)
     if plain is None:
@@ -630,6 +693,7 @@ def _decider(sampler: Any) -> Any:
 
     decide.by_flags = lambda remote, sampled, trace_id: plain(trace_id)  # type: ignore[attr-defined]
     decide.root = plain  # type: ignore[attr-defined]
+    decide.root_bits = decide.remote_sampled_bits = bits(sampler)  # type: ignore[attr-defined]
     return decide
 
 
@@ -660,15 +724,26 @@ class _Forwarded(NonRecordingSpan):
     which the same sampler drops too), or a task's root that the head sampler did not pick.
     Writing it into headers copies the string: no ``SpanContext``, no formatting (an unsampled
     hop cost about 60k instructions per process in parsing, formatting and SDK objects).
+
+    A process span of this kind (``echo``) carries the caller's own context unchanged: a reply
+    would only send the caller its own ``traceparent`` back, so :func:`inject_span` writes
+    nothing for it (the requests and events sent under it are new ``_Forwarded`` spans, which
+    are written). The hop path makes these with :func:`_forwarded` (no ``__init__`` call).
     """
 
-    __slots__ = ("_remote", "traceparent", "tracestate")
+    __slots__ = ("_echo", "_remote", "traceparent", "tracestate")
 
-    def __init__(self, traceparent: str, tracestate: str | None, *, remote: bool) -> None:
+    _context: SpanContext | None = None  # made when someone asks for it
+
+    def __init__(self, traceparent: str, tracestate: str | None, *, remote: bool, echo: bool = False) -> None:
         self.traceparent = traceparent
         self.tracestate = tracestate
         self._remote = remote
-        self._context: SpanContext | None = None  # type: ignore[assignment]
+        self._echo = echo
+
+    def __exit__(self, exc_type: type[BaseException] | None, exc_val: BaseException | None,
+                 exc_tb: TracebackType | None) -> None:
+        return None  # nothing to end or record (trace.Span's __exit__ calls end(), which does nothing)
 
     def get_span_context(self) -> SpanContext:
         context = self._context
@@ -739,7 +814,9 @@ untraced or unsampled hop does not build a dict it throws away."""
 
 
 def _start(name: str, kind: SpanKind, attributes: Attributes, parent: SpanContext | None,
-           provider: Any | None, *, record_exception: bool, links: tuple[Link, ...] = ()) -> trace.Span:
+           provider: Any | None, *, record_exception: bool, links: tuple[Link, ...] = (),
+           trace_id: int | None = None) -> trace.Span:
+    """A hop's span under ``parent`` (None: a root, of trace ``trace_id`` when given, else a new one)."""
     if provider is None:
         provider = getattr(trace, "_TRACER_PROVIDER", None) or _default_provider()
     hop = _sdk(provider)
@@ -752,9 +829,12 @@ def _start(name: str, kind: SpanKind, attributes: Attributes, parent: SpanContex
         return provider.get_tracer("tandem.bus").start_span(name, context=ctx, kind=kind, attributes=attributes,
                                                             links=links, record_exception=record_exception,
                                                             set_status_on_exception=record_exception)
-    if not hop.enabled():
+    if not hop.config._tracer_config.is_enabled:
         return NonRecordingSpan(parent) if parent is not None else INVALID_SPAN
-    trace_id = parent.trace_id if parent is not None else hop.trace_ids() or hop.id_generator.generate_trace_id()
+    if parent is not None:
+        trace_id = parent.trace_id
+    elif trace_id is None:
+        trace_id = hop.trace_ids() or hop.id_generator.generate_trace_id()
     parent_ctx: Context | None = None
     decide = hop.decide
     if decide is not None and not links:
@@ -809,7 +889,7 @@ def _start_lean(sdk: _Sdk, name: str, kind: SpanKind, attributes: Attributes, tr
     its sampler is not a standard one, or when it does not sample this span (the general path
     makes the non-recording span). No parent ``SpanContext`` is made.
     """
-    if sdk.queues is None or not sdk.enabled() \
+    if sdk.queues is None or not sdk.config._tracer_config.is_enabled \
             or not sdk.decide.by_flags(remote, flags.sampled, trace_id):  # type: ignore[union-attr]
         return None
     if getattr(sdk.processor, "_span_processors", None) is not sdk._processors:  # refresh()'s test, inline
@@ -839,13 +919,40 @@ def start_send(hop: HopAttributes, attributes: Attributes, *, provider: Any | No
     provider : TracerProvider or None
         The global provider when None.
     """
-    current = current_span()
+    if _CURRENT is None:
+        current = trace.get_current_span()
+    else:  # current_span(), inline
+        current = _CURRENT.get().get(_SPAN_KEY)
+        if current is None or (type(current) is not _LeanSpan and type(current) is not _Forwarded
+                               and not isinstance(current, trace.Span)):
+            current = INVALID_SPAN
     if current is INVALID_SPAN:  # no trace to continue (a root, or tracing off)
         if provider is None:
             provider = getattr(trace, "_TRACER_PROVIDER", None) or (
                 _no_env_provider[0] if _no_env_provider else _default_provider())
-        if _sdk_cache[2] if _sdk_cache[0] is provider else _tracing_off(provider):  # the cache read inline
-            return INVALID_SPAN  # as _start: nothing to record, nothing to pass on
+        cache = _sdk_cache
+        if cache[0] is not provider:
+            _cache_provider(provider)
+        sdk = cache[1]
+        if sdk is None:
+            if cache[2]:
+                return INVALID_SPAN  # tracing off, as _start: nothing to record, nothing to pass on
+        elif sdk.root_bound is not None and sdk.config._tracer_config.is_enabled:  # _start's root, inline
+            trace_id = sdk.trace_ids() or sdk.id_generator.generate_trace_id()
+            if trace_id & sdk.root_mask >= sdk.root_bound:  # the head sampler did not pick it: its traceparent
+                span = _new(_Forwarded)
+                span.traceparent = "00-%032x-%016x-00" % (  # noqa: UP031
+                    trace_id, sdk.span_ids() or sdk.id_generator.generate_span_id())
+                span.tracestate = None
+                span._remote = span._echo = False
+                return span
+            if sdk.queues is not None and getattr(sdk.processor, "_span_processors", None) is sdk._processors:
+                if callable(attributes):
+                    attributes = attributes()
+                return _LeanSpan(hop.name, SEND, attributes, trace_id,
+                                 sdk.span_ids() or sdk.id_generator.generate_span_id(), 0, None, False, _NOT_SAMPLED,
+                                 None, sdk, True)
+            return _start(hop.name, SEND, attributes, None, provider, record_exception=True, trace_id=trace_id)
         return _start(hop.name, SEND, attributes, None, provider, record_exception=True)
     if type(current) is _LeanSpan:  # inside a recorded hop: its ids, without its SpanContext
         sdk = _sdk(getattr(trace, "_TRACER_PROVIDER", None) or _default_provider() if provider is None else provider)
@@ -855,7 +962,8 @@ def start_send(hop: HopAttributes, attributes: Attributes, *, provider: Any | No
             if span is not None:
                 return span
     elif type(current) is _Forwarded:  # inside a hop that records nothing
-        forwarded = _forward(current.traceparent, current.tracestate, provider, remote=current._remote)
+        forwarded = _forward(current.traceparent, current.tracestate, provider,
+                             remote=current._remote)  # type: ignore[attr-defined]
         if forwarded is not None:
             return forwarded
     parent = current.get_span_context()
@@ -869,12 +977,25 @@ def _forward(traceparent: str, tracestate: str | None, provider: Any | None, *, 
     hop = _sdk(provider)
     if hop is None:
         if _tracing_off(provider):  # tracing off here: the caller's context goes on unchanged
-            return _Forwarded(traceparent, tracestate, remote=remote)
+            return _forwarded(traceparent, tracestate, remote, False)
         return None
     if traceparent.endswith("-00") and (hop.drops_unsampled_remote if remote else hop.drops_unsampled_local) \
-            and hop.enabled():
-        return _Forwarded(traceparent, tracestate, remote=False)
+            and hop.config._tracer_config.is_enabled:
+        return _forwarded(traceparent, tracestate, False, False)
     return None
+
+
+_new = object.__new__
+
+
+def _forwarded(traceparent: str, tracestate: str | None, remote: bool, echo: bool) -> _Forwarded:
+    """``_Forwarded(traceparent, tracestate, remote=remote, echo=echo)`` without the ``__init__`` call."""
+    span = _new(_Forwarded)
+    span.traceparent = traceparent
+    span.tracestate = tracestate
+    span._remote = remote
+    span._echo = echo
+    return span
 
 
 def start_process(hop: HopAttributes, attributes: Attributes, parent: SpanContext | None, *,
@@ -899,7 +1020,10 @@ def start_process_from(hop: HopAttributes, attributes: Attributes, headers: Mapp
     if provider is None:
         provider = getattr(trace, "_TRACER_PROVIDER", None) or (
             _no_env_provider[0] if _no_env_provider else _default_provider())
-    off = _sdk_cache[2] if _sdk_cache[0] is provider else _tracing_off(provider)  # the cache read inline
+    cache = _sdk_cache  # _sdk and _tracing_off, read inline
+    if cache[0] is not provider:
+        _cache_provider(provider)
+    off = cache[2]
     if not headers:
         if off:
             return INVALID_SPAN  # tracing off and no context comes in: nothing to record, nothing to pass on
@@ -907,27 +1031,44 @@ def start_process_from(hop: HopAttributes, attributes: Attributes, headers: Mapp
     textmap = propagate._HTTP_TEXT_FORMAT if _TEXTMAP_GLOBAL else propagate.get_global_textmap()
     if type(textmap) is TraceContextTextMapPropagator:
         value = headers.get(TRACEPARENT)
-        sdk = _sdk(provider)
         if value is None:  # no context comes in (the W3C propagator reads nothing without traceparent)
             if off:
                 return INVALID_SPAN  # tracing off: nothing to record, nothing to pass on
             return start_process(hop, attributes, None, provider=provider)
-        match = _TRACEPARENT.fullmatch(value)
-        if match is not None:  # parsed once, as extract_span_context would
-            trace_hex, span_hex, flags_hex = match.groups()
-            if trace_hex == _ZERO_TRACE or span_hex == _ZERO_SPAN:
-                return start_process(hop, attributes, None, provider=provider)
-            state = headers.get(TRACESTATE)
+        match = _HOP_TRACEPARENT.fullmatch(value)
+        if match is not None:  # parsed once, as extract_span_context would (zero ids do not match)
+            sdk = cache[1]
             if sdk is None:
-                forwarded = _forward(value, state, provider, remote=True)
-                if forwarded is not None:
-                    return forwarded
-            elif value.endswith("-00") and sdk.drops_unsampled_remote and sdk.enabled():  # _forward's test, inline
-                return _Forwarded(value, state, remote=False)
+                if off:  # tracing off here: the caller's context goes on unchanged
+                    span = _new(_Forwarded)
+                    span.traceparent = value
+                    span.tracestate = headers.get(TRACESTATE)
+                    span._remote = True
+                    span._echo = True
+                    return span
+            elif match.lastindex == 3 and sdk.drops_unsampled_remote and sdk.config._tracer_config.is_enabled:
+                # not sampled, and a parent-based sampler drops its children: passed on as it came
+                span = _new(_Forwarded)
+                span.traceparent = value
+                span.tracestate = headers.get(TRACESTATE)
+                span._remote = False
+                span._echo = True
+                return span
+            trace_hex, span_hex, unsampled, flags_hex = match.groups()
             trace_id, parent_id = int(trace_hex, 16), int(span_hex, 16)
-            flags = _FLAGS.get(flags_hex) or TraceFlags(int(flags_hex, 16))
+            flags = _NOT_SAMPLED if unsampled else _FLAGS.get(flags_hex) or TraceFlags(int(flags_hex, 16))
+            state = headers.get(TRACESTATE)
             trace_state = TraceState.from_header([state]) if state else None
             if sdk is not None and not LINK_PARENT:
+                if flags is _SAMPLED and sdk.queues is not None and sdk.remote_sampled_bound is not None \
+                        and trace_id & sdk.remote_sampled_mask < sdk.remote_sampled_bound \
+                        and sdk.config._tracer_config.is_enabled \
+                        and getattr(sdk.processor, "_span_processors", None) is sdk._processors:  # _start_lean, inline
+                    if callable(attributes):
+                        attributes = attributes()
+                    return _LeanSpan(hop.name, PROCESS, attributes, trace_id,
+                                     sdk.span_ids() or sdk.id_generator.generate_span_id(), parent_id, None, True,
+                                     _SAMPLED, trace_state, sdk, False, trace_hex)
                 span = _start_lean(sdk, hop.name, PROCESS, attributes, trace_id, parent_id, True, flags, trace_state,
                                    trace_hex, record_exception=False)
                 if span is not None:
@@ -986,7 +1127,10 @@ def current_span() -> trace.Span:
     if var is None:
         return trace.get_current_span()
     span = var.get().get(_SPAN_KEY)
-    return span if span is not None and isinstance(span, trace.Span) else INVALID_SPAN
+    if span is None:
+        return INVALID_SPAN
+    # the hop path's own spans without isinstance (trace.Span is an ABC: a Python __instancecheck__)
+    return span if type(span) is _LeanSpan or type(span) is _Forwarded or isinstance(span, trace.Span) else INVALID_SPAN
 
 
 # --------------------------------------------------------------------------- propagation
@@ -1003,7 +1147,9 @@ _TEXTMAP_GLOBAL = hasattr(propagate, "_HTTP_TEXT_FORMAT")
 def inject_span(span: trace.Span, headers: MutableMapping[str, str]) -> MutableMapping[str, str]:
     """Write ``span``'s context into ``headers`` (``traceparent``/``tracestate``) and return them.
 
-    Nothing is written for an invalid context (tracing off and no incoming trace).
+    Nothing is written for an invalid context (tracing off and no incoming trace), nor for a
+    ``process`` span that records nothing and only carries the caller's context on (an unsampled
+    hop, or tracing off here): a reply would send the caller its own ``traceparent`` back.
     """
     if span is INVALID_SPAN:  # tracing off and no incoming trace: the common untraced case
         return headers
@@ -1019,7 +1165,9 @@ def inject_span(span: trace.Span, headers: MutableMapping[str, str]) -> MutableM
         if state:
             headers[TRACESTATE] = state.to_header()
         return headers
-    if kind is _Forwarded and fast:
+    if kind is _Forwarded and (fast or span._echo):  # type: ignore[attr-defined]
+        if span._echo:  # type: ignore[attr-defined]  # the caller's own context: nothing to tell it
+            return headers
         headers[TRACEPARENT] = span.traceparent  # type: ignore[attr-defined]
         if span.tracestate:  # type: ignore[attr-defined]
             headers[TRACESTATE] = span.tracestate  # type: ignore[attr-defined]

@@ -113,12 +113,8 @@ class _JsonLinesExporter(SpanExporter):
     def __init__(self, out: BinaryIO) -> None:
         self.out = out
 
-    @staticmethod
-    def encode_line(span: Any) -> bytes:
-        """``span`` (a ``ReadableSpan`` or a hop path span) as its JSON line (:func:`encode_spans`)."""
-        if getattr(type(span), "_is_hop_span", False) is True:  # _is_hop_span(span), inline
-            return b"".join(_hop_parts(span))
-        return _encoder.encode(_document(span)) + b"\n"
+    encode_line: Any
+    """``span`` as its JSON line: the module's :func:`encode_line` itself (set below, no wrapper call per span)."""
 
     def write_lines(self, lines: Sequence[bytes]) -> None:
         """Append ``lines`` (from :meth:`encode_line`) to the file in one write."""
@@ -284,7 +280,7 @@ def _iso_bytes(ns: int | None) -> bytes:
     if us >= 1_000_000:
         sec, us = sec + 1, us - 1_000_000
     second = _second_bytes[1] if _second_bytes[0] == sec else _iso_second(sec)
-    return b'%b.%06dZ"' % (second, us)  # noqa: UP031
+    return b'%b.%06dZ"' % (second, us)
 
 
 def _iso_second(sec: int) -> bytes:
@@ -297,6 +293,83 @@ def _iso_second(sec: int) -> bytes:
 def _is_hop_span(span: Any) -> bool:
     """Whether ``span`` is one of the hop path's own spans (``_LeanSpan``), not a ``ReadableSpan``."""
     return getattr(type(span), "_is_hop_span", False) is True
+
+
+_hop_heads: dict[str, tuple[Any, bytes, bytes, bytes]] = {}  # span name -> (kind, head, format, format of a root)
+_hop_tails: dict[int, tuple[Any, bytes]] = {}  # id(resource) -> (resource, the line's end without events or links)
+
+
+def _hop_head(name: str, kind: Any) -> tuple[Any, bytes, bytes, bytes]:
+    """The constant pieces of a hop span's line around its ids and times, for spans named ``name`` of ``kind``.
+
+    The head is ``{"name":<name>,"context":{"trace_id":"0x``; the format fills in the span id,
+    the parent id, and the start and end times (each as its second's text and microseconds)
+    of a span with no trace state and an unset status, up to ``"attributes":``; the root's
+    format is the same without the parent id (``null``).
+    """
+    if len(_hop_heads) > 4096:  # names with ids in them: keep the cache bounded
+        _hop_heads.clear()
+    head = b'{"name":' + _encoder.encode(name) + b',"context":{"trace_id":"0x'
+    ids = b'","span_id":"0x%016x","trace_state":"[]"},"kind":"' + _KIND_BYTES[kind._value_] + b'","parent_id":'
+    times = b',"start_time":%b.%06dZ","end_time":%b.%06dZ","status":' + _UNSET_STATUS + b',"attributes":'
+    entry = _hop_heads[name] = (kind, head, ids + b'"0x%016x"' + times, ids + b"null" + times)
+    return entry
+
+
+def _hop_tail(span: Any) -> bytes:
+    """The end of a hop span's line when it has no events and no links (its resource's, remembered)."""
+    res = span._hop.resource
+    cached = _hop_tails.get(id(res))
+    if cached is None or cached[0] is not res:  # holding the resource keeps its id from being reused
+        resource = _encoder.encode(_resource(span._readable()))
+        cached = _hop_tails[id(res)] = (res, b',"events":[],"links":[],"resource":' + resource + b"}\n")
+    return cached[1]
+
+
+def encode_line(span: Any) -> bytes:
+    """``span`` (a ``ReadableSpan`` or a hop path span) as its JSON line (:func:`encode_spans`).
+
+    A hop span's line is ``span._readable().to_json(indent=None)``'s document. The common one
+    (no trace state, unset status, no events or links) is joined from five pieces: the name's
+    head, the trace id, one format for the ids and times (:func:`_hop_head`), the attributes,
+    the resource's tail (:func:`_hop_tail`); any other goes piece by piece (:func:`_hop_parts`).
+    """
+    if getattr(type(span), "_is_hop_span", False) is not True:  # _is_hop_span(span), inline
+        return _encoder.encode(_document(span)) + b"\n"
+    if span._trace_state is None and span._status is span._unset_status and not span._events and not span._links:
+        name = span._name
+        head = _hop_heads.get(name)
+        kind = span._kind
+        if head is None or head[0] is not kind:
+            head = _hop_head(name, kind)
+        res = span._hop.resource
+        tail = _hop_tails.get(id(res))
+        tail = tail[1] if tail is not None and tail[0] is res else _hop_tail(span)
+        trace_hex = span._trace_hex  # the traceparent's text, when the hop wrote or read one
+        attributes = span._attributes
+        # the two timestamps as _iso_bytes writes them (inlined: two calls cost more than the arithmetic)
+        t = span._start_time / 1e9
+        sec = int(t)
+        us = round((t - sec) * 1e6)
+        if us >= 1_000_000:
+            sec, us = sec + 1, us - 1_000_000
+        started = _second_bytes[1] if _second_bytes[0] == sec else _iso_second(sec)
+        t = span._end_time / 1e9
+        sec = int(t)
+        us2 = round((t - sec) * 1e6)
+        if us2 >= 1_000_000:
+            sec, us2 = sec + 1, us2 - 1_000_000
+        ended = _second_bytes[1] if _second_bytes[0] == sec else _iso_second(sec)
+        parent_id = span._parent_id
+        return b"".join((
+            head[1],
+            trace_hex.encode() if trace_hex is not None else b"%032x" % span._trace_id,
+            head[2] % (span._span_id, parent_id, started, us, ended, us2) if parent_id
+            else head[3] % (span._span_id, started, us, ended, us2),
+            _encoder.encode(attributes if type(attributes) is dict else dict(attributes)),
+            tail,
+        ))
+    return b"".join(_hop_parts(span))
 
 
 def _hop_parts(span: Any) -> tuple[bytes, ...]:
@@ -325,20 +398,20 @@ def _hop_parts(span: Any) -> tuple[bytes, ...]:
     if us >= 1_000_000:
         sec, us = sec + 1, us - 1_000_000
     second = _second_bytes[1] if _second_bytes[0] == sec else _iso_second(sec)
-    started = b'%b.%06dZ"' % (second, us)  # noqa: UP031
+    started = b'%b.%06dZ"' % (second, us)
     t = end / 1e9
     sec = int(t)
     us = round((t - sec) * 1e6)
     if us >= 1_000_000:
         sec, us = sec + 1, us - 1_000_000
     second = _second_bytes[1] if _second_bytes[0] == sec else _iso_second(sec)
-    ended = b'%b.%06dZ"' % (second, us)  # noqa: UP031
+    ended = b'%b.%06dZ"' % (second, us)
     return (
         b'{"name":', name,
         b',"context":{"trace_id":"0x', trace_hex.encode() if trace_hex is not None else b"%032x" % span._trace_id,
         b'","span_id":"0x%016x","trace_state":' % span._span_id, _encoder.encode(repr(state)) if state else _NO_STATE,
         b'},"kind":"', _KIND_BYTES[span._kind._value_],
-        b'","parent_id":', b'"0x%016x"' % parent_id if parent_id else b"null",  # noqa: UP031
+        b'","parent_id":', b'"0x%016x"' % parent_id if parent_id else b"null",
         b',"start_time":', started, b',"end_time":', ended,
         b',"status":', _UNSET_STATUS if status is span._unset_status
         else _encoder.encode(_Status(status.status_code.name, status.description or None)),
@@ -352,8 +425,11 @@ def _hop_parts(span: Any) -> tuple[bytes, ...]:
 
 
 def _hop_line(span: Any) -> bytes:
-    """The JSON line of a hop path span (see :func:`_hop_parts`)."""
-    return b"".join(_hop_parts(span))
+    """The JSON line of a hop path span (see :func:`encode_line`)."""
+    return encode_line(span)
+
+
+_JsonLinesExporter.encode_line = staticmethod(encode_line)
 
 
 def encode_spans(spans: Sequence[ReadableSpan]) -> bytes:
@@ -375,7 +451,7 @@ def encode_spans(spans: Sequence[ReadableSpan]) -> bytes:
             if others:
                 parts.append(_encoder.encode_lines([_document(s) for s in others]))
                 others = []
-            parts += _hop_parts(span)
+            parts.append(encode_line(span))
         else:
             others.append(span)
     if others:

@@ -42,7 +42,8 @@ def test_an_unsampled_parent_is_forwarded_as_it_came() -> None:
     provider, exporter = _provider(S.ParentBasedTraceIdRatio(1.0))  # would record any root
     span = start_process_from(HOP, {}, _headers("00"), provider=provider)
     assert type(span) is _Forwarded and not span.is_recording()
-    assert inject_span(span, {}) == _headers("00")
+    assert span.traceparent == _headers("00")["traceparent"]  # as it came
+    assert inject_span(span, {}) == {}  # the reply: no span answered, nothing to tell the caller
     assert span.get_span_context() == SpanContext(int(TRACE, 16), int(PARENT, 16), is_remote=False,
                                                   trace_flags=TraceFlags(0))
     token = activate(span)
@@ -80,7 +81,12 @@ def test_tracing_off_passes_the_context_on_unchanged(flags: str) -> None:
     span = start_process_from(HOP, {}, _headers(flags), provider=NoOpTracerProvider())
     assert type(span) is _Forwarded
     assert span.get_span_context() == extract_span_context(_headers(flags))  # remote, flags as they came
-    assert inject_span(span, {}) == _headers(flags)
+    assert inject_span(span, {}) == {}  # the reply: the caller's own context, not sent back
+    token = activate(span)
+    try:  # what is sent under it carries the context on unchanged
+        assert inject_span(start_send(SEND, {}, provider=NoOpTracerProvider()), {}) == _headers(flags)
+    finally:
+        otel_context.detach(token)
 
 
 @pytest.mark.parametrize("value", [f"00-{'0' * 32}-{PARENT}-01", f"00-{TRACE}-{'0' * 16}-00", "garbage",
@@ -105,7 +111,13 @@ def test_a_root_the_head_sampler_did_not_pick_writes_its_traceparent_once() -> N
     assert ctx is not None and not ctx.trace_flags.sampled
     assert span.get_span_context().trace_id == ctx.trace_id and span.get_span_context().span_id == ctx.span_id
     # the next hop drops it too (parent-based), passing the same traceparent on
-    assert inject_span(start_process_from(HOP, {}, headers, provider=provider), {}) == headers
+    process = start_process_from(HOP, {}, headers, provider=provider)
+    assert type(process) is _Forwarded and process.traceparent == headers["traceparent"]
+    token = activate(process)
+    try:
+        assert inject_span(start_send(SEND, {}, provider=provider), {}) == headers
+    finally:
+        otel_context.detach(token)
     span.end()
     assert exporter.get_finished_spans() == ()
 
