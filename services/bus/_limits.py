@@ -14,7 +14,8 @@ import re
 
 from ..errors import InvalidName
 
-__all__ = ["MAX_KV_KEY_BYTES", "MAX_SUBJECT_BYTES", "truncate_text", "validate_kv_key", "validate_subject"]
+__all__ = ["MAX_KV_KEY_BYTES", "MAX_SUBJECT_BYTES", "truncate_text", "validate_kv_key", "validate_reply_subject",
+           "validate_subject"]
 
 MAX_SUBJECT_BYTES = 1024
 """Longest subject Tandem publishes to (a quarter of the server's default control line)."""
@@ -67,6 +68,41 @@ def validate_subject(subject: str, *, wildcards: bool = False) -> str:
         raise InvalidName(f"subject {subject[:80]!r} has an empty token", kind="subject")
     if not wildcards and any(t in ("*", ">") for t in tokens):
         raise InvalidName(f"subject {subject[:80]!r} contains a wildcard", kind="subject")
+    return subject
+
+
+_MAX_REPLY_PREFIXES = 1024
+_reply_prefixes: dict[str, None] = {}  # reply subjects' all-but-last tokens that are plain subjects
+
+
+def validate_reply_subject(subject: str) -> str:
+    """:func:`validate_subject` for a request's reply subject, with its inbox prefix checked once.
+
+    A requester's reply subjects differ only in their last token (``_INBOX.<id>.<n>``, nats-py's
+    ``_INBOX.<nuid>.<token>``): when the rest is a prefix already found plain (ASCII word
+    tokens) and the last token is ASCII letters and digits, the subject is plain and short
+    enough, which is what the first test of :func:`validate_subject` finds with a regex over
+    the whole subject (about 1 µs a reply). Anything else goes through
+    :func:`validate_subject` itself: the same subjects pass, with the same errors.
+
+    Raises
+    ------
+    InvalidName
+        As :func:`validate_subject`.
+
+    Examples
+    --------
+    >>> validate_reply_subject("_INBOX.abc.7")
+    '_INBOX.abc.7'
+    """
+    head, _, last = subject.rpartition(".")
+    if head in _reply_prefixes and last.isalnum() and last.isascii() and len(subject) <= MAX_SUBJECT_BYTES:
+        return subject
+    validate_subject(subject)
+    if head and _PLAIN_SUBJECT.fullmatch(head):
+        if len(_reply_prefixes) >= _MAX_REPLY_PREFIXES:
+            _reply_prefixes.clear()
+        _reply_prefixes[head] = None
     return subject
 
 
