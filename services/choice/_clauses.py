@@ -50,7 +50,10 @@ _PUNCT_ONLY: Final = re.compile(r"[,、;。.!:()\[\]「」『』—]+")
 _TWO_WORDCH: Final = re.compile(r"\w.*?\w", re.DOTALL)  # at least two word characters
 _PUNCT_SPACE: Final = " ,、;。.!:?\"'「」()[]…~〜-—"
 _WORD_RE: Final = re.compile(r"[a-z0-9_]+|[^\W\d_a-z]+")
-_WORDCH: Final = re.compile(r"\w")
+# characters that are never word characters (``\w``): ASCII punctuation, controls and spaces, the common Japanese
+# punctuation (NFKC turns the full-width forms into ASCII), the mask; a text of these only holds no word
+_NON_WORD: Final = "".join(ch for ch in map(chr, range(128)) if not (ch.isalnum() or ch == "_")) + (
+    "、。「」『』…〜・—–\u3000" + MASK)
 _OBJECT_GAP: Final = re.compile(r"\s*(?:は|を|も|だけ)?\s*")
 
 
@@ -301,20 +304,13 @@ def _uncovered(s: str, start: int, end: int, toks: list[Token]) -> str:
     return " ".join(parts)
 
 
-def _unfilled(r: str) -> str:
+def _unfilled_words(r: str) -> str:
     """``r`` with the fillers replaced by spaces.
 
     The English fillers are ASCII words (nothing to do without a Latin
     letter), the Japanese ones have no ASCII character (nothing to do in ASCII
     text).
     """
-    if _WORDCH.search(r) is None:
-        return r  # no word left: the fillers (replaced by spaces) cannot change what callers count
-    return _unfilled_words(r)
-
-
-def _unfilled_words(r: str) -> str:
-    """:func:`_unfilled` of a text known to hold a word character."""
     if _LATIN.search(r) is not None:
         r = (_FILL_EN or _fillers()[0]).sub(" ", r)
     if r.isascii():
@@ -334,30 +330,43 @@ def _fillers() -> tuple[re.Pattern[str], re.Pattern[str]]:
     return _FILL_EN, _FILL_JA
 
 
-def _residue(s: str, start: int, end: int, toks: list[Token]) -> str:
-    """The text of ``s[start:end]`` not covered by tokens, fillers removed."""
-    return _unfilled(_uncovered(s, start, end, toks))
-
-
 def residue_words(s: str, start: int, end: int, toks: list[Token]) -> list[str]:
     """Words of ``s[start:end]`` that no token and no filler explains."""
     r = _uncovered(s, start, end, toks)
-    if not r or r.isspace():
-        return []  # (the common case without a word, told without a regex call)
-    # without a word character the fillers change nothing that the word search finds (none)
+    if not r.strip(_NON_WORD):
+        return []  # no word character: no word, before the fillers or after (the common case, without a regex)
     if _LATIN.search(r) is not None:
         r = (_FILL_EN or _fillers()[0]).sub(" ", r)
     if not r.isascii():
         r = (_FILL_JA or _fillers()[1]).sub(" ", r)
+    if not r.strip(_NON_WORD):
+        return []  # the fillers took every word
     return _WORD_RE.findall(r.replace(MASK, " ") if MASK in r else r)
 
 
 def _two_words(s: str, c: Clause, toks: list[Token] | None = None) -> bool:
     """Whether at least two word characters of the clause are left unexplained."""
     r = _uncovered(s, c.start, c.end, c.toks if toks is None else toks)
-    if _TWO_WORDCH.search(r) is None:
+    if not _two_word_chars(r):
         return False  # removing fillers only removes word characters
-    return _TWO_WORDCH.search(_unfilled_words(r)) is not None  # two word characters: one at least
+    return _two_word_chars(_unfilled_words(r))
+
+
+def _two_word_chars(r: str) -> bool:
+    """Whether ``r`` holds at least two word characters (``\\w``).
+
+    Told without a regex call when ``r`` stripped of :data:`_NON_WORD` is
+    empty (none) or starts and ends with a word character (two, at its ends,
+    when it is longer than one); else the regex decides.
+    """
+    core = r.strip(_NON_WORD)
+    if not core:
+        return False
+    a = core[0]
+    b = core[-1]
+    if (a.isalnum() or a == "_") and (b.isalnum() or b == "_"):  # (``str.isalnum`` is the regex engine's \w)
+        return len(core) > 1
+    return _TWO_WORDCH.search(core) is not None
 
 
 def _scope(s: str, toks: list[Token], i: int, pre: bool) -> list[Token]:

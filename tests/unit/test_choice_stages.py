@@ -283,6 +283,18 @@ def test_rewritten_clause_regexes_match_as_written(text: str) -> None:
     assert (_TWO_WORDCH.search(text) is not None) == (len(re.findall(r"\w", text)) >= 2)
 
 
+@settings(max_examples=500, deadline=None)
+@given(st.text(alphabet=st.sampled_from(list(",、。 .!-_a1Zé二あ①→★\u3000\ue000\t")), max_size=8))
+def test_word_character_checks_without_a_regex(text: str) -> None:
+    """The clause stage tells "no word character" and "two word characters" without a regex when it can:
+    the same answers as ``\\w``."""
+    from tandem.services.choice._clauses import _NON_WORD, _two_word_chars
+
+    count = len(re.findall(r"\w", text))
+    assert _two_word_chars(text) == (count >= 2)
+    assert (not text.strip(_NON_WORD)) <= (count == 0)
+
+
 @settings(max_examples=300, deadline=None)
 @given(st.text(alphabet=st.sampled_from(list("abnoty '1,-#?はいや番目二、 A_")), max_size=16))
 def test_lexicon_candidates_are_where_the_guard_passes(text: str) -> None:
