@@ -499,15 +499,41 @@ class TaskClient:
             await self.bus.unsubscribe(sub)
             inbox.close()
 
-    async def wait(self, task_id: str, *, poll: float = 0.5) -> TaskState:
-        """Wait until ``task_id`` has ended; return its final state (result resolved)."""
+    async def wait(self, task_id: str, *, poll: float = 0.5, grace: float = 10.0) -> TaskState:
+        """Wait until ``task_id`` has ended; return its final state (result resolved).
+
+        Parameters
+        ----------
+        poll : float
+            Seconds between reads of the state when no event arrives (in case one was missed).
+        grace : float
+            Seconds a task may have no recorded state yet: a task just submitted is recorded
+            once a task actor takes it, so ``submit`` then ``wait`` does not fail meanwhile.
+
+        Raises
+        ------
+        RemoteError
+            ``not_found`` when no state of ``task_id`` appeared within ``grace``.
+        """
         async with self.follow(task_id) as events:
-            state = await self.get(task_id, resolve=False)
+            state = await self._recorded(task_id, events, poll, grace)
             while state.status not in TERMINAL:
                 event = await events.next(timeout=poll)  # an event, or a poll in case one was missed
                 if event is None or event.status in TERMINAL:
                     state = await self.get(task_id, resolve=False)
         return await self.get(task_id)
+
+    async def _recorded(self, task_id: str, events: Any, poll: float, grace: float) -> TaskState:
+        """The state of ``task_id``, waiting up to ``grace`` seconds for its first record."""
+        end = anyio.current_time() + grace
+        while True:
+            try:
+                return await self.get(task_id, resolve=False)
+            except RemoteError as exc:
+                left = end - anyio.current_time()
+                if exc.code != "not_found" or left <= 0:
+                    raise
+                await events.next(timeout=min(poll, left))  # its first event, or the next poll
 
     async def _move_large_inputs(self, submit: TaskSubmit) -> TaskSubmit:
         large = {fd: text for fd, text in submit.inputs.items() if len(text.encode()) > self.inline_input_bytes}

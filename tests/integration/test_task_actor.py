@@ -189,6 +189,18 @@ async def test_cancel_a_queued_task_and_a_finished_one(bus: Bus) -> None:
         assert missing.value.code == "not_found"
 
 
+async def test_wait_gives_a_new_task_time_to_be_recorded_but_not_an_unknown_one(bus: Bus) -> None:
+    async with tandem(bus, Provider()):
+        client = TaskClient(bus)
+        # wait straight after submit: the state is written once the task actor takes the task
+        for _ in range(5):
+            sent = await client.submit(TaskSubmit(task="convert", inputs={3: "# t\n"}, plan=BUILTIN))
+            assert (await client.wait(sent.task_id)).status == "succeeded"
+        with pytest.raises(RemoteError) as missing:
+            await client.wait("no-such-task", grace=0.3)
+        assert missing.value.code == "not_found"
+
+
 async def test_deadline_fails_the_task_naming_the_step(bus: Bus) -> None:
     provider = Provider(hang=True)
     async with tandem(bus, provider):
