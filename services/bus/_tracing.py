@@ -1040,20 +1040,10 @@ def start_process_from(hop: HopAttributes, attributes: Attributes, headers: Mapp
             sdk = cache[1]
             if sdk is None:
                 if off:  # tracing off here: the caller's context goes on unchanged
-                    span = _new(_Forwarded)
-                    span.traceparent = value
-                    span.tracestate = headers.get(TRACESTATE)
-                    span._remote = True
-                    span._echo = True
-                    return span
+                    return _forwarded(value, headers.get(TRACESTATE), True, True)
             elif match.lastindex == 3 and sdk.drops_unsampled_remote and sdk.config._tracer_config.is_enabled:
                 # not sampled, and a parent-based sampler drops its children: passed on as it came
-                span = _new(_Forwarded)
-                span.traceparent = value
-                span.tracestate = headers.get(TRACESTATE)
-                span._remote = False
-                span._echo = True
-                return span
+                return _forwarded(value, headers.get(TRACESTATE), False, True)
             trace_hex, span_hex, unsampled, flags_hex = match.groups()
             trace_id, parent_id = int(trace_hex, 16), int(span_hex, 16)
             flags = _NOT_SAMPLED if unsampled else _FLAGS.get(flags_hex) or TraceFlags(int(flags_hex, 16))
