@@ -275,13 +275,18 @@ def _iso_bytes(ns: int | None) -> bytes:
     """:func:`_iso` as a JSON value (quoted, or ``null``)."""
     if not ns:
         return b"null"
+    return b'%b.%06dZ"' % _stamp(ns)
+
+
+def _stamp(ns: int) -> tuple[bytes, int]:
+    """Unix time ``ns`` (nanoseconds) as ``(second, microseconds)``: the opening quote and whole second
+    (:func:`_iso_second`), and the microseconds rounded as :func:`_iso` rounds them."""
     t = ns / 1e9
     sec = int(t)
     us = round((t - sec) * 1e6)
     if us >= 1_000_000:
         sec, us = sec + 1, us - 1_000_000
-    second = _second_bytes[1] if _second_bytes[0] == sec else _iso_second(sec)
-    return b'%b.%06dZ"' % (second, us)
+    return (_second_bytes[1] if _second_bytes[0] == sec else _iso_second(sec)), us
 
 
 def _iso_second(sec: int) -> bytes:
@@ -348,19 +353,8 @@ def encode_line(span: Any) -> bytes:
         tail = tail[1] if tail is not None and tail[0] is res else _hop_tail(span)
         trace_hex = span._trace_hex  # the traceparent's text, when the hop wrote or read one
         attributes = span._attributes
-        # the two timestamps as _iso_bytes writes them (inlined: two calls cost more than the arithmetic)
-        t = span._start_time / 1e9
-        sec = int(t)
-        us = round((t - sec) * 1e6)
-        if us >= 1_000_000:
-            sec, us = sec + 1, us - 1_000_000
-        started = _second_bytes[1] if _second_bytes[0] == sec else _iso_second(sec)
-        t = span._end_time / 1e9
-        sec = int(t)
-        us2 = round((t - sec) * 1e6)
-        if us2 >= 1_000_000:
-            sec, us2 = sec + 1, us2 - 1_000_000
-        ended = _second_bytes[1] if _second_bytes[0] == sec else _iso_second(sec)
+        started, us = _stamp(span._start_time)
+        ended, us2 = _stamp(span._end_time)
         parent_id = span._parent_id
         return b"".join((
             head[1],
@@ -391,22 +385,8 @@ def _hop_parts(span: Any) -> tuple[bytes, ...]:
     links = span._links
     parent_id = span._parent_id
     trace_hex = span._trace_hex  # the traceparent's text, when the hop wrote or read one
-    # the two timestamps as _iso_bytes writes them (inlined: two calls cost more than the arithmetic)
-    start, end = span._start_time, span._end_time
-    t = start / 1e9
-    sec = int(t)
-    us = round((t - sec) * 1e6)
-    if us >= 1_000_000:
-        sec, us = sec + 1, us - 1_000_000
-    second = _second_bytes[1] if _second_bytes[0] == sec else _iso_second(sec)
-    started = b'%b.%06dZ"' % (second, us)
-    t = end / 1e9
-    sec = int(t)
-    us = round((t - sec) * 1e6)
-    if us >= 1_000_000:
-        sec, us = sec + 1, us - 1_000_000
-    second = _second_bytes[1] if _second_bytes[0] == sec else _iso_second(sec)
-    ended = b'%b.%06dZ"' % (second, us)
+    started = b'%b.%06dZ"' % _stamp(span._start_time)
+    ended = b'%b.%06dZ"' % _stamp(span._end_time)
     return (
         b'{"name":', name,
         b',"context":{"trace_id":"0x', trace_hex.encode() if trace_hex is not None else b"%032x" % span._trace_id,
