@@ -940,12 +940,8 @@ def start_send(hop: HopAttributes, attributes: Attributes, *, provider: Any | No
         elif sdk.root_bound is not None and sdk.config._tracer_config.is_enabled:  # _start's root, inline
             trace_id = sdk.trace_ids() or sdk.id_generator.generate_trace_id()
             if trace_id & sdk.root_mask >= sdk.root_bound:  # the head sampler did not pick it: its traceparent
-                span = _new(_Forwarded)
-                span.traceparent = "00-%032x-%016x-00" % (  # noqa: UP031
-                    trace_id, sdk.span_ids() or sdk.id_generator.generate_span_id())
-                span.tracestate = None
-                span._remote = span._echo = False
-                return span
+                return _forwarded("00-%032x-%016x-00" % (  # noqa: UP031
+                    trace_id, sdk.span_ids() or sdk.id_generator.generate_span_id()), None, False, False)
             if sdk.queues is not None and getattr(sdk.processor, "_span_processors", None) is sdk._processors:
                 if callable(attributes):
                     attributes = attributes()
