@@ -240,7 +240,14 @@ _SHORT_VALUE = 16  # a header value this short is a flag or a status word, not a
 _SHORT_BLOCK = 64  # a raw header block this short holds no id either (a traceparent alone makes 70 bytes)
 _encoded_blocks: dict[tuple[str, str], bytes] = {}  # the one (name, value) of a header dict -> its block
 _parsed_blocks: dict[bytes, dict[str, str] | None] = {}  # short raw header block -> nats-py's reading of it
+_parsed_rests: dict[bytes, dict[str, str] | None] = {}  # what follows a leading traceparent line -> its reading
 _MISSING: Any = object()
+
+_TRACEPARENT_HEAD = b"NATS/1.0\r\ntraceparent: "
+"""How a block the bus sends with a ``traceparent`` starts: that line first, then the block's other lines."""
+assert len(_TRACEPARENT_HEAD) == 23  # _Client._process_headers slices at 23, 78 and 80
+_PLAIN_PARSE = getattr(_nats_client, "parse_email", None) is None
+"""nats-py reads header lines with ``_parse_header_lines`` (not ``fast_mail_parser``, when that is installed)."""
 
 
 def _header_block(headers: Mapping[str, str]) -> bytes:
@@ -260,6 +267,25 @@ def _header_block(headers: Mapping[str, str]) -> bytes:
                 _encoded_blocks.clear()
             _encoded_blocks[item] = block
     return block
+
+
+def _rest_lines(rest: bytes) -> dict[str, str] | None:
+    """The reading of the lines after a block's leading ``traceparent`` line; None when one of them is a traceparent too.
+
+    ``_parse_header_lines`` reads a block line by line into one dict: with the traceparent line
+    first, that dict is ``{"traceparent": value}`` updated with these lines' reading, unless a
+    later line sets ``traceparent`` again (then the general path reads the block). The reading
+    is remembered when the block it ends would be short (:data:`_SHORT_BLOCK`): flags and
+    status words repeat, ids and deadlines do not.
+    """
+    parsed: dict[str, str] | None = _parse_header_lines(rest)
+    if "traceparent" in parsed:  # type: ignore[operator]
+        parsed = None
+    if len(rest) + len(_HEADER_LINE) <= _SHORT_BLOCK:
+        if len(_parsed_rests) >= _MAX_CACHED_BLOCKS:
+            _parsed_rests.clear()
+        _parsed_rests[rest] = parsed
+    return parsed
 
 
 def _hpub(subject: str, reply: str, block: bytes, payload: bytes) -> bytes:
@@ -285,9 +311,27 @@ class _Client(Client):
 
         A block of :data:`_SHORT_BLOCK` bytes or fewer holds flags and status words, not ids,
         so it repeats: an untraced request's ``Tandem-Heartbeat: 1``, a reply's
-        ``Tandem-Status: done``, a no-responders status. Longer blocks are read every time.
+        ``Tandem-Status: done``, a no-responders status. A block that starts with a
+        ``traceparent`` line (a traced or sampled hop's request) is read as that value, taken
+        from its place, followed by the reading of its other lines, remembered the same way
+        (:func:`_rest_lines`). Other longer blocks are read every time.
         """
-        if headers is None or len(headers) > _SHORT_BLOCK:
+        if headers is None:
+            return await super()._process_headers(headers)
+        if len(headers) > _SHORT_BLOCK:
+            # a traceparent line first (every traced or sampled hop's request): its value is read
+            # from its place, the lines after it from the cache of short blocks' readings
+            # (23: len(_TRACEPARENT_HEAD); 78: where a 55-character value's line ends; no CR in the
+            # value, so that CRLF ends the first line; "13 in" is memchr, a bytes needle is not)
+            if headers.startswith(_TRACEPARENT_HEAD) and _PLAIN_PARSE:
+                value = headers[23:78]
+                if headers[78:80] == _CRLF and 13 not in value:
+                    rest = headers[80:]
+                    parsed = _parsed_rests.get(rest, _MISSING)
+                    if parsed is _MISSING:
+                        parsed = _rest_lines(rest)
+                    if parsed is not None:
+                        return {"traceparent": value.strip().decode("utf-8", "replace"), **parsed}
             return await super()._process_headers(headers)
         parsed = _parsed_blocks.get(headers, _MISSING)
         if parsed is _MISSING:
