@@ -79,7 +79,7 @@ from ._protocol import (
     parse_payload_ref,
     payload_ref,
 )
-from ._tracing import HopAttributes, inject_span, start_send
+from ._tracing import HopAttributes, _Forwarded, inject_span, start_send
 
 __all__ = ["Bus", "redact_url"]
 
@@ -241,6 +241,7 @@ _SHORT_BLOCK = 64  # a raw header block this short holds no id either (a tracepa
 _encoded_blocks: dict[tuple[str, str], bytes] = {}  # the one (name, value) of a header dict -> its block
 _parsed_blocks: dict[bytes, dict[str, str] | None] = {}  # short raw header block -> nats-py's reading of it
 _parsed_rests: dict[bytes, dict[str, str] | None] = {}  # what follows a leading traceparent line -> its reading
+_encoded_rests: dict[tuple[str, str], bytes] = {}  # the (name, value) after a traceparent -> its line and the end
 _MISSING: Any = object()
 
 _TRACEPARENT_HEAD = b"NATS/1.0\r\ntraceparent: "
@@ -255,8 +256,26 @@ def _header_block(headers: Mapping[str, str]) -> bytes:
 
     An untraced hop's request carries only ``Tandem-Heartbeat: 1`` and its reply only
     ``Tandem-Status: done``: the same block every time, built once instead of per message.
+    A sampled or traced request's ``traceparent`` and one short header after it make the
+    traceparent's line followed by that header's remembered line (a traceparent nats-py would
+    change, stripped or with CR or LF in it, takes the general path).
     """
     if len(headers) != 1:
+        if len(headers) == 2:  # a sampled or traced request: traceparent, then Tandem-Heartbeat
+            (name, value), item = headers.items()
+            if name == "traceparent" and value.isascii():
+                raw = value.encode()
+                # sent as it is (nats-py strips it and turns CR and LF into spaces): no whitespace at its ends
+                # (ASCII: all of it is <= 32) and no CR or LF ("10 in" is memchr, a str needle is not)
+                if raw and raw[0] > 32 and raw[-1] > 32 and 13 not in raw and 10 not in raw:
+                    rest = _encoded_rests.get(item)
+                    if rest is None:
+                        rest = _encode_header_block(dict((item,)))[len(_HEADER_LINE):]
+                        if len(item[1]) <= _SHORT_VALUE:
+                            if len(_encoded_rests) >= _MAX_CACHED_BLOCKS:
+                                _encoded_rests.clear()
+                            _encoded_rests[item] = rest
+                    return _TRACEPARENT_HEAD + raw + _CRLF + rest
         return _encode_header_block(headers)
     (item,) = headers.items()
     block = _encoded_blocks.get(item)
@@ -1292,7 +1311,9 @@ class Bus:
         # the reply carries the span that answered (process)
         if span is None:
             span = trace.get_current_span()
-        if span is not INVALID_SPAN:  # tracing off and no incoming trace: nothing to write
+        # nothing to write: tracing off and no incoming trace, or a hop that records nothing and
+        # only passes the caller's context on (a _Forwarded echo: inject_span writes nothing for it)
+        if span is not INVALID_SPAN and (type(span) is not _Forwarded or not span._echo):  # type: ignore[attr-defined]
             inject_span(span, hdrs)
         try:
             body = data if self._fits(len(data), hdrs) else (await self._outgoing(data, hdrs))[0]

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 
+import nats.errors
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -125,3 +126,66 @@ def test_blocks_near_the_fast_form_read_as_nats_py(noise: list[bytes], at: int, 
     expected = _read(Client, raw)
     assert _read(_nats._Client, raw) == expected
     assert _read(_nats._Client, raw) == expected
+
+
+# --------------------------------------------------------------------------- sending: the traceparent's line, then a remembered rest
+
+
+def _sent(client: type[Client], headers: dict[str, str]) -> list[bytes] | type[Exception]:
+    nc = client()
+    nc._pending, nc._pending_data_size, nc._max_pending_size, nc._flush_queue = [], 0, 0, None
+    nc._status, nc._max_payload = Client.CONNECTED, 1 << 20
+    try:
+        if client is Client:
+            asyncio.run(nc.publish("a.b", b"{}", reply="_INBOX.x.1", headers=headers))
+        else:
+            asyncio.run(nc._publish_checked("a.b", b"{}", "_INBOX.x.1", headers))
+    except nats.errors.Error as exc:
+        return type(exc)
+    return list(nc._pending)
+
+
+_SENT_VALUES = [TP, TP.replace("-00", "-01"), " " + TP, TP + " ", TP + "\t", "\x1c" + TP, TP + "\u3000", "\u00a0" + TP,
+                TP[:20] + "\r\n" + TP[20:], TP[:20] + "\r" + TP[20:], TP[:20] + "\n" + TP[20:], "", " ", "x", "é" * 3,
+                TP[:20] + " " + TP[20:], TP.upper(), TP + "0" * 10]
+_SECOND = [("Tandem-Heartbeat", "1"), ("Tandem-Status", "done"), ("Tandem-Deadline", "1764582000.125"),
+           ("tracestate", "a=1,b=2"), (" padded ", " v "), ("", "skipped"), ("  ", "blank"), ("bad name", "1"),
+           ("x:y", "1"), ("é", "1"), (" traceparent", "again"), ("Tandem-Heartbeat", "a\r\nb"),
+           ("Tandem-Payload", "x" * 40)]
+
+
+@uses_subclass
+@pytest.mark.parametrize("value", _SENT_VALUES)
+@pytest.mark.parametrize(("name", "second"), _SECOND)
+def test_a_traceparent_and_one_header_are_sent_as_nats_py_sends_them(value: str, name: str, second: str) -> None:
+    headers = {"traceparent": value, name: second}
+    expected = _sent(Client, headers)
+    assert _sent(_nats._Client, headers) == expected
+    assert _sent(_nats._Client, headers) == expected  # again: the rest remembered
+
+
+@uses_subclass
+@settings(max_examples=300, deadline=None)
+@given(st.text(max_size=60) | st.sampled_from(_SENT_VALUES), st.text(max_size=12) | st.sampled_from([n for n, _ in _SECOND]),
+       st.text(max_size=20))
+def test_traceparent_first_headers_are_sent_as_nats_py_sends_them(value: str, name: str, second: str) -> None:
+    headers = {"traceparent": value, name: second} if name != "traceparent" else {"traceparent": value}
+    expected = _sent(Client, headers)
+    assert _sent(_nats._Client, headers) == expected
+    assert _sent(_nats._Client, headers) == expected
+
+
+@uses_subclass
+def test_remembered_sent_rests_stay_bounded() -> None:
+    for i in range(3 * _nats._MAX_CACHED_BLOCKS):
+        _sent(_nats._Client, {"traceparent": TP, "N": str(i)})
+    assert len(_nats._encoded_rests) <= _nats._MAX_CACHED_BLOCKS
+
+
+@uses_subclass
+def test_a_sampled_requests_block_is_the_traceparent_line_and_the_remembered_rest() -> None:
+    _nats._encoded_rests.clear()
+    block = _nats._header_block({"traceparent": TP, "Tandem-Heartbeat": "1"})
+    assert block == b"NATS/1.0\r\ntraceparent: " + TP.encode() + b"\r\nTandem-Heartbeat: 1\r\n\r\n"
+    assert _nats._encoded_rests == {("Tandem-Heartbeat", "1"): b"Tandem-Heartbeat: 1\r\n\r\n"}
+    assert _nats._header_block({"traceparent": " " + TP, "Tandem-Heartbeat": "1"}) == block  # stripped, general path
