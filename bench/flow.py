@@ -260,17 +260,34 @@ class MessageCounter:
         self._nc = nc
         publish, flush = nc.publish, nc.flush
 
+        self._inside = False  # nc.publish reaches _publish_checked too: counted once
+
         async def counted_publish(subject: str, payload: bytes = b"", reply: str = "", headers: Any = None) -> None:
             into = self.requests if reply else self.one_way
             key = _kind(subject)
             into[key] = into.get(key, 0) + 1
-            await publish(subject, payload, reply=reply, headers=headers)
+            self._inside = True
+            try:
+                await publish(subject, payload, reply=reply, headers=headers)
+            finally:
+                self._inside = False
 
         async def counted_flush(*args: Any, **kwargs: Any) -> None:
             self.flushes += 1
             await flush(*args, **kwargs)
 
         nc.publish, nc.flush = counted_publish, counted_flush
+        checked = getattr(nc, "_publish_checked", None)  # the bus's requests and replies skip nc.publish
+        if checked is not None:
+
+            async def counted_checked(subject: str, payload: bytes, reply: str, headers: Any) -> None:
+                if not self._inside:
+                    into = self.requests if reply else self.one_way
+                    key = _kind(subject)
+                    into[key] = into.get(key, 0) + 1
+                await checked(subject, payload, reply, headers)
+
+            nc._publish_checked = counted_checked
 
     def reset(self) -> None:
         self.requests.clear()
