@@ -46,6 +46,7 @@ class _ErrorBody(msgspec.Struct):
 
 
 _error_decoder = msgspec.json.Decoder(_ErrorBody)
+_JSON_CONTENT = {"Content-Type": "application/json"}
 
 
 def retry_after(response: httpx.Response) -> float | None:
@@ -116,6 +117,7 @@ class Provider:
             timeout=httpx.Timeout(config.timeout_s, connect=config.connect_timeout_s),
             transport=transport,
         )
+        self._urls: dict[str, httpx.URL] = {}  # path -> its URL (see _request)
 
     async def aclose(self) -> None:
         """Close the HTTP client."""
@@ -206,9 +208,34 @@ class Provider:
         return self.parse_response(model, await self._post(path, body, query, timeout))
 
     def _request(self, path: str, body: dict[str, Any], query: dict[str, str], timeout: float | None) -> httpx.Request:
-        extra = {} if timeout is None else {"timeout": httpx.Timeout(timeout, connect=min(timeout, self.config.connect_timeout_s))}
-        return self.client.build_request("POST", path, content=msgspec.json.encode(body), params=query or None,
-                                         headers={"Content-Type": "application/json"}, **extra)
+        """The POST of ``body`` to ``path``: what ``client.build_request`` makes, without its merging on each call.
+
+        ``build_request`` joins ``path`` to the base URL and merges the client's headers, query
+        parameters and cookies every time (~75 µs a call, three times the rest of the request's
+        making). The URL of a path is joined once (:meth:`_url`); the request gets the client's
+        headers, ``Content-Type``, the same ``timeout`` extension and the same bytes. With query
+        parameters or cookies (a provider's ``Set-Cookie``) to merge, ``build_request`` does it.
+        """
+        client = self.client
+        limit = None if timeout is None else httpx.Timeout(timeout, connect=min(timeout, self.config.connect_timeout_s))
+        content = msgspec.json.encode(body)
+        if query or client.params or client.cookies:
+            extra = {} if limit is None else {"timeout": limit}
+            return client.build_request("POST", path, content=content, params=query or None,
+                                        headers=_JSON_CONTENT, **extra)
+        headers = client.headers.copy()
+        headers["Content-Type"] = "application/json"
+        return httpx.Request("POST", self._url(path), content=content, headers=headers,
+                             extensions={"timeout": (client.timeout if limit is None else limit).as_dict()})
+
+    def _url(self, path: str) -> httpx.URL:
+        """``path`` joined to the base URL as ``client.build_request`` joins it, remembered per path (a few a provider)."""
+        url = self._urls.get(path)
+        if url is None:
+            if len(self._urls) >= 64:  # a path per model at most (Azure, Gemini): bounded all the same
+                self._urls.clear()
+            url = self._urls[path] = self.client.build_request("POST", path).url
+        return url
 
     def _raise_for_status(self, response: httpx.Response) -> None:
         """Translate a 4xx/5xx (its body already read) into Tandem's errors."""
