@@ -47,8 +47,9 @@ from nats.js.api import KeyValueConfig, ObjectStoreConfig
 from nats.js.errors import BucketNotFoundError
 from nats.js.object_store import ObjectStore
 from nats.protocol import command as _nats_command
-from opentelemetry import trace
+from opentelemetry import propagate, trace
 from opentelemetry.trace import INVALID_SPAN, Status, StatusCode
+from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
 
 from tandem.messages import ErrorReply, Message, decoder, encode, new_id
 
@@ -79,7 +80,7 @@ from ._protocol import (
     parse_payload_ref,
     payload_ref,
 )
-from ._tracing import HopAttributes, _Forwarded, inject_span, start_send
+from ._tracing import _TEXTMAP_GLOBAL, TRACEPARENT, HopAttributes, _Forwarded, inject_span, start_send
 
 __all__ = ["Bus", "redact_url"]
 
@@ -1195,7 +1196,14 @@ class Bus:
                                                  conversation_id=message.conversation_id, body_size=len(payload)),
                           provider=self.tracer_provider)
         with span:
-            headers = {} if span is INVALID_SPAN else inject_span(span, {})  # the process span is the send span's child
+            if span is INVALID_SPAN:
+                headers = {}
+            elif type(span) is _Forwarded and not span.tracestate and not span._echo \
+                    and type(propagate._HTTP_TEXT_FORMAT if _TEXTMAP_GLOBAL else propagate.get_global_textmap()) \
+                    is TraceContextTextMapPropagator:  # a hop that records nothing: inject_span, inline
+                headers = {TRACEPARENT: span.traceparent}
+            else:
+                headers = inject_span(span, {})  # the process span is the send span's child
             if deadline is not None:
                 headers[DEADLINE_HEADER] = f"{deadline:.3f}"
             headers[HEARTBEAT_HEADER] = "1"
