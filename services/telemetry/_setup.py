@@ -341,6 +341,8 @@ def encode_line(span: Any) -> bytes:
     the resource's tail (:func:`_hop_tail`); any other goes piece by piece (:func:`_hop_parts`).
     """
     if getattr(type(span), "_is_hop_span", False) is not True:  # _is_hop_span(span), inline
+        if type(span) in _SDK_SPANS and (line := _sdk_line(span)) is not None:
+            return line
         return _encoder.encode(_document(span)) + b"\n"
     if span._trace_state is None and span._status is span._unset_status and not span._events and not span._links:
         name = span._name
@@ -365,6 +367,53 @@ def encode_line(span: Any) -> bytes:
             tail,
         ))
     return b"".join(_hop_parts(span))
+
+
+_SDK_SPANS = frozenset({Span, ReadableSpan})
+"""The SDK's own span classes, whose fields :func:`_sdk_line` reads (a subclass may compute its properties)."""
+
+
+def _sdk_line(span: ReadableSpan) -> bytes | None:
+    """The JSON line of an SDK span (``_document``'s bytes) in the common shape, else ``None``.
+
+    The common shape: no trace state, an unset status, no events, no links (the ``invoke_agent``,
+    ``chat`` and ``execute_tool`` spans that end well). Its line is joined from the hop path's pieces
+    (:func:`_hop_head`, the resource's tail) around the ids, times and attributes, reading the span's
+    fields rather than its properties: one call instead of ~50 (a property read each, a tuple per
+    ``events``/``links`` read, a dict built from the attributes). ~10 µs -> ~4 µs a span.
+    """
+    ctx = span._context
+    status = span._status
+    started = span._start_time
+    ended = span._end_time
+    if (ctx is None or status.status_code is not StatusCode.UNSET or span._events or span._links
+            or ctx.trace_state or not started or not ended):
+        return None
+    name = span._name
+    kind = span._kind
+    head = _hop_heads.get(name)
+    if head is None or head[0] is not kind:
+        head = _hop_head(name, kind)
+    res = span._resource
+    tail = _hop_tails.get(id(res))
+    if tail is None or tail[0] is not res:  # holding the resource keeps its id from being reused
+        tail = _hop_tails[id(res)] = (res, b',"events":[],"links":[],"resource":' + _encoder.encode(_resource(span))
+                                      + b"}\n")
+    attributes = span._attributes
+    items = getattr(attributes, "_dict", None)  # BoundedAttributes keeps its items in a dict
+    if type(items) is not dict:
+        items = attributes if type(attributes) is dict else dict(attributes or {})
+    parent = span._parent
+    begun, us = _stamp(started)
+    done, us2 = _stamp(ended)
+    return b"".join((
+        head[1],
+        b"%032x" % ctx.trace_id,
+        head[2] % (ctx.span_id, parent.span_id, begun, us, done, us2) if parent
+        else head[3] % (ctx.span_id, begun, us, done, us2),
+        _encoder.encode(items),
+        tail[1],
+    ))
 
 
 def _hop_parts(span: Any) -> tuple[bytes, ...]:
