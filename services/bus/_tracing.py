@@ -1039,13 +1039,7 @@ def start_process_from(hop: HopAttributes, attributes: Attributes, headers: Mapp
                     return _forwarded(value, headers.get(TRACESTATE), True, True)
             elif match.lastindex == 3 and sdk.drops_unsampled_remote and sdk.config._tracer_config.is_enabled:
                 # not sampled, and a parent-based sampler drops its children: passed on as it came
-                # (_forwarded(value, tracestate, False, True), inline: every unsampled hop comes here)
-                forwarded = _new(_Forwarded)
-                forwarded.traceparent = value
-                forwarded.tracestate = headers.get(TRACESTATE)
-                forwarded._remote = False
-                forwarded._echo = True
-                return forwarded
+                return _forwarded(value, headers.get(TRACESTATE), False, True)
             trace_hex, span_hex, unsampled, flags_hex = match.groups()
             trace_id, parent_id = int(trace_hex, 16), int(span_hex, 16)
             flags = _NOT_SAMPLED if unsampled else _FLAGS.get(flags_hex) or TraceFlags(int(flags_hex, 16))
