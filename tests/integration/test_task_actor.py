@@ -171,7 +171,17 @@ async def test_cancel_a_queued_task_and_a_finished_one(bus: Bus) -> None:
         with anyio.fail_after(10):
             while provider.calls == 0:
                 await anyio.sleep(0.02)
-        assert (await client.get(queued.task_id)).status == "pending"
+        # the pending state is written by the task actor's observer of the submission (_record_pending),
+        # moments after the submit returns: read it once it is there
+        with anyio.fail_after(10):
+            while True:
+                try:
+                    pending = await client.get(queued.task_id)
+                    break
+                except RemoteError as exc:
+                    assert exc.code == "not_found"
+                    await anyio.sleep(0.02)
+        assert pending.status == "pending"
         cancelled = await client.cancel(queued.task_id)
         assert cancelled.status == "cancelled"
         await client.cancel(busy.task_id)
