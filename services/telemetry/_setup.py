@@ -215,7 +215,11 @@ def _context(ctx: SpanContext) -> _Context:
 
 
 def _resource(span: ReadableSpan) -> dict[str, Any]:
-    res = span.resource
+    return _resource_document(span.resource)
+
+
+def _resource_document(res: Any) -> dict[str, Any]:
+    """The ``resource`` member of a span's document, remembered per resource."""
     cached = _resources.get(id(res))
     if cached is None or cached[0] is not res:  # holding the resource keeps its id from being reused
         cached = _resources[id(res)] = (res, {"attributes": dict(res.attributes), "schema_url": res.schema_url})
@@ -322,14 +326,33 @@ def _hop_head(name: str, kind: Any) -> tuple[Any, bytes, bytes, bytes]:
     return entry
 
 
-def _hop_tail(span: Any) -> bytes:
-    """The end of a hop span's line when it has no events and no links (its resource's, remembered)."""
-    res = span._hop.resource
+def _tail(res: Any) -> bytes:
+    """The end of a span's line when it has no events and no links: its resource's, remembered per resource."""
     cached = _hop_tails.get(id(res))
     if cached is None or cached[0] is not res:  # holding the resource keeps its id from being reused
-        resource = _encoder.encode(_resource(span._readable()))
+        resource = _encoder.encode(_resource_document(res))
         cached = _hop_tails[id(res)] = (res, b',"events":[],"links":[],"resource":' + resource + b"}\n")
     return cached[1]
+
+
+def _common_line(head: tuple[Any, bytes, bytes, bytes], trace_hex: bytes, span_id: int, parent_id: int | None,
+                 start: int, end: int, attributes: dict[str, Any], tail: bytes) -> bytes:
+    """The JSON line of a span in the common shape (no trace state, unset status, no events or links).
+
+    Joined from the name's head (:func:`_hop_head`), the trace id's 32 hex digits, one format for
+    the ids and times (``start``/``end`` in ns since the epoch), the attributes and the resource's
+    tail (:func:`_tail`): the bytes ``_document`` would encode.
+    """
+    started, us = _stamp(start)
+    ended, us2 = _stamp(end)
+    return b"".join((
+        head[1],
+        trace_hex,
+        head[2] % (span_id, parent_id, started, us, ended, us2) if parent_id
+        else head[3] % (span_id, started, us, ended, us2),
+        _encoder.encode(attributes),
+        tail,
+    ))
 
 
 def encode_line(span: Any) -> bytes:
@@ -338,7 +361,7 @@ def encode_line(span: Any) -> bytes:
     A hop span's line is ``span._readable().to_json(indent=None)``'s document. The common one
     (no trace state, unset status, no events or links) is joined from five pieces: the name's
     head, the trace id, one format for the ids and times (:func:`_hop_head`), the attributes,
-    the resource's tail (:func:`_hop_tail`); any other goes piece by piece (:func:`_hop_parts`).
+    the resource's tail (:func:`_tail`); any other goes piece by piece (:func:`_hop_parts`).
     """
     if getattr(type(span), "_is_hop_span", False) is not True:  # _is_hop_span(span), inline
         if type(span) in _SDK_SPANS and (line := _sdk_line(span)) is not None:
@@ -352,20 +375,12 @@ def encode_line(span: Any) -> bytes:
             head = _hop_head(name, kind)
         res = span._hop.resource
         tail = _hop_tails.get(id(res))
-        tail = tail[1] if tail is not None and tail[0] is res else _hop_tail(span)
         trace_hex = span._trace_hex  # the traceparent's text, when the hop wrote or read one
         attributes = span._attributes
-        started, us = _stamp(span._start_time)
-        ended, us2 = _stamp(span._end_time)
-        parent_id = span._parent_id
-        return b"".join((
-            head[1],
-            trace_hex.encode() if trace_hex is not None else b"%032x" % span._trace_id,
-            head[2] % (span._span_id, parent_id, started, us, ended, us2) if parent_id
-            else head[3] % (span._span_id, started, us, ended, us2),
-            _encoder.encode(attributes if type(attributes) is dict else dict(attributes)),
-            tail,
-        ))
+        return _common_line(head, trace_hex.encode() if trace_hex is not None else b"%032x" % span._trace_id,
+                            span._span_id, span._parent_id, span._start_time, span._end_time,
+                            attributes if type(attributes) is dict else dict(attributes),
+                            tail[1] if tail is not None and tail[0] is res else _tail(res))
     return b"".join(_hop_parts(span))
 
 
@@ -396,24 +411,13 @@ def _sdk_line(span: ReadableSpan) -> bytes | None:
         head = _hop_head(name, kind)
     res = span._resource
     tail = _hop_tails.get(id(res))
-    if tail is None or tail[0] is not res:  # holding the resource keeps its id from being reused
-        tail = _hop_tails[id(res)] = (res, b',"events":[],"links":[],"resource":' + _encoder.encode(_resource(span))
-                                      + b"}\n")
     attributes = span._attributes
     items = getattr(attributes, "_dict", None)  # BoundedAttributes keeps its items in a dict
     if type(items) is not dict:
         items = attributes if type(attributes) is dict else dict(attributes or {})
     parent = span._parent
-    begun, us = _stamp(started)
-    done, us2 = _stamp(ended)
-    return b"".join((
-        head[1],
-        b"%032x" % ctx.trace_id,
-        head[2] % (ctx.span_id, parent.span_id, begun, us, done, us2) if parent
-        else head[3] % (ctx.span_id, begun, us, done, us2),
-        _encoder.encode(items),
-        tail[1],
-    ))
+    return _common_line(head, b"%032x" % ctx.trace_id, ctx.span_id, parent.span_id if parent else None, started,
+                        ended, items, tail[1] if tail is not None and tail[0] is res else _tail(res))
 
 
 def _hop_parts(span: Any) -> tuple[bytes, ...]:
