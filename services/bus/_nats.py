@@ -252,6 +252,14 @@ _PLAIN_PARSE = getattr(_nats_client, "parse_email", None) is None
 """nats-py reads header lines with ``_parse_header_lines`` (not ``fast_mail_parser``, when that is installed)."""
 
 
+def _remember(cache: dict[Any, Any], key: Any, value: Any) -> None:
+    """Store ``value`` under ``key`` in one of the header caches, emptied first once it holds
+    :data:`_MAX_CACHED_BLOCKS` entries (called on a miss only)."""
+    if len(cache) >= _MAX_CACHED_BLOCKS:
+        cache.clear()
+    cache[key] = value
+
+
 def _header_block(headers: Mapping[str, str]) -> bytes:
     """:func:`_encode_header_block`, remembered for a lone header with a short value.
 
@@ -273,9 +281,7 @@ def _header_block(headers: Mapping[str, str]) -> bytes:
                     if rest is None:
                         rest = _encode_header_block(dict((item,)))[len(_HEADER_LINE):]
                         if len(item[1]) <= _SHORT_VALUE:
-                            if len(_encoded_rests) >= _MAX_CACHED_BLOCKS:
-                                _encoded_rests.clear()
-                            _encoded_rests[item] = rest
+                            _remember(_encoded_rests, item, rest)
                     return _TRACEPARENT_HEAD + raw + _CRLF + rest
         return _encode_header_block(headers)
     (item,) = headers.items()
@@ -283,9 +289,7 @@ def _header_block(headers: Mapping[str, str]) -> bytes:
     if block is None:
         block = _encode_header_block(headers)
         if len(item[1]) <= _SHORT_VALUE:
-            if len(_encoded_blocks) >= _MAX_CACHED_BLOCKS:
-                _encoded_blocks.clear()
-            _encoded_blocks[item] = block
+            _remember(_encoded_blocks, item, block)
     return block
 
 
@@ -302,9 +306,7 @@ def _rest_lines(rest: bytes) -> dict[str, str] | None:
     if "traceparent" in parsed:  # type: ignore[operator]
         parsed = None
     if len(rest) + len(_HEADER_LINE) <= _SHORT_BLOCK:
-        if len(_parsed_rests) >= _MAX_CACHED_BLOCKS:
-            _parsed_rests.clear()
-        _parsed_rests[rest] = parsed
+        _remember(_parsed_rests, rest, parsed)
     return parsed
 
 
@@ -356,9 +358,7 @@ class _Client(Client):
         parsed = _parsed_blocks.get(headers, _MISSING)
         if parsed is _MISSING:
             parsed = await super()._process_headers(headers)
-            if len(_parsed_blocks) >= _MAX_CACHED_BLOCKS:
-                _parsed_blocks.clear()
-            _parsed_blocks[headers] = None if parsed is None else dict(parsed)
+            _remember(_parsed_blocks, headers, None if parsed is None else dict(parsed))
             return parsed
         return None if parsed is None else parsed.copy()
 
