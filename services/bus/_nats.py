@@ -47,9 +47,8 @@ from nats.js.api import KeyValueConfig, ObjectStoreConfig
 from nats.js.errors import BucketNotFoundError
 from nats.js.object_store import ObjectStore
 from nats.protocol import command as _nats_command
-from opentelemetry import propagate, trace
+from opentelemetry import trace
 from opentelemetry.trace import INVALID_SPAN, Status, StatusCode
-from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
 
 from tandem.messages import ErrorReply, Message, decoder, encode, new_id
 
@@ -80,7 +79,7 @@ from ._protocol import (
     parse_payload_ref,
     payload_ref,
 )
-from ._tracing import _TEXTMAP_GLOBAL, TRACEPARENT, HopAttributes, _Forwarded, inject_span, start_send
+from ._tracing import TRACEPARENT, HopAttributes, _fast_propagation, _Forwarded, inject_span, start_send
 
 __all__ = ["Bus", "redact_url"]
 
@@ -1199,8 +1198,7 @@ class Bus:
             if span is INVALID_SPAN:
                 headers = {}
             elif type(span) is _Forwarded and not span.tracestate and not span._echo \
-                    and type(propagate._HTTP_TEXT_FORMAT if _TEXTMAP_GLOBAL else propagate.get_global_textmap()) \
-                    is TraceContextTextMapPropagator:  # a hop that records nothing: inject_span, inline
+                    and _fast_propagation():  # a hop that records nothing: inject_span's branch for it, inline
                 headers = {TRACEPARENT: span.traceparent}
             else:
                 headers = inject_span(span, {})  # the process span is the send span's child

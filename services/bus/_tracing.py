@@ -1029,7 +1029,7 @@ def start_process_from(hop: HopAttributes, attributes: Attributes, headers: Mapp
         if off:
             return INVALID_SPAN  # tracing off and no context comes in: nothing to record, nothing to pass on
         return start_process(hop, attributes, None, provider=provider)
-    textmap = propagate._HTTP_TEXT_FORMAT if _TEXTMAP_GLOBAL else propagate.get_global_textmap()
+    textmap = _global_textmap()
     if type(textmap) is TraceContextTextMapPropagator:
         value = headers.get(TRACEPARENT)
         if value is None:  # no context comes in (the W3C propagator reads nothing without traceparent)
@@ -1127,12 +1127,18 @@ def current_span() -> trace.Span:
 # --------------------------------------------------------------------------- propagation
 
 
-def _fast_propagation() -> bool:
-    return type(propagate.get_global_textmap()) is TraceContextTextMapPropagator
-
-
 _TEXTMAP_GLOBAL = hasattr(propagate, "_HTTP_TEXT_FORMAT")
 """Whether the global propagator can be read as the module global ``get_global_textmap`` returns (no call per hop)."""
+
+
+def _global_textmap() -> Any:
+    """The global propagator (``propagate.get_global_textmap()``, read from its module global where it is one)."""
+    return propagate._HTTP_TEXT_FORMAT if _TEXTMAP_GLOBAL else propagate.get_global_textmap()
+
+
+def _fast_propagation() -> bool:
+    """Whether the global propagator is the W3C one alone, whose headers the hop path writes and reads itself."""
+    return type(_global_textmap()) is TraceContextTextMapPropagator
 
 
 def inject_span(span: trace.Span, headers: MutableMapping[str, str]) -> MutableMapping[str, str]:
@@ -1145,8 +1151,7 @@ def inject_span(span: trace.Span, headers: MutableMapping[str, str]) -> MutableM
     if span is INVALID_SPAN:  # tracing off and no incoming trace: the common untraced case
         return headers
     kind = type(span)
-    fast = type(propagate._HTTP_TEXT_FORMAT if _TEXTMAP_GLOBAL else propagate.get_global_textmap()) \
-        is TraceContextTextMapPropagator
+    fast = _fast_propagation()
     if kind is _LeanSpan and fast:
         trace_hex = span._trace_hex  # type: ignore[attr-defined]
         if trace_hex is None:  # kept for the spans under it and the export: formatting 128 bits is not free
@@ -1200,7 +1205,7 @@ def extract_span_context(headers: Mapping[str, str] | None) -> SpanContext | Non
             return SpanContext(int(trace_id, 16), int(span_id, 16), is_remote=True,
                                trace_flags=_FLAGS.get(flags) or TraceFlags(int(flags, 16)),
                                trace_state=TraceState.from_header([state]) if state else None)
-    fields = _fields(propagate.get_global_textmap())
+    fields = _fields(_global_textmap())
     if fields is not None and fields.isdisjoint(headers):
         return None  # e.g. the default composite propagator and no traceparent: nothing to extract
     remote = trace.get_current_span(propagate.extract(headers)).get_span_context()
