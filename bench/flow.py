@@ -262,10 +262,13 @@ class MessageCounter:
 
         self._inside = False  # nc.publish reaches _publish_checked too: counted once
 
-        async def counted_publish(subject: str, payload: bytes = b"", reply: str = "", headers: Any = None) -> None:
+        def count(subject: str, reply: str) -> None:
             into = self.requests if reply else self.one_way
             key = _kind(subject)
             into[key] = into.get(key, 0) + 1
+
+        async def counted_publish(subject: str, payload: bytes = b"", reply: str = "", headers: Any = None) -> None:
+            count(subject, reply)
             self._inside = True
             try:
                 await publish(subject, payload, reply=reply, headers=headers)
@@ -282,9 +285,7 @@ class MessageCounter:
 
             async def counted_checked(subject: str, payload: bytes, reply: str, headers: Any) -> None:
                 if not self._inside:
-                    into = self.requests if reply else self.one_way
-                    key = _kind(subject)
-                    into[key] = into.get(key, 0) + 1
+                    count(subject, reply)
                 await checked(subject, payload, reply, headers)
 
             nc._publish_checked = counted_checked
