@@ -382,6 +382,7 @@ async def _run(config: Config, url: str | None, submit, output: Path | None, ans
             async with start_actors(bus, config, local):
                 if detach:
                     await client.submit(submit)
+                    await client.recorded(submit.task_id)  # so `tandem task show ID` straight after finds it
                     sys.stdout.write(submit.task_id + "\n")
                     err.print(f"submitted; follow it with: tandem task wait {submit.task_id}", style="dim",
                               highlight=False, markup=False)

@@ -523,6 +523,28 @@ class TaskClient:
                     state = await self.get(task_id, resolve=False)
         return await self.get(task_id)
 
+    async def recorded(self, task_id: str, *, poll: float = 0.5, grace: float = 10.0) -> TaskState:
+        """Return the first recorded state of ``task_id``, waiting up to ``grace`` seconds for it.
+
+        A task actor records a submission (``pending``) moments after :meth:`submit` returns, so
+        a client that hands the id on (``tandem run --detach``) waits here first: ``get``,
+        ``cancel`` and ``tandem task show`` then find the task.
+
+        Parameters
+        ----------
+        poll : float
+            Seconds between reads of the state when no event of the task arrives.
+        grace : float
+            Seconds to wait for the first record.
+
+        Raises
+        ------
+        RemoteError
+            ``not_found`` when no state of ``task_id`` appeared within ``grace``.
+        """
+        async with self.follow(task_id) as events:
+            return await self._recorded(task_id, events, poll, grace)
+
     async def _recorded(self, task_id: str, events: Any, poll: float, grace: float) -> TaskState:
         """The state of ``task_id``, waiting up to ``grace`` seconds for its first record."""
         end = anyio.current_time() + grace

@@ -172,16 +172,10 @@ async def test_cancel_a_queued_task_and_a_finished_one(bus: Bus) -> None:
             while provider.calls == 0:
                 await anyio.sleep(0.02)
         # the pending state is written by the task actor's observer of the submission (_record_pending),
-        # moments after the submit returns: read it once it is there
-        with anyio.fail_after(10):
-            while True:
-                try:
-                    pending = await client.get(queued.task_id)
-                    break
-                except RemoteError as exc:
-                    assert exc.code == "not_found"
-                    await anyio.sleep(0.02)
-        assert pending.status == "pending"
+        # moments after the submit returns: `recorded` waits for it
+        pending = await client.recorded(queued.task_id)
+        assert pending.task_id == queued.task_id and pending.status == "pending"
+        assert (await client.get(queued.task_id)).status == "pending"
         cancelled = await client.cancel(queued.task_id)
         assert cancelled.status == "cancelled"
         await client.cancel(busy.task_id)
@@ -197,6 +191,9 @@ async def test_cancel_a_queued_task_and_a_finished_one(bus: Bus) -> None:
         with pytest.raises(RemoteError) as missing:
             await client.get("no-such-task")
         assert missing.value.code == "not_found"
+        with anyio.fail_after(5), pytest.raises(RemoteError) as never:
+            await client.recorded("no-such-task", poll=0.05, grace=0.3)  # an id never submitted: not_found after grace
+        assert never.value.code == "not_found"
 
 
 async def test_wait_gives_a_new_task_time_to_be_recorded_but_not_an_unknown_one(bus: Bus) -> None:
