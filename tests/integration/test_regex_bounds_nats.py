@@ -102,7 +102,8 @@ async def execute(bus: Bus, the_plan: ExecutionPlan, text: str) -> tuple[Execute
 
 def assert_pings_answered_throughout(pinger: Pinger, seconds: float) -> None:
     assert not pinger.failures, pinger.failures
-    assert len(pinger.latencies) >= max(3, int(seconds / 0.25)), (len(pinger.latencies), seconds)
+    # one answered ping per 0.25 s of work (at least one: on a fast machine the work may end within 60 ms)
+    assert len(pinger.latencies) >= max(1, int(seconds / 0.25)), (len(pinger.latencies), seconds)
     assert max(pinger.latencies) < PING_TIMEOUT_S
 
 
