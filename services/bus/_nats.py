@@ -47,8 +47,9 @@ from nats.js.api import KeyValueConfig, ObjectStoreConfig
 from nats.js.errors import BucketNotFoundError
 from nats.js.object_store import ObjectStore
 from nats.protocol import command as _nats_command
-from opentelemetry import trace
+from opentelemetry import propagate, trace
 from opentelemetry.trace import INVALID_SPAN, Status, StatusCode
+from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
 
 from tandem.messages import ErrorReply, Message, decoder, encode, new_id
 
@@ -79,7 +80,14 @@ from ._protocol import (
     parse_payload_ref,
     payload_ref,
 )
-from ._tracing import TRACEPARENT, HopAttributes, _fast_propagation, _Forwarded, inject_span, start_send
+from ._tracing import (
+    _TEXTMAP_GLOBAL,
+    TRACEPARENT,
+    HopAttributes,
+    _Forwarded,
+    inject_span,
+    start_send,
+)
 
 __all__ = ["Bus", "redact_url"]
 
@@ -268,8 +276,9 @@ def _header_block(headers: Mapping[str, str]) -> bytes:
     traceparent's line followed by that header's remembered line (a traceparent nats-py would
     change, stripped or with CR or LF in it, takes the general path).
     """
-    if len(headers) != 1:
-        if len(headers) == 2:  # a sampled or traced request: traceparent, then Tandem-Heartbeat
+    count = len(headers)
+    if count != 1:
+        if count == 2:  # a sampled or traced request: traceparent, then Tandem-Heartbeat
             (name, value), item = headers.items()
             if name == "traceparent" and value.isascii():
                 raw = value.encode()
@@ -281,7 +290,7 @@ def _header_block(headers: Mapping[str, str]) -> bytes:
                         rest = _encode_header_block(dict((item,)))[len(_HEADER_LINE):]
                         if len(item[1]) <= _SHORT_VALUE:
                             _remember(_encoded_rests, item, rest)
-                    return _TRACEPARENT_HEAD + raw + _CRLF + rest
+                    return b"".join((_TRACEPARENT_HEAD, raw, _CRLF, rest))  # one copy, not three concatenations
         return _encode_header_block(headers)
     (item,) = headers.items()
     block = _encoded_blocks.get(item)
@@ -1198,7 +1207,8 @@ class Bus:
             if span is INVALID_SPAN:
                 headers = {}
             elif type(span) is _Forwarded and not span.tracestate and not span._echo \
-                    and _fast_propagation():  # a hop that records nothing: inject_span's branch for it, inline
+                    and type(propagate._HTTP_TEXT_FORMAT if _TEXTMAP_GLOBAL else propagate.get_global_textmap()) \
+                    is TraceContextTextMapPropagator:  # a hop that records nothing: inject_span's branch, inline
                 headers = {TRACEPARENT: span.traceparent}
             else:
                 headers = inject_span(span, {})  # the process span is the send span's child
