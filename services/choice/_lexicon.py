@@ -220,6 +220,8 @@ class _Finder:
                                   for b, pairs in rows])
         chars = sorted({c for rows in self.branches for _, pairs in rows for c in pairs})
         self.candidate = re.compile(_candidates(chars), re.ASCII)
+        # the candidates the guard always passes at (no letter, no space): the character alone tells
+        self.plain = frozenset(c for c in chars if not "a" <= c <= "z" and c != " ")
         self.groups = [_GROUP_NAME.findall(p) for _, p in self.alts]
         self.by_key = _Keys(self)
         self.by_body: dict[str, re.Pattern[str]] = {}
@@ -293,11 +295,18 @@ def matches(text: str) -> list[re.Match[str]]:
     f = _finder or _get()
     by_key = f.by_key  # a key seen for the first time is dispatched by _Keys.__missing__
     search = f.candidate.search  # from the end of the last match: candidates inside a match are never seen
+    plain = f.plain
+    last = len(text) - 1
     out: list[re.Match[str]] = []
     pos = 0
     while (c := search(text, pos)) is not None:
         p = c.start()
         rx = by_key[text[p : p + 2]]
+        while rx is None and p < last and text[p + 1] in plain:
+            # no entry starts with these two characters, and the next one is a candidate the guard passes at
+            # (as in a run of kanji and kana): it is the next candidate, found without a search
+            p += 1
+            rx = by_key[text[p : p + 2]]
         if rx is None or (mo := rx.match(text, p)) is None:
             pos = p + 1
         else:

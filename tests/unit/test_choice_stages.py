@@ -306,6 +306,18 @@ def test_lexicon_candidates_are_where_the_guard_passes(text: str) -> None:
     assert [m.start() for m in finder.candidate.finditer(text)] == want
 
 
+@settings(max_examples=300, deadline=None)
+@given(st.text(alphabet=st.sampled_from(list("はいや後で説明しますのよろく残り一二番目1、。 ab?")), max_size=24))
+def test_lexicon_matches_skip_runs_without_a_search(text: str) -> None:
+    """The finder takes the next character of a run of kanji and kana as the next candidate without a search
+    (the guard passes at every ``plain`` character): the matches are still the combined regex's."""
+    finder = _lexicon._get()
+    guard = re.compile(_lexicon._GUARD, re.ASCII)
+    assert all(guard.match(c) for c in finder.plain)
+    found = [(m.span(), m.lastgroup) for m in _lexicon.matches(text)]
+    assert found == [(m.span(), m.lastgroup) for m in _lexicon.master().finditer(text)]
+
+
 def _uncovered_as_written(s: str, start: int, end: int, spans: list[tuple[int, int]]) -> str:
     parts, cur = [], start
     for a, b in spans:
