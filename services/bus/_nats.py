@@ -82,6 +82,7 @@ from ._protocol import (
 )
 from ._tracing import (
     _TEXTMAP_GLOBAL,
+    SENT_ROOT,
     TRACEPARENT,
     HopAttributes,
     _Forwarded,
@@ -1200,18 +1201,20 @@ class Bus:
             raise DeadlineExceeded(f"deadline passed before the request to {subject}", step=subject)
         payload = encode(message)
         hop = self._send_hop(subject)
+        headers: dict[str, str] = {}
+        # an unpicked root (most tasks under a ratio sampler) writes its traceparent into headers itself
         span = start_send(hop, lambda: hop.build(correlation_id=message.correlation_id,
                                                  conversation_id=message.conversation_id, body_size=len(payload)),
-                          provider=self.tracer_provider)
+                          provider=self.tracer_provider, into=headers)
         with span:
-            if span is INVALID_SPAN:
-                headers = {}
+            if span is INVALID_SPAN or span is SENT_ROOT:  # no context, or already written
+                pass
             elif type(span) is _Forwarded and not span.tracestate and not span._echo \
                     and type(propagate._HTTP_TEXT_FORMAT if _TEXTMAP_GLOBAL else propagate.get_global_textmap()) \
                     is TraceContextTextMapPropagator:  # a hop that records nothing: inject_span's branch, inline
-                headers = {TRACEPARENT: span.traceparent}
+                headers[TRACEPARENT] = span.traceparent
             else:
-                headers = inject_span(span, {})  # the process span is the send span's child
+                inject_span(span, headers)  # the process span is the send span's child
             if deadline is not None:
                 headers[DEADLINE_HEADER] = f"{deadline:.3f}"
             headers[HEARTBEAT_HEADER] = "1"

@@ -83,6 +83,7 @@ from opentelemetry.trace.status import Status, StatusCode
 
 __all__ = [
     "MESSAGING_SYSTEM",
+    "SENT_ROOT",
     "HopAttributes",
     "activate",
     "current_span",
@@ -760,6 +761,22 @@ class _Forwarded(NonRecordingSpan):
         return f"_Forwarded({self.traceparent!r}, remote={self._remote})"
 
 
+class _SentRoot(NonRecordingSpan):
+    """The span a send runs under once :func:`start_send` wrote an unpicked root's ``traceparent`` (``into``).
+
+    It records nothing and carries no context of its own (the headers carry the root's):
+    :func:`inject_span` writes nothing for it, and its ``with`` block ends nothing.
+    """
+
+    def __exit__(self, exc_type: type[BaseException] | None, exc_val: BaseException | None,
+                 exc_tb: TracebackType | None) -> None:
+        return None
+
+
+SENT_ROOT = _SentRoot(trace.INVALID_SPAN_CONTEXT)
+"""What :func:`start_send` returns when it wrote an unpicked root's ``traceparent`` into the caller's headers."""
+
+
 _sdk_cache: list[Any] = [None, None, False]  # [provider, _Sdk | None, whether the provider is API-only]
 
 
@@ -903,7 +920,8 @@ def _start_lean(sdk: _Sdk, name: str, kind: SpanKind, attributes: Attributes, tr
                      record_exception, trace_hex)
 
 
-def start_send(hop: HopAttributes, attributes: Attributes, *, provider: Any | None = None) -> trace.Span:
+def start_send(hop: HopAttributes, attributes: Attributes, *, provider: Any | None = None,
+               into: MutableMapping[str, str] | None = None) -> trace.Span:
     """Start a ``send`` span (PRODUCER) under the current span; end it with ``span.end()``.
 
     The span is not made current (nothing runs under it but the send itself):
@@ -918,6 +936,17 @@ def start_send(hop: HopAttributes, attributes: Attributes, *, provider: Any | No
         returning it, called only when the span is recorded.
     provider : TracerProvider or None
         The global provider when None.
+    into : dict or None
+        The headers the caller is about to write the span's context into. A root the head
+        sampler did not pick (most tasks, under a ratio sampler) then writes its ``traceparent``
+        there itself (with the W3C propagator) and returns :data:`SENT_ROOT`: there is no span
+        to keep, and nothing left to inject. Any other span is returned as without ``into``,
+        for :func:`inject_span`.
+
+    Returns
+    -------
+    Span
+        The ``send`` span; :data:`SENT_ROOT` only when ``into`` is given.
     """
     if _CURRENT is None:
         current = trace.get_current_span()
@@ -946,6 +975,10 @@ def start_send(hop: HopAttributes, attributes: Attributes, *, provider: Any | No
                                                    span_id.to_bytes(8, "big").hex())
                 except (OverflowError, AttributeError):  # not a W3C-sized id (a custom generator): as %x writes it
                     traceparent = "00-%032x-%016x-00" % (trace_id, span_id)  # noqa: UP031
+                if into is not None and type(propagate._HTTP_TEXT_FORMAT if _TEXTMAP_GLOBAL
+                                                 else propagate.get_global_textmap()) is TraceContextTextMapPropagator:
+                    into[TRACEPARENT] = traceparent  # what inject_span writes for it, without the span object
+                    return SENT_ROOT
                 return _forwarded(traceparent, None, False, False)
             if sdk.queues is not None and getattr(sdk.processor, "_span_processors", None) is sdk._processors:
                 if callable(attributes):

@@ -9,11 +9,14 @@ bytes the bus sends and the dicts the actor reads.
   exported, and the worker's context is restored afterwards;
 * a sampled request is recorded as the caller's child, and so are the handler's own sends: the
   trace is complete;
+* a task's root that the head sampler did not pick is sent with its ``traceparent`` written by
+  ``start_send`` itself, and every hop of the task passes that one on;
 * the W3C fast path and the propagator's general path read the same parent from any value.
 """
 
 from __future__ import annotations
 
+import random
 import re
 from typing import Any
 
@@ -34,7 +37,16 @@ from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapProp
 from tandem.actors import Actor, Endpoint
 from tandem.messages import Message
 from tandem.services.bus import Bus, _nats
-from tandem.services.bus._tracing import HopAttributes, _Forwarded, current_span, extract_span_context, start_process_from
+from tandem.services.bus._tracing import (
+    SENT_ROOT,
+    HopAttributes,
+    _Forwarded,
+    current_span,
+    extract_span_context,
+    inject_span,
+    start_process_from,
+    start_send,
+)
 
 pytestmark = pytest.mark.skipif(_nats._CLIENT is not _nats._Client,
                                 reason="the in-memory wire is made of the bus's own _Client")
@@ -216,6 +228,51 @@ def test_a_sampled_hop_and_its_own_sends_make_one_complete_trace() -> None:
     assert down is not None and down.span_id == spans["send test.flow.down"].context.span_id and down.trace_flags.sampled
     assert event is not None and event.endswith("-01")
     assert reply == f"00-{TRACE}-{process.context.span_id:016x}-01"  # the span that answered
+
+
+async def _task(provider: TracerProvider) -> list[tuple[str, str | None]]:
+    """One ``Bus.request`` from a caller with no current span to ``Middle``; the traceparents sent, in order."""
+    wire = _Wire()
+    caller = Bus(wire.connect(), tracer_provider=provider)
+    async with anyio.create_task_group() as tg:
+        await tg.start(Middle(Bus(wire.connect(), tracer_provider=provider)).run)
+        await tg.start(Down(Bus(wire.connect(), tracer_provider=provider)).run)
+        told = await caller.request("test.flow.ask", Ask(correlation_id="c2"), Told, timeout=5)
+        assert not told.recording
+        tg.cancel_scope.cancel()
+    return [(subject, _traceparent(block)) for subject, block in wire.sent if subject.startswith("test.flow.")]
+
+
+def test_a_root_the_head_sampler_did_not_pick_is_passed_on_by_every_hop_of_its_task() -> None:
+    provider, exporter = _provider(S.ParentBasedTraceIdRatio(0.0))  # no root is picked
+    random.seed(14)
+    sent = anyio.run(_task, provider)
+    random.seed(14)  # the root's ids are the SDK's draws: the trace id, then the span id
+    root = f"00-{random.getrandbits(128):032x}-{random.getrandbits(64):016x}-00"
+    assert sent == [("test.flow.ask", root), ("test.flow.down", root), ("test.flow.event", root)]
+    assert exporter.get_finished_spans() == ()
+
+
+def test_start_send_writes_an_unpicked_roots_traceparent_into_the_headers_it_is_given() -> None:
+    provider, _ = _provider(S.ParentBasedTraceIdRatio(0.0))
+    hop = HopAttributes("send", "test.flow.ask")
+    random.seed(3)
+    headers: dict[str, str] = {}
+    assert start_send(hop, {}, provider=provider, into=headers) is SENT_ROOT
+    random.seed(3)
+    forwarded = start_send(hop, {}, provider=provider)  # without into: the span that writes the same
+    assert type(forwarded) is _Forwarded and headers == inject_span(forwarded, {}) == {"traceparent": forwarded.traceparent}
+    assert inject_span(SENT_ROOT, {}) == {} and not SENT_ROOT.is_recording()
+    saved = propagate.get_global_textmap()
+    propagate.set_global_textmap(CompositePropagator([TraceContextTextMapPropagator()]))
+    try:  # another propagator writes its own headers: the span is returned for inject_span, into is left alone
+        other: dict[str, str] = {}
+        span = start_send(hop, {}, provider=provider, into=other)
+        assert type(span) is _Forwarded and other == {}
+        assert inject_span(span, other) == {"traceparent": span.traceparent}
+    finally:
+        propagate.set_global_textmap(saved)
+    provider.shutdown()
 
 
 # --------------------------------------------------------------------------- fast path and general path agree
