@@ -318,6 +318,17 @@ def test_lexicon_matches_skip_runs_without_a_search(text: str) -> None:
     assert found == [(m.span(), m.lastgroup) for m in _lexicon.master().finditer(text)]
 
 
+@settings(max_examples=300, deadline=None)
+@given(st.text(alphabet=st.sampled_from(list(",、;。.!:()[]「」『』—- a二")), max_size=16))
+def test_punctuation_runs(text: str) -> None:
+    """The clause stage's punctuation regex for a text without " - " (written to start with a character
+    class, for speed) finds the runs ``[…]+`` finds."""
+    from tandem.services.choice._clauses import _PUNCT_ONLY
+
+    runs = re.compile(r"[,、;。.!:()\[\]「」『』—]+")
+    assert [m.span() for m in _PUNCT_ONLY.finditer(text)] == [m.span() for m in runs.finditer(text)]
+
+
 def _uncovered_as_written(s: str, start: int, end: int, spans: list[tuple[int, int]]) -> str:
     parts, cur = [], start
     for a, b in spans:
