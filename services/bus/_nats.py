@@ -249,7 +249,7 @@ _SHORT_VALUE = 16  # a header value this short is a flag or a status word, not a
 _SHORT_BLOCK = 64  # a raw header block this short holds no id either (a traceparent alone makes 70 bytes)
 _encoded_blocks: dict[tuple[str, str], bytes] = {}  # the one (name, value) of a header dict -> its block
 _parsed_blocks: dict[bytes, dict[str, str] | None] = {}  # short raw header block -> nats-py's reading of it
-_parsed_rests: dict[bytes, dict[str, str] | None] = {}  # what follows a leading traceparent line -> its reading
+_parsed_rests: dict[bytes, dict[str, str] | None] = {}  # what follows a leading traceparent's value -> its reading
 _encoded_rests: dict[tuple[str, str], bytes] = {}  # the (name, value) after a traceparent -> its line and the end
 _MISSING: Any = object()
 
@@ -302,21 +302,25 @@ def _header_block(headers: Mapping[str, str]) -> bytes:
     return block
 
 
-def _rest_lines(rest: bytes) -> dict[str, str] | None:
-    """The reading of the lines after a block's leading ``traceparent`` line; None when one of them is a traceparent too.
+def _rest_lines(tail: bytes) -> dict[str, str] | None:
+    """The reading of a block after its leading ``traceparent`` value, as a dict to copy; None: read the whole block.
 
-    ``_parse_header_lines`` reads a block line by line into one dict: with the traceparent line
-    first, that dict is ``{"traceparent": value}`` updated with these lines' reading, unless a
-    later line sets ``traceparent`` again (then the general path reads the block). The reading
-    is remembered when the block it ends would be short (:data:`_SHORT_BLOCK`): flags and
-    status words repeat, ids and deadlines do not.
+    ``tail`` starts where a 55-character value's line would end. ``_parse_header_lines`` reads
+    a block line by line into one dict: with the traceparent line first (``tail`` starts with
+    its CRLF), that dict is ``{"traceparent": value}`` updated with the reading of the lines
+    after it, unless a later line sets ``traceparent`` again. The dict returned has those keys,
+    in that order, with an empty ``traceparent`` for the caller's copy to fill in. It is
+    remembered when the block it ends would be short (:data:`_SHORT_BLOCK`): flags and status
+    words repeat, ids and deadlines do not.
     """
-    parsed: dict[str, str] | None = _parse_header_lines(rest)
-    if "traceparent" in parsed:  # type: ignore[operator]
-        parsed = None
-    if len(rest) + len(_HEADER_LINE) <= _SHORT_BLOCK:
-        _remember(_parsed_rests, rest, parsed)
-    return parsed
+    template: dict[str, str] | None = None
+    if tail.startswith(_CRLF):
+        parsed = _parse_header_lines(tail[2:])
+        if "traceparent" not in parsed:
+            template = {"traceparent": "", **parsed}
+    if len(tail) - len(_CRLF) + len(_HEADER_LINE) <= _SHORT_BLOCK:
+        _remember(_parsed_rests, tail, template)
+    return template
 
 
 def _hpub(subject: str, reply: str, block: bytes, payload: bytes) -> bytes:
@@ -355,14 +359,16 @@ class _Client(Client):
             # (23: len(_TRACEPARENT_HEAD); 78: where a 55-character value's line ends; no CR in the
             # value, so that CRLF ends the first line; "13 in" is memchr, a bytes needle is not)
             if headers.startswith(_TRACEPARENT_HEAD) and _PLAIN_PARSE:
-                value = headers[23:78]
-                if headers[78:80] == _CRLF and 13 not in value:
-                    rest = headers[80:]
-                    parsed = _parsed_rests.get(rest, _MISSING)
-                    if parsed is _MISSING:
-                        parsed = _rest_lines(rest)
-                    if parsed is not None:
-                        return {"traceparent": value.strip().decode("utf-8", "replace"), **parsed}
+                tail = headers[78:]  # the line's CRLF, the other lines: remembered, CRLF checked once
+                template = _parsed_rests.get(tail, _MISSING)
+                if template is _MISSING:
+                    template = _rest_lines(tail)
+                if template is not None:
+                    value = headers[23:78]
+                    if 13 not in value:
+                        parsed = template.copy()  # its keys in nats-py's order, traceparent first
+                        parsed["traceparent"] = value.strip().decode("utf-8", "replace")
+                        return parsed
             return await super()._process_headers(headers)
         parsed = _parsed_blocks.get(headers, _MISSING)
         if parsed is _MISSING:
