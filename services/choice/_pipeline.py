@@ -82,6 +82,13 @@ _NUMBER: Final = r"(?:option\s*|no\.\s*|#\s*|第)?(\d{1,3})(?:\s*(?:番目|番|�
 _LIST_NUMBER: Final = re.compile(_NUMBER, re.ASCII)
 _FAST_LIST: Final = re.compile(rf"{_NUMBER}(?:(?:\s*(?:と|&|,|、)\s*|\s+and\s+){_NUMBER})+[\s.!。]*", re.ASCII)
 _FAST_FIRST: Final = frozenset("0123456789on#第")
+# What a match of _FAST or _FAST_LIST can look like in a normalised answer (whitespace collapsed to single
+# spaces, so each ``\s*`` matches one character at most), told without running them on longer answers:
+# without its tail ``[\s.!。]*``, a _FAST match is at most "option " + 3 digits + " " + "番目" + " " +
+# "でお願いします" (21 characters) and a _FAST_LIST match ends with its last number ("3", "3番", "3つ目")
+_FAST_TAIL: Final = " .!。"
+_FAST_MAX: Final = 21
+_FAST_LIST_LAST: Final = frozenset("0123456789目番号")
 _PUNCT_SPACE: Final = " ,、;。.!:?\"'「」()[]…~〜-"
 _LABEL_WORD: Final = re.compile(r"[a-z]{4,}")
 _TYPO_CONF: Final = 0.85
@@ -133,7 +140,8 @@ def analyse(answer: str, context: ChoiceContext, *, lane: bool = True, typos: bo
 
     # the common cases: a bare number ("2", "２番で", "option 3", "No.1") or a list of them ("1と3", "2 and 4")
     if lane and s[0] in _FAST_FIRST and not idx.single and not idx.label_has_digits:
-        fast = _FAST.fullmatch(s)
+        body = s.rstrip(_FAST_TAIL)
+        fast = _FAST.fullmatch(s) if len(body) <= _FAST_MAX else None
         if fast is not None:
             v = int(fast.group("n"))
             if 1 <= v <= n and not _names_an_option(s, idx):
@@ -143,7 +151,8 @@ def analyse(answer: str, context: ChoiceContext, *, lane: bool = True, typos: bo
                 tok = fast.group("tok").strip()  # the number token, as the scanner would show it
                 return Outcome(ChoiceResult(selected_options=[v], confidence=0.95, reasoning=f"number {tok!r}",
                                             extracted_intent=intent, decided_by="pattern"), set(), [], [])
-        elif not idx.approval and _FAST_LIST.fullmatch(s) is not None and not _names_an_option(s, idx):
+        elif (not idx.approval and body[-1:] in _FAST_LIST_LAST and _FAST_LIST.fullmatch(s) is not None
+              and not _names_an_option(s, idx)):
             listed = _list(s, n)
             if listed is not None:
                 return Outcome(listed, set(), [], [])

@@ -111,3 +111,22 @@ def test_approval_prompt_one_reference_or_refusal_takes_the_fast_lane(answer: st
     quick = fast_lane(s, scan(s, idx), idx)
     assert quick is not None and (quick.selected_options, quick.extracted_intent) == (selected, intent), answer
     _same(answer, PLAN)
+
+
+@settings(max_examples=1000, deadline=None)
+@given(st.lists(st.sampled_from(["1", "23", "456", "option", "no.", "#", "第", "番", "番目", "つ目", "号", "案", " ",
+                                 "と", "&", ",", "、", "and", "で", "です", "でお願いします", "please", ".", "!", "。",
+                                 "x", "お願いします"]), min_size=1, max_size=12))
+def test_fast_number_guards(pieces: list[str]) -> None:
+    """The length and last-character guards before the bare-number regexes never skip a match of theirs."""
+    from tandem.services.choice import _pipeline as p
+    from tandem.services.choice._normalize import normalize_answer
+
+    s = normalize_answer("".join(pieces))
+    if not s:
+        return
+    body = s.rstrip(p._FAST_TAIL)
+    if p._FAST.fullmatch(s) is not None:
+        assert len(body) <= p._FAST_MAX
+    if p._FAST_LIST.fullmatch(s) is not None:
+        assert body[-1:] in p._FAST_LIST_LAST
