@@ -275,22 +275,26 @@ _resource_bytes: dict[int, tuple[Any, bytes]] = {}
 _second_bytes: list[Any] = [None, b""]  # the last whole second formatted (quote included), as bytes
 
 
-def _iso_bytes(ns: int | None) -> bytes:
-    """:func:`_iso` as a JSON value (quoted, or ``null``)."""
-    if not ns:
-        return b"null"
-    return b'%b.%06dZ"' % _stamp(ns)
+def _stamps(start: int, end: int) -> tuple[bytes, int, bytes, int]:
+    """Unix times ``start`` and ``end`` (nanoseconds) as ``(second, microseconds)`` each, flattened.
 
-
-def _stamp(ns: int) -> tuple[bytes, int]:
-    """Unix time ``ns`` (nanoseconds) as ``(second, microseconds)``: the opening quote and whole second
-    (:func:`_iso_second`), and the microseconds rounded as :func:`_iso` rounds them."""
-    t = ns / 1e9
+    A second is its opening quote and text (:func:`_iso_second`), the microseconds are rounded as
+    :func:`_iso` rounds them (the SDK's ``datetime.fromtimestamp(ns / 1e9)``). Both times in one
+    call: a span's line needs the two, almost always in the same second.
+    """
+    t = start / 1e9
     sec = int(t)
-    us = round((t - sec) * 1e6)
+    us = round((t - sec) * 1e6)  # t - sec is math.modf(t)'s fraction, exactly
     if us >= 1_000_000:
         sec, us = sec + 1, us - 1_000_000
-    return (_second_bytes[1] if _second_bytes[0] == sec else _iso_second(sec)), us
+    t = end / 1e9
+    sec2 = int(t)
+    us2 = round((t - sec2) * 1e6)
+    if us2 >= 1_000_000:
+        sec2, us2 = sec2 + 1, us2 - 1_000_000
+    started = _second_bytes[1] if _second_bytes[0] == sec else _iso_second(sec)
+    return started, us, (started if sec2 == sec else _second_bytes[1] if _second_bytes[0] == sec2
+                         else _iso_second(sec2)), us2
 
 
 def _iso_second(sec: int) -> bytes:
@@ -305,24 +309,26 @@ def _is_hop_span(span: Any) -> bool:
     return getattr(type(span), "_is_hop_span", False) is True
 
 
-_hop_heads: dict[str, tuple[Any, bytes, bytes, bytes]] = {}  # span name -> (kind, head, format, format of a root)
+_hop_lines: dict[str, tuple[Any, Any, bytes, bytes]] = {}  # span name -> (kind, resource, format, format of a root)
 _hop_tails: dict[int, tuple[Any, bytes]] = {}  # id(resource) -> (resource, the line's end without events or links)
 
 
-def _hop_head(name: str, kind: Any) -> tuple[Any, bytes, bytes, bytes]:
-    """The constant pieces of a hop span's line around its ids and times, for spans named ``name`` of ``kind``.
+def _hop_line(name: str, kind: Any, res: Any) -> tuple[Any, Any, bytes, bytes]:
+    """The format of the JSON line of a span named ``name`` of ``kind`` and resource ``res`` in the common shape.
 
-    The head is ``{"name":<name>,"context":{"trace_id":"0x``; the format fills in the span id,
-    the parent id, and the start and end times (each as its second's text and microseconds)
-    of a span with no trace state and an unset status, up to ``"attributes":``; the root's
-    format is the same without the parent id (``null``).
+    Everything but the trace id, the span and parent ids, the start and end times (each as its
+    second's text and microseconds) and the encoded attributes is constant text in it:
+    ``{"name":<name>,"context":{"trace_id":"0x``, the ids, kind, times and unset status (no trace
+    state), ``"attributes":`` and the resource's tail (:func:`_tail`). The root's format is the same
+    without the parent id (``null``). Remembered per name, with the kind and resource it was made for.
     """
-    if len(_hop_heads) > 4096:  # names with ids in them: keep the cache bounded
-        _hop_heads.clear()
-    head = b'{"name":' + _encoder.encode(name) + b',"context":{"trace_id":"0x'
-    ids = b'","span_id":"0x%016x","trace_state":"[]"},"kind":"' + _KIND_BYTES[kind._value_] + b'","parent_id":'
-    times = b',"start_time":%b.%06dZ","end_time":%b.%06dZ","status":' + _UNSET_STATUS + b',"attributes":'
-    entry = _hop_heads[name] = (kind, head, ids + b'"0x%016x"' + times, ids + b"null" + times)
+    if len(_hop_lines) > 4096:  # names with ids in them: keep the cache bounded
+        _hop_lines.clear()
+    head = (b'{"name":' + _encoder.encode(name) + b',"context":{"trace_id":"0x').replace(b"%", b"%%")
+    ids = b'%b","span_id":"0x%016x","trace_state":"[]"},"kind":"' + _KIND_BYTES[kind._value_] + b'","parent_id":'
+    times = b',"start_time":%b.%06dZ","end_time":%b.%06dZ","status":' + _UNSET_STATUS + b',"attributes":%b'
+    tail = _tail(res).replace(b"%", b"%%")
+    entry = _hop_lines[name] = (kind, res, head + ids + b'"0x%016x"' + times + tail, head + ids + b"null" + times + tail)
     return entry
 
 
@@ -335,52 +341,42 @@ def _tail(res: Any) -> bytes:
     return cached[1]
 
 
-def _common_line(head: tuple[Any, bytes, bytes, bytes], trace_hex: bytes, span_id: int, parent_id: int | None,
-                 start: int, end: int, attributes: dict[str, Any], tail: bytes) -> bytes:
+def _common_line(name: str, kind: Any, res: Any, trace_hex: bytes, span_id: int, parent_id: int | None, start: int,
+                 end: int, attributes: dict[str, Any]) -> bytes:
     """The JSON line of a span in the common shape (no trace state, unset status, no events or links).
 
-    Joined from the name's head (:func:`_hop_head`), the trace id's 32 hex digits, one format for
-    the ids and times (``start``/``end`` in ns since the epoch), the attributes and the resource's
-    tail (:func:`_tail`): the bytes ``_document`` would encode.
+    One bytes format (:func:`_hop_line`, memchr skips its constant text) of the trace id's 32 hex
+    digits, the ids, the times (``start``/``end`` in ns since the epoch) and the attributes: the
+    bytes ``_document`` would encode.
     """
-    started, us = _stamp(start)
-    ended, us2 = _stamp(end)
-    return b"".join((
-        head[1],
-        trace_hex,
-        head[2] % (span_id, parent_id, started, us, ended, us2) if parent_id
-        else head[3] % (span_id, started, us, ended, us2),
-        _encoder.encode(attributes),
-        tail,
-    ))
+    line = _hop_lines.get(name)
+    if line is None or line[0] is not kind or line[1] is not res:
+        line = _hop_line(name, kind, res)
+    started, us, ended, us2 = _stamps(start, end)
+    if parent_id:
+        return line[2] % (trace_hex, span_id, parent_id, started, us, ended, us2, _encoder.encode(attributes))
+    return line[3] % (trace_hex, span_id, started, us, ended, us2, _encoder.encode(attributes))
 
 
 def encode_line(span: Any) -> bytes:
     """``span`` (a ``ReadableSpan`` or a hop path span) as its JSON line (:func:`encode_spans`).
 
     A hop span's line is ``span._readable().to_json(indent=None)``'s document. The common one
-    (no trace state, unset status, no events or links) is joined from five pieces: the name's
-    head, the trace id, one format for the ids and times (:func:`_hop_head`), the attributes,
-    the resource's tail (:func:`_tail`); any other goes piece by piece (:func:`_hop_parts`).
+    (no trace state, unset status, no events or links) is one format of the name's and the
+    resource's constant text around the ids, times and attributes (:func:`_hop_line`); any
+    other goes piece by piece (:func:`_hop_parts`).
     """
     if getattr(type(span), "_is_hop_span", False) is not True:  # _is_hop_span(span), inline
         if type(span) in _SDK_SPANS and (line := _sdk_line(span)) is not None:
             return line
         return _encoder.encode(_document(span)) + b"\n"
     if span._trace_state is None and span._status is span._unset_status and not span._events and not span._links:
-        name = span._name
-        head = _hop_heads.get(name)
-        kind = span._kind
-        if head is None or head[0] is not kind:
-            head = _hop_head(name, kind)
-        res = span._hop.resource
-        tail = _hop_tails.get(id(res))
         trace_hex = span._trace_hex  # the traceparent's text, when the hop wrote or read one
         attributes = span._attributes
-        return _common_line(head, trace_hex.encode() if trace_hex is not None else b"%032x" % span._trace_id,
+        return _common_line(span._name, span._kind, span._hop.resource,
+                            trace_hex.encode() if trace_hex is not None else b"%032x" % span._trace_id,
                             span._span_id, span._parent_id, span._start_time, span._end_time,
-                            attributes if type(attributes) is dict else dict(attributes),
-                            tail[1] if tail is not None and tail[0] is res else _tail(res))
+                            attributes if type(attributes) is dict else dict(attributes))
     return b"".join(_hop_parts(span))
 
 
@@ -393,7 +389,7 @@ def _sdk_line(span: ReadableSpan) -> bytes | None:
 
     The common shape: no trace state, an unset status, no events, no links (the ``invoke_agent``,
     ``chat`` and ``execute_tool`` spans that end well). Its line is joined from the hop path's pieces
-    (:func:`_hop_head`, the resource's tail) around the ids, times and attributes, reading the span's
+    (:func:`_hop_line`, the resource's tail) around the ids, times and attributes, reading the span's
     fields rather than its properties: one call instead of ~50 (a property read each, a tuple per
     ``events``/``links`` read, a dict built from the attributes). ~10 µs -> ~4 µs a span.
     """
@@ -404,20 +400,13 @@ def _sdk_line(span: ReadableSpan) -> bytes | None:
     if (ctx is None or status.status_code is not StatusCode.UNSET or span._events or span._links
             or ctx.trace_state or not started or not ended):
         return None
-    name = span._name
-    kind = span._kind
-    head = _hop_heads.get(name)
-    if head is None or head[0] is not kind:
-        head = _hop_head(name, kind)
-    res = span._resource
-    tail = _hop_tails.get(id(res))
     attributes = span._attributes
     items = getattr(attributes, "_dict", None)  # BoundedAttributes keeps its items in a dict
     if type(items) is not dict:
         items = attributes if type(attributes) is dict else dict(attributes or {})
     parent = span._parent
-    return _common_line(head, b"%032x" % ctx.trace_id, ctx.span_id, parent.span_id if parent else None, started,
-                        ended, items, tail[1] if tail is not None and tail[0] is res else _tail(res))
+    return _common_line(span._name, span._kind, span._resource, b"%032x" % ctx.trace_id, ctx.span_id,
+                        parent.span_id if parent else None, started, ended, items)
 
 
 def _hop_parts(span: Any) -> tuple[bytes, ...]:
@@ -438,15 +427,14 @@ def _hop_parts(span: Any) -> tuple[bytes, ...]:
     links = span._links
     parent_id = span._parent_id
     trace_hex = span._trace_hex  # the traceparent's text, when the hop wrote or read one
-    started = b'%b.%06dZ"' % _stamp(span._start_time)
-    ended = b'%b.%06dZ"' % _stamp(span._end_time)
+    started, us, ended, us2 = _stamps(span._start_time, span._end_time)
     return (
         b'{"name":', name,
         b',"context":{"trace_id":"0x', trace_hex.encode() if trace_hex is not None else b"%032x" % span._trace_id,
         b'","span_id":"0x%016x","trace_state":' % span._span_id, _encoder.encode(repr(state)) if state else _NO_STATE,
         b'},"kind":"', _KIND_BYTES[span._kind._value_],
         b'","parent_id":', b'"0x%016x"' % parent_id if parent_id else b"null",
-        b',"start_time":', started, b',"end_time":', ended,
+        b',"start_time":', b'%b.%06dZ"' % (started, us), b',"end_time":', b'%b.%06dZ"' % (ended, us2),
         b',"status":', _UNSET_STATUS if status is span._unset_status
         else _encoder.encode(_Status(status.status_code.name, status.description or None)),
         b',"attributes":', _encoder.encode(attributes if type(attributes) is dict else dict(attributes)),
