@@ -84,6 +84,7 @@ from ._tracing import (
     _TEXTMAP_GLOBAL,
     SENT_ROOT,
     TRACEPARENT,
+    TRACESTATE,
     HopAttributes,
     _Forwarded,
     inject_span,
@@ -1332,14 +1333,21 @@ class Bus:
             return
         validate_reply_subject(msg.reply)
         data = encode(reply)
-        hdrs = dict(headers) if headers else {}
         # the reply carries the span that answered (process)
         if span is None:
             span = trace.get_current_span()
         # nothing to write: tracing off and no incoming trace, or a hop that records nothing and
         # only passes the caller's context on (a _Forwarded echo: inject_span writes nothing for it)
         if span is not INVALID_SPAN and (type(span) is not _Forwarded or not span._echo):  # type: ignore[attr-defined]
-            inject_span(span, hdrs)
+            # the span's context first: a block that starts with its traceparent line takes the
+            # header fast paths on both sides (_header_block here, _Client._process_headers there)
+            hdrs = inject_span(span, {})
+            if headers:
+                hdrs.update(headers)
+                if TRACEPARENT in headers or TRACESTATE in headers:  # the span's context wins, as before
+                    inject_span(span, hdrs)
+        else:
+            hdrs = dict(headers) if headers else {}
         try:
             body = data if self._fits(len(data), hdrs) else (await self._outgoing(data, hdrs))[0]
         except BusError as exc:

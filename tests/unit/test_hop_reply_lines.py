@@ -1,0 +1,132 @@
+"""A traced reply's headers and a span's JSON line on their fast paths (issue 14).
+
+* ``Bus.respond`` writes the answering span's ``traceparent`` first, then the reply's own headers:
+  the same header dict (the span's context still wins over a caller's ``traceparent``), in the
+  order whose block the header fast paths write and read (``_header_block``,
+  ``_Client._process_headers``), byte for byte nats-py's;
+* a span's line is one format per span name (``_hop_line``) with both times from one call
+  (``_stamps``): the same bytes as the general document, for names and resources with ``%`` in
+  them too, and the SDK's timestamps.
+"""
+
+from __future__ import annotations
+
+from types import SimpleNamespace
+from typing import Any
+
+import anyio
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from nats.aio.client import Client
+from opentelemetry.sdk.resources import Resource
+from opentelemetry.sdk.trace import TracerProvider
+from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+from opentelemetry.trace import INVALID_SPAN, NonRecordingSpan, SpanContext, TraceFlags
+from tandem.messages import ErrorReply
+from tandem.services.bus import Bus, _nats
+from tandem.services.telemetry import _setup
+
+TRACEPARENT = "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01"
+
+
+class _Recorder:
+    """What ``Bus.respond`` needs of a connection: it records each publish."""
+
+    max_payload = 1 << 20
+    is_closed = False
+
+    def __init__(self) -> None:
+        self.published: list[dict[str, str] | None] = []
+
+    async def publish(self, subject: str, payload: bytes, reply: str = "", headers: Any = None) -> None:
+        self.published.append(headers)
+
+
+def _reply_headers(span: Any, headers: dict[str, str] | None) -> dict[str, str] | None:
+    nc = _Recorder()
+    bus = Bus(nc)  # type: ignore[arg-type]
+    msg = SimpleNamespace(reply="_INBOX.test.1", subject="test.reply")
+    anyio.run(lambda: bus.respond(msg, ErrorReply(code="x", message="y", correlation_id="c1"),  # type: ignore[arg-type]
+                                  headers, span=span))
+    (sent,) = nc.published
+    return sent
+
+
+def _span(trace_id: int = 0x0AF7651916CD43DD8448EB211C80319C, span_id: int = 0xB7AD6B7169203331) -> Any:
+    return NonRecordingSpan(SpanContext(trace_id, span_id, is_remote=False, trace_flags=TraceFlags(1)))
+
+
+@pytest.mark.parametrize("headers", [None, {}, {"Tandem-Status": "done"},
+                                     {"Tandem-Status": "done", "Nats-Extra": "1"},
+                                     {"Tandem-Status": "done", "traceparent": "00-" + "1" * 32 + "-" + "2" * 16 + "-01"},
+                                     {"tracestate": "k=v", "Tandem-Status": "done"}])
+def test_a_traced_reply_carries_the_same_headers_with_its_context_first(headers: dict[str, str] | None) -> None:
+    sent = _reply_headers(_span(), headers)
+    expected = dict(headers or {})
+    expected["traceparent"] = TRACEPARENT  # what inject_span into a copy of the reply's headers wrote
+    assert sent == expected
+    assert next(iter(sent)) == "traceparent"
+
+
+def test_an_untraced_reply_keeps_its_headers_as_given() -> None:
+    assert _reply_headers(INVALID_SPAN, {"Tandem-Status": "done"}) == {"Tandem-Status": "done"}
+    assert list(_reply_headers(INVALID_SPAN, {"b": "1", "a": "2"}) or {}) == ["b", "a"]
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.integers(1, 2**128 - 1), st.integers(1, 2**64 - 1),
+       st.sampled_from([{"Tandem-Status": "done"}, {"Tandem-Status": "working"}, {"X-Other": " v "}]))
+def test_a_traced_reply_block_is_nats_pys_both_ways(trace_id: int, span_id: int, headers: dict[str, str]) -> None:
+    sent = _reply_headers(_span(trace_id, span_id), headers)
+    assert sent is not None
+    block = _nats._header_block(sent)
+    assert block == _nats._encode_header_block(sent)
+    client = _nats._Client()
+
+    async def both() -> tuple[Any, Any]:
+        return await client._process_headers(block), await Client._process_headers(client, block)
+
+    mine, theirs = anyio.run(both)
+    assert mine == theirs
+    assert list(mine) == list(theirs)
+
+
+# --------------------------------------------------------------------------- span lines
+
+
+@settings(max_examples=500, deadline=None)
+@given(st.integers(1_600_000_000 * 10**9, 1_900_000_000 * 10**9), st.integers(0, 3 * 10**9),
+       st.sampled_from([0, 1, 499, 500, 501, 999_999_499, 999_999_500, 999_999_999, None]))
+def test_both_stamps_are_the_sdk_times(start: int, length: int, edge: int | None) -> None:
+    if edge is not None:  # near the rounding edges of a microsecond and of a second
+        start = start - start % 1_000_000_000 + edge
+    end = start + length
+    started, us, ended, us2 = _setup._stamps(start, end)
+    assert b'%b.%06dZ"' % (started, us) == b'"%s"' % _setup._iso(start).encode()
+    assert b'%b.%06dZ"' % (ended, us2) == b'"%s"' % _setup._iso(end).encode()
+
+
+_NAMES = st.text(st.sampled_from("ab%s%d%%x.é\"\\ "), min_size=1, max_size=12)
+
+
+@settings(max_examples=200, deadline=None)
+@given(_NAMES, _NAMES, st.booleans(), st.dictionaries(_NAMES, st.one_of(_NAMES, st.integers(-5, 10**12)), max_size=4))
+def test_a_span_line_is_its_document_with_percent_signs_anywhere(name: str, service: str, root: bool,
+                                                                 attributes: dict[str, Any]) -> None:
+    provider = TracerProvider(resource=Resource.create({"service.name": service, "x%s": "%d%%"}))
+    exporter = InMemorySpanExporter()
+    provider.add_span_processor(SimpleSpanProcessor(exporter))
+    tracer = provider.get_tracer("t")
+    with tracer.start_as_current_span("parent"):
+        with tracer.start_as_current_span(name, attributes=attributes) as inner:
+            pass
+    if root:
+        with tracer.start_as_current_span(name, attributes=attributes) as inner:
+            pass
+    spans = [s for s in exporter.get_finished_spans() if s.context.span_id == inner.get_span_context().span_id]
+    (span,) = spans
+    line = _setup._sdk_line(span)
+    assert line is not None
+    assert line == _setup._encoder.encode(_setup._document(span)) + b"\n"
