@@ -1189,9 +1189,13 @@ def inject_span(span: trace.Span, headers: MutableMapping[str, str]) -> MutableM
         is TraceContextTextMapPropagator
     if kind is _LeanSpan and fast:
         trace_hex = span._trace_hex  # type: ignore[attr-defined]
-        if trace_hex is None:  # kept for the spans under it and the export: formatting 128 bits is not free
+        try:  # bytes.hex of the ids: ~40% of "%032x" and "%016x" (W3C-sized ids, the SDK's generator)
+            if trace_hex is None:  # kept for the spans under it and the export: formatting 128 bits is not free
+                trace_hex = span._trace_hex = span._trace_id.to_bytes(16, "big").hex()  # type: ignore[attr-defined]
+            headers[TRACEPARENT] = "00-%s-%s-01" % (trace_hex, span._span_id.to_bytes(8, "big").hex())  # type: ignore[attr-defined]  # noqa: UP031, E501
+        except OverflowError:  # not a W3C-sized id (a custom generator): as %x writes it
             trace_hex = span._trace_hex = "%032x" % span._trace_id  # type: ignore[attr-defined]  # noqa: UP031
-        headers[TRACEPARENT] = "00-%s-%016x-01" % (trace_hex, span._span_id)  # type: ignore[attr-defined]  # noqa: UP031
+            headers[TRACEPARENT] = "00-%s-%016x-01" % (trace_hex, span._span_id)  # type: ignore[attr-defined]  # noqa: UP031
         state = span._trace_state  # type: ignore[attr-defined]
         if state:
             headers[TRACESTATE] = state.to_header()

@@ -130,3 +130,29 @@ def test_a_span_line_is_its_document_with_percent_signs_anywhere(name: str, serv
     line = _setup._sdk_line(span)
     assert line is not None
     assert line == _setup._encoder.encode(_setup._document(span)) + b"\n"
+
+
+# --------------------------------------------------------------------------- a lean span's traceparent
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.one_of(st.integers(1, 2**128 - 1), st.integers(2**128, 2**140)),
+       st.one_of(st.integers(1, 2**64 - 1), st.integers(2**64, 2**70)), st.booleans())
+def test_a_lean_spans_traceparent_is_the_percent_x_format(trace_id: int, span_id: int, parsed: bool) -> None:
+    from tandem.services.bus import _tracing as T
+    from tandem.services.telemetry._setup import QueuedSpanProcessor
+
+    provider = TracerProvider()
+    processor = QueuedSpanProcessor(InMemorySpanExporter(), schedule_delay=60)
+    provider.add_span_processor(processor)
+    try:
+        sdk = T._sdk(provider)
+        assert sdk is not None and sdk.queues is not None
+        trace_hex = "%032x" % trace_id if parsed else None  # noqa: UP031 (as a traceparent read gives it)
+        span = T._LeanSpan("send x", T.SEND, {}, trace_id, span_id, 0, None, False, T._NOT_SAMPLED, None, sdk, True,
+                           trace_hex)
+        headers = T.inject_span(span, {})
+        assert headers == {"traceparent": "00-%032x-%016x-01" % (trace_id, span_id)}  # noqa: UP031
+        assert span._trace_hex == "%032x" % trace_id  # noqa: UP031
+    finally:
+        processor.shutdown()
