@@ -33,6 +33,7 @@ import threading
 import time
 import uuid
 from collections.abc import Sequence
+from math import modf as _modf
 from typing import Any, BinaryIO
 
 import anyio
@@ -282,25 +283,25 @@ def _stamps(start: int, end: int) -> tuple[bytes, int, bytes, int]:
     :func:`_iso` rounds them (the SDK's ``datetime.fromtimestamp(ns / 1e9)``). Both times in one
     call: a span's line needs the two, almost always in the same second.
     """
-    t = start / 1e9
-    sec = int(t)
-    us = round((t - sec) * 1e6)  # t - sec is math.modf(t)'s fraction, exactly
+    # modf(t): t's fraction (t - int(t), exactly) and whole seconds as a float, in one call; the
+    # second is compared as that float (int() only to format a new one)
+    fraction, sec = _modf(start / 1e9)
+    us = round(fraction * 1e6)
     if us >= 1_000_000:
         sec, us = sec + 1, us - 1_000_000
-    t = end / 1e9
-    sec2 = int(t)
-    us2 = round((t - sec2) * 1e6)
+    fraction, sec2 = _modf(end / 1e9)
+    us2 = round(fraction * 1e6)
     if us2 >= 1_000_000:
         sec2, us2 = sec2 + 1, us2 - 1_000_000
-    started = _second_bytes[1] if _second_bytes[0] == sec else _iso_second(sec)
+    started = _second_bytes[1] if _second_bytes[0] == sec else _iso_second(int(sec))
     return started, us, (started if sec2 == sec else _second_bytes[1] if _second_bytes[0] == sec2
-                         else _iso_second(sec2)), us2
+                         else _iso_second(int(sec2))), us2
 
 
 def _iso_second(sec: int) -> bytes:
     """``"YYYY-MM-DDTHH:MM:SS`` (opening quote included) of Unix second ``sec``, remembered for the next spans."""
     text = datetime.datetime.fromtimestamp(sec, tz=datetime.UTC).strftime('"%Y-%m-%dT%H:%M:%S').encode()
-    _second_bytes[:] = [sec, text]
+    _second_bytes[:] = [float(sec), text]  # compared with modf's whole seconds (floats)
     return text
 
 
