@@ -140,8 +140,7 @@ def analyse(answer: str, context: ChoiceContext, *, lane: bool = True, typos: bo
 
     # the common cases: a bare number ("2", "２番で", "option 3", "No.1") or a list of them ("1と3", "2 and 4")
     if lane and s[0] in _FAST_FIRST and not idx.single and not idx.label_has_digits:
-        body = s.rstrip(_FAST_TAIL)
-        fast = _FAST.fullmatch(s) if len(body) <= _FAST_MAX else None
+        fast = _FAST.fullmatch(s) if len(s) <= _FAST_MAX or len(s.rstrip(_FAST_TAIL)) <= _FAST_MAX else None
         if fast is not None:
             v = int(fast.group("n"))
             if 1 <= v <= n and not _names_an_option(s, idx):
@@ -151,7 +150,7 @@ def analyse(answer: str, context: ChoiceContext, *, lane: bool = True, typos: bo
                 tok = fast.group("tok").strip()  # the number token, as the scanner would show it
                 return Outcome(ChoiceResult(selected_options=[v], confidence=0.95, reasoning=f"number {tok!r}",
                                             extracted_intent=intent, decided_by="pattern"), set(), [], [])
-        elif (not idx.approval and body[-1:] in _FAST_LIST_LAST and _FAST_LIST.fullmatch(s) is not None
+        elif (not idx.approval and s.rstrip(_FAST_TAIL)[-1:] in _FAST_LIST_LAST and _FAST_LIST.fullmatch(s) is not None
               and not _names_an_option(s, idx)):
             listed = _list(s, n)
             if listed is not None:
