@@ -338,8 +338,9 @@ class _LeanSpan(trace.Span):
     ends into every processor as a ``ReadableSpan``.
     """
 
-    __slots__ = ("_attributes", "_end_time", "_hop", "_kind", "_name", "_parent_flags", "_parent_id", "_parent_remote",
-                 "_record_exception", "_span_id", "_start_time", "_trace_hex", "_trace_id", "_trace_state")
+    __slots__ = ("_attributes", "_end_time", "_hop", "_kind", "_name", "_parent_flags", "_parent_hex", "_parent_id",
+                 "_parent_remote", "_record_exception", "_span_hex", "_span_id", "_start_time", "_trace_hex", "_trace_id",
+                 "_trace_state")
 
     # what most hop spans never set: class defaults, an instance value only when set
     _context: SpanContext | None = None  # made when someone asks for it
@@ -353,12 +354,15 @@ class _LeanSpan(trace.Span):
 
     def __init__(self, name: str, kind: SpanKind, attributes: dict[str, Any], trace_id: int, span_id: int,
                  parent_id: int, parent: SpanContext | None, parent_remote: bool, parent_flags: TraceFlags,
-                 trace_state: TraceState | None, hop: _Sdk, record_exception: bool, trace_hex: str | None = None) -> None:
+                 trace_state: TraceState | None, hop: _Sdk, record_exception: bool, trace_hex: str | None = None,
+                 parent_hex: str | None = None) -> None:
         self._name = name
         self._kind = kind
         self._attributes: Any = attributes  # a plain clean dict; BoundedAttributes from the first later change
         self._trace_id = trace_id
         self._trace_hex = trace_hex  # the trace id as traceparent writes it, once someone wrote or read it
+        self._span_hex: str | None = None  # the span id as traceparent writes it, once inject_span wrote it
+        self._parent_hex = parent_hex  # the parent's span id as the traceparent read carried it (or None)
         self._span_id = span_id
         self._parent_id = parent_id  # 0: a root span
         if parent is not None:
@@ -899,7 +903,7 @@ def _start(name: str, kind: SpanKind, attributes: Attributes, parent: SpanContex
 
 def _start_lean(sdk: _Sdk, name: str, kind: SpanKind, attributes: Attributes, trace_id: int, parent_id: int,
                 remote: bool, flags: TraceFlags, trace_state: TraceState | None, trace_hex: str | None, *,
-                record_exception: bool) -> _LeanSpan | None:
+                record_exception: bool, parent_hex: str | None = None) -> _LeanSpan | None:
     """A recorded :class:`_LeanSpan` under the parent given by its ids, or None: take the general path.
 
     None when the provider's processors do not only queue spans, when tracing is disabled, when
@@ -917,7 +921,7 @@ def _start_lean(sdk: _Sdk, name: str, kind: SpanKind, attributes: Attributes, tr
         attributes = attributes()
     span_id = sdk.span_ids() or sdk.id_generator.generate_span_id()
     return _LeanSpan(name, kind, attributes, trace_id, span_id, parent_id, None, remote, flags, trace_state, sdk,
-                     record_exception, trace_hex)
+                     record_exception, trace_hex, parent_hex)
 
 
 def start_send(hop: HopAttributes, attributes: Attributes, *, provider: Any | None = None,
@@ -992,7 +996,8 @@ def start_send(hop: HopAttributes, attributes: Attributes, *, provider: Any | No
         sdk = _sdk(getattr(trace, "_TRACER_PROVIDER", None) or _default_provider() if provider is None else provider)
         if sdk is not None:
             span = _start_lean(sdk, hop.name, SEND, attributes, current._trace_id, current._span_id, False, _SAMPLED,
-                               current._trace_state, current._trace_hex, record_exception=True)
+                               current._trace_state, current._trace_hex, record_exception=True,
+                               parent_hex=current._span_hex)
             if span is not None:
                 return span
     elif type(current) is _Forwarded:  # inside a hop that records nothing
@@ -1092,9 +1097,9 @@ def start_process_from(hop: HopAttributes, attributes: Attributes, headers: Mapp
                         attributes = attributes()
                     return _LeanSpan(hop.name, PROCESS, attributes, trace_id,
                                      sdk.span_ids() or sdk.id_generator.generate_span_id(), parent_id, None, True,
-                                     _SAMPLED, trace_state, sdk, False, trace_hex)
+                                     _SAMPLED, trace_state, sdk, False, trace_hex, span_hex)
                 span = _start_lean(sdk, hop.name, PROCESS, attributes, trace_id, parent_id, True, flags, trace_state,
-                                   trace_hex, record_exception=False)
+                                   trace_hex, record_exception=False, parent_hex=span_hex)
                 if span is not None:
                     return span
             parent = SpanContext(trace_id, parent_id, is_remote=True, trace_flags=flags, trace_state=trace_state)
@@ -1192,7 +1197,8 @@ def inject_span(span: trace.Span, headers: MutableMapping[str, str]) -> MutableM
         try:  # bytes.hex of the ids: ~40% of "%032x" and "%016x" (W3C-sized ids, the SDK's generator)
             if trace_hex is None:  # kept for the spans under it and the export: formatting 128 bits is not free
                 trace_hex = span._trace_hex = span._trace_id.to_bytes(16, "big").hex()  # type: ignore[attr-defined]
-            headers[TRACEPARENT] = "00-%s-%s-01" % (trace_hex, span._span_id.to_bytes(8, "big").hex())  # type: ignore[attr-defined]  # noqa: UP031, E501
+            span_hex = span._span_hex = span._span_id.to_bytes(8, "big").hex()  # type: ignore[attr-defined]
+            headers[TRACEPARENT] = "00-%s-%s-01" % (trace_hex, span_hex)  # noqa: UP031
         except OverflowError:  # not a W3C-sized id (a custom generator): as %x writes it
             trace_hex = span._trace_hex = "%032x" % span._trace_id  # type: ignore[attr-defined]  # noqa: UP031
             headers[TRACEPARENT] = "00-%s-%016x-01" % (trace_hex, span._span_id)  # type: ignore[attr-defined]  # noqa: UP031

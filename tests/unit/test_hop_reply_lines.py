@@ -156,3 +156,55 @@ def test_a_lean_spans_traceparent_is_the_percent_x_format(trace_id: int, span_id
         assert span._trace_hex == "%032x" % trace_id  # noqa: UP031
     finally:
         processor.shutdown()
+
+
+class _Ids:
+    """An id generator handing out the given ids (W3C-sized or not)."""
+
+    def __init__(self, trace_id: int, span_ids: list[int]) -> None:
+        self.trace_id, self.span_ids = trace_id, list(span_ids)
+
+    def generate_trace_id(self) -> int:
+        return self.trace_id
+
+    def generate_span_id(self) -> int:
+        return self.span_ids.pop(0)
+
+
+@settings(max_examples=150, deadline=None)
+@given(st.integers(1, 2**128 - 1), st.lists(st.integers(1, 2**64 - 1), min_size=3, max_size=3), st.booleans(),
+       st.booleans())
+def test_a_hops_lines_from_the_traceparents_hex_are_the_documents(trace_id: int, span_ids: list[int], inject: bool,
+                                                                    child: bool) -> None:
+    from tandem.services.bus import _tracing as T
+    from tandem.services.telemetry._setup import QueuedSpanProcessor
+
+    provider = TracerProvider(id_generator=_Ids(trace_id, span_ids))  # type: ignore[arg-type]
+    processor = QueuedSpanProcessor(InMemorySpanExporter(), schedule_delay=60)
+    provider.add_span_processor(processor)
+    send_hop, process_hop = T.HopAttributes("send", "t.lines"), T.HopAttributes("process", "t.lines", actor="a")
+    try:
+        send = T.start_send(send_hop, send_hop.build(correlation_id="c1", body_size=3), provider=provider)
+        headers = T.inject_span(send, {})
+        process = T.start_process_from(process_hop, process_hop.build(correlation_id="c1"), headers, provider=provider)
+        assert type(send) is T._LeanSpan and type(process) is T._LeanSpan
+        made = [send, process]
+        token = T.activate(process)
+        try:
+            if child:  # a send under the process span: its parent's hex is the one inject_span wrote
+                T.inject_span(process, {})
+                inner = T.start_send(send_hop, send_hop.build(correlation_id="c2"), provider=provider)
+                if inject:
+                    T.inject_span(inner, {})
+                inner.end()
+                made.append(inner)
+            elif inject:
+                T.inject_span(process, {})
+        finally:
+            T.deactivate(token)
+        process.end()
+        send.end()
+        for span in made:
+            assert _setup.encode_line(span) == _setup._encoder.encode(_setup._document(span._readable())) + b"\n"
+    finally:
+        processor.shutdown()
