@@ -464,7 +464,8 @@ class _LeanSpan(trace.Span):
         if type(attributes) is not dict:
             attributes._immutable = True
         hop = self._hop
-        if getattr(hop.processor, "_span_processors", None) is hop._processors and hop.queues is not None:
+        # refresh()'s test, inline: with queues, the processor is the SDK's multi-processor (no getattr default needed)
+        if hop.queues is not None and hop.processor._span_processors is hop._processors:
             for queue in hop.queues:
                 queue(self)
             return
@@ -913,7 +914,7 @@ def _start_lean(sdk: _Sdk, name: str, kind: SpanKind, attributes: Attributes, tr
     if sdk.queues is None or not sdk.config._tracer_config.is_enabled \
             or not sdk.decide.by_flags(remote, flags.sampled, trace_id):  # type: ignore[union-attr]
         return None
-    if getattr(sdk.processor, "_span_processors", None) is not sdk._processors:  # refresh()'s test, inline
+    if sdk.processor._span_processors is not sdk._processors:  # refresh()'s test, inline (queues: it has them)
         sdk.refresh()
         if sdk.queues is None:
             return None
@@ -984,7 +985,7 @@ def start_send(hop: HopAttributes, attributes: Attributes, *, provider: Any | No
                     into[TRACEPARENT] = traceparent  # what inject_span writes for it, without the span object
                     return SENT_ROOT
                 return _forwarded(traceparent, None, False, False)
-            if sdk.queues is not None and getattr(sdk.processor, "_span_processors", None) is sdk._processors:
+            if sdk.queues is not None and sdk.processor._span_processors is sdk._processors:  # as _LeanSpan.__exit__
                 if callable(attributes):
                     attributes = attributes()
                 return _LeanSpan(hop.name, SEND, attributes, trace_id,
@@ -1092,7 +1093,7 @@ def start_process_from(hop: HopAttributes, attributes: Attributes, headers: Mapp
                 if flags is _SAMPLED and sdk.queues is not None and sdk.remote_sampled_bound is not None \
                         and trace_id & sdk.remote_sampled_mask < sdk.remote_sampled_bound \
                         and sdk.config._tracer_config.is_enabled \
-                        and getattr(sdk.processor, "_span_processors", None) is sdk._processors:  # _start_lean, inline
+                        and sdk.processor._span_processors is sdk._processors:  # _start_lean, inline (queues: it has them)
                     if callable(attributes):
                         attributes = attributes()
                     return _LeanSpan(hop.name, PROCESS, attributes, trace_id,
