@@ -24,6 +24,7 @@ produces, e.g. (wrapped here)::
 from __future__ import annotations
 
 import collections
+import contextlib
 import datetime
 import functools
 import logging
@@ -32,7 +33,7 @@ import pathlib
 import threading
 import time
 import uuid
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from math import modf as _modf
 from typing import Any, BinaryIO
 
@@ -58,6 +59,13 @@ __all__ = ["ExportStatistics", "QueuedSpanProcessor", "aclose_tracing", "default
            "setup_tracing", "shutdown_tracing"]
 
 log = logging.getLogger("tandem.telemetry")
+
+try:
+    from fcntl import LOCK_EX as _LOCK_EX
+    from fcntl import LOCK_UN as _LOCK_UN
+    from fcntl import flock as _flock
+except ImportError:  # not a POSIX system: trace files are written without the advisory lock
+    _flock, _LOCK_EX, _LOCK_UN = None, 0, 0  # type: ignore[assignment]
 
 TRACE_FILE_ENV = "TANDEM_TRACE_FILE"
 """Environment variable that overrides the trace file location."""
@@ -122,10 +130,12 @@ class _JsonLinesExporter(SpanExporter):
         self._write(b"".join(lines))
 
     def _write(self, data: bytes) -> None:
+        """Append ``data`` in one write, holding the file's advisory lock (:func:`_locked`) while it is written."""
         fd = self.out.fileno()
         view = memoryview(data)
-        while view:  # a regular file takes it all at once; a short write only continues where it stopped
-            view = view[os.write(fd, view):]
+        with _locked(fd):
+            while view:  # a regular file takes it all at once; a short write only continues where it stopped
+                view = view[os.write(fd, view):]
 
     def export(self, spans: Sequence[ReadableSpan]) -> SpanExportResult:
         # encoded a slice at a time, letting go of the GIL in between: the event loop waiting
@@ -144,6 +154,28 @@ class _JsonLinesExporter(SpanExporter):
     def shutdown(self) -> None:
         if not self.out.closed:
             self.out.close()
+
+
+@contextlib.contextmanager
+def _locked(fd: int) -> Iterator[None]:
+    """Hold an exclusive ``flock`` on ``fd`` (where there is one) for the ``with`` block.
+
+    Several processes append to one trace file (a client and its actors). Their writes to the
+    same file wait for each other in the kernel, and the waiting spins: two processes each writing
+    batches of lines spent ~1.5-2.5 µs of CPU per line in the export thread instead of ~0.35 µs
+    (measured on this repository's 2-core VM, /tmp on ext4). Waiting for the advisory lock
+    sleeps instead. Readers (``tandem trace``) do not take it. Where ``flock`` is missing or
+    refused (a platform or file system without it), the write goes ahead unlocked, as before.
+    """
+    try:
+        _flock(fd, _LOCK_EX)  # the GIL is let go while it waits
+    except (OSError, TypeError):  # no flock here (_flock is None: TypeError), or the file system refuses it
+        yield
+        return
+    try:
+        yield
+    finally:
+        _flock(fd, _LOCK_UN)
 
 
 _GIL_SLICE = 32  # spans encoded between two GIL releases (~0.3 ms of work)
@@ -738,7 +770,9 @@ def setup_tracing(
 
     Several processes may append to the same file: it is opened unbuffered in
     append mode, so each exported batch of whole lines is one ``write`` at the end
-    of the file. A reader may still see a partially written last line.
+    of the file, made holding the file's advisory ``flock`` (writers wait for each
+    other sleeping, not spinning in the kernel). A reader may still see a partially
+    written last line.
 
     Examples
     --------
