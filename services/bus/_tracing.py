@@ -339,8 +339,8 @@ class _LeanSpan(trace.Span):
     """
 
     __slots__ = ("_attributes", "_end_time", "_hop", "_kind", "_name", "_parent_flags", "_parent_hex", "_parent_id",
-                 "_parent_remote", "_record_exception", "_span_hex", "_span_id", "_start_time", "_trace_hex", "_trace_id",
-                 "_trace_state")
+                 "_parent_remote", "_record_exception", "_span_hex", "_span_id", "_start_time", "_trace_hex",
+                 "_trace_id", "_trace_state")
 
     # what most hop spans never set: class defaults, an instance value only when set
     _context: SpanContext | None = None  # made when someone asks for it
@@ -1093,7 +1093,7 @@ def start_process_from(hop: HopAttributes, attributes: Attributes, headers: Mapp
                 if flags is _SAMPLED and sdk.queues is not None and sdk.remote_sampled_bound is not None \
                         and trace_id & sdk.remote_sampled_mask < sdk.remote_sampled_bound \
                         and sdk.config._tracer_config.is_enabled \
-                        and sdk.processor._span_processors is sdk._processors:  # _start_lean, inline (queues: it has them)
+                        and sdk.processor._span_processors is sdk._processors:  # _start_lean, inline
                     if callable(attributes):
                         attributes = attributes()
                     return _LeanSpan(hop.name, PROCESS, attributes, trace_id,
@@ -1202,7 +1202,8 @@ def inject_span(span: trace.Span, headers: MutableMapping[str, str]) -> MutableM
             headers[TRACEPARENT] = "00-%s-%s-01" % (trace_hex, span_hex)  # noqa: UP031
         except OverflowError:  # not a W3C-sized id (a custom generator): as %x writes it
             trace_hex = span._trace_hex = "%032x" % span._trace_id  # type: ignore[attr-defined]  # noqa: UP031
-            headers[TRACEPARENT] = "00-%s-%016x-01" % (trace_hex, span._span_id)  # type: ignore[attr-defined]  # noqa: UP031
+            span_id = span._span_id  # type: ignore[attr-defined]
+            headers[TRACEPARENT] = "00-%s-%016x-01" % (trace_hex, span_id)  # noqa: UP031
         state = span._trace_state  # type: ignore[attr-defined]
         if state:
             headers[TRACESTATE] = state.to_header()

@@ -347,7 +347,9 @@ _hop_tails: dict[int, tuple[Any, bytes]] = {}  # id(resource) -> (resource, the 
 
 
 def _hop_line(name: str, kind: Any, res: Any) -> tuple[Any, ...]:
-    """The constant pieces of the JSON line of a span named ``name`` of ``kind`` and resource ``res`` in the common shape.
+    """The constant pieces of the JSON line of a span named ``name`` of ``kind`` and resource ``res``.
+
+    For a span in the common shape (no trace state, unset status, no events or links).
 
     ``(kind, res, head, ids, parent, root, times, root_times, tail)``: the line is
     ``head + trace id + ids + span id + parent + parent id + times % (...) + attributes + tail``
@@ -420,7 +422,8 @@ def encode_line(span: Any) -> bytes:
                             span_hex.encode() if span_hex is not None else b"%016x" % span._span_id,
                             (parent_hex.encode() if parent_hex is not None else b"%016x" % span._parent_id)
                             if span._parent_id else None,
-                            span._start_time, span._end_time, attributes if type(attributes) is dict else dict(attributes))
+                            span._start_time, span._end_time,
+                            attributes if type(attributes) is dict else dict(attributes))
     return b"".join(_hop_parts(span))
 
 

@@ -60,7 +60,7 @@ def _span(trace_id: int = 0x0AF7651916CD43DD8448EB211C80319C, span_id: int = 0xB
 
 @pytest.mark.parametrize("headers", [None, {}, {"Tandem-Status": "done"},
                                      {"Tandem-Status": "done", "Nats-Extra": "1"},
-                                     {"Tandem-Status": "done", "traceparent": "00-" + "1" * 32 + "-" + "2" * 16 + "-01"},
+                                     {"Tandem-Status": "done", "traceparent": f"00-{'1' * 32}-{'2' * 16}-01"},
                                      {"tracestate": "k=v", "Tandem-Status": "done"}])
 def test_a_traced_reply_carries_the_same_headers_with_its_context_first(headers: dict[str, str] | None) -> None:
     sent = _reply_headers(_span(), headers)
