@@ -308,6 +308,10 @@ _resource_bytes: dict[int, tuple[Any, bytes]] = {}
 _second_bytes: list[Any] = [None, b""]  # the last whole second formatted (quote included), as bytes
 
 
+_round = float.__round__
+"""``round`` of a float (half to even, an int) without the builtin's ``__round__`` lookup and bound method."""
+
+
 def _stamps(start: int, end: int) -> tuple[bytes, int, bytes, int]:
     """Unix times ``start`` and ``end`` (nanoseconds) as ``(second, microseconds)`` each, flattened.
 
@@ -318,11 +322,11 @@ def _stamps(start: int, end: int) -> tuple[bytes, int, bytes, int]:
     # modf(t): t's fraction (t - int(t), exactly) and whole seconds as a float, in one call; the
     # second is compared as that float (int() only to format a new one)
     fraction, sec = _modf(start / 1e9)
-    us = round(fraction * 1e6)
+    us = _round(fraction * 1e6)
     if us >= 1_000_000:
         sec, us = sec + 1, us - 1_000_000
     fraction, sec2 = _modf(end / 1e9)
-    us2 = round(fraction * 1e6)
+    us2 = _round(fraction * 1e6)
     if us2 >= 1_000_000:
         sec2, us2 = sec2 + 1, us2 - 1_000_000
     started = _second_bytes[1] if _second_bytes[0] == sec else _iso_second(int(sec))
