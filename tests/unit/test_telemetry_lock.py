@@ -36,25 +36,19 @@ def test_each_batch_is_written_holding_the_lock(tmp_path: pathlib.Path, monkeypa
     assert calls == [("flock", _setup._LOCK_EX, 0), ("flock", _setup._LOCK_UN, 16)]  # written in between
 
 
-def test_a_refused_lock_still_writes(tmp_path: pathlib.Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    def refuse(fd: int, op: int) -> None:
-        raise OSError(95, "Operation not supported")
+def _refuse(fd: int, op: int) -> None:
+    raise OSError(95, "Operation not supported")
 
-    monkeypatch.setattr(_setup, "_flock", refuse)
+
+@pytest.mark.parametrize("flock", [_refuse, None], ids=["refused", "missing"])
+def test_a_file_without_a_lock_is_still_written(tmp_path: pathlib.Path, monkeypatch: pytest.MonkeyPatch,
+                                                 flock: object) -> None:
+    monkeypatch.setattr(_setup, "_flock", flock)  # the lock refused (e.g. EOPNOTSUPP), or no fcntl at all
     path = tmp_path / "t.jsonl"
     exporter = _JsonLinesExporter(open(path, "ab", buffering=0))  # noqa: SIM115 - closed by shutdown
     exporter.write_lines([b"x\n"])
     exporter.shutdown()
     assert path.read_bytes() == b"x\n"
-
-
-def test_no_flock_at_all_still_writes(tmp_path: pathlib.Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(_setup, "_flock", None)
-    path = tmp_path / "t.jsonl"
-    exporter = _JsonLinesExporter(open(path, "ab", buffering=0))  # noqa: SIM115 - closed by shutdown
-    exporter.write_lines([b"y\n"])
-    exporter.shutdown()
-    assert path.read_bytes() == b"y\n"
 
 
 def test_writers_sharing_a_file_keep_their_lines_whole_and_release_the_lock(tmp_path: pathlib.Path) -> None:
