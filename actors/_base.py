@@ -59,7 +59,6 @@ import msgspec
 from anyio.abc import TaskStatus
 from nats.aio.msg import Msg
 from nats.aio.subscription import Subscription
-from opentelemetry.context import Context
 from opentelemetry.trace import INVALID_SPAN, Span, Status, StatusCode
 
 from tandem.messages import CancelWork, ErrorReply, Message, Ping, Pong, decode_error_path, decoder, new_id, subjects
@@ -77,15 +76,7 @@ from tandem.services.bus import (
 )
 from tandem.services.bus._deadline import DEADLINE_HEADER, enter_deadline, exit_deadline
 from tandem.services.bus._nats import loop_clock
-from tandem.services.bus._tracing import (
-    _CURRENT,
-    _SPAN_KEY,
-    HopAttributes,
-    _Forwarded,
-    activate,
-    deactivate,
-    start_process_from,
-)
+from tandem.services.bus._tracing import HopAttributes, _Forwarded, activate, deactivate, start_process_from
 from tandem.services.errors import BadRequest, BusClosed, CancelledWork, DeadlineExceeded, RequestTimeout, TandemError
 from tandem.services.schema import schema_hash
 
@@ -692,13 +683,7 @@ class Actor:
                 # own context has no span, and this message's handler leaves none behind) or to end
                 await self._serve(msg, ep, span, data, env, error, work)
             else:
-                var = _CURRENT  # activate(span) and deactivate(token), inline: two calls less per hop
-                if var is None:
-                    token = activate(span)
-                else:
-                    values = var.get().copy()
-                    values[_SPAN_KEY] = span
-                    token = var.set(Context(values))
+                token = activate(span)
                 try:
                     if type(span) is _Forwarded:  # records nothing: no span to end
                         await self._serve(msg, ep, span, data, env, error, work)
@@ -706,13 +691,7 @@ class Actor:
                         with span:
                             await self._serve(msg, ep, span, data, env, error, work)
                 finally:
-                    if var is None:
-                        deactivate(token)
-                    else:
-                        try:
-                            var.reset(token)
-                        except Exception:  # as deactivate: logged where the API's detach logs it
-                            logging.getLogger("opentelemetry.context").exception("Failed to detach context")
+                    deactivate(token)
         finally:
             if st is not None:
                 st.time_ns += perf_counter_ns() - began

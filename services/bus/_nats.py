@@ -47,9 +47,8 @@ from nats.js.api import KeyValueConfig, ObjectStoreConfig
 from nats.js.errors import BucketNotFoundError
 from nats.js.object_store import ObjectStore
 from nats.protocol import command as _nats_command
-from opentelemetry import propagate, trace
+from opentelemetry import trace
 from opentelemetry.trace import INVALID_SPAN, Status, StatusCode
-from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
 
 from tandem.messages import ErrorReply, Message, decoder, encode, new_id
 
@@ -81,11 +80,11 @@ from ._protocol import (
     payload_ref,
 )
 from ._tracing import (
-    _TEXTMAP_GLOBAL,
     SENT_ROOT,
     TRACEPARENT,
     TRACESTATE,
     HopAttributes,
+    _fast_propagation,
     _Forwarded,
     inject_span,
     start_send,
@@ -1217,8 +1216,7 @@ class Bus:
             if span is INVALID_SPAN or span is SENT_ROOT:  # no context, or already written
                 pass
             elif type(span) is _Forwarded and not span.tracestate and not span._echo \
-                    and type(propagate._HTTP_TEXT_FORMAT if _TEXTMAP_GLOBAL else propagate.get_global_textmap()) \
-                    is TraceContextTextMapPropagator:  # a hop that records nothing: inject_span's branch, inline
+                    and _fast_propagation():  # a hop that records nothing: inject_span's branch, inline
                 headers[TRACEPARENT] = span.traceparent
             else:
                 inject_span(span, headers)  # the process span is the send span's child

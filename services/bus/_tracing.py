@@ -980,8 +980,7 @@ def start_send(hop: HopAttributes, attributes: Attributes, *, provider: Any | No
                                                    span_id.to_bytes(8, "big").hex())
                 except (OverflowError, AttributeError):  # not a W3C-sized id (a custom generator): as %x writes it
                     traceparent = "00-%032x-%016x-00" % (trace_id, span_id)  # noqa: UP031
-                if into is not None and type(propagate._HTTP_TEXT_FORMAT if _TEXTMAP_GLOBAL
-                                                 else propagate.get_global_textmap()) is TraceContextTextMapPropagator:
+                if into is not None and _fast_propagation():
                     into[TRACEPARENT] = traceparent  # what inject_span writes for it, without the span object
                     return SENT_ROOT
                 return _forwarded(traceparent, None, False, False)
@@ -1068,7 +1067,7 @@ def start_process_from(hop: HopAttributes, attributes: Attributes, headers: Mapp
         if off:
             return INVALID_SPAN  # tracing off and no context comes in: nothing to record, nothing to pass on
         return start_process(hop, attributes, None, provider=provider)
-    textmap = propagate._HTTP_TEXT_FORMAT if _TEXTMAP_GLOBAL else propagate.get_global_textmap()  # _global_textmap()
+    textmap = _global_textmap()
     if type(textmap) is TraceContextTextMapPropagator:
         value = headers.get(TRACEPARENT)
         if value is None:  # no context comes in (the W3C propagator reads nothing without traceparent)
@@ -1190,9 +1189,7 @@ def inject_span(span: trace.Span, headers: MutableMapping[str, str]) -> MutableM
     if span is INVALID_SPAN:  # tracing off and no incoming trace: the common untraced case
         return headers
     kind = type(span)
-    # _fast_propagation(), inline: one call less per traced or sampled message
-    fast = type(propagate._HTTP_TEXT_FORMAT if _TEXTMAP_GLOBAL else propagate.get_global_textmap()) \
-        is TraceContextTextMapPropagator
+    fast = _fast_propagation()
     if kind is _LeanSpan and fast:
         trace_hex = span._trace_hex  # type: ignore[attr-defined]
         try:  # bytes.hex of the ids: ~40% of "%032x" and "%016x" (W3C-sized ids, the SDK's generator)
