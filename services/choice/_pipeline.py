@@ -208,10 +208,11 @@ def _near(a: str, b: str) -> bool:
     """Whether ``a`` is ``b`` with one character substituted, inserted, deleted or two adjacent ones swapped."""
     if a == b or abs(len(a) - len(b)) > 1:
         return False
-    if len(a) == len(b):
-        diff = [i for i in range(len(a)) if a[i] != b[i]]
-        return len(diff) == 1 or (len(diff) == 2 and diff[1] == diff[0] + 1 and a[diff[0]] == b[diff[1]]
-                                  and a[diff[1]] == b[diff[0]])
+    if len(a) == len(b):  # one difference, or two adjacent ones swapped: the rest after them equal
+        i = 0
+        while a[i] == b[i]:  # (a != b: a difference comes)
+            i += 1
+        return a[i + 1 :] == b[i + 1 :] or (a[i + 2 :] == b[i + 2 :] and a[i] == b[i + 1] and a[i + 1] == b[i])
     short, long_ = (a, b) if len(a) < len(b) else (b, a)
     i = 0
     while i < len(short) and short[i] == long_[i]:
@@ -250,6 +251,8 @@ def _read_typos(s: str, out: Outcome, idx: OptionIndex, context: ChoiceContext) 
         for label, head, tail, k in idx.typo_labels:  # CJK: a whole label with one character substituted
             if head not in s and tail not in s:  # one substitution leaves one of them intact
                 continue
+            if label in s and s.count(head) == 1 and s.count(tail) == 1:
+                continue  # the label itself is the only place to start from (``in`` needs no argument parsing)
             starts = set(_finds(s, head)) | {j - k + 2 for j in _finds(s, tail)}
             for j in sorted(starts):
                 if 0 <= j <= len(s) - k and _near(s[j : j + k], label):
