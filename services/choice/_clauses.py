@@ -208,18 +208,17 @@ _SPAN: Final = re.Match.span
 _EARLY_KINDS: Final = frozenset((KIND.ONLY, KIND.QUESTION, KIND.HOLD))
 
 
-def _punct_spans(s: str, toks: list[Token], starts: list[int]) -> list[tuple[int, int]]:
+def _punct_spans(s: str, toks: list[Token], starts: list[int], ends: list[int]) -> list[tuple[int, int]]:
     """The spans of cutting punctuation: found in ``s`` with the tokens masked (punctuation inside a token does not cut).
 
     Masking changes nothing unless a punctuation match of ``s`` overlaps a token (outside tokens the
     two texts are the same, and a token's masked characters are never punctuation): then the spans
-    are found again in the masked text. ``starts``: the tokens' (sorted, non-overlapping).
+    are found again in the masked text. ``starts``, ``ends``: the tokens' (sorted, non-overlapping).
     """
     spans = list(map(_SPAN, (_PUNCT_RE if "-" in s else _PUNCT_ONLY).finditer(s)))
     if not toks or not spans:
         return spans
     n = len(toks)
-    ends = [t.end for t in toks]
     for a, b in spans:
         i = bisect.bisect_right(ends, a)  # the first token ending after a
         if i < n and starts[i] < b:
@@ -625,9 +624,14 @@ def read(s: str, orig: str, toks: list[Token], approval: bool, n: int) -> Readin
     -------
     Reading
     """
-    present = {t.kind for t in toks}  # clauses only ever drop tokens: checks for absent kinds are skipped
-    starts = [t.start for t in toks]
-    clauses = _split(s, _punct_spans(s, toks, starts), toks, present, starts)
+    present: set[Kind] = set()  # clauses only ever drop tokens: checks for absent kinds are skipped
+    starts: list[int] = []
+    ends: list[int] = []
+    for t in toks:  # one loop for the three (a comprehension is a function call each)
+        present.add(t.kind)
+        starts.append(t.start)
+        ends.append(t.end)
+    clauses = _split(s, _punct_spans(s, toks, starts, ends), toks, present, starts)
     r = Reading(s, orig, clauses, toks)
     _roles(s, clauses)
     if KIND.CORRECT in present:

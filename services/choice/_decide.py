@@ -402,8 +402,12 @@ def decide(r: Reading, idx: OptionIndex, context: ChoiceContext) -> Outcome:
             return _outcome(r, _clarify(0.3, "; ".join(r.cap_guards) + ": no choice made", "mention only", mods))
         return _outcome(r, None)
 
-    kinds = {t.kind for t in act}
-    targets = [t for t in act if t.tgt]
+    kinds: set[Kind] = set()
+    targets: list[Token] = []
+    for t in act:  # one loop for both (a comprehension is a function call each)
+        kinds.add(t.kind)
+        if t.tgt:
+            targets.append(t)
 
     # out-of-range / ambiguous references: never select, never let a model guess
     for t in targets:
