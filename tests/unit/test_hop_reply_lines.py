@@ -75,6 +75,8 @@ def test_an_untraced_reply_keeps_its_headers_as_given() -> None:
     assert list(_reply_headers(INVALID_SPAN, {"b": "1", "a": "2"}) or {}) == ["b", "a"]
 
 
+@pytest.mark.skipif(_nats._CLIENT is not _nats._Client,
+                    reason="this nats-py lacks what the header fast path relies on: the bus uses nats-py's Client")
 @settings(max_examples=200, deadline=None)
 @given(st.integers(1, 2**128 - 1), st.integers(1, 2**64 - 1),
        st.sampled_from([{"Tandem-Status": "done"}, {"Tandem-Status": "working"}, {"X-Other": " v "}]))
