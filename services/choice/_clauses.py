@@ -239,7 +239,9 @@ def _split(s: str, spans: list[tuple[int, int]], toks: list[Token], present: set
                 clauses.append(Clause(cur, cut, _MAIN))
             cur = resume
     else:
-        cuts: list[tuple[int, int, Flag, Flag | None]] = [(a, b, _MAIN, None) for a, b in spans]
+        cuts: list[tuple[int, int, Flag, Flag | None]] = []
+        for a, b in spans:
+            cuts.append((a, b, _MAIN, None))
         for t in toks:
             if t.kind in _CUTS:
                 cut_at_end, resume_at_end, nxt, prev = _CUTS[t.kind]
@@ -406,8 +408,13 @@ def _naming(kinds: set[Kind], toks: list[Token]) -> bool:
 
 def _structural(kinds: set[Kind], toks: list[Token]) -> bool:
     """Whether a token is a structural reference: a range, a count, a number or an ordinal."""
-    return not kinds.isdisjoint(STRUCTURAL) or (
-        KIND.REF in kinds and any(t.src in _NUMERIC for t in toks if t.kind is KIND.REF))
+    if not kinds.isdisjoint(STRUCTURAL):
+        return True
+    if KIND.REF in kinds:
+        for t in toks:
+            if t.kind is KIND.REF and t.src in _NUMERIC:
+                return True
+    return False
 
 
 def _roles(s: str, clauses: list[Clause]) -> None:
@@ -417,8 +424,10 @@ def _roles(s: str, clauses: list[Clause]) -> None:
     for c in clauses:
         toks = c.toks
         kinds = c.kinds
-        if kinds is None:  # (most clauses hold one token or none: no comprehension for them)
-            kinds = c.kinds = {t.kind for t in toks} if len(toks) > 1 else {toks[0].kind} if toks else set()
+        if kinds is None:  # (a loop, not a comprehension: a comprehension is a function call)
+            kinds = c.kinds = set()
+            for t in toks:
+                kinds.add(t.kind)
         flag = c.flag
         if flag is _MAIN:
             if not kinds.isdisjoint(_DECISIVE_PAST):
@@ -461,8 +470,15 @@ def _correction(toks: list[Token], clauses: list[Clause]) -> None:
             break
     else:
         return  # no correction word
-    last_target = max((t.start for t in toks if t.tgt), default=-1)
-    last_fix = max((t.start for t in toks if t.kind is KIND.CORRECT and t.start < last_target), default=-1)
+    # the last target, and the last correction before it (loops: a generator is a function call)
+    last_target = -1
+    for t in toks:
+        if t.tgt and t.start > last_target:
+            last_target = t.start
+    last_fix = -1
+    for t in toks:
+        if t.kind is KIND.CORRECT and last_fix < t.start < last_target:
+            last_fix = t.start
     if last_fix >= 0:
         for c in clauses:
             if c.end <= last_fix:
@@ -572,9 +588,20 @@ def _scopes(r: Reading, c: Clause, approval: bool, n: int) -> bool:
     # "yes, don't delete the logs" -> modification "don't delete the logs"
     if not has_neg:
         return True  # both checks below need a negator
-    dec = [t for t in st if t.kind in DECISIVE]
-    has_object = has_neg and any(t.kind is KIND.NEG for t in dec) and _two_words(s, c, st)
-    if dec and all(t.kind is KIND.NEG and not t.rej and t.src is not SRC.YET for t in dec):
+    dec: list[Token] = []  # the decisive tokens; whether one is a negator, whether all are pure negators
+    neg_dec = False
+    pure = True
+    for t in st:
+        if t.kind in DECISIVE:
+            dec.append(t)
+            if t.kind is KIND.NEG:
+                neg_dec = True
+                if t.rej or t.src is SRC.YET:
+                    pure = False
+            else:
+                pure = False
+    has_object = neg_dec and _two_words(s, c, st)
+    if dec and pure:
         if not any(t.neg is not None for t in st) and has_object and len(dec) == 1:
             c.role = ROLE.MOD
             r.neg_mod = True
@@ -590,11 +617,18 @@ def _trailing_negation(r: Reading, n: int) -> None:
             break
     else:
         return  # no negation
-    used = {id(u.neg) for u in r.act if u.neg is not None} | {id(u.exc) for u in r.act if u.exc is not None}
-    last_choice = max((u.start for u in r.act if _is_choice(u)), default=-1)
+    used: set[int] = set()  # the negators and exclusions that apply to a token; where the last choice starts
+    last_choice = -1
+    for u in r.act:
+        if u.neg is not None:
+            used.add(id(u.neg))
+        if u.exc is not None:
+            used.add(id(u.exc))
+        if u.kind in _CHOICES and u.start > last_choice:
+            last_choice = u.start
     chosen: list[Token] = []
     for t in r.act:
-        if _is_choice(t) and t.neg is None and t.exc is None:
+        if t.kind in _CHOICES and t.neg is None and t.exc is None:
             chosen.append(t)
         elif (t.kind is KIND.NEG and chosen and t.neg is None and id(t) not in used and t.src is not SRC.YET
               and last_choice < t.end):  # "2, no, 3" is decided later

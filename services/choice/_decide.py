@@ -123,8 +123,10 @@ def _fmt(sel: list[int]) -> str:
 
 def describe(s: str, ts: list[Token]) -> str:
     """How the references were named, for ``reasoning`` ("number '1', ordinal 'the last one')."""
-    return ", ".join(f"{_SRC_WORD[t.src] if t.src is not SRC.NONE else _KIND_WORD[t.kind]} {_shown(s, t)!r}"
-                     for t in ts[:4])
+    parts = []
+    for t in ts[:4]:
+        parts.append(f"{_SRC_WORD[t.src] if t.src is not SRC.NONE else _KIND_WORD[t.kind]} {_shown(s, t)!r}")
+    return ", ".join(parts)
 
 
 def positives(pos: list[Token], n: int) -> tuple[set[int], float, list[Token]]:
@@ -453,6 +455,7 @@ def decide(r: Reading, idx: OptionIndex, context: ChoiceContext) -> Outcome:
     pos: list[Token] = []
     negd: list[Token] = []
     excl: list[Token] = []
+    ordered: list[Token] = []  # the positive choices, sorted below
     for t in targets:
         if t.kind in _YES_NEG:
             continue
@@ -462,11 +465,18 @@ def decide(r: Reading, idx: OptionIndex, context: ChoiceContext) -> Outcome:
             negd.append(t)
         else:
             pos.append(t)
+            if t.kind in _CHOICES:
+                ordered.append(t)
     for t in excl + negd:
         if t.kind is not KIND.ALL:
             r.refused.update(_vals(t, n)[0])
     if KIND.NEG in kinds or KIND.EXC in kinds:
-        used = {id(u.neg) for u in act if u.neg is not None} | {id(u.exc) for u in act if u.exc is not None}
+        used: set[int] = set()
+        for u in act:
+            if u.neg is not None:
+                used.add(id(u.neg))
+            if u.exc is not None:
+                used.add(id(u.exc))
         bare = [t for t in act if t.kind is KIND.NEG and t.neg is None and id(t) not in used]
     else:
         used, bare = set(), []
@@ -474,7 +484,7 @@ def decide(r: Reading, idx: OptionIndex, context: ChoiceContext) -> Outcome:
         return _outcome(r, None)  # "everything except the slow stuff": excludes something that is not an option
 
     # "1か2", "1 or 2"
-    ordered = sorted((t for t in pos if t.kind in _CHOICES), key=_START)
+    ordered.sort(key=_START)
     for a, b in itertools.pairwise(ordered):
         if gap(s, a, b) == "or":
             return _outcome(r, _clarify(0.3, f"alternatives {_shown(s, a)!r} or {_shown(s, b)!r}", "ambiguous: either",
