@@ -35,7 +35,7 @@ from . import _lexicon
 from ._scanner import MASK, mask
 from ._tokens import DECISIVE, KIND, SRC, STRUCTURAL, TARGETABLE, Kind, Token, plain
 
-__all__ = ["Clause", "Flag", "Reading", "Role", "gap", "read", "residue_words"]
+__all__ = ["Clause", "Flag", "Reading", "Role", "gap", "has_kind", "read", "residue_words"]
 
 _LIST_GAP: Final = re.compile(r"(?:と|や|and|&|\+|および|及び|・|も|plus|as\s+well\s+as|と,|とか)?")
 _OR_GAP: Final = re.compile(r"(?:か|or|または|もしくは|それか|or\s+maybe|/|か,|either)")
@@ -397,6 +397,14 @@ def _mod_text(orig: str, c: Clause) -> str:
     return orig[c.start : c.end].strip(" ,、;。.!—-")
 
 
+def has_kind(toks: list[Token], kinds: frozenset[Kind]) -> bool:
+    """Whether a token of ``toks`` is of one of ``kinds`` (a loop: ``any()`` over a generator costs a frame)."""
+    for t in toks:
+        if t.kind in kinds:
+            return True
+    return False
+
+
 def _is_choice(t: Token) -> bool:
     return t.kind in _CHOICES
 
@@ -693,8 +701,7 @@ def read(s: str, orig: str, toks: list[Token], approval: bool, n: int) -> Readin
         if approval and c.role is ROLE.MOD and any(t.kind is KIND.ONLY for t in c.toks):
             r.defer = True  # "yes, but only the first step": a partial approval, for the model
             return r
-        if c.role is not ROLE.ACTIVE and c.flag is not FLAG.REASON and any(
-                t.kind in _QUESTION_HOLD for t in c.toks):
+        if c.role is not ROLE.ACTIVE and c.flag is not FLAG.REASON and has_kind(c.toks, _QUESTION_HOLD):
             hold = any(t.kind is KIND.HOLD for t in c.toks)
             r.early = (0.2, f"{'hold' if hold else 'question'} in {_mod_text(orig, c)!r}",
                        "hold" if hold else "question: " + orig[:80])

@@ -22,7 +22,7 @@ from typing import Final
 
 from tandem.messages.choice import ChoiceContext, ChoiceResult
 
-from ._clauses import ROLE, Reading, gap
+from ._clauses import ROLE, Reading, gap, has_kind
 from ._options import OptionIndex, previous_option
 from ._tokens import DECISIVE, KIND, SRC, Kind, Src, Token
 
@@ -174,7 +174,7 @@ def _options_mode(s: str, act: list[Token], pos: list[Token], negd: list[Token],
     ng: set[int] = set()
     for t in negd:
         ng.update(_vals(t, n)[0])
-    if negd and any(t.kind in _ALLS for t in negd):
+    if negd and has_kind(negd, _ALLS):
         return _clarify(0.2, "'not all' does not say which", "not all")
     if ex:
         base = sel if sel and not has_all else everything
@@ -520,7 +520,8 @@ def decide(r: Reading, idx: OptionIndex, context: ChoiceContext) -> Outcome:
         return _outcome(r, res)
 
     sel, conf, intent, why = res
-    sel = [v for v in sel if v not in r.refused]  # never propose what the answer refused
+    if r.refused:
+        sel = [v for v in sel if v not in r.refused]  # never propose what the answer refused
     if not sel:
         return _outcome(r, _clarify(0.2, why or "nothing left to select", intent or "empty selection", mods))
     if approval and context.kind == "approval" and len(sel) > 1:
