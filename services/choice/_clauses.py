@@ -718,7 +718,13 @@ def read(s: str, orig: str, toks: list[Token], approval: bool, n: int) -> Readin
             x = _mod_text(orig, c)
             if x:
                 mods.append(x)
-    r.act = [t for t in act if t.mention is None] if scoped else act  # only a scope makes a mention
+    if scoped:  # only a scope makes a mention
+        r.act = []
+        for t in act:
+            if t.mention is None:
+                r.act.append(t)
+    else:
+        r.act = act
     if r.mods:
         mods += [x for x in r.mods if x]
     r.mods = mods

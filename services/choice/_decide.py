@@ -113,6 +113,14 @@ def _vals(t: Token, n: int) -> tuple[list[int], str]:
     return [], ""
 
 
+def _first(toks: list[Token], kind: Kind) -> Token | None:
+    """The first token of ``kind`` (a loop: a generator or a comprehension is a function call)."""
+    for t in toks:
+        if t.kind is kind:
+            return t
+    return None
+
+
 def _shown(s: str, t: Token) -> str:
     return s[t.start : t.end].strip()
 
@@ -167,7 +175,10 @@ def _options_mode(s: str, act: list[Token], pos: list[Token], negd: list[Token],
     has_all = (not kinds.isdisjoint(_ALLS) and any(t.kind in _ALLS for t in pos)) or (
         KIND.EXC in kinds and any(t.kind is KIND.EXC and t.src is SRC.ALLX for t in act))
     has_rest = KIND.REST in kinds and any(t.kind is KIND.REST for t in pos)
-    yes = [t for t in act if t.kind is KIND.YES and t.neg is None] if KIND.YES in kinds else []
+    yes: list[Token] = []
+    for t in act if KIND.YES in kinds else ():
+        if t.kind is KIND.YES and t.neg is None:
+            yes.append(t)
     ex: set[int] = set()
     for t in excl:
         ex.update(_vals(t, n)[0])
@@ -429,9 +440,12 @@ def decide(r: Reading, idx: OptionIndex, context: ChoiceContext) -> Outcome:
                                             mods))
 
     # questions, concerns, holds
-    q = [t for t in act if t.kind is KIND.QUESTION] if KIND.QUESTION in kinds else []
-    if q or (KIND.CONCERN in kinds and KIND.QMARK in kinds):
-        first = q[0] if q else next(t for t in act if t.kind is KIND.CONCERN)
+    first = None  # the first question, else the first concern when there is a question mark
+    if KIND.QUESTION in kinds:
+        first = _first(act, KIND.QUESTION)
+    elif KIND.CONCERN in kinds and KIND.QMARK in kinds:
+        first = _first(act, KIND.CONCERN)
+    if first is not None:
         return _outcome(r, _clarify(0.2, f"question or concern ({_shown(s, first)!r})", "question: " + r.orig[:80],
                                     mods))
     for c in r.clauses if KIND.QMARK in kinds else ():  # an active clause's tokens are in act

@@ -423,15 +423,26 @@ def scan(s: str, idx: OptionIndex) -> list[Token]:
                     v = kt.val
                     assert isinstance(v, int)
                     kt.conf = round(0.7 + 0.1 * min(1.0, cover.get(v, 0) / idx.label_chars[v - 1] * 1.5), 3)
-            toks = [t for t in toks
-                    if not (t.kind is KIND.YES and any(k.start < t.end and t.start < k.end for k in kw_toks))]
+            kept: list[Token] = []  # a consent word inside a keyword goes (loops: a generator is a function call)
+            for t in toks:
+                if t.kind is KIND.YES:
+                    for k in kw_toks:
+                        if k.start < t.end and t.start < k.end:
+                            break
+                    else:
+                        kept.append(t)
+                else:
+                    kept.append(t)
+            toks = kept
             toks.extend(kw_toks)
             toks.sort(key=_START)
 
     # ranges: ref <range gap> ref
     # (a range's gap is a substring of s: without one anywhere in s there is none between two references)
-    refs = [t for t in toks if t.kind is KIND.REF and t.src in _NUMERIC and t.val is not None and not t.amb] \
-        if len(toks) >= 2 and _RANGE_GAP.search(s) is not None else ()
+    refs: list[Token] = []
+    for t in toks if len(toks) >= 2 and _RANGE_GAP.search(s) is not None else ():
+        if t.kind is KIND.REF and t.src in _NUMERIC and t.val is not None and not t.amb:
+            refs.append(t)
     if len(refs) >= 2:
         drop: set[int] = set()
         for a, b in itertools.pairwise(refs):
