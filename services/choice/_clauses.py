@@ -433,9 +433,12 @@ def _roles(s: str, clauses: list[Clause]) -> None:
         toks = c.toks
         kinds = c.kinds
         if kinds is None:  # (a loop, not a comprehension: a comprehension is a function call)
-            kinds = c.kinds = set()
-            for t in toks:
-                kinds.add(t.kind)
+            if len(toks) > 1:
+                kinds = c.kinds = set()
+                for t in toks:
+                    kinds.add(t.kind)
+            else:  # (most clauses hold one token or none)
+                kinds = c.kinds = {toks[0].kind} if toks else set()
         flag = c.flag
         if flag is _MAIN:
             if not kinds.isdisjoint(_DECISIVE_PAST):

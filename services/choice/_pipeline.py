@@ -241,20 +241,27 @@ def _read_typos(s: str, out: Outcome, idx: OptionIndex, context: ChoiceContext) 
         # and the CJK labels of four or more characters: (label, its first two, its last two, its length)
         idx.typo_labels = tuple((lb, lb[:2], lb[-2:], len(lb)) for lb in idx.labels if len(lb) >= 4 and not lb.isascii())
     fixes: list[tuple[str, str]] = []
-    for bad in out.unexplained:
+    for bad in out.unexplained if words else ():  # (without Latin label words there is nothing to compare)
         if len(bad) < 4:
             continue
-        near = {w for w, opt in words.items() if opt and len(w) >= 4 and _near(bad, w)}
+        near: list[str] = []  # the label words it is one typo away from (loops: a comprehension is a call)
+        for w, opt in words.items():
+            if opt and len(w) >= 4 and _near(bad, w):
+                near.append(w)
         if len(near) == 1:
-            fixes.append((bad, near.pop()))
+            fixes.append((bad, near[0]))
     if not fixes:
         for label, head, tail, k in idx.typo_labels:  # CJK: a whole label with one character substituted
             if head not in s and tail not in s:  # one substitution leaves one of them intact
                 continue
             if label in s and s.count(head) == 1 and s.count(tail) == 1:
                 continue  # the label itself is the only place to start from (``in`` needs no argument parsing)
-            starts = set(_finds(s, head)) | {j - k + 2 for j in _finds(s, tail)}
-            for j in sorted(starts):
+            starts = _finds(s, head)  # and where the tail's places put the label's start, each once, in order
+            for j in _finds(s, tail):
+                if j - k + 2 not in starts:
+                    starts.append(j - k + 2)
+            starts.sort()
+            for j in starts:
                 if 0 <= j <= len(s) - k and _near(s[j : j + k], label):
                     fixes.append((s[j : j + k], label))
                     break
