@@ -140,15 +140,19 @@ def describe(s: str, ts: list[Token]) -> str:
 def positives(pos: list[Token], n: int) -> tuple[set[int], float, list[Token]]:
     """(selected options, confidence, the tokens used) of the un-negated references."""
     sel: set[int] = set()
-    confs: list[float] = []
+    low: float | None = None  # the lowest confidence
     used: list[Token] = []
     for t in pos:
         if t.kind in _CHOICES:
-            vs, _ = _vals(t, n)
-            sel.update(vs)
-            confs.append(t.conf)
+            v = t.val
+            if t.kind is KIND.REF and not t.amb and isinstance(v, int) and 1 <= v <= n:
+                sel.add(v)  # an existing option (what _vals finds for most references, without the call)
+            else:
+                sel.update(_vals(t, n)[0])
+            if low is None or t.conf < low:
+                low = t.conf
             used.append(t)
-    conf = min(confs) if confs else 0.0
+    conf = 0.0 if low is None else low
     if len(used) > 1:
         conf = max(conf - 0.02 * (len(used) - 1), min(conf, 0.85))
     return sel, conf, used
