@@ -700,7 +700,7 @@ def read(s: str, orig: str, toks: list[Token], approval: bool, n: int) -> Readin
             t.kind is KIND.PLANREF for c in clauses if c.role is not ROLE.NONE for t in c.toks):
         r.defer = True  # "yes to step 1", "skip the first step": about parts of the plan, for the model
         return r
-    for c in clauses if present & _EARLY_KINDS else ():
+    for c in clauses if not present.isdisjoint(_EARLY_KINDS) else ():
         if approval and c.role is ROLE.MOD and any(t.kind is KIND.ONLY for t in c.toks):
             r.defer = True  # "yes, but only the first step": a partial approval, for the model
             return r

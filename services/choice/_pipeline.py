@@ -245,8 +245,9 @@ def _read_typos(s: str, out: Outcome, idx: OptionIndex, context: ChoiceContext) 
         if len(bad) < 4:
             continue
         near: list[str] = []  # the label words it is one typo away from (loops: a comprehension is a call)
+        size = len(bad)
         for w, opt in words.items():
-            if opt and len(w) >= 4 and _near(bad, w):
+            if opt and 4 <= len(w) and size - 1 <= len(w) <= size + 1 and _near(bad, w):
                 near.append(w)
         if len(near) == 1:
             fixes.append((bad, near[0]))
