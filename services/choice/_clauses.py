@@ -105,11 +105,11 @@ class Clause:
 
     __slots__ = ("end", "flag", "kinds", "role", "start", "toks")
 
-    def __init__(self, start: int, end: int, flag: Flag) -> None:
+    def __init__(self, start: int, end: int, flag: Flag, toks: list[Token]) -> None:
         self.start = start
         self.end = end
         self.flag = flag
-        self.toks: list[Token] = []
+        self.toks = toks  # (never changed in place: a stage that drops tokens gives the clause a new list)
         self.role = _UNSET
         self.kinds: set[Kind] | None = None  # the kinds of ``toks`` (``None``: not computed, or toks changed since)
 
@@ -236,7 +236,7 @@ def _split(s: str, spans: list[tuple[int, int]], toks: list[Token], present: set
         # punctuation only: the spans are sorted and apart, every clause is a main one
         for cut, resume in spans:
             if s[cur:cut].strip(_PUNCT_SPACE):
-                clauses.append(Clause(cur, cut, _MAIN))
+                clauses.append(Clause(cur, cut, _MAIN, toks))
             cur = resume
     else:
         cuts: list[tuple[int, int, Flag, Flag | None]] = []
@@ -255,7 +255,7 @@ def _split(s: str, spans: list[tuple[int, int]], toks: list[Token], present: set
             if cut < cur:
                 continue
             if s[cur:cut].strip(_PUNCT_SPACE):
-                clauses.append(Clause(cur, cut, prev if prev is not None else pending))
+                clauses.append(Clause(cur, cut, prev if prev is not None else pending, toks))
                 pending = nxt
             elif prev is not None and clauses:
                 clauses[-1].flag = prev
@@ -264,13 +264,12 @@ def _split(s: str, spans: list[tuple[int, int]], toks: list[Token], present: set
                 pending = nxt
             cur = resume
     if s[cur:].strip(_PUNCT_SPACE) or not clauses:
-        clauses.append(Clause(cur, len(s), pending))
+        clauses.append(Clause(cur, len(s), pending, toks))
     else:
         clauses[-1].end = len(s)
+    # every clause was made with all the tokens: one clause keeps them, several get their own below
     if len(clauses) == 1:
-        c = clauses[0]
-        c.toks.extend(toks)
-        c.kinds = present
+        clauses[0].kinds = present
         return clauses
     # a token goes to the last clause starting at or before it (the first clause takes any before it)
     lo = 0
