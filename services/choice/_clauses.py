@@ -291,7 +291,7 @@ def _uncovered(s: str, start: int, end: int, toks: list[Token]) -> str:
     if len(toks) == 1:  # (most clauses)
         t = toks[0]
         b = t.end
-        return s[start : t.start] + " " + s[max(start, b) : end]
+        return s[start : t.start] + " " + s[b if b > start else start : end]  # noqa: FURB136 - max() is a call
     # the gaps joined by spaces; a gap of a token starting before the text already passed is empty
     # (``s[cur:a]`` with ``a <= cur``), and so is the tail when a token reaches past ``end``
     parts: list[str] = []

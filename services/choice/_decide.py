@@ -174,7 +174,7 @@ def _options_mode(s: str, act: list[Token], pos: list[Token], negd: list[Token],
                   kinds: set[Kind]) -> _Decision | ChoiceResult | None:
     # kinds: the kinds in act (pos is part of act); a check for an absent kind is skipped
     n = idx.n
-    everything = set(range(1, n + 1))
+    everything = range(1, n + 1)  # (a set where a set operation needs one)
     sel, conf, used = positives(pos, n)
     has_all = (not kinds.isdisjoint(_ALLS) and any(t.kind in _ALLS for t in pos)) or (
         KIND.EXC in kinds and any(t.kind is KIND.EXC and t.src is SRC.ALLX for t in act))
@@ -192,12 +192,12 @@ def _options_mode(s: str, act: list[Token], pos: list[Token], negd: list[Token],
     if negd and has_kind(negd, _ALLS):
         return _clarify(0.2, "'not all' does not say which", "not all")
     if ex:
-        base = sel if sel and not has_all else everything
+        base = sel if sel and not has_all else set(everything)
         out = sorted(base - ex)
         c = 0.9 if has_all else 0.88
         if sel and not has_all:
             c = min(conf, 0.88)
-        return out, c, f"all except {_fmt(sorted(ex))}" if base == everything else f"select {_fmt(out)}", (
+        return out, c, f"all except {_fmt(sorted(ex))}" if base == set(everything) else f"select {_fmt(out)}", (
             f"exclusion of {_fmt(sorted(ex))}" + (f" from {describe(s, used)}" if used and not has_all else " from all")
         )
     if ng:
@@ -207,7 +207,7 @@ def _options_mode(s: str, act: list[Token], pos: list[Token], negd: list[Token],
             out = sorted(sel)
             return out, min(conf, 0.85), f"select {_fmt(out)}", f"{describe(s, used)}, not {_fmt(sorted(ng))}"
         if has_rest or has_all:
-            out = sorted(everything - ng)
+            out = sorted(set(everything) - ng)
             return out, 0.85, f"all except {_fmt(sorted(ng))}", f"rest after removing negated {_fmt(sorted(ng))}"
         return _clarify(0.2, f"negated option(s) {_fmt(sorted(ng))} without saying what to do instead",
                         f"not {_fmt(sorted(ng))}")
@@ -220,7 +220,7 @@ def _options_mode(s: str, act: list[Token], pos: list[Token], negd: list[Token],
             intent = f"only {_fmt(out)}"
         return out, conf, intent, describe(s, used)
     if has_all:
-        return sorted(everything), 0.92, "all", "all options"
+        return list(everything), 0.92, "all", "all options"
     negated_yes = [t for t in act if t.kind is KIND.YES and t.neg is not None] if KIND.YES in kinds else []
     if bare or negated_yes:
         return _clarify(0.3, "a refusal without an option to reject", "none")
@@ -485,7 +485,7 @@ def decide(r: Reading, idx: OptionIndex, context: ChoiceContext) -> Outcome:
             pos.append(t)
             if t.kind in _CHOICES:
                 ordered.append(t)
-    for t in excl + negd:
+    for t in excl + negd if excl or negd else ():
         if t.kind is not KIND.ALL:
             r.refused.update(_vals(t, n)[0])
     if KIND.NEG in kinds or KIND.EXC in kinds:
