@@ -80,6 +80,9 @@ from ._base import Actor, Endpoint
 __all__ = ["INTENT_SCHEMA", "ChatActor", "ChatError", "rule_intent"]
 
 log = logging.getLogger("tandem.chat")
+
+RECORD_GRACE_S = 5.0
+"""Seconds a submitted task may take to be recorded by a task actor before the turn answers anyway (logged)."""
 tracer = trace.get_tracer("tandem.chat")
 
 G_OP, G_AGENT, G_PROVIDER, G_CONV = ("gen_ai.operation.name", "gen_ai.agent.name", "gen_ai.provider.name",
@@ -436,6 +439,13 @@ class ChatActor(Actor):
                         G_CONV: submit.conversation_id},
         ) as task_span:
             await self.tasks.submit(submit)
+        try:  # recorded before the turn says "started": /tasks straight after, or after a restart, finds it
+            await self.tasks.recorded(submit.task_id, grace=RECORD_GRACE_S)
+        except RemoteError as exc:  # queued in the stream, but no task actor has recorded it yet
+            if exc.code != "not_found":
+                raise
+            log.warning("task %s submitted but not recorded within %gs: is a task actor serving?", submit.task_id,
+                        RECORD_GRACE_S)
         if turn_span is not None:
             turn_span.add_link(task_span.get_span_context(), {"tandem.task.id": submit.task_id})
         return format(task_span.get_span_context().trace_id, "032x")
