@@ -176,7 +176,7 @@ def _options_mode(s: str, act: list[Token], pos: list[Token], negd: list[Token],
     n = idx.n
     everything = range(1, n + 1)  # (a set where a set operation needs one)
     sel, conf, used = positives(pos, n)
-    has_all = (not kinds.isdisjoint(_ALLS) and any(t.kind in _ALLS for t in pos)) or (
+    has_all = (not kinds.isdisjoint(_ALLS) and has_kind(pos, _ALLS)) or (
         KIND.EXC in kinds and any(t.kind is KIND.EXC and t.src is SRC.ALLX for t in act))
     has_rest = KIND.REST in kinds and any(t.kind is KIND.REST for t in pos)
     yes: list[Token] = []
@@ -362,7 +362,7 @@ def _approval_mode(s: str, act: list[Token], pos: list[Token], negd: list[Token]
             if r is not None:
                 return r
     if not signals:
-        if any(t.kind in _ALLS for t in pos):
+        if has_kind(pos, _ALLS):
             r = add(ap, 0.7, "'all' in an approval prompt")
             if r is not None:
                 return r
@@ -613,6 +613,6 @@ def _modify_reading(r: Reading, idx: OptionIndex) -> ChoiceResult | None:
         return None
     if any(t.kind is KIND.NEG and t.rej for t in r.toks) and not any(t.kind is KIND.YES for t in r.toks):
         return None  # "設定変更はやめて": a refusal of a part; the model decides
-    if any(t.kind in _NOT_CONSENT for t in r.toks):
+    if has_kind(r.toks, _NOT_CONSENT):
         return None
     return _modify_result(r, idx, [r.orig.strip(" ,、;。.!")], "approval of part of the plan: request changes")
